@@ -1,0 +1,139 @@
+// Package bus is the durable event log between ingest and dispatch.
+//
+// Two implementations pass one conformance suite (bus/bustest): bus/memory, the
+// embedded single-process default, and bus/pulsar, backed by Apache Pulsar. Only
+// bus/pulsar imports the Pulsar client; no Pulsar type appears in this package.
+package bus
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrUnavailable classes failures where the bus could not take or hand out a
+// message right now (broker down, closed client). Ingest maps it to HTTP 503 so
+// Lark retries; it is never a reason to acknowledge an event that was not stored.
+var ErrUnavailable = errors.New("bus unavailable")
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("bus closed")
+
+// Message is what producers publish. Key orders messages: messages with one key
+// reach one consumer of a subscription in publish order (Key_Shared).
+type Message struct {
+	Key        string
+	Payload    []byte
+	Properties map[string]string
+}
+
+// Delivery is one received message. Exactly one of Ack or Nack must be called.
+// Both are safe to call from any goroutine; calls after the first are no-ops.
+type Delivery struct {
+	Message
+	// ID identifies the message within its topic, stable across redeliveries.
+	ID string
+	// Topic is the topic the message was read from (the dead-letter topic when
+	// reading one).
+	Topic string
+	// Attempt counts deliveries of this message on this subscription, from 1.
+	Attempt int
+	// PublishTime is when the bus stored the message.
+	PublishTime time.Time
+
+	ack  func() error
+	nack func() error
+}
+
+// NewDelivery is for implementations: it binds the ack and nack callbacks.
+func NewDelivery(m Message, id, topic string, attempt int, published time.Time, ack, nack func() error) *Delivery {
+	return &Delivery{Message: m, ID: id, Topic: topic, Attempt: attempt, PublishTime: published, ack: ack, nack: nack}
+}
+
+// Ack marks the message processed; it will not be delivered again on this
+// subscription.
+func (d *Delivery) Ack() error { return d.ack() }
+
+// Nack asks for redelivery after the subscription's backoff for this attempt.
+// Once a message has been delivered MaxDeliveries times, a further Nack moves
+// it to the subscription's dead-letter topic instead.
+func (d *Delivery) Nack() error { return d.nack() }
+
+// Publisher writes messages.
+//
+// Publish returns nil only once the bus has durably stored the message (for
+// memory: stored in the process's log); callers may then acknowledge upstream.
+// It is safe for concurrent use; concurrent publishes are batched by the
+// implementation. Errors wrap ErrUnavailable when the write may succeed later.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, msg Message) error
+}
+
+// SubscribeOptions selects a topic and a named subscription on it. Consumers that
+// share a Subscription split the keys between them (Key_Shared) and each key's
+// messages stay in order; distinct Subscriptions each see every message.
+type SubscribeOptions struct {
+	Topic        string
+	Subscription string
+	// MaxDeliveries moves a message to DeadLetterTopic instead of delivering
+	// it again after this many deliveries. Zero disables dead-lettering.
+	MaxDeliveries int
+	// DeadLetterTopic defaults to "<Topic>-<Subscription>-DLQ".
+	DeadLetterTopic string
+	// Backoff gives the redelivery delay after a Nack of the given attempt
+	// (1-based). Nil means DefaultBackoff.
+	Backoff func(attempt int) time.Duration
+	// ReceiverQueueSize bounds messages prefetched per consumer (0: default).
+	ReceiverQueueSize int
+}
+
+// DeadLetterTopic returns the dead-letter topic o names or its default.
+func (o SubscribeOptions) DeadLetter() string {
+	if o.DeadLetterTopic != "" {
+		return o.DeadLetterTopic
+	}
+	return o.Topic + "-" + o.Subscription + "-DLQ"
+}
+
+// BackoffFor returns the redelivery delay for attempt under o.
+func (o SubscribeOptions) BackoffFor(attempt int) time.Duration {
+	if o.Backoff != nil {
+		return o.Backoff(attempt)
+	}
+	return DefaultBackoff(attempt)
+}
+
+// DefaultBackoff doubles from 1 s up to 1 min.
+func DefaultBackoff(attempt int) time.Duration {
+	d := time.Second
+	for i := 1; i < attempt && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
+}
+
+// Consumer receives one subscription's messages.
+//
+// Receive blocks until a message arrives, ctx ends (ctx.Err()) or the consumer
+// is closed (ErrClosed). It is safe for concurrent use. Close stops delivering
+// new messages, waits (bounded by ctx) for messages already handed out to be
+// acked or nacked, then releases the subscription; it is idempotent.
+type Consumer interface {
+	Receive(ctx context.Context) (*Delivery, error)
+	Close(ctx context.Context) error
+}
+
+// Subscriber opens consumers.
+type Subscriber interface {
+	Subscribe(ctx context.Context, opts SubscribeOptions) (Consumer, error)
+}
+
+// Bus is a whole implementation: publish, subscribe, and an idempotent Close
+// that flushes pending publishes and releases connections.
+type Bus interface {
+	Publisher
+	Subscriber
+	// Ping reports whether the bus can take writes now (readiness).
+	Ping(ctx context.Context) error
+	Close(ctx context.Context) error
+}

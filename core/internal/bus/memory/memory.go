@@ -1,0 +1,604 @@
+// Package memory is the embedded, single-process bus: the default when no
+// Pulsar broker is configured. It passes the same conformance suite as
+// bus/pulsar (bus/bustest).
+//
+// Semantics, chosen to mirror a Pulsar Key_Shared subscription:
+//
+//   - A topic is an append-only log held in memory. It holds a message only for
+//     the subscriptions that existed when it was published: a message published
+//     to a topic with no subscription is dropped at once (Pulsar without
+//     retention), and a message acknowledged by every subscription is released.
+//   - A new subscription starts at the latest position: it sees only messages
+//     published after it was created. A subscription outlives its consumers
+//     (it is durable until Bus.Close): messages published while it has no
+//     consumer wait for the next consumer of that name. A subscription nobody
+//     consumes again therefore keeps its backlog, as in Pulsar without a
+//     backlog quota.
+//   - Consumers sharing a subscription split the keys (rendezvous hashing over
+//     the open consumers). A key's messages are handed to one consumer in
+//     publish order, and a key with a message handed out and not yet acked or
+//     nacked stays with that consumer. When a consumer closes, its keys move to
+//     the others.
+//   - Nack schedules redelivery after SubscribeOptions.BackoffFor(attempt). As in
+//     Pulsar, the key's later messages are not held back meanwhile, so a
+//     redelivered message can arrive after messages published after it. A Nack
+//     of a message already delivered MaxDeliveries times publishes it to the
+//     dead-letter topic (key, payload and properties kept) and acknowledges it.
+//   - There is no prefetch: ReceiverQueueSize is ignored.
+//
+// The bus starts no goroutines; all calls are safe for concurrent use.
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/larkway/larkway/core/internal/bus"
+)
+
+var _ bus.Bus = (*Bus)(nil)
+
+// Bus is the in-memory bus. The zero value is not usable; call New.
+type Bus struct {
+	logger *slog.Logger
+	seed   maphash.Seed
+
+	// mu guards the fields below. Publish holds it for reading for its whole
+	// duration so that no publish completes after Close returns.
+	// Lock order: Bus.mu, then topic.mu, then subscription.mu.
+	mu        sync.RWMutex
+	closed    bool
+	topics    map[string]*topic
+	consumers map[*consumer]struct{}
+	nextID    uint64
+}
+
+// New returns an empty bus. It does no I/O and starts no goroutines.
+func New(logger *slog.Logger) *Bus {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Bus{
+		logger:    logger.With("component", "bus.memory"),
+		seed:      maphash.MakeSeed(),
+		topics:    make(map[string]*topic),
+		consumers: make(map[*consumer]struct{}),
+	}
+}
+
+type topic struct {
+	name string
+
+	mu   sync.Mutex
+	seq  uint64
+	subs map[string]*subscription
+}
+
+// message is one published message; immutable once stored.
+type message struct {
+	seq       uint64
+	id        string
+	msg       bus.Message
+	published time.Time
+}
+
+// entry is a message's state within one subscription.
+type entry struct {
+	m          *message
+	deliveries int
+	readyAt    time.Time // redelivery not before; zero when ready
+}
+
+type subscription struct {
+	topic string
+	name  string
+	seed  maphash.Seed
+
+	mu      sync.Mutex
+	pending []*entry             // not handed out, ordered by seq
+	owners  map[string]*keyOwner // keys with messages handed out
+	active  []*consumer          // open consumers, not closing
+	changed chan struct{}        // closed and replaced on every change
+}
+
+// keyOwner pins a key to the consumer holding its in-flight messages.
+type keyOwner struct {
+	c        *consumer
+	inflight int
+}
+
+// notify wakes every Receive waiting on s. Callers hold s.mu.
+func (s *subscription) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// pick returns the open consumer that key hashes to (rendezvous hashing), or
+// nil when there is none. Callers hold s.mu.
+func (s *subscription) pick(key string) *consumer {
+	h := maphash.String(s.seed, key)
+	var best *consumer
+	var bestScore uint64
+	for _, c := range s.active {
+		if score := mix(h ^ c.salt); best == nil || score > bestScore {
+			best, bestScore = c, score
+		}
+	}
+	return best
+}
+
+// mix is the splitmix64 finalizer.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// next finds the first pending entry c may take now. When there is none it
+// returns the earliest time a delayed entry becomes ready (zero if none).
+// Callers hold s.mu.
+func (s *subscription) next(c *consumer, now time.Time) (int, time.Time) {
+	var wake time.Time
+	var picked map[string]bool // keys already hashed during this scan
+	for i, e := range s.pending {
+		if e.readyAt.After(now) {
+			if wake.IsZero() || e.readyAt.Before(wake) {
+				wake = e.readyAt
+			}
+			continue
+		}
+		key := e.m.msg.Key
+		if o := s.owners[key]; o != nil {
+			if o.c == c {
+				return i, time.Time{}
+			}
+			continue
+		}
+		mine, ok := picked[key]
+		if !ok {
+			mine = s.pick(key) == c
+			if picked == nil {
+				picked = make(map[string]bool)
+			}
+			picked[key] = mine
+		}
+		if mine {
+			return i, time.Time{}
+		}
+	}
+	return -1, wake
+}
+
+// requeue puts e back among the pending entries in seq order. Callers hold s.mu.
+func (s *subscription) requeue(e *entry) {
+	i, _ := slices.BinarySearchFunc(s.pending, e.m.seq, func(p *entry, seq uint64) int {
+		switch {
+		case p.m.seq < seq:
+			return -1
+		case p.m.seq > seq:
+			return 1
+		}
+		return 0
+	})
+	s.pending = slices.Insert(s.pending, i, e)
+}
+
+// release unpins e's key from its consumer once nothing of it is in flight.
+// Callers hold s.mu.
+func (s *subscription) release(e *entry) {
+	key := e.m.msg.Key
+	if o := s.owners[key]; o != nil {
+		if o.inflight--; o.inflight <= 0 {
+			delete(s.owners, key)
+		}
+	}
+}
+
+type tokenState int
+
+const (
+	outstanding tokenState = iota
+	settling               // being dead-lettered
+	settled
+	revoked // the consumer closed first; the entry went back to the subscription
+)
+
+// token is one hand-out of an entry to a consumer; guarded by the
+// subscription's mu.
+type token struct {
+	e     *entry
+	state tokenState
+}
+
+type consumer struct {
+	b    *Bus
+	t    *topic
+	s    *subscription
+	opts bus.SubscribeOptions
+	salt uint64
+
+	// Guarded by s.mu.
+	inflight map[*token]struct{}
+	closing  bool
+	removed  bool
+	done     chan struct{} // closed when Close begins
+	drained  chan struct{} // closed when closing and nothing is in flight
+}
+
+var _ bus.Consumer = (*consumer)(nil)
+
+// Publish stores msg in every subscription of topic. It returns once stored.
+func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("publishing to %s: %w", topicName, err)
+	}
+	if topicName == "" {
+		return errors.New("publishing: empty topic")
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return fmt.Errorf("publishing to %s: %w", topicName, bus.ErrClosed)
+	}
+	t := b.topics[topicName]
+	if t == nil {
+		return nil // no subscription: nothing retains it
+	}
+	m := &message{
+		msg: bus.Message{
+			Key:        msg.Key,
+			Payload:    slices.Clone(msg.Payload),
+			Properties: maps.Clone(msg.Properties),
+		},
+		published: time.Now(),
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seq++
+	m.seq = t.seq
+	m.id = strconv.FormatUint(m.seq, 10)
+	for _, s := range t.subs {
+		s.mu.Lock()
+		s.pending = append(s.pending, &entry{m: m})
+		s.notify()
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// Subscribe opens a consumer on opts.Subscription, creating the subscription at
+// the topic's latest position if it does not exist.
+func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Consumer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("subscribing to %s: %w", opts.Topic, err)
+	}
+	if opts.Topic == "" || opts.Subscription == "" {
+		return nil, fmt.Errorf("subscribing to %q as %q: topic and subscription are required", opts.Topic, opts.Subscription)
+	}
+	if opts.MaxDeliveries < 0 {
+		return nil, fmt.Errorf("subscribing to %s: negative MaxDeliveries %d", opts.Topic, opts.MaxDeliveries)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, fmt.Errorf("subscribing to %s: %w", opts.Topic, bus.ErrClosed)
+	}
+	t := b.topics[opts.Topic]
+	if t == nil {
+		t = &topic{name: opts.Topic, subs: make(map[string]*subscription)}
+		b.topics[opts.Topic] = t
+	}
+	t.mu.Lock()
+	s := t.subs[opts.Subscription]
+	if s == nil {
+		s = &subscription{
+			topic:   opts.Topic,
+			name:    opts.Subscription,
+			seed:    b.seed,
+			owners:  make(map[string]*keyOwner),
+			changed: make(chan struct{}),
+		}
+		t.subs[opts.Subscription] = s
+	}
+	t.mu.Unlock()
+
+	b.nextID++
+	c := &consumer{
+		b:        b,
+		t:        t,
+		s:        s,
+		opts:     opts,
+		salt:     mix(b.nextID),
+		inflight: make(map[*token]struct{}),
+		done:     make(chan struct{}),
+		drained:  make(chan struct{}),
+	}
+	s.mu.Lock()
+	s.active = append(s.active, c)
+	s.notify()
+	s.mu.Unlock()
+	b.consumers[c] = struct{}{}
+	return c, nil
+}
+
+// Ping reports whether the bus takes writes.
+func (b *Bus) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return bus.ErrClosed
+	}
+	return nil
+}
+
+// Close refuses further calls, closes every open consumer (waiting, bounded by
+// ctx, for their handed-out messages to be settled) and drops all messages.
+// It is idempotent.
+func (b *Bus) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	consumers := slices.Collect(maps.Keys(b.consumers))
+	b.mu.Unlock()
+
+	var errs []error
+	for _, c := range consumers {
+		if err := c.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	b.mu.Lock()
+	b.topics = make(map[string]*topic)
+	b.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("closing memory bus: %w", err)
+	}
+	return nil
+}
+
+// retained counts the entries held by all subscriptions (for tests).
+func (b *Bus) retained() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	n := 0
+	for _, t := range b.topics {
+		t.mu.Lock()
+		for _, s := range t.subs {
+			s.mu.Lock()
+			n += len(s.pending)
+			for _, o := range s.owners {
+				n += o.inflight
+			}
+			s.mu.Unlock()
+		}
+		t.mu.Unlock()
+	}
+	return n
+}
+
+// Receive hands out the next message for c.
+func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
+	s := c.s
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		if c.closing {
+			s.mu.Unlock()
+			return nil, bus.ErrClosed
+		}
+		i, wake := s.next(c, time.Now())
+		if i >= 0 {
+			d := c.handOut(i)
+			s.mu.Unlock()
+			return d, nil
+		}
+		changed := s.changed
+		s.mu.Unlock()
+
+		var timer *time.Timer
+		var fire <-chan time.Time
+		if !wake.IsZero() {
+			timer = time.NewTimer(time.Until(wake))
+			fire = timer.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-c.done:
+		case <-changed:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// handOut removes pending entry i and delivers it to c. Callers hold s.mu.
+func (c *consumer) handOut(i int) *bus.Delivery {
+	s := c.s
+	e := s.pending[i]
+	s.pending = slices.Delete(s.pending, i, i+1)
+	e.deliveries++
+	e.readyAt = time.Time{}
+	key := e.m.msg.Key
+	o := s.owners[key]
+	if o == nil {
+		o = &keyOwner{c: c}
+		s.owners[key] = o
+	}
+	o.inflight++
+	tk := &token{e: e}
+	c.inflight[tk] = struct{}{}
+
+	m := bus.Message{
+		Key:        e.m.msg.Key,
+		Payload:    slices.Clone(e.m.msg.Payload),
+		Properties: maps.Clone(e.m.msg.Properties),
+	}
+	return bus.NewDelivery(m, e.m.id, s.topic, e.deliveries, e.m.published,
+		func() error { return c.ack(tk) },
+		func() error { return c.nack(tk) })
+}
+
+// claim marks tk settled by its first Ack or Nack. It reports whether the
+// caller must act; err is set when the consumer already gave tk back.
+func (c *consumer) claim(tk *token, next tokenState) (act bool, err error) {
+	switch tk.state {
+	case outstanding:
+		tk.state = next
+		return true, nil
+	case revoked:
+		tk.state = settled
+		return false, bus.ErrClosed
+	}
+	return false, nil
+}
+
+// finish ends tk's hand-out: the entry is dropped (ack) or scheduled for
+// redelivery after delay (nack). Callers hold s.mu.
+func (c *consumer) finish(tk *token, ack bool, delay time.Duration) {
+	s := c.s
+	tk.state = settled
+	delete(c.inflight, tk)
+	s.release(tk.e)
+	if !ack {
+		tk.e.readyAt = time.Now().Add(delay)
+		s.requeue(tk.e)
+	}
+	if c.closing && len(c.inflight) == 0 {
+		closeOnce(c.drained)
+	}
+	s.notify()
+}
+
+func (c *consumer) ack(tk *token) error {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	act, err := c.claim(tk, settled)
+	if err != nil {
+		return fmt.Errorf("acknowledging message %s: %w", tk.e.m.id, err)
+	}
+	if act {
+		c.finish(tk, true, 0)
+	}
+	return nil
+}
+
+func (c *consumer) nack(tk *token) error {
+	s := c.s
+	s.mu.Lock()
+	act, err := c.claim(tk, settling)
+	if err != nil || !act {
+		s.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("negatively acknowledging message %s: %w", tk.e.m.id, err)
+		}
+		return nil
+	}
+	e := tk.e
+	if c.opts.MaxDeliveries <= 0 || e.deliveries < c.opts.MaxDeliveries {
+		c.finish(tk, false, c.opts.BackoffFor(e.deliveries))
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+
+	// Dead-letter outside s.mu: the dead-letter topic may be this very topic.
+	dlq := c.opts.DeadLetter()
+	err = c.b.Publish(context.Background(), dlq, e.m.msg)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		c.finish(tk, false, c.opts.BackoffFor(e.deliveries))
+		return fmt.Errorf("dead-lettering message %s to %s: %w", e.m.id, dlq, err)
+	}
+	c.b.logger.Debug("message dead-lettered", "topic", s.topic, "subscription", s.name,
+		"id", e.m.id, "dead_letter_topic", dlq, "deliveries", e.deliveries)
+	c.finish(tk, true, 0)
+	return nil
+}
+
+// Close stops handing out messages, waits (bounded by ctx) for handed-out ones
+// to be acked or nacked, then leaves the subscription. Messages still
+// unsettled when ctx ends go back to the subscription for another consumer,
+// and ctx's error is returned. Close is idempotent.
+func (c *consumer) Close(ctx context.Context) error {
+	s := c.s
+	s.mu.Lock()
+	if !c.closing {
+		c.closing = true
+		close(c.done)
+		s.active = slices.DeleteFunc(s.active, func(o *consumer) bool { return o == c })
+		if len(c.inflight) == 0 {
+			closeOnce(c.drained)
+		}
+		s.notify() // keys hashed to c move to the other consumers
+	}
+	s.mu.Unlock()
+
+	var waitErr error
+	select {
+	case <-c.drained:
+	case <-ctx.Done():
+		waitErr = ctx.Err()
+	}
+
+	s.mu.Lock()
+	returned := 0
+	if !c.removed {
+		c.removed = true
+		for tk := range c.inflight {
+			if tk.state != outstanding {
+				continue // being dead-lettered; nack finishes it
+			}
+			tk.state = revoked
+			delete(c.inflight, tk)
+			s.release(tk.e)
+			s.requeue(tk.e)
+			returned++
+		}
+		if len(c.inflight) == 0 {
+			closeOnce(c.drained)
+		}
+		s.notify()
+	}
+	s.mu.Unlock()
+
+	c.b.mu.Lock()
+	delete(c.b.consumers, c)
+	c.b.mu.Unlock()
+
+	if returned > 0 {
+		c.b.logger.Warn("consumer closed with unsettled messages; returned them to the subscription",
+			"topic", s.topic, "subscription", s.name, "messages", returned)
+		return fmt.Errorf("closing consumer of %s/%s: %d messages unsettled: %w", s.topic, s.name, returned, waitErr)
+	}
+	return nil
+}
+
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}

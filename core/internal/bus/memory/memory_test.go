@@ -1,0 +1,285 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/bustest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func newTestBus(t *testing.T) *Bus {
+	return New(slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+}
+
+func TestConformance(t *testing.T) {
+	bustest.Run(t, func(t *testing.T) bus.Bus { return newTestBus(t) })
+}
+
+func TestNewWithNilLogger(t *testing.T) {
+	b := New(nil)
+	if err := b.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if err := b.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func TestSubscribeValidates(t *testing.T) {
+	b := newTestBus(t)
+	defer b.Close(context.Background())
+	for name, opts := range map[string]bus.SubscribeOptions{
+		"no topic":         {Subscription: "s"},
+		"no subscription":  {Topic: "t"},
+		"negative retries": {Topic: "t", Subscription: "s", MaxDeliveries: -1},
+	} {
+		if _, err := b.Subscribe(t.Context(), opts); err == nil {
+			t.Errorf("%s: Subscribe succeeded", name)
+		}
+	}
+}
+
+// Messages are released once every subscription acked them, and a topic with
+// no subscription keeps nothing.
+func TestRetention(t *testing.T) {
+	ctx := t.Context()
+	b := newTestBus(t)
+	defer b.Close(context.Background())
+
+	for i := range 10 {
+		if err := b.Publish(ctx, "nobody", bus.Message{Key: "k", Payload: []byte{byte(i)}}); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	if n := b.retained(); n != 0 {
+		t.Fatalf("retained %d messages of a topic without subscriptions", n)
+	}
+
+	c1, _ := b.Subscribe(ctx, bus.SubscribeOptions{Topic: "t", Subscription: "one"})
+	c2, _ := b.Subscribe(ctx, bus.SubscribeOptions{Topic: "t", Subscription: "two"})
+	for i := range 10 {
+		if err := b.Publish(ctx, "t", bus.Message{Key: strconv.Itoa(i % 3), Payload: []byte{byte(i)}}); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	if n := b.retained(); n != 20 {
+		t.Fatalf("retained %d entries, want 20 (10 messages × 2 subscriptions)", n)
+	}
+	for _, c := range []bus.Consumer{c1, c2} {
+		for range 10 {
+			d, err := c.Receive(ctx)
+			if err != nil {
+				t.Fatalf("Receive: %v", err)
+			}
+			if err := d.Ack(); err != nil {
+				t.Fatalf("Ack: %v", err)
+			}
+		}
+	}
+	if n := b.retained(); n != 0 {
+		t.Fatalf("retained %d entries after every subscription acked everything", n)
+	}
+}
+
+// A late Ack of a delivery that Close gave back reports ErrClosed; the message
+// is delivered again.
+func TestAckAfterCloseTimeout(t *testing.T) {
+	ctx := t.Context()
+	b := newTestBus(t)
+	defer b.Close(context.Background())
+	opts := bus.SubscribeOptions{Topic: "t", Subscription: "s"}
+	c, _ := b.Subscribe(ctx, opts)
+	if err := b.Publish(ctx, "t", bus.Message{Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := c.Close(expired); err == nil {
+		t.Fatal("Close with an expired ctx and an outstanding delivery succeeded")
+	}
+	if err := d.Ack(); err == nil {
+		t.Error("Ack after the delivery was given back succeeded")
+	}
+	c2, _ := b.Subscribe(ctx, opts)
+	again, err := c2.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != d.ID || again.Attempt != 2 {
+		t.Errorf("redelivered %s attempt %d, want %s attempt 2", again.ID, again.Attempt, d.ID)
+	}
+	again.Ack()
+}
+
+// TestStress hammers one Key_Shared subscription with concurrent publishers,
+// consumers that nack, dead-letter, and leave and rejoin, and checks that no
+// key is ever in flight at two consumers, that acked messages never come back,
+// that every message is accounted for, and that nothing stays retained.
+func TestStress(t *testing.T) {
+	const (
+		publishers   = 4
+		perPublisher = 250
+		keys         = 20
+		consumers    = 4
+		total        = publishers * perPublisher
+	)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	b := newTestBus(t)
+	defer b.Close(context.Background())
+
+	opts := bus.SubscribeOptions{
+		Topic: "stress", Subscription: "s", MaxDeliveries: 3,
+		Backoff: func(int) time.Duration { return time.Millisecond },
+	}
+	dlq, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: opts.DeadLetter(), Subscription: "dlq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var (
+		mu       sync.Mutex
+		holder   = make(map[string]int) // key → consumer with it in flight
+		acked    = make(map[string]bool)
+		done     atomic.Int64
+		finished = make(chan struct{})
+	)
+	account := func() {
+		if done.Add(1) == total {
+			close(finished)
+		}
+	}
+	work, stop := context.WithCancel(ctx)
+	defer stop()
+
+	var wg sync.WaitGroup
+	for w := range consumers {
+		wg.Go(func() {
+			c, err := b.Subscribe(work, opts)
+			if err != nil {
+				t.Errorf("consumer %d: Subscribe: %v", w, err)
+				return
+			}
+			for n := 0; ; n++ {
+				// Every consumer leaves and rejoins now and then.
+				if n > 0 && n%(60+w*7) == 0 {
+					if err := c.Close(work); err != nil && work.Err() == nil {
+						t.Errorf("consumer %d: Close: %v", w, err)
+					}
+					if c, err = b.Subscribe(work, opts); err != nil {
+						if work.Err() == nil {
+							t.Errorf("consumer %d: Subscribe: %v", w, err)
+						}
+						return
+					}
+				}
+				d, err := c.Receive(work)
+				if err != nil {
+					if work.Err() == nil {
+						t.Errorf("consumer %d: Receive: %v", w, err)
+					}
+					c.Close(context.Background())
+					return
+				}
+				mu.Lock()
+				if h, ok := holder[d.Key]; ok {
+					t.Errorf("key %s handed to consumer %d while in flight at consumer %d", d.Key, w, h)
+				}
+				if acked[d.ID] {
+					t.Errorf("message %s delivered again after its ack", d.ID)
+				}
+				holder[d.Key] = w
+				mu.Unlock()
+
+				seq, _ := strconv.Atoi(d.Properties["seq"])
+				nack := (seq+d.Attempt)%4 == 0 || seq%97 == 0 // seq%97: always nacked, dead-lettered
+
+				mu.Lock()
+				delete(holder, d.Key)
+				if !nack {
+					acked[d.ID] = true
+				}
+				mu.Unlock()
+				if nack {
+					if err := d.Nack(); err != nil {
+						t.Errorf("Nack: %v", err)
+					}
+					continue
+				}
+				if err := d.Ack(); err != nil {
+					t.Errorf("Ack: %v", err)
+				}
+				account()
+			}
+		})
+	}
+	wg.Go(func() {
+		for {
+			d, err := dlq.Receive(work)
+			if err != nil {
+				return
+			}
+			d.Ack()
+			account()
+		}
+	})
+	for p := range publishers {
+		wg.Go(func() {
+			for i := range perPublisher {
+				seq := p*perPublisher + i
+				m := bus.Message{Key: "k" + strconv.Itoa(seq%keys), Payload: fmt.Appendf(nil, "%d", seq), Properties: map[string]string{"seq": strconv.Itoa(seq)}}
+				if err := b.Publish(work, opts.Topic, m); err != nil {
+					t.Errorf("Publish: %v", err)
+					return
+				}
+			}
+		})
+	}
+
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		t.Errorf("accounted for %d of %d messages before the deadline", done.Load(), total)
+	}
+	stop()
+	wg.Wait()
+	if n := b.retained(); n != 0 && !t.Failed() {
+		t.Errorf("retained %d entries after everything was acked", n)
+	}
+}
+
+func BenchmarkPublishReceive(b *testing.B) {
+	ctx := context.Background()
+	mb := New(nil)
+	defer mb.Close(ctx)
+	c, _ := mb.Subscribe(ctx, bus.SubscribeOptions{Topic: "t", Subscription: "s"})
+	m := bus.Message{Key: "k", Payload: make([]byte, 256)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := mb.Publish(ctx, "t", m); err != nil {
+			b.Fatal(err)
+		}
+		d, err := c.Receive(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.Ack()
+	}
+}

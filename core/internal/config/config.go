@@ -1,0 +1,336 @@
+// Package config is the core's typed configuration: decoded strictly from
+// YAML (an unknown key is an error naming it), defaulted, and validated as a
+// whole before anything starts. Secrets may come from the environment
+// (`*_env` fields) and are never logged.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole core configuration. See config.example.yaml.
+type Config struct {
+	// Listen is the address of the Lark-facing HTTP server.
+	Listen string `yaml:"listen"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string   `yaml:"log_level"`
+	Bus      Bus      `yaml:"bus"`
+	Redis    Redis    `yaml:"redis"`
+	Apps     []App    `yaml:"apps"`
+	Plugins  []Plugin `yaml:"plugins"`
+	Dispatch Dispatch `yaml:"dispatch"`
+	Ingest   Ingest   `yaml:"ingest"`
+}
+
+// Bus selects the event bus.
+type Bus struct {
+	// Kind is "memory" (embedded, single process) or "pulsar".
+	Kind   string `yaml:"kind"`
+	Pulsar Pulsar `yaml:"pulsar"`
+}
+
+// Pulsar configures the Pulsar bus.
+type Pulsar struct {
+	// URL is the broker service URL, e.g. pulsar://127.0.0.1:6650.
+	URL string `yaml:"url"`
+	// OperationTimeout bounds each publish and lookup.
+	OperationTimeout Duration `yaml:"operation_timeout"`
+}
+
+// Redis configures the shared store. Empty Addr means in-process stores
+// (single replica only).
+type Redis struct {
+	Addr     string `yaml:"addr"`
+	Password string `yaml:"password"`
+	// PasswordEnv names an environment variable holding the password.
+	PasswordEnv string `yaml:"password_env"`
+	DB          int    `yaml:"db"`
+}
+
+// App is one Lark app the core serves.
+type App struct {
+	// ID is the app id (cli_...).
+	ID string `yaml:"id"`
+	// Secret is the app secret; prefer SecretEnv.
+	Secret    string `yaml:"secret"`
+	SecretEnv string `yaml:"secret_env"`
+	// VerificationToken is checked on every event.
+	VerificationToken    string `yaml:"verification_token"`
+	VerificationTokenEnv string `yaml:"verification_token_env"`
+	// EncryptKey enables signature checks and decryption.
+	EncryptKey    string `yaml:"encrypt_key"`
+	EncryptKeyEnv string `yaml:"encrypt_key_env"`
+	// EventPath is the webhook path for events (default /lark/events).
+	EventPath string `yaml:"event_path"`
+	// BaseURL is the OpenAPI base URL (default https://open.feishu.cn).
+	BaseURL string `yaml:"base_url"`
+	// Timeout bounds each OpenAPI call.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Plugin is one plugin file to run.
+type Plugin struct {
+	// Path of the executable.
+	Path string `yaml:"path"`
+	// Args for it.
+	Args []string `yaml:"args"`
+	// SHA256 pins the file (hex); strongly recommended.
+	SHA256 string `yaml:"sha256"`
+	// Env adds KEY=VALUE variables.
+	Env []string `yaml:"env"`
+	// Disabled keeps the entry but does not run it.
+	Disabled bool `yaml:"disabled"`
+}
+
+// Dispatch tunes delivery to plugins.
+type Dispatch struct {
+	// Deadline is each delivery's time limit.
+	Deadline Duration `yaml:"deadline"`
+	// MaxAttempts dead-letters an event after this many deliveries.
+	MaxAttempts int `yaml:"max_attempts"`
+	// MaxInFlight caps deliveries in flight per plugin when its manifest sets none.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// RetryBackoff is the first redelivery delay; it doubles per attempt.
+	RetryBackoff Duration `yaml:"retry_backoff"`
+}
+
+// Ingest tunes the webhook.
+type Ingest struct {
+	// MaxBodyBytes bounds a request body (default 1 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// PublishTimeout bounds the durable write before Lark gets a 503.
+	PublishTimeout Duration `yaml:"publish_timeout"`
+}
+
+// Duration is a time.Duration written as "1.5s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses Go duration syntax.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 500ms, 3s)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// MaxConfigBytes bounds a config file.
+const MaxConfigBytes = 1 << 20
+
+// Load reads, decodes, defaults and validates a config file.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	return Parse(io.LimitReader(f, MaxConfigBytes+1))
+}
+
+// Parse decodes YAML strictly, applies defaults, resolves *_env secrets and
+// validates.
+func Parse(r io.Reader) (*Config, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if len(b) > MaxConfigBytes {
+		return nil, fmt.Errorf("reading config: larger than %d bytes", MaxConfigBytes)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	c.applyDefaults()
+	if err := c.resolveSecrets(); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8090"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	if c.Bus.Kind == "" {
+		c.Bus.Kind = "memory"
+	}
+	if c.Bus.Pulsar.OperationTimeout == 0 {
+		c.Bus.Pulsar.OperationTimeout = Duration(5 * time.Second)
+	}
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		if a.EventPath == "" {
+			a.EventPath = "/lark/events"
+		}
+		if a.BaseURL == "" {
+			a.BaseURL = "https://open.feishu.cn"
+		}
+		if a.Timeout == 0 {
+			a.Timeout = Duration(10 * time.Second)
+		}
+	}
+	if c.Dispatch.Deadline == 0 {
+		c.Dispatch.Deadline = Duration(10 * time.Second)
+	}
+	if c.Dispatch.MaxAttempts == 0 {
+		c.Dispatch.MaxAttempts = 5
+	}
+	if c.Dispatch.MaxInFlight == 0 {
+		c.Dispatch.MaxInFlight = 64
+	}
+	if c.Dispatch.RetryBackoff == 0 {
+		c.Dispatch.RetryBackoff = Duration(time.Second)
+	}
+	if c.Ingest.MaxBodyBytes == 0 {
+		c.Ingest.MaxBodyBytes = 1 << 20
+	}
+	if c.Ingest.PublishTimeout == 0 {
+		c.Ingest.PublishTimeout = Duration(2 * time.Second)
+	}
+}
+
+func (c *Config) resolveSecrets() error {
+	get := func(field, env string, dst *string) error {
+		if env == "" {
+			return nil
+		}
+		v, ok := os.LookupEnv(env)
+		if !ok {
+			return fmt.Errorf("config: %s: environment variable %s is not set", field, env)
+		}
+		*dst = v
+		return nil
+	}
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		p := fmt.Sprintf("apps[%d]", i)
+		if err := get(p+".secret_env", a.SecretEnv, &a.Secret); err != nil {
+			return err
+		}
+		if err := get(p+".verification_token_env", a.VerificationTokenEnv, &a.VerificationToken); err != nil {
+			return err
+		}
+		if err := get(p+".encrypt_key_env", a.EncryptKeyEnv, &a.EncryptKey); err != nil {
+			return err
+		}
+	}
+	return get("redis.password_env", c.Redis.PasswordEnv, &c.Redis.Password)
+}
+
+var appIDRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
+
+// Validate checks the whole configuration and reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("config: "+format, a...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen %q: %v", c.Listen, err)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch c.Bus.Kind {
+	case "memory":
+	case "pulsar":
+		if u, err := url.Parse(c.Bus.Pulsar.URL); err != nil || (u.Scheme != "pulsar" && u.Scheme != "pulsar+ssl") || u.Host == "" {
+			bad("bus.pulsar.url %q: want pulsar://host:port", c.Bus.Pulsar.URL)
+		}
+	default:
+		bad("bus.kind %q: want memory or pulsar", c.Bus.Kind)
+	}
+	if c.Redis.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.Redis.Addr); err != nil {
+			bad("redis.addr %q: %v", c.Redis.Addr, err)
+		}
+	}
+	if len(c.Apps) == 0 {
+		bad("apps: at least one app is required")
+	}
+	ids, paths := map[string]bool{}, map[string]bool{}
+	for i, a := range c.Apps {
+		p := fmt.Sprintf("apps[%d]", i)
+		if !appIDRE.MatchString(a.ID) {
+			bad("%s.id %q: want the app id, e.g. cli_a1b2c3", p, a.ID)
+		}
+		if ids[a.ID] {
+			bad("%s.id %q: duplicate", p, a.ID)
+		}
+		ids[a.ID] = true
+		if a.Secret == "" {
+			bad("%s: secret (or secret_env) is required", p)
+		}
+		if a.VerificationToken == "" {
+			bad("%s: verification_token is required: it authenticates every event", p)
+		}
+		if !strings.HasPrefix(a.EventPath, "/") {
+			bad("%s.event_path %q: must start with /", p, a.EventPath)
+		}
+		if paths[a.EventPath] {
+			bad("%s.event_path %q: used by another app; give each app its own path", p, a.EventPath)
+		}
+		paths[a.EventPath] = true
+		if u, err := url.Parse(a.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("%s.base_url %q: want http(s)://host", p, a.BaseURL)
+		}
+	}
+	for i, pl := range c.Plugins {
+		p := fmt.Sprintf("plugins[%d]", i)
+		if pl.Path == "" {
+			bad("%s.path is required", p)
+		}
+		if pl.SHA256 != "" && !regexp.MustCompile(`^[0-9a-fA-F]{64}$`).MatchString(pl.SHA256) {
+			bad("%s.sha256: want 64 hex digits", p)
+		}
+		for _, e := range pl.Env {
+			if !strings.Contains(e, "=") {
+				bad("%s.env %q: want KEY=VALUE", p, e)
+			}
+		}
+	}
+	if c.Dispatch.MaxAttempts < 1 || c.Dispatch.MaxAttempts > 100 {
+		bad("dispatch.max_attempts %d: want 1..100", c.Dispatch.MaxAttempts)
+	}
+	if c.Dispatch.Deadline.D() < 10*time.Millisecond {
+		bad("dispatch.deadline %s: too short", c.Dispatch.Deadline.D())
+	}
+	if c.Dispatch.MaxInFlight < 1 {
+		bad("dispatch.max_in_flight %d: want ≥ 1", c.Dispatch.MaxInFlight)
+	}
+	if c.Ingest.MaxBodyBytes < 1024 || c.Ingest.MaxBodyBytes > 64<<20 {
+		bad("ingest.max_body_bytes %d: want 1 KiB..64 MiB", c.Ingest.MaxBodyBytes)
+	}
+	if pt := c.Ingest.PublishTimeout.D(); pt <= 0 || pt > 2500*time.Millisecond {
+		bad("ingest.publish_timeout %s: want > 0 and ≤ 2.5s (Lark waits 3 s)", pt)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,65 @@
+package dispatch
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
+	"github.com/larkway/larkway/sdk/go/contract"
+)
+
+// matcher decides whether an event concerns a plugin, from its manifest's
+// subscriptions: any subscription may match; inside one, every non-empty field
+// must match and values within a field are alternatives.
+type matcher struct{ subs []compiledSub }
+
+type compiledSub struct {
+	types, commands, chats []string
+	patterns               []*regexp.Regexp
+}
+
+func newMatcher(m *pluginv1.Manifest) (*matcher, error) {
+	out := &matcher{}
+	for i, s := range m.GetSubscriptions() {
+		cs := compiledSub{types: s.GetEventTypes(), commands: s.GetCommands(), chats: s.GetChatIds()}
+		for _, p := range s.GetTextPatterns() {
+			re, err := regexp.Compile(p)
+			if err != nil {
+				return nil, fmt.Errorf("subscription %d: pattern %q: %w", i, p, err)
+			}
+			cs.patterns = append(cs.patterns, re)
+		}
+		out.subs = append(out.subs, cs)
+	}
+	return out, nil
+}
+
+func (m *matcher) match(ev *pluginv1.Event) bool {
+	for _, s := range m.subs {
+		if s.match(ev) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s compiledSub) match(ev *pluginv1.Event) bool {
+	if len(s.types) > 0 && !slices.Contains(s.types, ev.GetEventType()) {
+		return false
+	}
+	if len(s.chats) > 0 && !slices.Contains(s.chats, ev.GetChatId()) {
+		return false
+	}
+	text := ev.GetMessage().GetText()
+	if len(s.commands) > 0 {
+		name, _, ok := contract.CommandName(text)
+		if !ok || !slices.Contains(s.commands, name) {
+			return false
+		}
+	}
+	if len(s.patterns) > 0 && !slices.ContainsFunc(s.patterns, func(re *regexp.Regexp) bool { return re.MatchString(text) }) {
+		return false
+	}
+	return true
+}

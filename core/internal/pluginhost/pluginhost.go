@@ -1,0 +1,214 @@
+// Package pluginhost launches handler plugins with hashicorp/go-plugin and
+// hands the core a gRPC client for each. It is the only package importing
+// go-plugin's host side; no go-plugin type leaves it.
+package pluginhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
+	"github.com/larkway/larkway/sdk/go/contract"
+)
+
+// ErrChecksum is returned when a plugin file does not match its pinned SHA-256.
+var ErrChecksum = errors.New("plugin checksum mismatch")
+
+// ErrManifest classes a manifest the core cannot accept.
+var ErrManifest = errors.New("invalid plugin manifest")
+
+// Config is one plugin file to launch.
+type Config struct {
+	// Path of the executable.
+	Path string
+	// Args passed to it.
+	Args []string
+	// SHA256 pins the file's checksum (hex). Empty launches unpinned.
+	SHA256 string
+	// Env adds variables to the plugin's environment.
+	Env []string
+	// StartTimeout bounds the handshake (default 10 s).
+	StartTimeout time.Duration
+	// DescribeTimeout bounds the Describe call (default 5 s).
+	DescribeTimeout time.Duration
+}
+
+// Instance is one running plugin process.
+type Instance struct {
+	client   *plugin.Client
+	svc      pluginv1.PluginServiceClient
+	manifest *pluginv1.Manifest
+	logger   *slog.Logger
+
+	closeOnce sync.Once
+}
+
+// Launch starts the plugin, completes go-plugin's handshake (with automatic
+// mTLS), and reads and validates its manifest. On any error the process is
+// killed before Launch returns.
+func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, error) {
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 10 * time.Second
+	}
+	if cfg.DescribeTimeout <= 0 {
+		cfg.DescribeTimeout = 5 * time.Second
+	}
+	var secure *plugin.SecureConfig
+	if cfg.SHA256 != "" {
+		sum, err := hex.DecodeString(cfg.SHA256)
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("launching %s: sha256 %q is not 64 hex digits", cfg.Path, cfg.SHA256)
+		}
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+		// go-plugin checks the checksum too, but only inside Start; checking
+		// here gives a clear, classed error before anything is executed.
+		if ok, err := secure.Check(cfg.Path); err != nil {
+			return nil, fmt.Errorf("launching %s: checking checksum: %w", cfg.Path, err)
+		} else if !ok {
+			return nil, fmt.Errorf("launching %s: %w", cfg.Path, ErrChecksum)
+		}
+	} else {
+		logger.Warn("plugin checksum not pinned; set sha256 in production", "path", cfg.Path)
+	}
+	cmd := exec.Command(cfg.Path, cfg.Args...)
+	cmd.Env = append(os.Environ(), cfg.Env...)
+	stderr := newLineLogger(logger)
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig: plugin.HandshakeConfig{
+			ProtocolVersion:  contract.ProtocolVersion,
+			MagicCookieKey:   contract.MagicCookieKey,
+			MagicCookieValue: contract.MagicCookieValue,
+		},
+		Plugins:          plugin.PluginSet{contract.PluginName: &grpcPlugin{}},
+		Cmd:              cmd,
+		SecureConfig:     secure,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     cfg.StartTimeout,
+		Stderr:           stderr,
+		SyncStdout:       stderr,
+		Logger:           newHCLogger(logger),
+		GRPCDialOptions:  []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20))},
+	})
+	inst := &Instance{client: client, logger: logger}
+	rpc, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("launching %s: %w", cfg.Path, err)
+	}
+	raw, err := rpc.Dispense(contract.PluginName)
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("dispensing %s: %w", cfg.Path, err)
+	}
+	inst.svc = raw.(pluginv1.PluginServiceClient)
+	dctx, cancel := context.WithTimeout(ctx, cfg.DescribeTimeout)
+	defer cancel()
+	resp, err := inst.svc.Describe(dctx, &pluginv1.DescribeRequest{CoreContractVersion: contract.ContractVersion})
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("describing %s: %w", cfg.Path, err)
+	}
+	if err := ValidateManifest(resp.GetManifest()); err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("describing %s: %w", cfg.Path, err)
+	}
+	inst.manifest = resp.GetManifest()
+	stderr.setAttrs("plugin", inst.manifest.GetName(), "version", inst.manifest.GetVersion())
+	return inst, nil
+}
+
+// Manifest is the validated manifest the plugin described.
+func (i *Instance) Manifest() *pluginv1.Manifest { return i.manifest }
+
+// Service is the plugin's gRPC client.
+func (i *Instance) Service() pluginv1.PluginServiceClient { return i.svc }
+
+// Exited reports whether the process has ended.
+func (i *Instance) Exited() bool { return i.client.Exited() }
+
+// Close asks the plugin to exit and kills it if it has not after go-plugin's
+// grace period. Callers drain in-flight deliveries first. Idempotent.
+func (i *Instance) Close() {
+	i.closeOnce.Do(i.client.Kill)
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidateManifest checks what the core relies on.
+func ValidateManifest(m *pluginv1.Manifest) error {
+	if m == nil {
+		return fmt.Errorf("%w: empty", ErrManifest)
+	}
+	if !nameRE.MatchString(m.GetName()) {
+		return fmt.Errorf("%w: name %q must be lowercase letters, digits and dashes", ErrManifest, m.GetName())
+	}
+	if m.GetVersion() == "" {
+		return fmt.Errorf("%w: version is empty", ErrManifest)
+	}
+	if m.GetMaxInFlight() > 10000 {
+		return fmt.Errorf("%w: max_in_flight %d exceeds 10000", ErrManifest, m.GetMaxInFlight())
+	}
+	for i, s := range m.GetSubscriptions() {
+		for _, p := range s.GetTextPatterns() {
+			if _, err := regexp.Compile(p); err != nil {
+				return fmt.Errorf("%w: subscription %d: text pattern %q: %v", ErrManifest, i, p, err)
+			}
+		}
+		for _, c := range s.GetCommands() {
+			if len(c) < 2 || c[0] != '/' {
+				return fmt.Errorf("%w: subscription %d: command %q must start with /", ErrManifest, i, c)
+			}
+		}
+	}
+	for _, a := range m.GetAllowedActions() {
+		if _, ok := pluginv1.ActionKind_name[int32(a)]; !ok || a == pluginv1.ActionKind_ACTION_KIND_UNSPECIFIED {
+			return fmt.Errorf("%w: unknown action kind %d", ErrManifest, a)
+		}
+	}
+	return nil
+}
+
+// FileSHA256 returns the hex SHA-256 of a file, for pinning.
+func FileSHA256(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:]), nil
+}
+
+type grpcPlugin struct{ plugin.NetRPCUnsupportedPlugin }
+
+func (grpcPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
+	return errors.New("the core does not serve plugins")
+}
+
+func (grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return pluginv1.NewPluginServiceClient(c), nil
+}
+
+// newHCLogger routes go-plugin's own messages (warnings and errors only:
+// its debug output repeats every plugin stderr line) into slog.
+func newHCLogger(l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "go-plugin",
+		Level:      hclog.Warn,
+		JSONFormat: true,
+		Output:     newLineLogger(l.With("source", "go-plugin")),
+	})
+}

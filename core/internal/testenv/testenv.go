@@ -1,0 +1,71 @@
+// Package testenv locates the real services integration tests run against.
+//
+// `make test` starts Redis and Pulsar (scripts/) and exports their addresses.
+// A test that needs a service and cannot reach it fails with a message saying
+// how to start it: an integration test never skips silently.
+package testenv
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// PulsarURL is the broker service URL (LARKWAY_PULSAR_URL, default
+// pulsar://127.0.0.1:6650). The test fails if the broker is not ready.
+func PulsarURL(t testing.TB) string {
+	t.Helper()
+	url := env("LARKWAY_PULSAR_URL", "pulsar://127.0.0.1:6650")
+	admin := PulsarAdminURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, admin+"/admin/v2/namespaces/public/default", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("Pulsar is not reachable at %s (%v): run `make test`, or `scripts/pulsar.sh start` and set LARKWAY_PULSAR_URL", admin, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("Pulsar at %s is not ready (namespace public/default: HTTP %d)", admin, resp.StatusCode)
+	}
+	return url
+}
+
+// PulsarAdminURL is the broker's HTTP admin URL (LARKWAY_PULSAR_ADMIN_URL,
+// default http://127.0.0.1:8080).
+func PulsarAdminURL(t testing.TB) string {
+	t.Helper()
+	return strings.TrimRight(env("LARKWAY_PULSAR_ADMIN_URL", "http://127.0.0.1:8080"), "/")
+}
+
+// RedisAddr is the Redis address (LARKWAY_REDIS_ADDR, default 127.0.0.1:6379).
+// The test fails if nothing listens there.
+func RedisAddr(t testing.TB) string {
+	t.Helper()
+	addr := env("LARKWAY_REDIS_ADDR", "127.0.0.1:6379")
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("Redis is not reachable at %s (%v): run `make test`, or `scripts/redis.sh start` and set LARKWAY_REDIS_ADDR", addr, err)
+	}
+	c.Close()
+	return addr
+}
+
+// Name returns a name unique to this test run, for topics, subscriptions and
+// Redis key prefixes, so tests can run in parallel on one broker.
+func Name(t testing.TB, prefix string) string {
+	t.Helper()
+	r := strings.NewReplacer("/", "-", " ", "-", "#", "-")
+	return prefix + "-" + strings.ToLower(r.Replace(t.Name())) + "-" + time.Now().Format("150405.000000000")
+}
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

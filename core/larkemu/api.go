@@ -1,0 +1,509 @@
+package larkemu
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Body codes and messages, as Lark sends them (lark-platform.md §4, §5.3;
+// status and wording of the auth errors observed on open.feishu.cn).
+const (
+	codeOK                    = 0
+	codeInvalidParam          = 10003    // token endpoint: unknown app, missing fields (HTTP 200)
+	codeAppSecretInvalid      = 10014    // token endpoint: wrong secret (HTTP 200)
+	codeTokenMissing          = 99991661 // no "Bearer <token>" (HTTP 400)
+	codeTenantTokenInvalid    = 99991663 // unknown or expired token (HTTP 400)
+	codeFieldValidationFailed = 99992402 // missing/ill-typed request fields (HTTP 400)
+	codeBadParam              = 230001   // invalid message content or IDs (HTTP 400)
+	codeContentTooLong        = 230025   // text > 150 KB, card/post > 30 KB (HTTP 400)
+
+	msgTokenMissing  = "Missing access token for authorization. Please make a request with token attached."
+	msgTokenInvalid  = "Invalid access token for authorization. Please make a request with token attached."
+	msgFieldInvalid  = "field validation failed"
+	msgBadParam      = "Your request contains an invalid request parameter."
+	msgContentTooBig = "The message content exceeds the length limit."
+)
+
+// Request body limits. Lark limits the request body: 150 KB for text,
+// 30 KB for cards (interactive) and post. Other bodies are bounded by
+// maxBody; beyond it the answer is also 230025.
+const (
+	maxTextBody  = 150 << 10
+	maxCardBody  = 30 << 10
+	maxBody      = 1 << 20
+	maxTokenBody = 64 << 10
+	maxUUIDLen   = 50
+)
+
+var receiveIDTypes = map[string]bool{"open_id": true, "user_id": true, "union_id": true, "email": true, "chat_id": true}
+
+// msgTypes lists the sendable message types and the content key each needs
+// (empty: any non-empty JSON object).
+var msgTypes = map[string]string{
+	"text":        "text",
+	"post":        "",
+	"image":       "image_key",
+	"file":        "file_key",
+	"audio":       "file_key",
+	"media":       "file_key",
+	"sticker":     "file_key",
+	"interactive": "",
+	"share_chat":  "chat_id",
+	"share_user":  "user_id",
+}
+
+func (e *Emulator) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /open-apis/auth/v3/tenant_access_token/internal", e.handleTenantToken)
+	mux.HandleFunc("POST /open-apis/auth/v3/tenant_access_token/internal/{$}", e.handleTenantToken)
+	mux.HandleFunc("POST /open-apis/im/v1/messages", e.handleSend)
+	mux.HandleFunc("POST /open-apis/im/v1/messages/{message_id}/reply", e.handleReply)
+	mux.HandleFunc("GET /_emu/messages", e.handleListMessages)
+	mux.HandleFunc("POST /_emu/reset", e.handleReset)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Lark answers an unknown path or a wrong method with a plain-text
+		// 404, not ServeMux's 405 or redirects.
+		if _, pattern := mux.Handler(r); pattern == "" {
+			http.Error(w, "404 page not found", http.StatusNotFound)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// envelope is every OpenAPI JSON response.
+type envelope struct {
+	Code  int          `json:"code"`
+	Msg   string       `json:"msg"`
+	Data  any          `json:"data,omitempty"`
+	Error *errorDetail `json:"error,omitempty"`
+}
+
+type errorDetail struct {
+	LogID           string           `json:"log_id"`
+	FieldViolations []fieldViolation `json:"field_violations,omitempty"`
+}
+
+type fieldViolation struct {
+	Field       string `json:"field"`
+	Description string `json:"description"`
+}
+
+func (e *Emulator) newLogID() string {
+	return e.now().UTC().Format("20060102150405") + strings.ToUpper(randomHex(12))
+}
+
+func writeJSON(w http.ResponseWriter, status int, logID string, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	if logID != "" {
+		w.Header().Set("X-Tt-Logid", logID)
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// fail writes an OpenAPI error: HTTP 400, the code, and error.log_id.
+func (e *Emulator) fail(w http.ResponseWriter, code int, msg string, violations ...fieldViolation) {
+	logID := e.newLogID()
+	writeJSON(w, http.StatusBadRequest, logID, envelope{
+		Code:  code,
+		Msg:   msg,
+		Error: &errorDetail{LogID: logID, FieldViolations: violations},
+	})
+}
+
+// --- tenant_access_token ---------------------------------------------------
+
+type tokenResponse struct {
+	Code              int       `json:"code"`
+	Msg               string    `json:"msg"`
+	Data              *struct{} `json:"data,omitempty"`
+	TenantAccessToken string    `json:"tenant_access_token,omitempty"`
+	Expire            int       `json:"expire,omitempty"`
+}
+
+// handleTenantToken implements auth/v3/tenant_access_token/internal. Lark
+// answers failures with HTTP 200 and a code: 10003 for an unknown app or
+// missing fields, 10014 for a wrong secret.
+func (e *Emulator) handleTenantToken(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		AppID     string `json:"app_id"`
+		AppSecret string `json:"app_secret"`
+	}
+	decodeErr := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxTokenBody)).Decode(&req)
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.fetches++
+	logID := e.newLogID()
+	invalid := func(code int, msg string) {
+		writeJSON(w, http.StatusOK, logID, tokenResponse{Code: code, Msg: msg, Data: &struct{}{}})
+	}
+	if decodeErr != nil || req.AppID == "" || req.AppSecret == "" {
+		invalid(codeInvalidParam, "invalid param")
+		return
+	}
+	if len(e.apps) > 0 {
+		secret, known := e.apps[req.AppID]
+		if !known {
+			invalid(codeInvalidParam, "invalid param")
+			return
+		}
+		if secret != req.AppSecret {
+			invalid(codeAppSecretInvalid, "app secret invalid")
+			return
+		}
+	}
+	tok, remaining := e.issueTokenLocked(req.AppID)
+	e.log.Debug("issued tenant access token", "app_id", req.AppID, "expire", remaining)
+	writeJSON(w, http.StatusOK, logID, tokenResponse{
+		Code:              codeOK,
+		Msg:               "ok",
+		TenantAccessToken: tok,
+		Expire:            int(remaining / time.Second),
+	})
+}
+
+// issueTokenLocked returns the app's current token while enough of it
+// remains, else a new one. Old tokens stay valid until they expire.
+func (e *Emulator) issueTokenLocked(appID string) (string, time.Duration) {
+	now := e.now()
+	window := min(30*time.Minute, e.ttl/4)
+	if tok, ok := e.current[appID]; ok {
+		if remaining := e.tokens[tok].expiresAt.Sub(now); remaining >= window {
+			return tok, remaining
+		}
+	}
+	for tok, it := range e.tokens {
+		if !now.Before(it.expiresAt) {
+			delete(e.tokens, tok)
+		}
+	}
+	tok := "t-" + randomHex(20)
+	e.tokens[tok] = issuedToken{appID: appID, expiresAt: now.Add(e.ttl)}
+	e.current[appID] = tok
+	return tok, e.ttl
+}
+
+// authenticate checks the Bearer token and returns its app ID, or writes
+// the error Lark sends: 99991661 without "Bearer <token>", 99991663 for an
+// unknown or expired token, both HTTP 400.
+func (e *Emulator) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tok = strings.TrimSpace(tok)
+	if !ok || tok == "" {
+		e.fail(w, codeTokenMissing, msgTokenMissing)
+		return "", false
+	}
+	e.mu.Lock()
+	it, known := e.tokens[tok]
+	valid := known && e.now().Before(it.expiresAt)
+	e.mu.Unlock()
+	if !valid {
+		e.fail(w, codeTenantTokenInvalid, msgTokenInvalid)
+		return "", false
+	}
+	return it.appID, true
+}
+
+// --- messages ------------------------------------------------------------
+
+// messageBody is the union of the send and reply request bodies.
+type messageBody struct {
+	ReceiveID     string          `json:"receive_id"`
+	MsgType       string          `json:"msg_type"`
+	Content       json.RawMessage `json:"content"`
+	UUID          string          `json:"uuid"`
+	ReplyInThread bool            `json:"reply_in_thread"`
+
+	content string // Content decoded from its JSON string
+}
+
+// readMessageBody reads and validates a send or reply body. It writes the
+// error response and returns false when the body is rejected.
+func (e *Emulator) readMessageBody(w http.ResponseWriter, r *http.Request, needReceiveID bool) (messageBody, bool) {
+	var b messageBody
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
+			e.fail(w, codeContentTooLong, msgContentTooBig)
+		} else {
+			e.fail(w, codeBadParam, msgBadParam)
+		}
+		return b, false
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		e.fail(w, codeFieldValidationFailed, msgFieldInvalid, fieldViolation{"body", "request body is not a valid JSON object of the documented fields"})
+		return b, false
+	}
+	var violations []fieldViolation
+	if needReceiveID && b.ReceiveID == "" {
+		violations = append(violations, fieldViolation{"receive_id", "receive_id is required"})
+	}
+	if b.MsgType == "" {
+		violations = append(violations, fieldViolation{"msg_type", "msg_type is required"})
+	} else if _, known := msgTypes[b.MsgType]; !known {
+		violations = append(violations, fieldViolation{"msg_type", "msg_type " + strconv.Quote(b.MsgType) + " is not a supported message type"})
+	}
+	if len(b.Content) == 0 || string(b.Content) == "null" {
+		violations = append(violations, fieldViolation{"content", "content is required"})
+	} else if b.Content[0] != '"' || json.Unmarshal(b.Content, &b.content) != nil {
+		violations = append(violations, fieldViolation{"content", "content must be a JSON-encoded string, not an object"})
+	}
+	if n := utf8.RuneCountInString(b.UUID); n > maxUUIDLen {
+		violations = append(violations, fieldViolation{"uuid", "uuid is longer than 50 characters"})
+	}
+	if len(violations) > 0 {
+		e.fail(w, codeFieldValidationFailed, msgFieldInvalid, violations...)
+		return b, false
+	}
+	limit := maxBody
+	switch b.MsgType {
+	case "text":
+		limit = maxTextBody
+	case "post", "interactive":
+		limit = maxCardBody
+	}
+	if len(raw) > limit {
+		e.fail(w, codeContentTooLong, msgContentTooBig)
+		return b, false
+	}
+	if !validContent(b.MsgType, b.content) {
+		e.fail(w, codeBadParam, msgBadParam+" ext=invalid message content for msg_type "+b.MsgType)
+		return b, false
+	}
+	return b, true
+}
+
+// validContent checks that content is a JSON object with the key msgType
+// needs (text: a string "text"; image: "image_key"; …).
+func validContent(msgType, content string) bool {
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(content), &obj); err != nil || len(obj) == 0 {
+		return false
+	}
+	key := msgTypes[msgType]
+	if key == "" {
+		return true
+	}
+	s, ok := obj[key].(string)
+	return ok && (s != "" || msgType == "text")
+}
+
+// handleSend implements POST /open-apis/im/v1/messages?receive_id_type=….
+func (e *Emulator) handleSend(w http.ResponseWriter, r *http.Request) {
+	appID, ok := e.authenticate(w, r)
+	if !ok {
+		return
+	}
+	idType := r.URL.Query().Get("receive_id_type")
+	if !receiveIDTypes[idType] {
+		e.fail(w, codeFieldValidationFailed, msgFieldInvalid, fieldViolation{"receive_id_type", "receive_id_type must be one of open_id, user_id, union_id, email, chat_id"})
+		return
+	}
+	b, ok := e.readMessageBody(w, r, true)
+	if !ok {
+		return
+	}
+	if !validReceiveID(idType, b.ReceiveID) {
+		e.fail(w, codeBadParam, msgBadParam+" ext=invalid receive_id for receive_id_type "+idType)
+		return
+	}
+	chatID := b.ReceiveID
+	if idType != "chat_id" {
+		chatID = derivedID("oc_", 16, "p2p", appID, idType, b.ReceiveID)
+	}
+	e.record(w, appID, b, Message{
+		ChatID:        chatID,
+		ReceiveIDType: idType,
+		ReceiveID:     b.ReceiveID,
+	})
+}
+
+// validReceiveID checks the ID's documented shape for its type.
+func validReceiveID(idType, id string) bool {
+	switch idType {
+	case "chat_id":
+		return strings.HasPrefix(id, "oc_")
+	case "open_id":
+		return strings.HasPrefix(id, "ou_")
+	case "union_id":
+		return strings.HasPrefix(id, "on_")
+	case "email":
+		return strings.Contains(id, "@")
+	}
+	return id != ""
+}
+
+// handleReply implements POST /open-apis/im/v1/messages/{message_id}/reply.
+// A reply to a message the emulator knows inherits its chat, root and
+// thread; any other om_ ID is accepted as a root message in a chat derived
+// from its ID.
+func (e *Emulator) handleReply(w http.ResponseWriter, r *http.Request) {
+	appID, ok := e.authenticate(w, r)
+	if !ok {
+		return
+	}
+	parentID := r.PathValue("message_id")
+	if !strings.HasPrefix(parentID, "om_") {
+		e.fail(w, codeBadParam, msgBadParam+" ext=invalid message_id")
+		return
+	}
+	b, ok := e.readMessageBody(w, r, false)
+	if !ok {
+		return
+	}
+	b.ReceiveID = "" // not a reply field
+	m := Message{ParentID: parentID, RootID: parentID, ReplyInThread: b.ReplyInThread}
+	e.mu.Lock()
+	if i, known := e.byID[parentID]; known {
+		parent := e.messages[i]
+		m.ChatID = parent.ChatID
+		if parent.RootID != "" {
+			m.RootID = parent.RootID
+		}
+		m.ThreadID = parent.ThreadID
+	}
+	e.mu.Unlock()
+	if m.ChatID == "" {
+		m.ChatID = derivedID("oc_", 16, "chat-of", parentID)
+	}
+	if m.ThreadID == "" && b.ReplyInThread {
+		m.ThreadID = derivedID("omt_", 8, "thread", m.RootID)
+	}
+	e.record(w, appID, b, m)
+}
+
+// record stores m (unless b.UUID was seen from this app within UUIDTTL, in
+// which case the earlier message is returned) and writes the response.
+func (e *Emulator) record(w http.ResponseWriter, appID string, b messageBody, m Message) {
+	e.mu.Lock()
+	now := e.now()
+	e.expireUUIDsLocked(now)
+	key := uuidKey{appID, b.UUID}
+	if b.UUID != "" {
+		if ent, seen := e.uuids[key]; seen {
+			dup := e.messages[ent.index]
+			e.mu.Unlock()
+			e.log.Debug("uuid seen within an hour; returning the earlier message", "uuid", b.UUID, "message_id", dup.MessageID)
+			e.writeMessage(w, dup)
+			return
+		}
+	}
+	m.MessageID = "om_" + randomHex(16)
+	m.MsgType = b.MsgType
+	m.Content = b.content
+	m.UUID = b.UUID
+	m.AppID = appID
+	m.CreateTime = now
+	e.messages = append(e.messages, m)
+	e.byID[m.MessageID] = len(e.messages) - 1
+	if b.UUID != "" {
+		e.uuids[key] = uuidEntry{index: len(e.messages) - 1, expiresAt: now.Add(UUIDTTL)}
+		e.uuidFIFO = append(e.uuidFIFO, key)
+	}
+	e.mu.Unlock()
+	e.log.Debug("recorded message", "message_id", m.MessageID, "chat_id", m.ChatID, "parent_id", m.ParentID, "msg_type", m.MsgType)
+	e.writeMessage(w, m)
+}
+
+func (e *Emulator) expireUUIDsLocked(now time.Time) {
+	for len(e.uuidFIFO) > 0 {
+		key := e.uuidFIFO[0]
+		if ent, ok := e.uuids[key]; ok && now.Before(ent.expiresAt) {
+			return
+		}
+		delete(e.uuids, key)
+		e.uuidFIFO = e.uuidFIFO[1:]
+	}
+}
+
+// messageData is the documented send/reply response "data" (§4.2).
+type messageData struct {
+	MessageID  string          `json:"message_id"`
+	RootID     string          `json:"root_id,omitempty"`
+	ParentID   string          `json:"parent_id,omitempty"`
+	ThreadID   string          `json:"thread_id,omitempty"`
+	MsgType    string          `json:"msg_type"`
+	CreateTime string          `json:"create_time"`
+	UpdateTime string          `json:"update_time"`
+	Deleted    bool            `json:"deleted"`
+	Updated    bool            `json:"updated"`
+	ChatID     string          `json:"chat_id"`
+	Sender     senderData      `json:"sender"`
+	Body       messageBodyData `json:"body"`
+}
+
+type senderData struct {
+	ID         string `json:"id"`
+	IDType     string `json:"id_type"`
+	SenderType string `json:"sender_type"`
+	TenantKey  string `json:"tenant_key"`
+}
+
+type messageBodyData struct {
+	Content string `json:"content"`
+}
+
+func (e *Emulator) writeMessage(w http.ResponseWriter, m Message) {
+	ms := strconv.FormatInt(m.CreateTime.UnixMilli(), 10)
+	writeJSON(w, http.StatusOK, e.newLogID(), envelope{
+		Code: codeOK,
+		Msg:  "success",
+		Data: messageData{
+			MessageID:  m.MessageID,
+			RootID:     m.RootID,
+			ParentID:   m.ParentID,
+			ThreadID:   m.ThreadID,
+			MsgType:    m.MsgType,
+			CreateTime: ms,
+			UpdateTime: ms,
+			ChatID:     m.ChatID,
+			Sender:     senderData{ID: m.AppID, IDType: "app_id", SenderType: "app", TenantKey: e.tenantKey},
+			Body:       messageBodyData{Content: m.Content},
+		},
+	})
+}
+
+// derivedID is a stable ID with prefix for the given parts: the same chat
+// or thread gets the same ID every time.
+func derivedID(prefix string, n int, parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return prefix + hex.EncodeToString(h[:n])
+}
+
+// --- inspection --------------------------------------------------------------
+
+// handleListMessages serves GET /_emu/messages: the recorded messages as a
+// JSON list, filtered by any of chat_id, parent_id, root_id.
+func (e *Emulator) handleListMessages(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	out := []Message{}
+	for _, m := range e.Messages() {
+		if v := q.Get("chat_id"); v != "" && m.ChatID != v {
+			continue
+		}
+		if v := q.Get("parent_id"); v != "" && m.ParentID != v {
+			continue
+		}
+		if v := q.Get("root_id"); v != "" && m.RootID != v {
+			continue
+		}
+		out = append(out, m)
+	}
+	writeJSON(w, http.StatusOK, "", out)
+}
+
+// handleReset serves POST /_emu/reset.
+func (e *Emulator) handleReset(w http.ResponseWriter, _ *http.Request) {
+	e.Reset()
+	writeJSON(w, http.StatusOK, "", envelope{Code: codeOK, Msg: "ok"})
+}
