@@ -57,7 +57,10 @@ services-down: ## stop them
 
 .PHONY: test
 test: tools build ## start real Redis and Pulsar, run every test against them, stop them
-	@trap 'scripts/pulsar.sh stop || true; scripts/redis.sh stop || true' EXIT; \
+	@redis_up=0; pulsar_up=0; \
+	scripts/redis.sh status >/dev/null 2>&1 && redis_up=1; \
+	scripts/pulsar.sh status >/dev/null 2>&1 && pulsar_up=1; \
+	trap '[ $$pulsar_up = 1 ] || scripts/pulsar.sh stop || true; [ $$redis_up = 1 ] || scripts/redis.sh stop || true' EXIT; \
 	scripts/redis.sh start; scripts/pulsar.sh start; \
 	eval "$$(scripts/env.sh)"; \
 	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...

@@ -415,7 +415,12 @@ cmd_start() {
 }
 
 cmd_wait() {
-	do_wait "$(main_pid)"
+	local pid
+	pid=$(main_pid)
+	if [ -z "$pid" ] && ! port_busy "$ADMIN_PORT"; then
+		die "Pulsar is not running (nothing on $HOST:$ADMIN_PORT); run: $0 start"
+	fi
+	do_wait "$pid"
 }
 
 cmd_status() {

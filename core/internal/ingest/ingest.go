@@ -35,7 +35,20 @@ type Config struct {
 	Apps           []App
 	MaxBodyBytes   int64
 	PublishTimeout time.Duration
+	// ClockSkew is how far X-Lark-Request-Timestamp may be from now (default 5 min).
+	ClockSkew time.Duration
+	// Replay remembers nonces (default: in-process).
+	Replay ReplayCache
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
+
+// Lark's signature headers.
+const (
+	HeaderTimestamp = "X-Lark-Request-Timestamp"
+	HeaderNonce     = "X-Lark-Request-Nonce"
+	HeaderSignature = "X-Lark-Signature"
+)
 
 // Server is the webhook HTTP handler.
 type Server struct {
@@ -68,6 +81,15 @@ func New(cfg Config, pub bus.Publisher, logger *slog.Logger, reg prometheus.Regi
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.rejected, m.published)
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 5 * time.Minute
+	}
+	if cfg.Replay == nil {
+		cfg.Replay = NewMemoryReplayCache()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, pub: pub, logger: logger.With("component", "ingest"), mux: http.NewServeMux(), metrics: m}
 	for _, a := range cfg.Apps {
@@ -121,19 +143,9 @@ func (s *Server) eventHandler(app App) http.Handler {
 			s.reject(w, app.ID, http.StatusBadRequest, "read", "reading body failed")
 			return
 		}
-		var probe envelope.Probe
-		if err := json.Unmarshal(body, &probe); err != nil {
-			s.reject(w, app.ID, http.StatusBadRequest, "not_json", "body is not a JSON object")
-			return
-		}
-		if probe.Encrypt != "" {
-			// Decryption and signature checks arrive with the full ingest;
-			// until then an encrypted body cannot be authenticated.
-			s.reject(w, app.ID, http.StatusBadRequest, "undecryptable", "encrypted events are not supported by this app's configuration")
-			return
-		}
-		if !tokenOK(probe.VerificationToken(), app.VerificationToken) {
-			s.reject(w, app.ID, http.StatusUnauthorized, "bad_token", "verification token does not match")
+		plain, probe, rej := s.authenticate(r.Context(), app, r.Header, body)
+		if rej != nil {
+			s.reject(w, app.ID, rej.status, rej.reason, rej.msg)
 			return
 		}
 		if probe.IsChallenge() {
@@ -141,6 +153,7 @@ func (s *Server) eventHandler(app App) http.Handler {
 			writeJSON(w, http.StatusOK, map[string]string{"challenge": probe.Challenge})
 			return
 		}
+		body = plain
 		ev, err := envelope.Normalize(app.ID, body)
 		if err != nil {
 			reason := "malformed"
@@ -167,6 +180,82 @@ func (s *Server) eventHandler(app App) http.Handler {
 		s.metrics.requests.WithLabelValues(app.ID, "stored", "200").Inc()
 		writeJSON(w, http.StatusOK, map[string]string{"msg": "success"})
 	})
+}
+
+// rejection is an authentication failure's answer.
+type rejection struct {
+	status int
+	reason string
+	msg    string
+}
+
+// authenticate returns the plaintext body and its probe, or why not:
+//   - with an Encrypt Key, the body must be encrypted and, unless it is a
+//     url_verification (Lark sends those without signature headers), signed:
+//     the timestamp must be within the skew window, the SHA-256 signature
+//     must match (constant time), and the nonce must be new — checked in
+//     that order so forged requests cannot fill the nonce cache;
+//   - the verification token is checked on every body, encrypted or not.
+func (s *Server) authenticate(ctx context.Context, app App, h http.Header, body []byte) ([]byte, *envelope.Probe, *rejection) {
+	var outer envelope.Probe
+	if err := json.Unmarshal(body, &outer); err != nil {
+		return nil, nil, &rejection{http.StatusBadRequest, "not_json", "body is not a JSON object"}
+	}
+	plain, probe := body, &outer
+	signed := h.Get(HeaderSignature) != ""
+	if app.EncryptKey != "" {
+		if outer.Encrypt == "" {
+			return nil, nil, &rejection{http.StatusBadRequest, "not_encrypted", "this app has an encrypt key: Lark sends encrypted bodies"}
+		}
+		if signed {
+			if rej := s.checkSignature(ctx, app, h, body); rej != nil {
+				return nil, nil, rej
+			}
+		}
+		var err error
+		if plain, err = Decrypt(outer.Encrypt, app.EncryptKey); err != nil {
+			return nil, nil, &rejection{http.StatusBadRequest, "undecryptable", "body could not be decrypted with this app's encrypt key"}
+		}
+		probe = &envelope.Probe{}
+		if err := json.Unmarshal(plain, probe); err != nil {
+			return nil, nil, &rejection{http.StatusBadRequest, "not_json", "decrypted body is not a JSON object"}
+		}
+		if !signed && !probe.IsChallenge() {
+			return nil, nil, &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Signature is required"}
+		}
+	} else if outer.Encrypt != "" {
+		return nil, nil, &rejection{http.StatusBadRequest, "undecryptable", "encrypted body, but this app has no encrypt key configured"}
+	}
+	if !tokenOK(probe.VerificationToken(), app.VerificationToken) {
+		return nil, nil, &rejection{http.StatusUnauthorized, "bad_token", "verification token does not match"}
+	}
+	return plain, probe, nil
+}
+
+func (s *Server) checkSignature(ctx context.Context, app App, h http.Header, body []byte) *rejection {
+	ts, nonce, sig := h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature)
+	if ts == "" || nonce == "" {
+		return &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Request-Timestamp and X-Lark-Request-Nonce are required"}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return &rejection{http.StatusUnauthorized, "stale_timestamp", "X-Lark-Request-Timestamp is not Unix seconds"}
+	}
+	if d := s.cfg.Now().Sub(time.Unix(sec, 0)); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
+		return &rejection{http.StatusUnauthorized, "stale_timestamp", "request timestamp is outside the accepted window"}
+	}
+	if !signatureOK(sig, EventSignature(ts, nonce, app.EncryptKey, body)) {
+		return &rejection{http.StatusUnauthorized, "bad_signature", "signature does not match"}
+	}
+	seen, err := s.cfg.Replay.Seen(ctx, app.ID+":"+nonce, 2*s.cfg.ClockSkew)
+	if err != nil {
+		// Without the replay store we cannot tell a replay: Lark retries.
+		return &rejection{http.StatusServiceUnavailable, "replay_store_unavailable", "nonce store unavailable; retry later"}
+	}
+	if seen {
+		return &rejection{http.StatusUnauthorized, "replayed_nonce", "nonce already used"}
+	}
+	return nil
 }
 
 // tokenOK compares in constant time; an empty expected token never matches.

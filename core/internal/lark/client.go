@@ -99,12 +99,12 @@ func New(cfg Config, logger *slog.Logger) (*Client, error) {
 
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxIdleConnsPerHost = 64
-	hc := &http.Client{Timeout: cfg.Timeout, Transport: observingTransport{next: base}}
+	hc := &http.Client{Timeout: cfg.Timeout, Transport: base}
 
 	c := &Client{cfg: cfg, log: logger, http: hc}
 	c.sdk = larksdk.NewClient(cfg.AppID, cfg.AppSecret,
 		larksdk.WithOpenBaseUrl(cfg.BaseURL),
-		larksdk.WithHttpClient(hc),
+		larksdk.WithHttpClient(bufferingClient{c: hc}),
 		// The SDK's cache would override WithTenantAccessToken (upstream
 		// #198) and retry with a stale token; tokens are handled here.
 		larksdk.WithEnableTokenCache(false),

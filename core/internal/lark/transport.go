@@ -1,8 +1,10 @@
 package lark
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 )
@@ -21,28 +23,42 @@ func withResponseMeta(ctx context.Context, m *responseMeta) context.Context {
 	return context.WithValue(ctx, responseMetaKey{}, m)
 }
 
-// observingTransport fills the request context's responseMeta. RoundTrip
-// runs on the goroutine that called http.Client.Do, so the write needs no
-// lock.
-type observingTransport struct {
-	next http.RoundTripper
+// maxResponseBody bounds a buffered OpenAPI response body.
+const maxResponseBody = 8 << 20
+
+// bufferingClient is the larkcore.HttpClient given to the SDK. It fills the
+// request context's responseMeta and reads and closes the response body
+// (at most maxResponseBody) before handing a buffered copy to the SDK.
+//
+// Buffering matters: on HTTP 504 the SDK returns ServerTimeoutError without
+// closing the body, which would pin the connection and http.Client's
+// timeout goroutine until the timeout fires. With the body read and closed
+// here, nothing is left open whatever the SDK does. Do runs on the caller's
+// goroutine, so writing the meta needs no lock.
+type bufferingClient struct {
+	c *http.Client
 }
 
-func (t observingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(r)
-	if m, ok := r.Context().Value(responseMetaKey{}).(*responseMeta); ok && resp != nil {
+func (b bufferingClient) Do(r *http.Request) (*http.Response, error) {
+	resp, err := b.c.Do(r)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
+	resp.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("reading response body: %w", err)
+	}
+	if len(body) > maxResponseBody {
+		return nil, fmt.Errorf("response body exceeds %d bytes", maxResponseBody)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	if m, ok := r.Context().Value(responseMetaKey{}).(*responseMeta); ok {
 		m.status = resp.StatusCode
 		m.header = resp.Header
 	}
-	return resp, err
-}
-
-// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
-// wrapped transport.
-func (t observingTransport) CloseIdleConnections() {
-	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
+	return resp, nil
 }
 
 // sdkLogger adapts the SDK's logger interface to slog. The SDK logs method

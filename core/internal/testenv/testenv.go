@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,4 +70,44 @@ func env(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// Eventually polls cond every 10 ms until it holds, failing the test with
+// the reason after timeout. It is how tests wait for asynchronous effects
+// without fixed sleeps.
+func Eventually(t testing.TB, timeout time.Duration, reason string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, reason)
+		}
+		<-tick.C
+	}
+}
+
+// BuildPlugin compiles the Go package at pkg (relative to the module root,
+// e.g. "./plugins/echo") into dir and returns the binary's path.
+func BuildPlugin(t testing.TB, pkg, dir string) string {
+	t.Helper()
+	root := ModuleRoot(t)
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+// ModuleRoot is the repository root (where go.mod is).
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	b, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(b)))
 }

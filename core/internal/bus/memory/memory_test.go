@@ -140,7 +140,7 @@ func TestStress(t *testing.T) {
 		consumers    = 4
 		total        = publishers * perPublisher
 	)
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	b := newTestBus(t)
 	defer b.Close(context.Background())
@@ -169,20 +169,24 @@ func TestStress(t *testing.T) {
 	work, stop := context.WithCancel(ctx)
 	defer stop()
 
+	// Subscribe before publishing: a topic without subscriptions keeps nothing.
+	initial := make([]bus.Consumer, consumers)
+	for w := range initial {
+		if initial[w], err = b.Subscribe(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var wg sync.WaitGroup
 	for w := range consumers {
 		wg.Go(func() {
-			c, err := b.Subscribe(work, opts)
-			if err != nil {
-				t.Errorf("consumer %d: Subscribe: %v", w, err)
-				return
-			}
+			c := initial[w]
 			for n := 0; ; n++ {
 				// Every consumer leaves and rejoins now and then.
 				if n > 0 && n%(60+w*7) == 0 {
 					if err := c.Close(work); err != nil && work.Err() == nil {
 						t.Errorf("consumer %d: Close: %v", w, err)
 					}
+					var err error
 					if c, err = b.Subscribe(work, opts); err != nil {
 						if work.Err() == nil {
 							t.Errorf("consumer %d: Subscribe: %v", w, err)
@@ -256,7 +260,7 @@ func TestStress(t *testing.T) {
 	select {
 	case <-finished:
 	case <-ctx.Done():
-		t.Errorf("accounted for %d of %d messages before the deadline", done.Load(), total)
+		t.Errorf("accounted for %d of %d messages before the deadline\n%s", done.Load(), total, b.dump())
 	}
 	stop()
 	wg.Wait()
@@ -282,4 +286,30 @@ func BenchmarkPublishReceive(b *testing.B) {
 		}
 		d.Ack()
 	}
+}
+
+// dump describes every subscription's state, for failure messages.
+func (b *Bus) dump() string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := ""
+	for _, t := range b.topics {
+		t.mu.Lock()
+		for _, s := range t.subs {
+			s.mu.Lock()
+			out += fmt.Sprintf("%s/%s pending=%d active=%d owners=%d\n", t.name, s.name, len(s.pending), len(s.active), len(s.owners))
+			for k, o := range s.owners {
+				out += fmt.Sprintf("  owner %s -> %p closing=%v inflight=%d cinflight=%d\n", k, o.c, o.c.closing, o.inflight, len(o.c.inflight))
+			}
+			for i, e := range s.pending {
+				if i > 5 {
+					break
+				}
+				out += fmt.Sprintf("  pending %s key=%s del=%d ready=%v\n", e.m.id, e.m.msg.Key, e.deliveries, e.readyAt)
+			}
+			s.mu.Unlock()
+		}
+		t.mu.Unlock()
+	}
+	return out
 }
