@@ -19,7 +19,7 @@ cleanup() {
   say "stopping"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$RUN"
+  [ -n "${LARKWAY_DEMO_KEEP:-}" ] || rm -rf "$RUN"
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM

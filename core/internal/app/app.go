@@ -217,7 +217,7 @@ func (a *App) supervise(ctx context.Context, disp *dispatch.Dispatcher, pc confi
 	for ctx.Err() == nil {
 		inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: pc.Path, Args: pc.Args, SHA256: pc.SHA256, Env: pc.Env}, log)
 		if err != nil {
-			log.Error("plugin failed to start", "err", err, "retry_in", backoff)
+			log.Error("plugin failed to start", "err", err, "retry_in", backoff.String())
 		} else {
 			m := inst.Manifest()
 			log.Info("plugin serving", "plugin", m.GetName(), "version", m.GetVersion())
@@ -227,7 +227,7 @@ func (a *App) supervise(ctx context.Context, disp *dispatch.Dispatcher, pc confi
 			if ctx.Err() != nil {
 				return
 			}
-			log.Error("plugin stopped; restarting", "plugin", m.GetName(), "err", err, "retry_in", backoff)
+			log.Error("plugin stopped; restarting", "plugin", m.GetName(), "err", err, "retry_in", backoff.String())
 			if time.Since(start) > time.Minute {
 				backoff = 100 * time.Millisecond
 			}

@@ -147,7 +147,7 @@ func TestPublishTimeoutAnswers503(t *testing.T) {
 			return nil
 		}
 	})
-	s := New(Config{Apps: []App{{ID: "a", VerificationToken: "vt", EventPath: "/e"}}, MaxBodyBytes: 1 << 20,
+	s := New(Config{Apps: []App{{ID: "cli_test", VerificationToken: "vt", EventPath: "/e"}}, MaxBodyBytes: 1 << 20,
 		PublishTimeout: 50 * time.Millisecond}, pub, slog.New(slog.DiscardHandler), nil)
 	rec := httptest.NewRecorder()
 	s.ServeHTTP(rec, httptest.NewRequest("POST", "/e", strings.NewReader(messageEvent("vt"))))

@@ -19,7 +19,7 @@ var testNow = time.Unix(1_700_000_000, 0)
 
 func encryptedServer(pub *recorder) *Server {
 	return New(Config{
-		Apps:           []App{{ID: "cli_enc", VerificationToken: "vt", EncryptKey: testKey, EventPath: "/lark/events"}},
+		Apps:           []App{{ID: "cli_test", VerificationToken: "vt", EncryptKey: testKey, EventPath: "/lark/events"}},
 		MaxBodyBytes:   1 << 20,
 		PublishTimeout: time.Second,
 		Now:            func() time.Time { return testNow },

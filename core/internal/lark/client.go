@@ -208,7 +208,7 @@ func (c *Client) invoke(ctx context.Context, op string, call sdkCall) (Sent, err
 		}
 		apiErr := newAPIError(ce.Code, ce.Msg, resp.StatusCode, resp.Header)
 		if apiErr.TokenInvalid() && attempt == 1 {
-			c.log.Warn("tenant access token rejected; refetching and retrying once", "code", ce.Code, "msg", ce.Msg, "log_id", apiErr.LogID)
+			c.log.Warn("tenant access token rejected; refetching and retrying once", "code", ce.Code, "reason", ce.Msg, "log_id", apiErr.LogID)
 			c.tokens.Invalidate(ctx, tok)
 			continue
 		}

@@ -72,10 +72,12 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 		if err != nil || len(sum) != sha256.Size {
 			return nil, fmt.Errorf("launching %s: sha256 %q is not 64 hex digits", cfg.Path, cfg.SHA256)
 		}
-		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 		// go-plugin checks the checksum too, but only inside Start; checking
-		// here gives a clear, classed error before anything is executed.
-		if ok, err := secure.Check(cfg.Path); err != nil {
+		// here gives a clear, classed error before anything is executed. The
+		// check consumes its hash.Hash, so go-plugin gets a fresh one.
+		pre := &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+		if ok, err := pre.Check(cfg.Path); err != nil {
 			return nil, fmt.Errorf("launching %s: checking checksum: %w", cfg.Path, err)
 		} else if !ok {
 			return nil, fmt.Errorf("launching %s: %w", cfg.Path, ErrChecksum)

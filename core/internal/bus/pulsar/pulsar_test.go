@@ -1,0 +1,167 @@
+package pulsar
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/bustest"
+	"github.com/larkway/larkway/core/internal/testenv"
+)
+
+// testLogger logs warnings to stderr: the client logs from its own goroutines,
+// which may outlive a test, so it cannot log through t.
+func testLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// TestConformance runs the bus suite against the real broker; it fails when
+// none is running.
+func TestConformance(t *testing.T) {
+	url := testenv.PulsarURL(t)
+	bustest.Run(t, func(t *testing.T) bus.Bus {
+		b, err := New(Config{URL: url, OperationTimeout: 20 * time.Second}, testLogger())
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		return b
+	})
+}
+
+// With no broker listening, Ping and Publish fail with ErrUnavailable.
+func TestUnavailable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+
+	b, err := New(Config{URL: "pulsar://" + addr, ConnectionTimeout: time.Second, OperationTimeout: 2 * time.Second}, testLogger())
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer b.Close(context.Background())
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := b.Ping(ctx); !errors.Is(err, bus.ErrUnavailable) {
+		t.Errorf("Ping = %v, want ErrUnavailable", err)
+	}
+	if err := b.Publish(ctx, "events", bus.Message{Key: "k", Payload: []byte("x")}); !errors.Is(err, bus.ErrUnavailable) {
+		t.Errorf("Publish = %v, want ErrUnavailable", err)
+	}
+	// A ctx that ends first bounds the call.
+	short, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	if err := b.Publish(short, "events", bus.Message{Key: "k"}); !errors.Is(err, bus.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Publish with a short ctx = %v, want ErrUnavailable and DeadlineExceeded", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"defaults", Config{URL: "pulsar://127.0.0.1:6650"}, true},
+		{"tls", Config{URL: "pulsar+ssl://broker:6651", TopicPrefix: "persistent://larkway/prod/"}, true},
+		{"non-persistent", Config{URL: "pulsar://b:6650", TopicPrefix: "non-persistent://public/default/"}, true},
+		{"no url", Config{}, false},
+		{"http url", Config{URL: "http://127.0.0.1:8080"}, false},
+		{"prefix without slash", Config{URL: "pulsar://b:6650", TopicPrefix: "persistent://public/default"}, false},
+		{"prefix without namespace", Config{URL: "pulsar://b:6650", TopicPrefix: "persistent://public/"}, false},
+		{"prefix bad domain", Config{URL: "pulsar://b:6650", TopicPrefix: "durable://public/default/"}, false},
+		{"negative timeout", Config{URL: "pulsar://b:6650", OperationTimeout: -time.Second}, false},
+		{"negative queue", Config{URL: "pulsar://b:6650", ReceiverQueueSize: -1}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if (err == nil) != tc.ok {
+				t.Errorf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+			if _, err := New(tc.cfg, nil); (err == nil) != tc.ok {
+				t.Errorf("New() error = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestEscapeTopic(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"events.cli_x", "events.cli_x"},
+		{"events.cli_a1b2-DLQ", "events.cli_a1b2-DLQ"},
+		{"dispatch:v1", "dispatch:v1"},
+		{"a/b", "a=2Fb"},
+		{"a=b", "a=3Db"},
+		{"a b#c", "a=20b=23c"},
+		{"über", "=C3=BCber"},
+		{"x-partition-1", "x=2Dpartition-1"},
+		{"x-partition-partition-", "x=2Dpartition=2Dpartition-"},
+		{".hidden", "=2Ehidden"},
+		{"..", "=2E."},
+		{"__change_events", "=5F_change_events"},
+		{"a_", "a_"},
+	}
+	for _, tc := range tests {
+		if got := EscapeTopic(tc.in); got != tc.want {
+			t.Errorf("EscapeTopic(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// FuzzEscapeTopic checks that escaped names are legal Pulsar names, free of
+// partition suffixes, and decode back to the input (so distinct bus topics
+// never share a Pulsar topic).
+func FuzzEscapeTopic(f *testing.F) {
+	for _, s := range []string{"events.cli_x", "a/b", "a=2Fb", "-partition-", "x-partition-0", "__x", ".", "日本", "=", "a=3D"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := EscapeTopic(in)
+		for i := 0; i < len(out); i++ {
+			c := out[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_-=:.", c) >= 0) {
+				t.Fatalf("EscapeTopic(%q) = %q has illegal byte %q", in, out, c)
+			}
+		}
+		if strings.Contains(out, "-partition-") {
+			t.Fatalf("EscapeTopic(%q) = %q contains -partition-", in, out)
+		}
+		if strings.HasPrefix(out, ".") || strings.HasPrefix(out, "_") {
+			t.Fatalf("EscapeTopic(%q) = %q starts with %q", in, out, out[0])
+		}
+		if back, err := unescapeTopic(out); err != nil || back != in {
+			t.Fatalf("unescape(EscapeTopic(%q) = %q) = %q, %v", in, out, back, err)
+		}
+	})
+}
+
+func unescapeTopic(s string) (string, error) {
+	var sb strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '=' {
+			sb.WriteByte(s[i])
+			continue
+		}
+		if i+3 > len(s) {
+			return "", errors.New("truncated escape")
+		}
+		v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", err
+		}
+		sb.WriteByte(byte(v))
+		i += 2
+	}
+	return sb.String(), nil
+}

@@ -1,0 +1,422 @@
+package envelope
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
+)
+
+// Event types with typed payloads.
+const (
+	TypeMessageReceive   = "im.message.receive_v1"
+	TypeCardAction       = "card.action.trigger"
+	TypeCardActionLegacy = "card.action.trigger_v1"
+)
+
+// Normalize turns decrypted event JSON (schema 2.0 or 1.0) for app into an
+// Event. The raw JSON is kept verbatim. It does not authenticate: callers
+// check tokens and signatures first.
+func Normalize(appID string, raw []byte) (*pluginv1.Event, error) {
+	if !utf8.Valid(raw) {
+		return nil, fmt.Errorf("%w: not valid UTF-8", ErrMalformed)
+	}
+	var head struct {
+		Schema string          `json:"schema"`
+		Type   string          `json:"type"`
+		UUID   string          `json:"uuid"`
+		Header json.RawMessage `json:"header"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	switch {
+	case head.Schema == "2.0":
+		return normalizeV2(appID, raw)
+	case head.Schema == "" && head.Type == "event_callback":
+		return normalizeV1(appID, raw)
+	default:
+		return nil, fmt.Errorf("%w: schema %q, type %q", ErrUnknownSchema, head.Schema, head.Type)
+	}
+}
+
+type userIDs struct {
+	OpenID  string `json:"open_id"`
+	UserID  string `json:"user_id"`
+	UnionID string `json:"union_id"`
+}
+
+func (u *userIDs) proto(senderType string) *pluginv1.UserId {
+	if u == nil || (u.OpenID == "" && u.UserID == "" && u.UnionID == "") {
+		return nil
+	}
+	return &pluginv1.UserId{OpenId: u.OpenID, UserId: u.UserID, UnionId: u.UnionID, SenderType: senderType}
+}
+
+func normalizeV2(appID string, raw []byte) (*pluginv1.Event, error) {
+	var b struct {
+		Header struct {
+			EventID    string `json:"event_id"`
+			EventType  string `json:"event_type"`
+			CreateTime string `json:"create_time"`
+			TenantKey  string `json:"tenant_key"`
+			AppID      string `json:"app_id"`
+		} `json:"header"`
+		Event json.RawMessage `json:"event"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	h := b.Header
+	if h.EventID == "" || h.EventType == "" {
+		return nil, fmt.Errorf("%w: header.event_id and header.event_type are required", ErrMalformed)
+	}
+	if h.AppID != "" && h.AppID != appID {
+		return nil, fmt.Errorf("%w: event for app %q posted to app %q", ErrMalformed, h.AppID, appID)
+	}
+	ev := &pluginv1.Event{
+		EventId: h.EventID, EventType: h.EventType, AppId: appID, TenantKey: h.TenantKey,
+		Schema: "2.0", DedupKey: h.EventID, CreateTime: parseCreateTime(h.CreateTime), RawJson: raw,
+	}
+	if len(b.Event) == 0 || string(b.Event) == "null" {
+		return ev, nil
+	}
+	switch h.EventType {
+	case TypeMessageReceive:
+		return ev, normalizeMessage(ev, b.Event)
+	case TypeCardAction:
+		return ev, normalizeCardV2(ev, b.Event)
+	default:
+		return ev, normalizeGeneric(ev, b.Event)
+	}
+}
+
+// normalizeGeneric fills chat and sender for events without a typed payload
+// (bot added or removed, chat disbanded, …) from the fields Lark commonly uses.
+func normalizeGeneric(ev *pluginv1.Event, raw json.RawMessage) error {
+	var g struct {
+		ChatID     string   `json:"chat_id"`
+		OperatorID *userIDs `json:"operator_id"`
+		Operator   *struct {
+			OperatorID *userIDs `json:"operator_id"`
+		} `json:"operator"`
+		UserID *userIDs `json:"user_id"`
+	}
+	if err := json.Unmarshal(raw, &g); err != nil {
+		return fmt.Errorf("%w: %s event: %v", ErrMalformed, ev.GetEventType(), err)
+	}
+	ev.ChatId = g.ChatID
+	switch {
+	case g.OperatorID != nil:
+		ev.Sender = g.OperatorID.proto("user")
+	case g.Operator != nil && g.Operator.OperatorID != nil:
+		ev.Sender = g.Operator.OperatorID.proto("user")
+	case g.UserID != nil:
+		ev.Sender = g.UserID.proto("user")
+	}
+	return nil
+}
+
+func normalizeMessage(ev *pluginv1.Event, raw json.RawMessage) error {
+	var me struct {
+		Sender struct {
+			SenderID   userIDs `json:"sender_id"`
+			SenderType string  `json:"sender_type"`
+		} `json:"sender"`
+		Message struct {
+			MessageID   string `json:"message_id"`
+			RootID      string `json:"root_id"`
+			ParentID    string `json:"parent_id"`
+			ThreadID    string `json:"thread_id"`
+			ChatID      string `json:"chat_id"`
+			ChatType    string `json:"chat_type"`
+			MessageType string `json:"message_type"`
+			Content     string `json:"content"`
+			Mentions    []struct {
+				Key  string  `json:"key"`
+				ID   userIDs `json:"id"`
+				Name string  `json:"name"`
+			} `json:"mentions"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(raw, &me); err != nil {
+		return fmt.Errorf("%w: %s event: %v", ErrMalformed, TypeMessageReceive, err)
+	}
+	m := me.Message
+	if m.MessageID == "" {
+		return fmt.Errorf("%w: %s without message.message_id", ErrMalformed, TypeMessageReceive)
+	}
+	msg := &pluginv1.Message{
+		MessageId: m.MessageID, RootId: m.RootID, ParentId: m.ParentID, ThreadId: m.ThreadID,
+		ChatId: m.ChatID, ChatType: m.ChatType, MessageType: m.MessageType, ContentJson: m.Content,
+	}
+	for _, mn := range m.Mentions {
+		msg.Mentions = append(msg.Mentions, &pluginv1.Mention{Key: mn.Key, Name: mn.Name, Id: mn.ID.proto("")})
+	}
+	if err := parseContent(msg); err != nil {
+		return err
+	}
+	ev.ChatId = m.ChatID
+	// Lark: "use message_id to deduplicate, do not rely on event_id".
+	ev.DedupKey = m.MessageID
+	ev.Sender = me.Sender.SenderID.proto(me.Sender.SenderType)
+	ev.Payload = &pluginv1.Event_Message{Message: msg}
+	return nil
+}
+
+// parseContent fills Text and ResourceKey from the content JSON string.
+func parseContent(msg *pluginv1.Message) error {
+	if msg.GetContentJson() == "" {
+		return nil
+	}
+	var c struct {
+		Text     string          `json:"text"`
+		Title    string          `json:"title"`
+		Content  [][]postElement `json:"content"`
+		ImageKey string          `json:"image_key"`
+		FileKey  string          `json:"file_key"`
+	}
+	if err := json.Unmarshal([]byte(msg.GetContentJson()), &c); err != nil {
+		// Content of a kind we do not type (or not an object) stays in
+		// content_json only; a text message must parse, though.
+		if msg.GetMessageType() == "text" || msg.GetMessageType() == "post" {
+			return fmt.Errorf("%w: %s content is not JSON: %v", ErrMalformed, msg.GetMessageType(), err)
+		}
+		return nil
+	}
+	switch msg.GetMessageType() {
+	case "text":
+		msg.Text = replaceMentions(c.Text, msg.GetMentions())
+	case "post":
+		msg.Text = replaceMentions(postText(c.Title, c.Content), msg.GetMentions())
+	case "image":
+		msg.ResourceKey = c.ImageKey
+	case "file", "audio", "media":
+		msg.ResourceKey = c.FileKey
+	}
+	return nil
+}
+
+type postElement struct {
+	Tag      string `json:"tag"`
+	Text     string `json:"text"`
+	UserID   string `json:"user_id"`
+	UserName string `json:"user_name"`
+	Href     string `json:"href"`
+}
+
+// postText flattens a rich-text post: title, then one line per paragraph.
+func postText(title string, paras [][]postElement) string {
+	var b strings.Builder
+	if title != "" {
+		b.WriteString(title)
+	}
+	for _, p := range paras {
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		for _, e := range p {
+			switch e.Tag {
+			case "text", "a", "code_block", "md":
+				b.WriteString(e.Text)
+			case "at":
+				if e.UserName != "" {
+					b.WriteString("@" + e.UserName)
+				} else {
+					b.WriteString(e.UserID)
+				}
+			}
+		}
+	}
+	return b.String()
+}
+
+// replaceMentions turns "@_user_1 hi" into "@Alice hi".
+func replaceMentions(text string, ms []*pluginv1.Mention) string {
+	for _, m := range ms {
+		if m.GetKey() != "" {
+			text = strings.ReplaceAll(text, m.GetKey(), "@"+m.GetName())
+		}
+	}
+	return text
+}
+
+type cardActionJSON struct {
+	Value      json.RawMessage `json:"value"`
+	Tag        string          `json:"tag"`
+	Option     string          `json:"option"`
+	Timezone   string          `json:"timezone"`
+	Name       string          `json:"name"`
+	FormValue  json.RawMessage `json:"form_value"`
+	InputValue string          `json:"input_value"`
+}
+
+func (a cardActionJSON) proto() *pluginv1.CardAction {
+	return &pluginv1.CardAction{Tag: a.Tag, ValueJson: rawString(a.Value), Option: a.Option, Name: a.Name,
+		FormValueJson: rawString(a.FormValue), InputValue: a.InputValue, Timezone: a.Timezone}
+}
+
+func rawString(r json.RawMessage) string {
+	if len(r) == 0 || string(r) == "null" {
+		return ""
+	}
+	return string(r)
+}
+
+func normalizeCardV2(ev *pluginv1.Event, raw json.RawMessage) error {
+	var c struct {
+		Operator *userIDs       `json:"operator"`
+		Token    string         `json:"token"`
+		Action   cardActionJSON `json:"action"`
+		Context  struct {
+			OpenMessageID string `json:"open_message_id"`
+			OpenChatID    string `json:"open_chat_id"`
+		} `json:"context"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return fmt.Errorf("%w: %s event: %v", ErrMalformed, TypeCardAction, err)
+	}
+	ca := c.Action.proto()
+	ca.OpenMessageId, ca.OpenChatId, ca.Token = c.Context.OpenMessageID, c.Context.OpenChatID, c.Token
+	ca.Operator = c.Operator.proto("user")
+	ev.ChatId = c.Context.OpenChatID
+	ev.Sender = ca.GetOperator()
+	ev.Payload = &pluginv1.Event_CardAction{CardAction: ca}
+	return nil
+}
+
+// NormalizeLegacyCard turns a legacy card.action.trigger_v1 callback (posted
+// to the card request URL; no schema, no event id) into an Event. Its id and
+// dedup key are a hash of the body, so a re-post of the same click dedups.
+func NormalizeLegacyCard(appID string, raw []byte) (*pluginv1.Event, error) {
+	if !utf8.Valid(raw) {
+		return nil, fmt.Errorf("%w: not valid UTF-8", ErrMalformed)
+	}
+	var c struct {
+		OpenID        string         `json:"open_id"`
+		UserID        string         `json:"user_id"`
+		UnionID       string         `json:"union_id"`
+		OpenMessageID string         `json:"open_message_id"`
+		OpenChatID    string         `json:"open_chat_id"`
+		TenantKey     string         `json:"tenant_key"`
+		Token         string         `json:"token"`
+		Action        cardActionJSON `json:"action"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if c.OpenMessageID == "" {
+		return nil, fmt.Errorf("%w: card callback without open_message_id", ErrMalformed)
+	}
+	sum := sha256.Sum256(raw)
+	id := "card-" + hex.EncodeToString(sum[:16])
+	ca := c.Action.proto()
+	ca.OpenMessageId, ca.OpenChatId, ca.Token = c.OpenMessageID, c.OpenChatID, c.Token
+	ca.Operator = (&userIDs{OpenID: c.OpenID, UserID: c.UserID, UnionID: c.UnionID}).proto("user")
+	return &pluginv1.Event{
+		EventId: id, EventType: TypeCardActionLegacy, AppId: appID, TenantKey: c.TenantKey, Schema: "card",
+		DedupKey: id, ChatId: c.OpenChatID, Sender: ca.GetOperator(), RawJson: raw,
+		Payload: &pluginv1.Event_CardAction{CardAction: ca},
+	}, nil
+}
+
+func normalizeV1(appID string, raw []byte) (*pluginv1.Event, error) {
+	var b struct {
+		TS    string `json:"ts"`
+		UUID  string `json:"uuid"`
+		Event struct {
+			Type          string `json:"type"`
+			AppID         string `json:"app_id"`
+			TenantKey     string `json:"tenant_key"`
+			OpenID        string `json:"open_id"`
+			UserOpenID    string `json:"user_open_id"`
+			EmployeeID    string `json:"employee_id"`
+			UnionID       string `json:"union_id"`
+			OpenChatID    string `json:"open_chat_id"`
+			ChatID        string `json:"chat_id"`
+			OpenMessageID string `json:"open_message_id"`
+			ChatType      string `json:"chat_type"`
+			MsgType       string `json:"msg_type"`
+			Text          string `json:"text"`
+			TextNoAt      string `json:"text_without_at_bot"`
+			ImageKey      string `json:"image_key"`
+			FileKey       string `json:"file_key"`
+			ParentID      string `json:"parent_id"`
+			RootID        string `json:"root_id"`
+		} `json:"event"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	e := b.Event
+	if b.UUID == "" || e.Type == "" {
+		return nil, fmt.Errorf("%w: schema 1.0 needs uuid and event.type", ErrMalformed)
+	}
+	if e.AppID != "" && e.AppID != appID {
+		return nil, fmt.Errorf("%w: event for app %q posted to app %q", ErrMalformed, e.AppID, appID)
+	}
+	chat := e.OpenChatID
+	if chat == "" {
+		chat = e.ChatID
+	}
+	ev := &pluginv1.Event{
+		EventId: b.UUID, EventType: e.Type, AppId: appID, TenantKey: e.TenantKey, Schema: "1.0",
+		DedupKey: b.UUID, ChatId: chat, RawJson: raw, CreateTime: parseV1TS(b.TS),
+	}
+	open := e.OpenID
+	if open == "" {
+		open = e.UserOpenID
+	}
+	ev.Sender = (&userIDs{OpenID: open, UserID: e.EmployeeID, UnionID: e.UnionID}).proto("user")
+	if e.Type == "message" && e.OpenMessageID != "" {
+		text := e.TextNoAt
+		if text == "" {
+			text = e.Text
+		}
+		msg := &pluginv1.Message{MessageId: e.OpenMessageID, ChatId: e.OpenChatID, ChatType: e.ChatType,
+			MessageType: e.MsgType, Text: strings.TrimSpace(text), RootId: e.RootID, ParentId: e.ParentID}
+		switch {
+		case e.ImageKey != "":
+			msg.ResourceKey = e.ImageKey
+		case e.FileKey != "":
+			msg.ResourceKey = e.FileKey
+		}
+		ev.Payload = &pluginv1.Event_Message{Message: msg}
+	}
+	return ev, nil
+}
+
+// parseV1TS reads 1.0's "ts": Unix seconds with a fraction, as a string.
+func parseV1TS(s string) *timestamppb.Timestamp {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 {
+		return nil
+	}
+	sec := int64(f)
+	return timestamppb.New(time.Unix(sec, int64((f-float64(sec))*1e9)).Truncate(time.Millisecond))
+}
+
+// parseCreateTime reads 2.0's create_time: a decimal string in milliseconds
+// (13 digits) or microseconds (16 digits).
+func parseCreateTime(s string) *timestamppb.Timestamp {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return nil
+	}
+	switch {
+	case len(s) >= 16:
+		return timestamppb.New(time.UnixMicro(n))
+	case len(s) >= 13:
+		return timestamppb.New(time.UnixMilli(n))
+	default:
+		return timestamppb.New(time.Unix(n, 0))
+	}
+}
