@@ -159,4 +159,6 @@ func TestPublishTimeoutAnswers503(t *testing.T) {
 
 type publisherFunc func(context.Context, string, bus.Message) error
 
-func (f publisherFunc) Publish(ctx context.Context, t string, m bus.Message) error { return f(ctx, t, m) }
+func (f publisherFunc) Publish(ctx context.Context, t string, m bus.Message) error {
+	return f(ctx, t, m)
+}

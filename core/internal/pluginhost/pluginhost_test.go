@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 	"github.com/larkway/larkway/core/internal/testenv"
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
 var (
