@@ -276,11 +276,21 @@ func (b *Bus) Publish(ctx context.Context, topic string, msg bus.Message) error 
 	if err != nil {
 		return fmt.Errorf("publishing to %s: %w", topic, err)
 	}
-	if _, err := p.Send(ctx, &pulsarclient.ProducerMessage{
+	// Producer.Send flushes its batch at once, so concurrent Sends never share
+	// one; SendAsync lets them batch, and its callback runs on the broker's
+	// receipt, so waiting for it keeps Publish synchronous and durable.
+	sent := make(chan error, 1)
+	p.SendAsync(ctx, &pulsarclient.ProducerMessage{
 		Key:        msg.Key,
 		Payload:    msg.Payload,
 		Properties: msg.Properties,
-	}); err != nil {
+	}, func(_ pulsarclient.MessageID, _ *pulsarclient.ProducerMessage, err error) { sent <- err })
+	select {
+	case err = <-sent:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
 		return fmt.Errorf("publishing to %s: %w", topic, classify(err))
 	}
 	return nil

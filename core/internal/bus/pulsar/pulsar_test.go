@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,16 +24,77 @@ func testLogger() *slog.Logger {
 }
 
 // TestConformance runs the bus suite against the real broker; it fails when
-// none is running.
+// none is running. It runs twice: with the default 1ms batching delay, and
+// with a long one so that concurrent publishes of a key surely share a batch
+// (one broker entry), which acks and nacks must then handle per message.
 func TestConformance(t *testing.T) {
 	url := testenv.PulsarURL(t)
-	bustest.Run(t, func(t *testing.T) bus.Bus {
-		b, err := New(Config{URL: url, OperationTimeout: 20 * time.Second}, testLogger())
+	for _, tc := range []struct {
+		name  string
+		delay time.Duration
+	}{{"DefaultBatching", 0}, {"LongBatching", 20 * time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			bustest.Run(t, func(t *testing.T) bus.Bus {
+				return newTestBus(t, Config{URL: url, BatchingMaxPublishDelay: tc.delay})
+			})
+		})
+	}
+}
+
+func newTestBus(t *testing.T, cfg Config) *Bus {
+	t.Helper()
+	if cfg.OperationTimeout == 0 {
+		cfg.OperationTimeout = 20 * time.Second
+	}
+	b, err := New(cfg, testLogger())
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return b
+}
+
+// Concurrent publishes of one key share a batch, and each message in it gets
+// its own ID.
+func TestBatchingSharesEntries(t *testing.T) {
+	const n = 8
+	b := newTestBus(t, Config{URL: testenv.PulsarURL(t), BatchingMaxPublishDelay: 50 * time.Millisecond})
+	defer b.Close(context.Background())
+	ctx, cancel := context.WithTimeout(t.Context(), bustest.ReceiveTimeout)
+	defer cancel()
+	topic := testenv.Name(t, "topic")
+	c, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "sub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := b.Publish(ctx, topic, bus.Message{Key: "k", Payload: []byte(strconv.Itoa(i))}); err != nil {
+				t.Errorf("Publish: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	ids := make(map[string]bool)
+	entries := make(map[string]int)
+	for range n {
+		d, err := c.Receive(ctx)
 		if err != nil {
-			t.Fatalf("New: %v", err)
+			t.Fatal(err)
 		}
-		return b
-	})
+		ids[d.ID] = true
+		entries[d.ID[:strings.LastIndexByte(d.ID, ':')]]++
+		d.Ack()
+	}
+	if len(ids) != n {
+		t.Errorf("%d distinct IDs for %d messages: %v", len(ids), n, ids)
+	}
+	if len(entries) == n {
+		t.Errorf("no two messages shared a batch: entries %v", entries)
+	}
 }
 
 // With no broker listening, Ping and Publish fail with ErrUnavailable.

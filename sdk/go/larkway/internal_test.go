@@ -1,0 +1,106 @@
+package larkway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
+)
+
+func TestManifestFromHandlers(t *testing.T) {
+	p := New("deployer", "2.0.0", WithActions(ActionReply, ActionSend), WithMaxInFlight(8), WithChats("oc_1"),
+		WithFallbackReply("sorry"), WithLogger(slog.New(slog.DiscardHandler)))
+	p.OnCommand("/deploy", func(context.Context, *Event, Command) ([]Action, error) { return nil, nil })
+	p.OnCommand("/rollback", func(context.Context, *Event, Command) ([]Action, error) { return nil, nil })
+	p.OnEvent("im.chat.disbanded_v1", func(context.Context, *Event) ([]Action, error) { return nil, nil })
+	m := p.manifest()
+	if m.GetName() != "deployer" || m.GetMaxInFlight() != 8 || m.GetFallbackReplyText() != "sorry" {
+		t.Fatalf("manifest %v", m)
+	}
+	if !slices.Equal(m.GetAllowedActions(), []pluginv1.ActionKind{pluginv1.ActionKind_ACTION_KIND_REPLY, pluginv1.ActionKind_ACTION_KIND_SEND}) {
+		t.Fatalf("actions %v", m.GetAllowedActions())
+	}
+	subs := m.GetSubscriptions()
+	if len(subs) != 2 || !slices.Equal(subs[0].GetCommands(), []string{"/deploy", "/rollback"}) || !slices.Equal(subs[0].GetChatIds(), []string{"oc_1"}) ||
+		!slices.Equal(subs[1].GetEventTypes(), []string{"im.chat.disbanded_v1"}) {
+		t.Fatalf("subscriptions %v", subs)
+	}
+}
+
+// fakeStream feeds requests and collects responses like a gRPC stream.
+type fakeStream struct {
+	in  chan *pluginv1.HandleRequest
+	mu  sync.Mutex
+	out []*pluginv1.HandleResponse
+}
+
+func (f *fakeStream) Recv() (*pluginv1.HandleRequest, error) {
+	r, ok := <-f.in
+	if !ok {
+		return nil, io.EOF
+	}
+	return r, nil
+}
+
+func (f *fakeStream) Send(r *pluginv1.HandleResponse) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.out = append(f.out, r)
+	return nil
+}
+
+func TestHandleStreamMalformedAndConcurrent(t *testing.T) {
+	p := New("t", "1", WithLogger(slog.New(slog.DiscardHandler)), WithMaxInFlight(4), WithActions(ActionReply))
+	p.OnMessage(func(_ context.Context, ev *Event) ([]Action, error) { return []Action{ReplyText(ev.Message.Text)}, nil })
+	s := &fakeStream{in: make(chan *pluginv1.HandleRequest, 100)}
+	msg := func(id, text string) *pluginv1.HandleRequest {
+		return &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: &pluginv1.Delivery{
+			DeliveryId: id, Attempt: 1, Deadline: timestamppb.New(time.Now().Add(time.Minute)),
+			Event: &pluginv1.Event{EventType: EventMessageReceive, Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: "om", Text: text}}},
+		}}}
+	}
+	for i := range 20 {
+		s.in <- msg(string(rune('a'+i)), "x")
+	}
+	s.in <- &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: &pluginv1.Delivery{DeliveryId: "no-event"}}}
+	s.in <- &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: &pluginv1.Delivery{}}}
+	s.in <- &pluginv1.HandleRequest{} // empty oneof: ignored
+	s.in <- &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_ResultAck{ResultAck: &pluginv1.ResultAck{DeliveryId: "a",
+		Refused: []*pluginv1.RefusedAction{{Index: 0, Reason: "nope"}}}}}
+	close(s.in)
+	if err := p.handleStream(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.out) != 22 {
+		t.Fatalf("%d results, want 22", len(s.out))
+	}
+	failed := 0
+	for _, r := range s.out {
+		if r.GetResult().GetOutcome() == pluginv1.Outcome_OUTCOME_FAILED {
+			failed++
+		}
+	}
+	if failed != 2 {
+		t.Fatalf("%d failed results, want 2 (the malformed deliveries)", failed)
+	}
+}
+
+func TestExpiredDeadlineReachesHandler(t *testing.T) {
+	p := New("t", "1", WithLogger(slog.New(slog.DiscardHandler)))
+	p.OnMessage(func(ctx context.Context, _ *Event) ([]Action, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	res := p.deliver(context.Background(), &pluginv1.Delivery{DeliveryId: "d", Deadline: timestamppb.New(time.Now().Add(-time.Second)),
+		Event: &pluginv1.Event{Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{}}}})
+	if res.GetOutcome() != pluginv1.Outcome_OUTCOME_RETRY || res.GetDeliveryId() != "d" {
+		t.Fatalf("result %v", res)
+	}
+}
