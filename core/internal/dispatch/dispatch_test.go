@@ -1,0 +1,371 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/larkway/larkway/core/internal/action"
+	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/memory"
+	"github.com/larkway/larkway/core/internal/envelope"
+	"github.com/larkway/larkway/core/internal/testenv"
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
+)
+
+// fakePlugin answers deliveries by the message text: "retry", "fail",
+// "hang" (never answers), "forbidden" (an action outside the manifest),
+// "end" (closes the stream); anything else: done with a reply.
+type fakePlugin struct {
+	pluginv1.UnimplementedPluginServiceServer
+	manifest *pluginv1.Manifest
+	conn     *grpc.ClientConn
+
+	mu           sync.Mutex
+	acks         []*pluginv1.ResultAck
+	seen         []string // message texts in delivery order
+	unknownFlood bool
+}
+
+func newFakePlugin(t *testing.T, m *pluginv1.Manifest) *fakePlugin {
+	t.Helper()
+	fp := &fakePlugin{manifest: m}
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer()
+	pluginv1.RegisterPluginServiceServer(srv, fp)
+	go func() { _ = srv.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///buf", grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return lis.Dial() }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp.conn = conn
+	t.Cleanup(func() { conn.Close(); srv.Stop() })
+	return fp
+}
+
+func (f *fakePlugin) Manifest() *pluginv1.Manifest { return f.manifest }
+func (f *fakePlugin) Service() pluginv1.PluginServiceClient {
+	return pluginv1.NewPluginServiceClient(f.conn)
+}
+
+func (f *fakePlugin) Handle(stream pluginv1.PluginService_HandleServer) error {
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return nil
+		}
+		if ack := req.GetResultAck(); ack != nil {
+			f.mu.Lock()
+			f.acks = append(f.acks, ack)
+			f.mu.Unlock()
+			continue
+		}
+		d := req.GetDelivery()
+		text := d.GetEvent().GetMessage().GetText()
+		f.mu.Lock()
+		f.seen = append(f.seen, text)
+		flood := f.unknownFlood
+		f.mu.Unlock()
+		if flood {
+			for i := range 50 {
+				_ = stream.Send(result(&pluginv1.Result{DeliveryId: fmt.Sprintf("bogus-%d", i), Outcome: pluginv1.Outcome_OUTCOME_DONE}))
+			}
+		}
+		res := &pluginv1.Result{DeliveryId: d.GetDeliveryId(), Outcome: pluginv1.Outcome_OUTCOME_DONE}
+		switch {
+		case text == "retry":
+			res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_RETRY, "not now"
+		case text == "fail":
+			res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_FAILED, "cannot handle"
+		case text == "hang":
+			continue
+		case text == "end":
+			return errors.New("plugin crashed")
+		case text == "forbidden":
+			res.Actions = []*pluginv1.Action{{Kind: &pluginv1.Action_RawCall{RawCall: &pluginv1.RawCall{Method: "GET", Path: "/open-apis/x"}}}}
+		default:
+			res.Actions = []*pluginv1.Action{{Kind: &pluginv1.Action_Reply{Reply: &pluginv1.ReplyMessage{MsgType: "text", ContentJson: `{"text":"` + text + `"}`}}}}
+		}
+		if err := stream.Send(result(res)); err != nil {
+			return nil
+		}
+	}
+}
+
+func result(r *pluginv1.Result) *pluginv1.HandleResponse {
+	return &pluginv1.HandleResponse{Kind: &pluginv1.HandleResponse_Result{Result: r}}
+}
+
+// recordingExec records what it was asked to do and refuses RAW_CALL as the
+// real executor would when the manifest does not allow it.
+type recordingExec struct {
+	mu   sync.Mutex
+	reqs []action.Request
+}
+
+func (r *recordingExec) Execute(_ context.Context, req action.Request) ([]*pluginv1.RefusedAction, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reqs = append(r.reqs, req)
+	var refused []*pluginv1.RefusedAction
+	for i, a := range req.Actions {
+		if a.GetRawCall() != nil {
+			refused = append(refused, &pluginv1.RefusedAction{Index: uint32(i), Reason: "not allowed"})
+		}
+	}
+	return refused, nil
+}
+
+func (r *recordingExec) texts(chat string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, q := range r.reqs {
+		if chat == "" || q.Event.GetChatId() == chat {
+			out = append(out, q.Event.GetMessage().GetText())
+		}
+	}
+	return out
+}
+
+type harness struct {
+	bus    *memory.Bus
+	exec   *recordingExec
+	disp   *Dispatcher
+	plugin *fakePlugin
+	topic  string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func manifest() *pluginv1.Manifest {
+	return &pluginv1.Manifest{Name: "fake", Version: "1", MaxInFlight: 8,
+		Subscriptions:  []*pluginv1.Subscription{{EventTypes: []string{"im.message.receive_v1"}}},
+		AllowedActions: []pluginv1.ActionKind{pluginv1.ActionKind_ACTION_KIND_REPLY}}
+}
+
+func start(t *testing.T, m *pluginv1.Manifest, deadline time.Duration) *harness {
+	t.Helper()
+	h := &harness{bus: memory.New(slog.New(slog.DiscardHandler)), exec: &recordingExec{}, topic: "events-test"}
+	t.Cleanup(func() { _ = h.bus.Close(context.Background()) })
+	h.disp = New(Config{Topics: []string{h.topic}, Deadline: deadline, MaxAttempts: 3, MaxInFlight: 4,
+		Backoff: func(int) time.Duration { return 10 * time.Millisecond }}, h.bus, h.exec, slog.New(slog.DiscardHandler), nil)
+	h.plugin = newFakePlugin(t, m)
+	h.serve(t)
+	return h
+}
+
+func (h *harness) serve(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.done = make(chan error, 1)
+	subscribed := make(chan struct{})
+	go func() { h.done <- h.disp.Serve(ctx, h.plugin, func() { close(subscribed) }) }()
+	select {
+	case <-subscribed:
+	case err := <-h.done:
+		t.Fatalf("serve: %v", err)
+	}
+	t.Cleanup(func() { cancel() })
+}
+
+func (h *harness) stop(t *testing.T) error {
+	h.cancel()
+	select {
+	case err := <-h.done:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve did not return")
+		return nil
+	}
+}
+
+var evSeq sync.Mutex
+var evN int
+
+func (h *harness) publish(t *testing.T, chat, text string) {
+	t.Helper()
+	evSeq.Lock()
+	evN++
+	id := fmt.Sprintf("ev%d", evN)
+	evSeq.Unlock()
+	ev := &pluginv1.Event{EventId: id, EventType: "im.message.receive_v1", AppId: "cli_t", DedupKey: "om_" + id, ChatId: chat,
+		Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: "om_" + id, ChatId: chat, Text: text}}}
+	msg, err := envelope.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.bus.Publish(context.Background(), h.topic, msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *harness) deadLetters(t *testing.T) bus.Consumer {
+	t.Helper()
+	c, err := h.bus.Subscribe(context.Background(), bus.SubscribeOptions{Topic: DeadLetterTopic(h.topic, "fake"), Subscription: "inspect"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func receive(t *testing.T, c bus.Consumer) *bus.Delivery {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := c.Receive(ctx)
+	if err != nil {
+		t.Fatalf("no dead letter: %v", err)
+	}
+	_ = d.Ack()
+	return d
+}
+
+func TestDoneExecutesActions(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	h.publish(t, "oc_1", "hello")
+	testenv.Eventually(t, 5*time.Second, "action not executed", func() bool { return len(h.exec.texts("")) == 1 })
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	req := h.exec.reqs[0]
+	if req.Plugin != "fake" || len(req.Actions) != 1 || req.Attempts != 1 {
+		t.Fatalf("request %+v", req)
+	}
+}
+
+func TestRetryThenDeadLetterWithReason(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	dlq := h.deadLetters(t)
+	h.publish(t, "oc_1", "retry")
+	d := receive(t, dlq)
+	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "after 3 attempts") || !strings.Contains(r, "not now") {
+		t.Fatalf("reason %q", r)
+	}
+	h.plugin.mu.Lock()
+	n := len(h.plugin.seen)
+	h.plugin.mu.Unlock()
+	if n != 3 {
+		t.Fatalf("plugin saw %d deliveries, want 3", n)
+	}
+	if len(h.exec.texts("")) != 0 {
+		t.Fatal("actions executed for a retry result")
+	}
+}
+
+func TestFailedGoesStraightToDeadLetters(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	dlq := h.deadLetters(t)
+	h.publish(t, "oc_1", "fail")
+	d := receive(t, dlq)
+	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "cannot handle") {
+		t.Fatalf("reason %q", r)
+	}
+	if ev, err := envelope.Decode(d.Payload); err != nil || ev.GetMessage().GetText() != "fail" {
+		t.Fatalf("dead letter payload: %v %v", ev, err)
+	}
+}
+
+func TestTimeoutIsRetried(t *testing.T) {
+	h := start(t, manifest(), 100*time.Millisecond)
+	dlq := h.deadLetters(t)
+	h.publish(t, "oc_1", "hang")
+	d := receive(t, dlq)
+	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "deadline exceeded") {
+		t.Fatalf("reason %q", r)
+	}
+}
+
+func TestOrderPerChat(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	chats := []string{"oc_a", "oc_b", "oc_c", "oc_d", "oc_e"}
+	const per = 40
+	for i := range per {
+		for _, c := range chats {
+			h.publish(t, c, fmt.Sprintf("%s-%03d", c, i))
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, "not every event handled", func() bool { return len(h.exec.texts("")) == per*len(chats) })
+	for _, c := range chats {
+		got := h.exec.texts(c)
+		for i, s := range got {
+			if want := fmt.Sprintf("%s-%03d", c, i); s != want {
+				t.Fatalf("chat %s: position %d is %s, want %s", c, i, s, want)
+			}
+		}
+	}
+}
+
+func TestUnmatchedEventsAreNotDelivered(t *testing.T) {
+	m := manifest()
+	m.Subscriptions = []*pluginv1.Subscription{{EventTypes: []string{"im.message.receive_v1"}, Commands: []string{"/only"}}}
+	h := start(t, m, 5*time.Second)
+	h.publish(t, "oc_1", "not a command")
+	h.publish(t, "oc_1", "/only this")
+	testenv.Eventually(t, 5*time.Second, "command not handled", func() bool { return len(h.exec.texts("")) == 1 })
+	h.plugin.mu.Lock()
+	defer h.plugin.mu.Unlock()
+	if len(h.plugin.seen) != 1 || h.plugin.seen[0] != "/only this" {
+		t.Fatalf("plugin saw %v", h.plugin.seen)
+	}
+}
+
+func TestRefusedActionsAreReported(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	h.publish(t, "oc_1", "forbidden")
+	testenv.Eventually(t, 5*time.Second, "no ResultAck", func() bool {
+		h.plugin.mu.Lock()
+		defer h.plugin.mu.Unlock()
+		return len(h.plugin.acks) == 1
+	})
+	if r := h.plugin.acks[0].GetRefused(); len(r) != 1 || r[0].GetReason() != "not allowed" {
+		t.Fatalf("refused %v", r)
+	}
+}
+
+func TestUnknownResultsAreIgnored(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	h.plugin.mu.Lock()
+	h.plugin.unknownFlood = true
+	h.plugin.mu.Unlock()
+	h.publish(t, "oc_1", "a")
+	h.publish(t, "oc_1", "b")
+	testenv.Eventually(t, 5*time.Second, "real results lost among the flood", func() bool { return len(h.exec.texts("")) == 2 })
+}
+
+// A plugin whose stream dies loses nothing: Serve reports it, and the
+// unfinished delivery reaches the next instance.
+func TestBrokenStreamRedelivers(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	h.publish(t, "oc_1", "end")
+	select {
+	case err := <-h.done:
+		if !errors.Is(err, ErrStreamBroken) {
+			t.Fatalf("Serve returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not notice the broken stream")
+	}
+	// The next instance handles it normally ("end" only ends the first stream).
+	h.plugin = newFakePlugin(t, manifest())
+	h.plugin.mu.Lock()
+	h.plugin.seen = nil
+	h.plugin.mu.Unlock()
+	h.serve(t)
+	testenv.Eventually(t, 10*time.Second, "event not redelivered", func() bool {
+		h.plugin.mu.Lock()
+		defer h.plugin.mu.Unlock()
+		return len(h.plugin.seen) >= 1
+	})
+}
