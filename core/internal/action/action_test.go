@@ -85,8 +85,12 @@ func TestExecuteWithoutClient(t *testing.T) {
 
 type failingClient struct{ err error }
 
-func (f failingClient) Reply(context.Context, lark.ReplyRequest) (lark.Sent, error) { return lark.Sent{}, f.err }
-func (f failingClient) Send(context.Context, lark.SendRequest) (lark.Sent, error)   { return lark.Sent{}, f.err }
+func (f failingClient) Reply(context.Context, lark.ReplyRequest) (lark.Sent, error) {
+	return lark.Sent{}, f.err
+}
+func (f failingClient) Send(context.Context, lark.SendRequest) (lark.Sent, error) {
+	return lark.Sent{}, f.err
+}
 
 func TestRetryableFailureAsksForRedelivery(t *testing.T) {
 	e := New(map[string]Client{"cli_a": failingClient{&lark.APIError{Code: 99991400, HTTPStatus: 429}}}, slog.New(slog.DiscardHandler), nil)
