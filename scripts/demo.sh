@@ -37,7 +37,8 @@ apps:
     event_path: /lark/events
     base_url: http://$EMU
 plugins:
-  - path: $PWD/bin/plugins/echo
+  - name: echo
+    path: $PWD/bin/plugins/echo
     sha256: $sum
 YAML
 

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/ingest"
 	"github.com/larkway/larkway/core/internal/lark"
+	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/pluginhost"
 )
 
@@ -36,6 +36,7 @@ type App struct {
 	logger *slog.Logger
 	reg    *prometheus.Registry
 
+	mgr     *manager.Manager
 	ready   atomic.Bool
 	addr    chan string
 	addrVal atomic.Value
@@ -157,33 +158,31 @@ func (a *App) Run(ctx context.Context) error {
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
 
-	// Plugins: each supervised until ctx ends.
+	// Plugins: a route and a supervisor each, until ctx ends.
+	specs := make([]manager.Spec, 0, len(cfg.Plugins))
+	for _, pc := range cfg.Plugins {
+		if !pc.Disabled {
+			specs = append(specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Args: pc.Args, Env: pc.Env})
+		}
+	}
+	a.mgr = manager.New(manager.Config{}, disp, manager.LauncherFunc(a.launch), a.logger, a.reg)
 	pluginCtx, stopPlugins := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPlugins()
-	var wg sync.WaitGroup
-	var subscribed sync.WaitGroup
-	for _, pc := range cfg.Plugins {
-		if pc.Disabled {
-			continue
-		}
-		subscribed.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.supervise(pluginCtx, disp, pc, subscribed.Done)
-		}()
-	}
-	allSubscribed := make(chan struct{})
-	go func() { subscribed.Wait(); close(allSubscribed) }()
+	mgrDone := make(chan error, 1)
+	subscribed := make(chan struct{})
+	go func() { mgrDone <- a.mgr.Run(pluginCtx, specs, func() { close(subscribed) }) }()
 	select {
-	case <-allSubscribed:
+	case <-subscribed:
 		a.ready.Store(true)
 		a.logger.Info("ready: every plugin is subscribed")
 	case <-ctx.Done():
 	case err := <-srvErr:
 		stopPlugins()
-		wg.Wait()
+		<-mgrDone
 		return fmt.Errorf("serving HTTP: %w", err)
+	case err := <-mgrDone:
+		_ = srv.Close()
+		return fmt.Errorf("starting plugins: %w", err)
 	}
 
 	var runErr error
@@ -201,42 +200,19 @@ func (a *App) Run(ctx context.Context) error {
 		a.logger.Warn("stopping HTTP intake", "err", err)
 	}
 	stopPlugins() // dispatch stops pulling, finishes in-flight, then plugins stop
-	wg.Wait()
+	if err := <-mgrDone; err != nil {
+		a.logger.Warn("stopping plugins", "err", err)
+	}
 	a.logger.Info("stopped")
 	return runErr
 }
 
-// supervise launches a plugin and serves it, relaunching with capped
-// exponential backoff when it dies, until ctx ends.
-func (a *App) supervise(ctx context.Context, disp *dispatch.Dispatcher, pc config.Plugin, subscribed func()) {
-	var once sync.Once
-	markSubscribed := func() { once.Do(subscribed) }
-	defer markSubscribed() // never hold readiness hostage on shutdown
-	log := a.logger.With("plugin_path", pc.Path)
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: pc.Path, Args: pc.Args, SHA256: pc.SHA256, Env: pc.Env}, log)
-		if err != nil {
-			log.Error("plugin failed to start", "err", err, "retry_in", backoff.String())
-		} else {
-			m := inst.Manifest()
-			log.Info("plugin serving", "plugin", m.GetName(), "version", m.GetVersion())
-			start := time.Now()
-			err = disp.Serve(ctx, inst, markSubscribed)
-			inst.Close()
-			if ctx.Err() != nil {
-				return
-			}
-			log.Error("plugin stopped; restarting", "plugin", m.GetName(), "err", err, "retry_in", backoff.String())
-			if time.Since(start) > time.Minute {
-				backoff = 100 * time.Millisecond
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
+// launch starts a plugin process for the manager.
+func (a *App) launch(ctx context.Context, s manager.Spec) (manager.Instance, error) {
+	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Env: s.Env},
+		a.logger.With("plugin", s.Name))
+	if err != nil {
+		return nil, err
 	}
+	return inst, nil
 }

@@ -55,7 +55,8 @@ apps:
     verification_token: vt
     base_url: http://%s
 plugins:
-  - path: %s
+  - name: echo
+    path: %s
 dispatch:
   retry_backoff: 100ms
 `, busKind, pulsarURL(t, busKind), appID, ln.Addr(), echo)

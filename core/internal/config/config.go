@@ -81,6 +81,9 @@ type App struct {
 
 // Plugin is one plugin file to run.
 type Plugin struct {
+	// Name must equal the name the plugin's manifest declares; it names the
+	// plugin's bus subscription and is how admins address it.
+	Name string `yaml:"name"`
 	// Path of the executable.
 	Path string `yaml:"path"`
 	// Args for it.
@@ -245,7 +248,10 @@ func (c *Config) resolveSecrets() error {
 	return get("redis.password_env", c.Redis.PasswordEnv, &c.Redis.Password)
 }
 
-var appIDRE = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
+var (
+	appIDRE      = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
+	pluginNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+)
 
 // Validate checks the whole configuration and reports every problem at once.
 func (c *Config) Validate() error {
@@ -303,8 +309,16 @@ func (c *Config) Validate() error {
 			bad("%s.base_url %q: want http(s)://host", p, a.BaseURL)
 		}
 	}
+	names := map[string]bool{}
 	for i, pl := range c.Plugins {
 		p := fmt.Sprintf("plugins[%d]", i)
+		if !pluginNameRE.MatchString(pl.Name) {
+			bad("%s.name %q: want lowercase letters, digits and dashes (the manifest's name)", p, pl.Name)
+		}
+		if names[pl.Name] {
+			bad("%s.name %q: duplicate", p, pl.Name)
+		}
+		names[pl.Name] = true
 		if pl.Path == "" {
 			bad("%s.path is required", p)
 		}

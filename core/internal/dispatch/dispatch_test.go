@@ -140,13 +140,15 @@ func (r *recordingExec) texts(chat string) []string {
 }
 
 type harness struct {
-	bus    *memory.Bus
-	exec   *recordingExec
-	disp   *Dispatcher
-	plugin *fakePlugin
-	topic  string
-	cancel context.CancelFunc
-	done   chan error
+	bus     *memory.Bus
+	exec    *recordingExec
+	disp    *Dispatcher
+	plugin  *fakePlugin
+	route   *Route
+	session *Session
+	topic   string
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 func manifest() *pluginv1.Manifest {
@@ -170,14 +172,26 @@ func (h *harness) serve(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.done = make(chan error, 1)
+	h.route = h.disp.Route("fake")
 	subscribed := make(chan struct{})
-	go func() { h.done <- h.disp.Serve(ctx, h.plugin, func() { close(subscribed) }) }()
+	go func() { h.done <- h.route.Run(ctx, func() { close(subscribed) }) }()
 	select {
 	case <-subscribed:
 	case err := <-h.done:
-		t.Fatalf("serve: %v", err)
+		t.Fatalf("run: %v", err)
 	}
+	h.attach(t)
 	t.Cleanup(func() { cancel() })
+}
+
+func (h *harness) attach(t *testing.T) {
+	t.Helper()
+	s, _, err := h.route.Attach(context.Background(), h.plugin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.session = s
+	t.Cleanup(s.Close)
 }
 
 func (h *harness) stop(t *testing.T) error {
@@ -186,7 +200,7 @@ func (h *harness) stop(t *testing.T) error {
 	case err := <-h.done:
 		return err
 	case <-time.After(20 * time.Second):
-		t.Fatal("Serve did not return")
+		t.Fatal("Run did not return")
 		return nil
 	}
 }
@@ -344,28 +358,90 @@ func TestUnknownResultsAreIgnored(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "real results lost among the flood", func() bool { return len(h.exec.texts("")) == 2 })
 }
 
-// A plugin whose stream dies loses nothing: Serve reports it, and the
-// unfinished delivery reaches the next instance.
+// A plugin whose stream dies loses nothing: the session reports it, and
+// the unfinished delivery reaches the next instance.
 func TestBrokenStreamRedelivers(t *testing.T) {
 	h := start(t, manifest(), 5*time.Second)
 	h.publish(t, "oc_1", "end")
 	select {
-	case err := <-h.done:
-		if !errors.Is(err, ErrStreamBroken) {
-			t.Fatalf("Serve returned %v", err)
-		}
+	case <-h.session.Broken():
 	case <-time.After(10 * time.Second):
-		t.Fatal("Serve did not notice the broken stream")
+		t.Fatal("the broken stream was not noticed")
 	}
-	// The next instance handles it normally ("end" only ends the first stream).
-	h.plugin = newFakePlugin(t, manifest())
-	h.plugin.mu.Lock()
-	h.plugin.seen = nil
-	h.plugin.mu.Unlock()
-	h.serve(t)
+	h.route.Detach(h.session)
+	next := newFakePlugin(t, manifest())
+	h.plugin = next
+	h.attach(t)
 	testenv.Eventually(t, 10*time.Second, "event not redelivered", func() bool {
-		h.plugin.mu.Lock()
-		defer h.plugin.mu.Unlock()
-		return len(h.plugin.seen) >= 1
+		next.mu.Lock()
+		defer next.mu.Unlock()
+		return len(next.seen) >= 1
 	})
+}
+
+// A hot swap moves new deliveries to the new instance while the old one
+// finishes what it holds: every event is handled exactly once, in order per chat.
+func TestSwapUnderLoad(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	old := h.plugin
+	chats := []string{"oc_a", "oc_b", "oc_c"}
+	const per = 60
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := range per {
+			for _, c := range chats {
+				h.publish(t, c, fmt.Sprintf("%s-%03d", c, i))
+			}
+		}
+	}()
+	testenv.Eventually(t, 10*time.Second, "no traffic before the swap", func() bool { return len(h.exec.texts("")) > 20 })
+	next := newFakePlugin(t, manifest())
+	s, prev, err := h.route.Attach(context.Background(), next)
+	if err != nil || prev == nil {
+		t.Fatalf("attach: %v (prev %v)", err, prev)
+	}
+	t.Cleanup(s.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := prev.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-published
+	testenv.Eventually(t, 20*time.Second, "not every event handled", func() bool { return len(h.exec.texts("")) == per*len(chats) })
+	for _, c := range chats {
+		got := h.exec.texts(c)
+		for i, s := range got {
+			if want := fmt.Sprintf("%s-%03d", c, i); s != want {
+				t.Fatalf("chat %s: position %d is %s, want %s", c, i, s, want)
+			}
+		}
+	}
+	old.mu.Lock()
+	o := len(old.seen)
+	old.mu.Unlock()
+	next.mu.Lock()
+	n := len(next.seen)
+	next.mu.Unlock()
+	if o == 0 || n == 0 || o+n != per*len(chats) {
+		t.Fatalf("old saw %d, new saw %d, want both > 0 and %d in total", o, n, per*len(chats))
+	}
+}
+
+// Redelivery of an event already handled produces no second result.
+func TestDedupSkipsHandledEvents(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	ev := &pluginv1.Event{EventId: "ev-dup", EventType: "im.message.receive_v1", AppId: "cli_t", DedupKey: "om_dup", ChatId: "oc_1",
+		Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: "om_dup", ChatId: "oc_1", Text: "once"}}}
+	msg, _ := envelope.Encode(ev)
+	for range 3 { // Lark re-pushes
+		if err := h.bus.Publish(context.Background(), h.topic, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.publish(t, "oc_1", "after") // same chat: handled after the duplicates
+	testenv.Eventually(t, 10*time.Second, "events not handled", func() bool { return len(h.exec.texts("oc_1")) >= 2 })
+	if got := h.exec.texts("oc_1"); len(got) != 2 || got[0] != "once" || got[1] != "after" {
+		t.Fatalf("handled %v", got)
+	}
 }

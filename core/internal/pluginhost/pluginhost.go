@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 	"github.com/larkway/larkway/sdk/go/contract"
@@ -49,6 +50,8 @@ type Config struct {
 // Instance is one running plugin process.
 type Instance struct {
 	client   *plugin.Client
+	rpc      plugin.ClientProtocol
+	health   healthpb.HealthClient
 	svc      pluginv1.PluginServiceClient
 	manifest *pluginv1.Manifest
 	logger   *slog.Logger
@@ -116,7 +119,20 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 		client.Kill()
 		return nil, fmt.Errorf("dispensing %s: %w", cfg.Path, err)
 	}
+	inst.rpc = rpc
 	inst.svc = raw.(pluginv1.PluginServiceClient)
+	gc, ok := rpc.(*plugin.GRPCClient)
+	if !ok {
+		client.Kill()
+		return nil, fmt.Errorf("launching %s: not a gRPC plugin", cfg.Path)
+	}
+	inst.health = healthpb.NewHealthClient(gc.Conn)
+	hctx, hcancel := context.WithTimeout(ctx, cfg.DescribeTimeout)
+	defer hcancel()
+	if err := inst.Ping(hctx); err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("health-checking %s: %w", cfg.Path, err)
+	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DescribeTimeout)
 	defer cancel()
 	resp, err := inst.svc.Describe(dctx, &pluginv1.DescribeRequest{CoreContractVersion: contract.ContractVersion})
@@ -138,6 +154,19 @@ func (i *Instance) Manifest() *pluginv1.Manifest { return i.manifest }
 
 // Service is the plugin's gRPC client.
 func (i *Instance) Service() pluginv1.PluginServiceClient { return i.svc }
+
+// Ping runs the gRPC health check every plugin serves (service "plugin"),
+// bounded by ctx — go-plugin's own Ping has no deadline.
+func (i *Instance) Ping(ctx context.Context) error {
+	resp, err := i.health.Check(ctx, &healthpb.HealthCheckRequest{Service: contract.HealthServiceName})
+	if err != nil {
+		return fmt.Errorf("health check: %w", err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health check: status %s", resp.GetStatus())
+	}
+	return nil
+}
 
 // Exited reports whether the process has ended.
 func (i *Instance) Exited() bool { return i.client.Exited() }

@@ -25,8 +25,10 @@ import (
 // generous: the Pulsar run shares two cores with the broker's JVM.
 const ReceiveTimeout = 30 * time.Second
 
-// closeTimeout bounds the Close calls the suite makes in cleanup.
-const closeTimeout = 30 * time.Second
+// closeTimeout bounds the Close calls the suite makes. A passing test leaves
+// nothing unsettled, so cleanup's Close returns at once; a failed one may not,
+// and then waits this long.
+const closeTimeout = 5 * time.Second
 
 // Run runs the suite. newBus returns a new open bus; Run closes every bus it
 // gets when the subtest that asked for it ends.
@@ -45,10 +47,12 @@ func Run(t *testing.T, newBus func(t *testing.T) bus.Bus) {
 		{"NackRedeliversOnlyThatMessage", testNackRedeliversOnlyThatMessage},
 		{"IndependentSubscriptions", testIndependentSubscriptions},
 		{"KeySharedSplitsKeys", testKeySharedSplitsKeys},
+		{"KeysMoveWhenConsumerCloses", testKeysMoveWhenConsumerCloses},
 		{"DeadLetter", testDeadLetter},
 		{"CloseDrainsInFlight", testCloseDrainsInFlight},
 		{"CloseTimeoutReturnsMessages", testCloseTimeoutReturnsMessages},
 		{"ReceiveHonorsContext", testReceiveHonorsContext},
+		{"SubscribeValidates", testSubscribeValidates},
 		{"BusClose", testBusClose},
 	}
 	for _, tc := range tests {
@@ -371,6 +375,62 @@ func testKeySharedSplitsKeys(t *testing.T, b bus.Bus) {
 	}
 }
 
+// When a consumer of a shared subscription closes, the keys it had move to
+// the remaining consumer.
+func testKeysMoveWhenConsumerCloses(t *testing.T, b bus.Bus) {
+	const keys = 24
+	topic := testenv.Name(t, "topic")
+	leaving := subscribe(t, b, bus.SubscribeOptions{Topic: topic, Subscription: "shared"})
+	staying := subscribe(t, b, bus.SubscribeOptions{Topic: topic, Subscription: "shared"})
+
+	// Round one: both consumers take their share.
+	ctx, cancel := context.WithTimeout(t.Context(), ReceiveTimeout)
+	defer cancel()
+	got := make(chan string, keys)
+	var wg sync.WaitGroup
+	for _, c := range []bus.Consumer{leaving, staying} {
+		wg.Go(func() {
+			for {
+				d, err := c.Receive(ctx)
+				if err != nil {
+					return
+				}
+				if err := d.Ack(); err != nil {
+					t.Errorf("Ack: %v", err)
+				}
+				got <- d.Key
+			}
+		})
+	}
+	publishKeys(t, b, topic, keys, 1)
+	for n := range keys {
+		select {
+		case <-got:
+		case <-ctx.Done():
+			t.Fatalf("round one: received %d of %d messages", n, keys)
+		}
+	}
+	cancel()
+	wg.Wait()
+
+	// Round two: with one consumer gone, the other gets every key.
+	closeConsumer(t, leaving)
+	for k := range keys {
+		publish(t, b, topic, msg(keyName(k), 1))
+	}
+	seen := make(map[string]bool)
+	for range keys {
+		d := mustAckReceived(t, staying)
+		if seq := seqOf(t, d); seq != 1 {
+			t.Errorf("round two: received %s/%d, want seq 1", d.Key, seq)
+		}
+		seen[d.Key] = true
+	}
+	if len(seen) != keys {
+		t.Errorf("round two: the remaining consumer saw %d distinct keys, want %d", len(seen), keys)
+	}
+}
+
 // A message nacked after its last allowed delivery lands in the dead-letter
 // topic with its key, payload and properties, and leaves the subscription.
 func testDeadLetter(t *testing.T, b bus.Bus) {
@@ -493,6 +553,20 @@ func testReceiveHonorsContext(t *testing.T, b bus.Bus) {
 	defer cancel()
 	if _, err := c.Receive(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Receive on an empty topic = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func testSubscribeValidates(t *testing.T, b bus.Bus) {
+	topic := testenv.Name(t, "topic")
+	for name, opts := range map[string]bus.SubscribeOptions{
+		"no topic":               {Subscription: "sub"},
+		"no subscription":        {Topic: topic},
+		"negative MaxDeliveries": {Topic: topic, Subscription: "sub", MaxDeliveries: -1},
+	} {
+		if c, err := b.Subscribe(t.Context(), opts); err == nil {
+			t.Errorf("%s: Subscribe succeeded", name)
+			closeConsumer(t, c)
+		}
 	}
 }
 

@@ -1,11 +1,15 @@
 // Package pulsar implements bus.Bus on Apache Pulsar. It is the only package
 // that imports the Pulsar client; no Pulsar type appears in its API.
 //
-// Each bus topic maps to one persistent, non-partitioned Pulsar topic under
+// Each bus topic maps to one non-partitioned Pulsar topic under
 // Config.TopicPrefix (see PulsarTopic). Every subscription is Key_Shared and
-// starts at the latest position when first created. Producers are created per
-// topic on first use and batch by key, so concurrent publishes share broker
-// round trips without breaking Key_Shared ordering.
+// starts at the latest position when first created. Nack redelivery uses the
+// client's nack tracker: delays under 30ms are raised to 30ms, and a
+// redelivery may come up to a third of the second attempt's delay late.
+// Dead-lettering is the client's: the message is routed to the dead-letter
+// topic when it arrives for delivery number MaxDeliveries+1, that is one
+// backoff after the last Nack. Producers are created per topic on first use;
+// Config.Batching lets them batch concurrent publishes by key.
 package pulsar
 
 import (
@@ -45,8 +49,16 @@ type Config struct {
 	// SendTimeout bounds one publish waiting for the broker, whatever the
 	// caller's ctx allows. Default 30s.
 	SendTimeout time.Duration
+	// Batching lets concurrent publishes of one key share a broker entry
+	// (KeyBasedBatchBuilder, as Key_Shared requires). It is off by default:
+	// unless the broker runs with acknowledgmentAtBatchIndexLevelEnabled=true
+	// (Pulsar 4.0's default is false), a Nack redelivers the whole entry, so
+	// messages acked beside the nacked one are delivered again, and they count
+	// toward MaxDeliveries with it. Without batching every publish is its own
+	// entry; concurrent publishes are still pipelined on one connection.
+	Batching bool
 	// BatchingMaxPublishDelay is how long a producer holds a publish to batch
-	// it with concurrent ones. Default 1ms.
+	// it with concurrent ones, when Batching. Default 1ms.
 	BatchingMaxPublishDelay time.Duration
 	// ReceiverQueueSize is the per-consumer prefetch when
 	// SubscribeOptions.ReceiverQueueSize is zero. Default 1000.
@@ -101,7 +113,8 @@ func (c Config) Validate() error {
 }
 
 // minNackDelay floors redelivery delays: the client's nack tracker ticks at a
-// third of the second attempt's delay, and a zero delay would stop it.
+// third of the second attempt's delay (so redelivery can be that late), and a
+// zero delay would stop it.
 const minNackDelay = 30 * time.Millisecond
 
 // Bus is a bus.Bus on a Pulsar cluster.
@@ -222,7 +235,7 @@ func (b *Bus) goTracked(fn func()) {
 // await runs op on a tracked goroutine, since the client's calls take no
 // context, and returns its result or ctx's error. A result that arrives after
 // ctx ended is passed to discard.
-func await[T any](b *Bus, ctx context.Context, op func() (T, error), discard func(T)) (T, error) {
+func await[T any](ctx context.Context, b *Bus, op func() (T, error), discard func(T)) (T, error) {
 	type result struct {
 		v   T
 		err error
@@ -324,13 +337,9 @@ func (b *Bus) producer(ctx context.Context, name string) (pulsarclient.Producer,
 }
 
 func (b *Bus) createProducer(name string, e *producerEntry) {
-	p, err := b.client.CreateProducer(pulsarclient.ProducerOptions{
-		Topic:                   name,
-		SendTimeout:             b.cfg.SendTimeout,
-		BatchingMaxPublishDelay: b.cfg.BatchingMaxPublishDelay,
-		// Key_Shared consumers need every batch to hold a single key.
-		BatcherBuilderType: pulsarclient.KeyBasedBatchBuilder,
-	})
+	opts := b.producerOptions()
+	opts.Topic = name
+	p, err := b.client.CreateProducer(opts)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
@@ -345,6 +354,18 @@ func (b *Bus) createProducer(name string, e *producerEntry) {
 		e.p = p
 	}
 	close(e.ready)
+}
+
+// producerOptions are the options of every producer, the dead-letter ones
+// included, without the topic.
+func (b *Bus) producerOptions() pulsarclient.ProducerOptions {
+	return pulsarclient.ProducerOptions{
+		SendTimeout:             b.cfg.SendTimeout,
+		DisableBatching:         !b.cfg.Batching,
+		BatchingMaxPublishDelay: b.cfg.BatchingMaxPublishDelay,
+		// Key_Shared consumers need every batch to hold a single key.
+		BatcherBuilderType: pulsarclient.KeyBasedBatchBuilder,
+	}
 }
 
 // Subscribe opens a Key_Shared consumer on opts.Subscription.
@@ -387,14 +408,11 @@ func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Con
 		co.DLQ = &pulsarclient.DLQPolicy{
 			MaxDeliveries:   uint32(opts.MaxDeliveries),
 			DeadLetterTopic: dlq,
-			ProducerOptions: pulsarclient.ProducerOptions{
-				BatchingMaxPublishDelay: b.cfg.BatchingMaxPublishDelay,
-				BatcherBuilderType:      pulsarclient.KeyBasedBatchBuilder,
-			},
+			ProducerOptions: b.producerOptions(),
 		}
 	}
 
-	pc, err := await(b, ctx, func() (pulsarclient.Consumer, error) { return b.client.Subscribe(co) },
+	pc, err := await(ctx, b, func() (pulsarclient.Consumer, error) { return b.client.Subscribe(co) },
 		func(pc pulsarclient.Consumer) { pc.Close() })
 	if err != nil {
 		return nil, fmt.Errorf("subscribing %s to %s: %w", opts.Subscription, opts.Topic, classify(err))
@@ -432,7 +450,7 @@ func (b *Bus) Ping(ctx context.Context) error {
 	}
 	defer b.ops.done()
 	topic := b.cfg.TopicPrefix + "larkway-ping"
-	_, err := await(b, ctx, func() ([]string, error) { return b.client.TopicPartitions(topic) }, nil)
+	_, err := await(ctx, b, func() ([]string, error) { return b.client.TopicPartitions(topic) }, nil)
 	if err != nil {
 		return fmt.Errorf("pinging pulsar at %s: %w", b.cfg.URL, classify(err))
 	}
@@ -569,6 +587,9 @@ func (c *consumer) delivery(msg pulsarclient.Message) *bus.Delivery {
 			return nil
 		}
 		defer c.settle()
+		if c.isReleased() {
+			return fmt.Errorf("acknowledging message %s: consumer closed, the broker redelivers it: %w", id, bus.ErrClosed)
+		}
 		if err := c.pc.Ack(msg); err != nil {
 			return fmt.Errorf("acknowledging message %s: %w", id, classify(err))
 		}
@@ -579,11 +600,20 @@ func (c *consumer) delivery(msg pulsarclient.Message) *bus.Delivery {
 			return nil
 		}
 		defer c.settle()
+		if c.isReleased() {
+			return fmt.Errorf("negatively acknowledging message %s: consumer closed, the broker redelivers it: %w", id, bus.ErrClosed)
+		}
 		c.pc.Nack(msg)
 		return nil
 	}
 	m := bus.Message{Key: msg.Key(), Payload: msg.Payload(), Properties: msg.Properties()}
 	return bus.NewDelivery(m, id, c.topic, int(msg.RedeliveryCount())+1, msg.PublishTime(), ack, nack)
+}
+
+func (c *consumer) isReleased() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.released
 }
 
 func (c *consumer) settle() {

@@ -24,22 +24,10 @@ func testLogger() *slog.Logger {
 }
 
 // TestConformance runs the bus suite against the real broker; it fails when
-// none is running. It runs twice: with the default 1ms batching delay, and
-// with a long one so that concurrent publishes of a key surely share a batch
-// (one broker entry), which acks and nacks must then handle per message.
+// none is running.
 func TestConformance(t *testing.T) {
 	url := testenv.PulsarURL(t)
-	for _, tc := range []struct {
-		name  string
-		delay time.Duration
-	}{{"DefaultBatching", 0}, {"LongBatching", 20 * time.Millisecond}} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			bustest.Run(t, func(t *testing.T) bus.Bus {
-				return newTestBus(t, Config{URL: url, BatchingMaxPublishDelay: tc.delay})
-			})
-		})
-	}
+	bustest.Run(t, func(t *testing.T) bus.Bus { return newTestBus(t, Config{URL: url}) })
 }
 
 func newTestBus(t *testing.T, cfg Config) *Bus {
@@ -54,11 +42,11 @@ func newTestBus(t *testing.T, cfg Config) *Bus {
 	return b
 }
 
-// Concurrent publishes of one key share a batch, and each message in it gets
-// its own ID.
+// With Batching, concurrent publishes of one key share a batch, and each
+// message in it gets its own ID.
 func TestBatchingSharesEntries(t *testing.T) {
 	const n = 8
-	b := newTestBus(t, Config{URL: testenv.PulsarURL(t), BatchingMaxPublishDelay: 50 * time.Millisecond})
+	b := newTestBus(t, Config{URL: testenv.PulsarURL(t), Batching: true, BatchingMaxPublishDelay: 50 * time.Millisecond})
 	defer b.Close(context.Background())
 	ctx, cancel := context.WithTimeout(t.Context(), bustest.ReceiveTimeout)
 	defer cancel()

@@ -202,7 +202,8 @@ class Plugin:
 
     async def _route(self, ev: Event) -> tuple[list[Action], CardResponse | None]:
         if ev.card_action is not None and self._on_card is not None:
-            return _card_result(await self._call(self._on_card, ev))
+            card, actions = _card_result(await self._call(self._on_card, ev))
+            return actions, card
         if ev.message is not None:
             cmd = parse_command(ev.message.text)
             if cmd is not None and cmd.name in self._commands:
@@ -265,7 +266,7 @@ class Plugin:
         work = asyncio.ensure_future(self._handle(ev))
         try:
             res = await asyncio.wait_for(asyncio.shield(work), left)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11 on
             work.cancel()
             self.log.warn("handler overran its deadline; the core retries the event",
                           delivery_id=d.delivery_id, event_id=ev.id, deadline_s=round(left or 0, 3))
@@ -278,6 +279,8 @@ class Plugin:
         return res, None
 
     async def _await_late(self, work: asyncio.Task[Any], delivery_id: str) -> None:
+        # Keeps the delivery's in-flight slot until an overrunning handler
+        # really ends (a thread cannot be cancelled; a coroutine was).
         try:
             await work
         except asyncio.CancelledError:
@@ -285,7 +288,10 @@ class Plugin:
                 raise
         except BaseException:  # noqa: BLE001
             pass
-        self.log.warn("late handler finished; its result was dropped", delivery_id=delivery_id)
+        if work.cancelled():
+            self.log.debug("late handler cancelled", delivery_id=delivery_id)
+        else:
+            self.log.warn("late handler finished; its result was dropped", delivery_id=delivery_id)
 
     async def _serve_stream(self, requests: AsyncIterator[pb.HandleRequest],
                             send: Callable[[pb.HandleResponse], Awaitable[None]]) -> None:

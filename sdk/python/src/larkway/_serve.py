@@ -7,7 +7,8 @@ plugin then
 
 * listens on 127.0.0.1 with a port in [PLUGIN_MIN_PORT, PLUGIN_MAX_PORT],
   serving TLS with a fresh self-signed certificate for "localhost" and
-  requiring the host's certificate from its clients;
+  requiring the host's certificate from its clients (TLS is terminated by
+  _tlsfront, in front of the gRPC server: see there why);
 * serves PluginService, grpc.health.v1.Health (service "plugin" SERVING) and
   go-plugin's plugin.GRPCController (Shutdown);
 * prints one line on stdout and flushes it:
@@ -23,9 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
+import ssl
 import sys
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -36,7 +40,7 @@ from . import contract
 from ._gen import plugin_pb2 as pb
 from ._gen import plugin_pb2_grpc as pb_grpc
 from ._log import JSONHandler, Logger
-from ._tls import self_signed_cert
+from ._tlsfront import TLSFront, server_context
 
 if TYPE_CHECKING:
     from ._plugin import Plugin
@@ -133,13 +137,37 @@ class _Server:
 
         client_cert = os.environ.get("PLUGIN_CLIENT_CERT", "")
         cert_field = ""
-        creds = None
+        front: TLSFront | None = None
+        private_dir = ""
+        lo, hi = _port_range()
         if client_cert:
-            cert_pem, key_pem, cert_field = self_signed_cert()
-            creds = grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=client_cert.encode(),
-                                                require_client_auth=True)
-        port = _bind(server, creds)
-        await server.start()
+            # AutoMTLS: TLS is terminated by _tlsfront (see there why not by
+            # grpcio); gRPC itself listens on a private Unix socket.
+            private_dir = tempfile.mkdtemp(prefix="larkway-")
+            if len(private_dir) > 90:  # Unix socket paths are limited to ~107 bytes
+                shutil.rmtree(private_dir, ignore_errors=True)
+                private_dir = tempfile.mkdtemp(prefix="larkway-", dir="/tmp")
+            sock = os.path.join(private_dir, "grpc.sock")
+            try:
+                server.add_insecure_port("unix:" + sock)
+            except RuntimeError as e:
+                shutil.rmtree(private_dir, ignore_errors=True)
+                raise _StartupError(f"couldn't listen on {sock}: {e}") from None
+            try:
+                ctx, cert_field = server_context(client_cert, private_dir)
+            except (ssl.SSLError, ValueError) as e:
+                shutil.rmtree(private_dir, ignore_errors=True)
+                raise _StartupError(f"PLUGIN_CLIENT_CERT is not a usable certificate: {e}") from None
+            await server.start()
+            front = TLSFront(sock, ctx, self.log)
+            port = await front.listen(range(lo, hi + 1))
+            if port is None:
+                await server.stop(0)
+                shutil.rmtree(private_dir, ignore_errors=True)
+                raise _StartupError(f"couldn't bind plugin TCP listener in 127.0.0.1:{lo}..{hi}")
+        else:
+            port = _bind(server, lo, hi)
+            await server.start()
 
         line = (f"{contract.CORE_PROTOCOL_VERSION}|{contract.PROTOCOL_VERSION}|tcp|127.0.0.1:{port}|grpc|"
                 f"{cert_field}")
@@ -148,7 +176,7 @@ class _Server:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
         _stdout_to_stderr()
-        self.log.debug("plugin serving", address=f"127.0.0.1:{port}", tls=bool(creds))
+        self.log.debug("plugin serving", address=f"127.0.0.1:{port}", mtls=front is not None)
 
         loop = asyncio.get_running_loop()
         try:
@@ -163,6 +191,10 @@ class _Server:
         await health.enter_graceful_shutdown()
         await self._drain(self.grace)
         await server.stop(0.2)
+        if front is not None:
+            await front.close()
+        if private_dir:
+            shutil.rmtree(private_dir, ignore_errors=True)
         self.log.debug("plugin stopped")
         return 0
 
@@ -217,9 +249,8 @@ def _port_range() -> tuple[int, int]:
     return lo, hi
 
 
-def _bind(server: Any, creds: grpc.ServerCredentials | None) -> int:
+def _bind(server: Any, lo: int, hi: int) -> int:
     """Bind 127.0.0.1 on the first free port in the host's range (as go-plugin)."""
-    lo, hi = _port_range()
     for port in range(lo, hi + 1):
         if port:
             # Probe first: a failed gRPC bind is noisy and slow.
@@ -228,9 +259,8 @@ def _bind(server: Any, creds: grpc.ServerCredentials | None) -> int:
                     s.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-        addr = f"127.0.0.1:{port}"
         try:
-            return server.add_secure_port(addr, creds) if creds else server.add_insecure_port(addr)
+            return int(server.add_insecure_port(f"127.0.0.1:{port}"))
         except RuntimeError:
             continue
     raise _StartupError(f"couldn't bind plugin TCP listener in 127.0.0.1:{lo}..{hi}")

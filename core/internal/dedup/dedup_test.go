@@ -1,0 +1,116 @@
+package dedup
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/larkway/larkway/core/internal/testenv"
+)
+
+func stores(t *testing.T) map[string]Store {
+	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	t.Cleanup(func() { _ = c.Close() })
+	return map[string]Store{"memory": NewMemory(), "redis": NewRedis(c, testenv.Name(t, "dedup")+":")}
+}
+
+func TestSemantics(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			st, l, err := s.Claim(ctx, "p", "om_1", time.Minute)
+			if err != nil || st != Claimed {
+				t.Fatalf("first claim: %v %v", st, err)
+			}
+			if st, _, _ := s.Claim(ctx, "p", "om_1", time.Minute); st != Busy {
+				t.Fatalf("second claim while leased: %v", st)
+			}
+			if st, _, _ := s.Claim(ctx, "other-plugin", "om_1", time.Minute); st != Claimed {
+				t.Fatalf("another plugin's claim: %v", st)
+			}
+			if err := s.Release(ctx, l); err != nil {
+				t.Fatal(err)
+			}
+			st, l, _ = s.Claim(ctx, "p", "om_1", time.Minute)
+			if st != Claimed {
+				t.Fatalf("claim after release: %v", st)
+			}
+			if err := s.Done(ctx, l, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			if st, _, _ := s.Claim(ctx, "p", "om_1", time.Minute); st != AlreadyDone {
+				t.Fatalf("claim after done: %v", st)
+			}
+			// Releasing a stale lease must not undo "done".
+			_ = s.Release(ctx, l)
+			if st, _, _ := s.Claim(ctx, "p", "om_1", time.Minute); st != AlreadyDone {
+				t.Fatalf("stale release undid done: %v", st)
+			}
+		})
+	}
+}
+
+// A holder that dies does not block the event forever.
+func TestLeaseExpires(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			if m, ok := s.(*Memory); ok {
+				now := time.Now()
+				m.now = func() time.Time { return now }
+				_, _, _ = s.Claim(ctx, "p", "k", time.Second)
+				now = now.Add(2 * time.Second)
+			} else {
+				_, _, _ = s.Claim(ctx, "p", "k", 50*time.Millisecond)
+				testenv.Eventually(t, 5*time.Second, "lease never expired", func() bool {
+					st, l, _ := s.Claim(ctx, "p", "k", time.Minute)
+					if st == Claimed {
+						_ = s.Release(ctx, l)
+					}
+					return st == Claimed
+				})
+				return
+			}
+			if st, _, _ := s.Claim(ctx, "p", "k", time.Minute); st != Claimed {
+				t.Fatalf("expired lease still held: %v", st)
+			}
+		})
+	}
+}
+
+func TestConcurrentClaimsOneWinner(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			won := 0
+			for range 32 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if st, _, err := s.Claim(ctx, "p", "race", time.Minute); err == nil && st == Claimed {
+						mu.Lock()
+						won++
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			if won != 1 {
+				t.Fatalf("%d winners", won)
+			}
+		})
+	}
+}
+
+func TestRedisDownIsClassed(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	defer c.Close()
+	if _, _, err := NewRedis(c, "x:").Claim(context.Background(), "p", "k", time.Second); err == nil {
+		t.Fatal("no error")
+	}
+}

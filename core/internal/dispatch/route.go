@@ -1,0 +1,194 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/larkway/larkway/core/internal/bus"
+)
+
+// Route consumes one plugin's subscription on every topic and hands each
+// delivery to the plugin's current Session. Instances come and go (crash,
+// restart, hot swap) while the Route, its bus consumers and its per-chat
+// order stay: a delivery that finds no instance waits for one.
+//
+// Deliveries are sharded by key over MaxInFlight workers, each handling its
+// deliveries one at a time, so a chat's events are handled in order while
+// different chats proceed in parallel.
+type Route struct {
+	d    *Dispatcher
+	name string
+
+	mu      sync.Mutex
+	cur     *Session
+	changed chan struct{} // closed (and replaced) whenever cur changes
+}
+
+// Route returns a new route for the plugin named name.
+func (d *Dispatcher) Route(name string) *Route {
+	return &Route{d: d, name: name, changed: make(chan struct{})}
+}
+
+// Name is the plugin's name.
+func (r *Route) Name() string { return r.name }
+
+// Current is the session receiving new deliveries, or nil.
+func (r *Route) Current() *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur
+}
+
+func (r *Route) setCurrent(s *Session) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev := r.cur
+	r.cur = s
+	close(r.changed)
+	r.changed = make(chan struct{})
+	return prev
+}
+
+// Attach opens p's Handle stream and makes it the current session: new
+// deliveries go to it from now on. The previous session, if any, is
+// detached and returned; the caller drains and stops it.
+func (r *Route) Attach(ctx context.Context, p Plugin) (*Session, *Session, error) {
+	if got := p.Manifest().GetName(); got != r.name {
+		return nil, nil, fmt.Errorf("attaching to route %s: plugin describes itself as %q", r.name, got)
+	}
+	s, err := r.d.openSession(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	prev := r.setCurrent(s)
+	if prev != nil {
+		prev.detach()
+	}
+	return s, prev, nil
+}
+
+// Detach stops new deliveries to s (if it is current, none is current
+// until the next Attach). In-flight deliveries finish; see Session.Drain.
+func (r *Route) Detach(s *Session) {
+	r.mu.Lock()
+	isCur := r.cur == s
+	r.mu.Unlock()
+	if isCur {
+		r.setCurrent(nil)
+	}
+	s.detach()
+}
+
+// acquire waits for a current session that accepts a delivery.
+func (r *Route) acquire(ctx context.Context) (*Session, error) {
+	for {
+		r.mu.Lock()
+		s, changed := r.cur, r.changed
+		r.mu.Unlock()
+		if s != nil && s.acquire() {
+			return s, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Run consumes the plugin's subscription on every topic until ctx ends,
+// then stops reading, finishes the deliveries it holds, closes its consumers
+// and returns. subscribed, if not nil, is called once every subscription
+// exists (before that, an event could reach no subscriber).
+func (r *Route) Run(ctx context.Context, subscribed func()) error {
+	d := r.d
+	n := d.cfg.MaxInFlight
+	work := make([]chan *bus.Delivery, n)
+	var workers sync.WaitGroup
+	for i := range work {
+		work[i] = make(chan *bus.Delivery, 1)
+		workers.Add(1)
+		go func() { defer workers.Done(); r.worker(ctx, work[i]) }()
+	}
+	var consumers []bus.Consumer
+	var readers sync.WaitGroup
+	stop := func() {
+		readers.Wait()
+		for _, c := range work {
+			close(c)
+		}
+		workers.Wait()
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, c := range consumers {
+			if err := c.Close(cctx); err != nil {
+				d.logger.Warn("closing consumer", "plugin", r.name, "err", err)
+			}
+		}
+	}
+	for _, topic := range d.cfg.Topics {
+		c, err := d.bus.Subscribe(ctx, bus.SubscribeOptions{
+			Topic: topic, Subscription: Subscription(r.name), DeadLetterTopic: DeadLetterTopic(topic, r.name),
+			// The dispatcher dead-letters with a reason itself at MaxAttempts;
+			// the bus's own dead-lettering one later is a backstop.
+			MaxDeliveries: d.cfg.MaxAttempts + 1, Backoff: d.cfg.Backoff,
+		})
+		if err != nil {
+			stop()
+			return fmt.Errorf("subscribing %s to %s: %w", r.name, topic, err)
+		}
+		consumers = append(consumers, c)
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				del, err := c.Receive(ctx)
+				if err != nil {
+					return
+				}
+				work[shard(del.Key, n)] <- del
+			}
+		}()
+	}
+	if subscribed != nil {
+		subscribed()
+	}
+	<-ctx.Done()
+	stop()
+	return nil
+}
+
+// worker handles its shard's deliveries one at a time, in order. On
+// shutdown it finishes what it holds (waiting a bounded time for an
+// instance if none is attached) so nothing in hand is dropped or reordered.
+func (r *Route) worker(ctx context.Context, in <-chan *bus.Delivery) {
+	for del := range in {
+		actx := ctx
+		var cancel context.CancelFunc = func() {}
+		if ctx.Err() != nil {
+			actx, cancel = context.WithTimeout(context.Background(), r.d.cfg.NoSessionWait)
+		}
+		s, err := r.acquire(actx)
+		if err != nil && ctx.Err() != nil && actx == ctx {
+			// Shutdown began while waiting: wait a bounded time more.
+			actx, cancel = context.WithTimeout(context.Background(), r.d.cfg.NoSessionWait)
+			s, err = r.acquire(actx)
+		}
+		cancel()
+		if err != nil {
+			_ = del.Nack()
+			continue
+		}
+		s.process(ctx, del)
+		s.release()
+	}
+}
+
+func shard(key string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n))
+}

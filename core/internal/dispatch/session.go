@@ -1,0 +1,360 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/larkway/larkway/core/internal/action"
+	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/dedup"
+	"github.com/larkway/larkway/core/internal/envelope"
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
+)
+
+// Session is one plugin instance's Handle stream and its pending deliveries.
+type Session struct {
+	d       *Dispatcher
+	plugin  Plugin
+	name    string
+	matcher *matcher
+	stream  pluginv1.PluginService_HandleClient
+	cancel  context.CancelFunc
+	recv    chan struct{} // closed when the receive loop ends
+
+	sendMu  sync.Mutex
+	mu      sync.Mutex
+	pending map[string]chan *pluginv1.Result
+	broken  chan struct{}
+	err     error
+
+	activeMu sync.Mutex
+	active   int
+	detached bool
+	idle     chan struct{} // closed once detached and no delivery is active
+}
+
+// openSession opens the instance's Handle stream. The stream lives until
+// Drain or Close, independent of ctx, so in-flight deliveries can finish on
+// shutdown.
+func (d *Dispatcher) openSession(ctx context.Context, p Plugin) (*Session, error) {
+	m := p.Manifest()
+	mt, err := newMatcher(m)
+	if err != nil {
+		return nil, fmt.Errorf("opening session for %s: %w", m.GetName(), err)
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stream, err := p.Service().Handle(sctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("opening %s stream: %w: %w", m.GetName(), ErrStreamBroken, err)
+	}
+	s := &Session{d: d, plugin: p, name: m.GetName(), matcher: mt, stream: stream, cancel: cancel,
+		recv: make(chan struct{}), pending: map[string]chan *pluginv1.Result{}, broken: make(chan struct{}), idle: make(chan struct{})}
+	go func() { defer close(s.recv); s.receive() }()
+	return s, nil
+}
+
+// Plugin is the instance behind the session.
+func (s *Session) Plugin() Plugin { return s.plugin }
+
+// Broken is closed when the stream fails (the process died or hung up).
+func (s *Session) Broken() <-chan struct{} { return s.broken }
+
+// Err is why the stream broke.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Active is the number of deliveries in flight on this session.
+func (s *Session) Active() int {
+	s.activeMu.Lock()
+	defer s.activeMu.Unlock()
+	return s.active
+}
+
+func (s *Session) acquire() bool {
+	s.activeMu.Lock()
+	defer s.activeMu.Unlock()
+	if s.detached {
+		return false
+	}
+	s.active++
+	return true
+}
+
+func (s *Session) release() {
+	s.activeMu.Lock()
+	defer s.activeMu.Unlock()
+	s.active--
+	if s.detached && s.active == 0 {
+		closeOnce(s.idle)
+	}
+}
+
+func (s *Session) detach() {
+	s.activeMu.Lock()
+	defer s.activeMu.Unlock()
+	s.detached = true
+	if s.active == 0 {
+		closeOnce(s.idle)
+	}
+}
+
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+// Drain waits (bounded by ctx) until a detached session's in-flight
+// deliveries are finished, then closes the stream. It returns ctx's error if
+// deliveries were still in flight; those are nacked by their workers when the
+// stream closes, so nothing is lost.
+func (s *Session) Drain(ctx context.Context) error {
+	s.detach()
+	var err error
+	select {
+	case <-s.idle:
+	case <-s.broken:
+	case <-ctx.Done():
+		err = fmt.Errorf("draining %s: %w", s.name, ctx.Err())
+	}
+	s.Close()
+	return err
+}
+
+// Close ends the stream at once; deliveries still waiting are nacked.
+func (s *Session) Close() {
+	s.sendMu.Lock()
+	_ = s.stream.CloseSend()
+	s.sendMu.Unlock()
+	s.cancel()
+	<-s.recv
+}
+
+// receive routes results to waiting deliveries until the stream ends.
+func (s *Session) receive() {
+	for {
+		resp, err := s.stream.Recv()
+		if err != nil {
+			s.mu.Lock()
+			s.err = err
+			for id, ch := range s.pending {
+				close(ch)
+				delete(s.pending, id)
+			}
+			s.mu.Unlock()
+			close(s.broken)
+			return
+		}
+		res := resp.GetResult()
+		if res == nil {
+			continue
+		}
+		s.mu.Lock()
+		ch, ok := s.pending[res.GetDeliveryId()]
+		delete(s.pending, res.GetDeliveryId())
+		s.mu.Unlock()
+		if !ok {
+			// A result for nothing we wait for (late after a timeout, or
+			// made up): dropped, and counted.
+			s.d.metrics.deliveries.WithLabelValues(s.name, "unknown_result").Inc()
+			continue
+		}
+		ch <- res
+	}
+}
+
+// process handles one bus delivery end to end; exactly one of ack, nack or
+// dead-letter happens.
+func (s *Session) process(ctx context.Context, del *bus.Delivery) {
+	d := s.d
+	log := d.logger.With("plugin", s.name, "msg_id", del.ID, "attempt", del.Attempt)
+	ev, err := envelope.Decode(del.Payload)
+	if err != nil {
+		s.deadLetter(del, "undecodable event: "+err.Error(), log)
+		return
+	}
+	if !s.matcher.match(ev) {
+		_ = del.Ack()
+		return
+	}
+	select {
+	case <-s.broken:
+		_ = del.Nack()
+		return
+	default:
+	}
+	// Claim the event so neither a Lark re-push nor our own redelivery
+	// produces a second result.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	state, lease, err := d.cfg.Dedup.Claim(sctx, s.name, dedupKey(ev), d.cfg.Deadline+time.Minute)
+	cancel()
+	switch {
+	case err != nil:
+		log.Warn("dedup store unavailable; will redeliver", "err", err)
+		_ = del.Nack()
+		return
+	case state == dedup.AlreadyDone:
+		d.metrics.dedupHits.WithLabelValues(s.name, "done").Inc()
+		_ = del.Ack()
+		return
+	case state == dedup.Busy:
+		d.metrics.dedupHits.WithLabelValues(s.name, "busy").Inc()
+		_ = del.Nack()
+		return
+	}
+	res, outcome := s.deliver(ev, del)
+	finish := func(f func(context.Context, dedup.Lease) error) {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := f(fctx, lease); err != nil {
+			log.Warn("dedup store update failed", "err", err)
+		}
+	}
+	release := func() { finish(d.cfg.Dedup.Release) }
+	switch outcome {
+	case "stream_error":
+		release()
+		_ = del.Nack()
+		return
+	case "timeout":
+		release()
+		s.retry(del, "deadline exceeded", log)
+		return
+	}
+	switch res.GetOutcome() {
+	case pluginv1.Outcome_OUTCOME_DONE:
+		// Actions run on a context that shutdown does not cut short: the
+		// plugin has answered, and its reply must not be lost.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		refused, err := d.exec.Execute(actx, action.Request{Plugin: s.name, Allowed: s.plugin.Manifest().GetAllowedActions(),
+			Event: ev, Actions: res.GetActions(), Attempts: del.Attempt})
+		cancel()
+		if len(refused) > 0 {
+			s.sendAck(res.GetDeliveryId(), refused)
+		}
+		if err != nil {
+			release()
+			d.metrics.deliveries.WithLabelValues(s.name, "action_retry").Inc()
+			s.retry(del, err.Error(), log)
+			return
+		}
+		finish(func(c context.Context, l dedup.Lease) error { return d.cfg.Dedup.Done(c, l, d.cfg.DoneTTL) })
+		d.metrics.deliveries.WithLabelValues(s.name, "done").Inc()
+		_ = del.Ack()
+	case pluginv1.Outcome_OUTCOME_RETRY:
+		release()
+		d.metrics.deliveries.WithLabelValues(s.name, "retry").Inc()
+		s.retry(del, "plugin asked to retry: "+res.GetError(), log)
+	default:
+		// Released, not done: a replay from the dead letters must run again.
+		release()
+		d.metrics.deliveries.WithLabelValues(s.name, "failed").Inc()
+		s.deadLetter(del, "plugin failed: "+res.GetError(), log)
+	}
+}
+
+// dedupKey is the event's dedup key, or its id for events without one.
+func dedupKey(ev *pluginv1.Event) string {
+	if k := ev.GetDedupKey(); k != "" {
+		return k
+	}
+	return ev.GetEventId()
+}
+
+// deliver sends the event and waits for its result or the deadline.
+// outcome is "" with a result, or "stream_error" / "timeout".
+func (s *Session) deliver(ev *pluginv1.Event, del *bus.Delivery) (*pluginv1.Result, string) {
+	d := s.d
+	id := s.name + "-" + strconv.FormatUint(d.seq.Add(1), 36)
+	ch := make(chan *pluginv1.Result, 1)
+	s.mu.Lock()
+	if s.pending == nil {
+		s.mu.Unlock()
+		return nil, "stream_error"
+	}
+	s.pending[id] = ch
+	s.mu.Unlock()
+	deadline := time.Now().Add(d.cfg.Deadline)
+	start := time.Now()
+	d.metrics.inFlight.WithLabelValues(s.name).Inc()
+	defer d.metrics.inFlight.WithLabelValues(s.name).Dec()
+	s.sendMu.Lock()
+	err := s.stream.Send(&pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: &pluginv1.Delivery{
+		DeliveryId: id, Event: ev, Attempt: uint32(del.Attempt), Deadline: timestamppb.New(deadline),
+	}}})
+	s.sendMu.Unlock()
+	if err != nil {
+		s.forget(id)
+		d.metrics.deliveries.WithLabelValues(s.name, "stream_error").Inc()
+		return nil, "stream_error"
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			d.metrics.deliveries.WithLabelValues(s.name, "stream_error").Inc()
+			return nil, "stream_error"
+		}
+		d.metrics.latency.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
+		return r, ""
+	case <-timer.C:
+		s.forget(id)
+		d.metrics.deliveries.WithLabelValues(s.name, "timeout").Inc()
+		return nil, "timeout"
+	}
+}
+
+func (s *Session) forget(id string) {
+	s.mu.Lock()
+	delete(s.pending, id)
+	s.mu.Unlock()
+}
+
+func (s *Session) sendAck(id string, refused []*pluginv1.RefusedAction) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	_ = s.stream.Send(&pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_ResultAck{ResultAck: &pluginv1.ResultAck{DeliveryId: id, Refused: refused}}})
+}
+
+// retry nacks, or dead-letters once the attempts are used up.
+func (s *Session) retry(del *bus.Delivery, reason string, log *slog.Logger) {
+	if del.Attempt >= s.d.cfg.MaxAttempts {
+		s.deadLetter(del, fmt.Sprintf("after %d attempts: %s", del.Attempt, reason), log)
+		return
+	}
+	_ = del.Nack()
+}
+
+// deadLetter moves the message to the plugin's dead-letter topic with the
+// reason, then acks it. If the dead-letter write fails the message is nacked
+// instead, so it is never dropped.
+func (s *Session) deadLetter(del *bus.Delivery, reason string, log *slog.Logger) {
+	props := make(map[string]string, len(del.Properties)+1)
+	for k, v := range del.Properties {
+		props[k] = v
+	}
+	props[PropDeadLetterReason] = reason
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.d.bus.Publish(ctx, DeadLetterTopic(del.Topic, s.name), bus.Message{Key: del.Key, Payload: del.Payload, Properties: props}); err != nil {
+		log.Error("dead-lettering failed; will redeliver", "err", err)
+		_ = del.Nack()
+		return
+	}
+	s.d.metrics.dead.WithLabelValues(s.name).Inc()
+	log.Warn("event dead-lettered", "reason", reason)
+	_ = del.Ack()
+}
