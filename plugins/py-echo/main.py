@@ -5,7 +5,8 @@ message with the message's own text (the Python twin of plugins/echo).
 The core launches it with the Python that has the SDK installed, e.g.
 
     plugins:
-      - path: .tools/pyenv/bin/python
+      - name: py-echo
+        path: .tools/pyenv/bin/python
         args: [plugins/py-echo/main.py]
 """
 

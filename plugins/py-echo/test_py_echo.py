@@ -24,7 +24,7 @@ def test_replies_with_the_text():
 
 def test_mentions_come_through_as_names():
     res = testing.run(py_echo.new_plugin(), testing.message("@Bot /help me", mentions=["Bot"]))
-    assert res.texts == ["echo: @Bot /help me"]
+    testing.assert_reply_text(res, "echo: @Bot /help me")
 
 
 def test_non_text_messages():

@@ -15,6 +15,7 @@ import (
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/dedup"
+	"github.com/larkway/larkway/core/internal/dlq"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
@@ -22,8 +23,17 @@ import (
 // process died or stopped answering. Unfinished deliveries are redelivered.
 var ErrStreamBroken = errors.New("plugin stream broken")
 
-// Property on dead-lettered messages saying why.
-const PropDeadLetterReason = "larkway-dead-letter-reason"
+// Message properties the dispatcher sets.
+const (
+	// PropDeadLetterReason says why a message was dead-lettered.
+	PropDeadLetterReason = "larkway-dead-letter-reason"
+	// PropOnlyPlugin limits a replayed event to the plugin it was replayed for.
+	PropOnlyPlugin = "larkway-only-plugin"
+)
+
+// DeadLetterIndexSubscription is the subscription copying dead letters into
+// the index.
+const DeadLetterIndexSubscription = "larkway-dlq-index"
 
 // Plugin is a running plugin instance.
 type Plugin interface {
@@ -52,6 +62,8 @@ type Config struct {
 	Dedup dedup.Store
 	// DoneTTL is how long a handled event is remembered (default 24 h).
 	DoneTTL time.Duration
+	// DeadLetters indexes dead letters for the admin API (nil: not indexed).
+	DeadLetters dlq.Store
 	// NoSessionWait bounds how long a delivery in hand at shutdown waits for a
 	// plugin instance before it is nacked (default 10 s).
 	NoSessionWait time.Duration

@@ -18,6 +18,7 @@ import (
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/bus/memory"
+	"github.com/larkway/larkway/core/internal/dlq"
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/testenv"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -147,6 +148,7 @@ type harness struct {
 	route   *Route
 	session *Session
 	topic   string
+	index   *dlq.Memory
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -159,10 +161,10 @@ func manifest() *pluginv1.Manifest {
 
 func start(t *testing.T, m *pluginv1.Manifest, deadline time.Duration) *harness {
 	t.Helper()
-	h := &harness{bus: memory.New(slog.New(slog.DiscardHandler)), exec: &recordingExec{}, topic: "events-test"}
+	h := &harness{bus: memory.New(slog.New(slog.DiscardHandler)), exec: &recordingExec{}, topic: "events-test", index: dlq.NewMemory()}
 	t.Cleanup(func() { _ = h.bus.Close(context.Background()) })
 	h.disp = New(Config{Topics: []string{h.topic}, Deadline: deadline, MaxAttempts: 3, MaxInFlight: 4,
-		Backoff: func(int) time.Duration { return 10 * time.Millisecond }}, h.bus, h.exec, slog.New(slog.DiscardHandler), nil)
+		Backoff: func(int) time.Duration { return 10 * time.Millisecond }, DeadLetters: h.index}, h.bus, h.exec, slog.New(slog.DiscardHandler), nil)
 	h.plugin = newFakePlugin(t, m)
 	h.serve(t)
 	return h
@@ -444,4 +446,33 @@ func TestDedupSkipsHandledEvents(t *testing.T) {
 	if got := h.exec.texts("oc_1"); len(got) != 2 || got[0] != "once" || got[1] != "after" {
 		t.Fatalf("handled %v", got)
 	}
+}
+
+// Dead letters are indexed with their reason; a replay goes to this plugin
+// alone and leaves the index.
+func TestDeadLetterIndexAndReplay(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	h.publish(t, "oc_1", "fail")
+	ctx := context.Background()
+	var entries []dlq.Entry
+	testenv.Eventually(t, 5*time.Second, "dead letter not indexed", func() bool {
+		entries, _ = h.index.List(ctx, "fake", 0)
+		return len(entries) == 1
+	})
+	e := entries[0]
+	if !strings.Contains(e.Reason, "cannot handle") || e.Topic != h.topic || e.EventType != "im.message.receive_v1" || e.EventID == "" {
+		t.Fatalf("entry %+v", e)
+	}
+	if err := h.disp.Replay(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "replay not delivered", func() bool {
+		h.plugin.mu.Lock()
+		defer h.plugin.mu.Unlock()
+		return len(h.plugin.seen) == 2
+	})
+	testenv.Eventually(t, 5*time.Second, "replayed failure not re-indexed", func() bool {
+		l, _ := h.index.List(ctx, "fake", 0)
+		return len(l) == 1 && l[0].ID != e.ID
+	})
 }

@@ -2,12 +2,15 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"sync"
 	"time"
 
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/dlq"
+	"github.com/larkway/larkway/core/internal/envelope"
 )
 
 // Route consumes one plugin's subscription on every topic and hands each
@@ -153,11 +156,71 @@ func (r *Route) Run(ctx context.Context, subscribed func()) error {
 			}
 		}()
 	}
+	if d.cfg.DeadLetters != nil {
+		for _, topic := range d.cfg.Topics {
+			c, err := d.bus.Subscribe(ctx, bus.SubscribeOptions{Topic: DeadLetterTopic(topic, r.name),
+				Subscription: DeadLetterIndexSubscription, MaxDeliveries: 0})
+			if err != nil {
+				stop()
+				return fmt.Errorf("subscribing to %s's dead letters on %s: %w", r.name, topic, err)
+			}
+			consumers = append(consumers, c)
+			readers.Add(1)
+			go func() { defer readers.Done(); r.indexDeadLetters(ctx, c, topic) }()
+		}
+	}
 	if subscribed != nil {
 		subscribed()
 	}
 	<-ctx.Done()
 	stop()
+	return nil
+}
+
+// indexDeadLetters copies the plugin's dead letters into the admin index.
+func (r *Route) indexDeadLetters(ctx context.Context, c bus.Consumer, topic string) {
+	for {
+		del, err := c.Receive(ctx)
+		if err != nil {
+			return
+		}
+		props := make(map[string]string, len(del.Properties))
+		for k, v := range del.Properties {
+			props[k] = v
+		}
+		e := dlq.Entry{ID: del.ID, Plugin: r.name, Topic: topic, Key: del.Key, Reason: props[PropDeadLetterReason],
+			EventID: props[envelope.PropEventID], EventType: props[envelope.PropEventType], Payload: del.Payload,
+			Properties: props, DeadAt: del.PublishTime}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err = r.d.cfg.DeadLetters.Add(actx, e)
+		cancel()
+		if err != nil {
+			r.d.logger.Warn("indexing dead letter failed; will retry", "plugin", r.name, "err", err)
+			_ = del.Nack()
+			continue
+		}
+		_ = del.Ack()
+	}
+}
+
+// Replay publishes a dead letter back to its topic for this plugin alone
+// and removes it from the index.
+func (d *Dispatcher) Replay(ctx context.Context, e dlq.Entry) error {
+	props := make(map[string]string, len(e.Properties)+1)
+	for k, v := range e.Properties {
+		if k != PropDeadLetterReason {
+			props[k] = v
+		}
+	}
+	props[PropOnlyPlugin] = e.Plugin
+	if err := d.bus.Publish(ctx, e.Topic, bus.Message{Key: e.Key, Payload: e.Payload, Properties: props}); err != nil {
+		return fmt.Errorf("replaying %s/%s: %w", e.Plugin, e.ID, err)
+	}
+	if d.cfg.DeadLetters != nil {
+		if err := d.cfg.DeadLetters.Delete(ctx, e.Plugin, e.ID); err != nil && !errors.Is(err, dlq.ErrNotFound) {
+			return fmt.Errorf("replayed %s/%s but could not remove it from the index: %w", e.Plugin, e.ID, err)
+		}
+	}
 	return nil
 }
 

@@ -185,7 +185,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		s.deadLetter(del, "undecodable event: "+err.Error(), log)
 		return
 	}
-	if !s.matcher.match(ev) {
+	if only := del.Properties[PropOnlyPlugin]; (only != "" && only != s.name) || !s.matcher.match(ev) {
 		_ = del.Ack()
 		return
 	}

@@ -70,7 +70,9 @@ func New(t testing.TB, m *pluginv1.Manifest, h HandleFunc) *Plugin {
 func (p *Plugin) Manifest() *pluginv1.Manifest { return p.manifest }
 
 // Service implements dispatch.Plugin.
-func (p *Plugin) Service() pluginv1.PluginServiceClient { return pluginv1.NewPluginServiceClient(p.conn) }
+func (p *Plugin) Service() pluginv1.PluginServiceClient {
+	return pluginv1.NewPluginServiceClient(p.conn)
+}
 
 // Ping fails while SetHealthy(false).
 func (p *Plugin) Ping(context.Context) error {

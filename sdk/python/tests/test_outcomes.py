@@ -83,3 +83,31 @@ def test_invalid_return_is_failed_not_a_crash(bad):
 def test_retry_after_rejects_negative():
     with pytest.raises(ValueError):
         larkway.RetryAfter(-1)
+
+
+def test_retry_after_fractions_stay_valid():
+    res = testing.run(plugin_with(raise_(larkway.RetryAfter(1.9999999999))), testing.message("x"))
+    assert res.outcome == "retry" and res.retry_after == 2.0
+
+
+@pytest.mark.skipif(not hasattr(asyncio.Task, "cancelling"), reason="needs Task.cancelling (Python 3.11+)")
+def test_a_handler_raising_cancelled_error_is_an_ordinary_retry():
+    async def h(ev):
+        if ev.message.text == "cancel":
+            raise asyncio.CancelledError()
+        return larkway.reply_text("ok")
+
+    results = testing.run_many(plugin_with(h), [testing.message("cancel"), testing.message("fine")])
+    assert (results[0].outcome, results[0].error) == ("retry", "CancelledError: the handler was cancelled")
+    assert results[1].texts == ["ok"]
+
+
+def test_assert_helpers():
+    ok = testing.run(plugin_with(lambda ev: larkway.reply_text("hello world")), testing.message("x"))
+    testing.assert_done(ok)
+    testing.assert_reply_text(ok, "world")
+    bad = testing.run(plugin_with(raise_(ValueError("x"))), testing.message("x"))
+    with pytest.raises(AssertionError, match="want done"):
+        testing.assert_done(bad)
+    with pytest.raises(AssertionError, match="does not contain"):
+        testing.assert_reply_text(ok, "absent")

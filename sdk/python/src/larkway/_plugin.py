@@ -221,7 +221,14 @@ class Plugin:
         """Route one event and class the outcome. Raises only CancelledError."""
         try:
             actions, card = await self._route(ev)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as e:
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "cancelling") and task.cancelling() == 0:
+                # Nobody cancelled this delivery: the handler itself raised
+                # CancelledError (e.g. from work it awaited). A handler error.
+                self.log.log(40, "handler raised CancelledError; the event will be retried", exc=e,
+                             event_id=ev.id, delivery_id=ev.delivery_id)
+                return pb.Result(outcome=pb.OUTCOME_RETRY, error="CancelledError: the handler was cancelled")
             raise
         except _BadReturn as e:
             self.log.error("handler returned an invalid value", event_id=ev.id, delivery_id=ev.delivery_id,
@@ -234,8 +241,9 @@ class Plugin:
             if isinstance(k, RetryAfter):
                 res = pb.Result(outcome=pb.OUTCOME_RETRY, error=str(k))
                 if k.seconds > 0:
-                    res.retry_after.CopyFrom(duration_pb2.Duration(seconds=int(k.seconds),
-                                                                   nanos=int(round((k.seconds % 1) * 1e9))))
+                    d = duration_pb2.Duration()
+                    d.FromNanoseconds(int(round(k.seconds * 1e9)))
+                    res.retry_after.CopyFrom(d)
                 return res
             self.log.log(40, "handler raised; the event will be retried", exc=e, event_id=ev.id,
                          delivery_id=ev.delivery_id)
@@ -313,8 +321,8 @@ class Plugin:
                     await send(pb.HandleResponse(result=res))
                 except Exception as e:  # noqa: BLE001 - stream gone; the core retries
                     broken = True
-                    self.log.warn("sending a result failed; the core will retry", delivery_id=res.delivery_id,
-                                  error=str(e))
+                    self.log.warn("could not send a result: the stream is closed; the core retries the event",
+                                  delivery_id=res.delivery_id, error=type(e).__name__)
 
         async def one(d: pb.Delivery) -> None:
             answered = False

@@ -59,6 +59,7 @@ class TLSFront:
         self.log = log
         self.server: asyncio.AbstractServer | None = None
         self.conns: set[asyncio.Task[None]] = set()
+        self.writers: set[asyncio.StreamWriter] = set()
 
     async def listen(self, ports: Iterable[int]) -> int | None:
         """Listen on the first port that binds; None if none does."""
@@ -77,20 +78,34 @@ class TLSFront:
             self.conns.add(task)
             task.add_done_callback(self.conns.discard)
         try:
-            ur, uw = await asyncio.open_unix_connection(self.backend)
-        except OSError as e:
-            self.log.warn("relaying a connection to the gRPC server failed", error=str(e))
+            try:
+                ur, uw = await asyncio.open_unix_connection(self.backend)
+            except OSError as e:
+                self.log.warn("relaying a connection to the gRPC server failed", error=str(e))
+                writer.close()
+                return
+            self.writers.update((writer, uw))
+            try:
+                await asyncio.gather(_pipe(reader, uw), _pipe(ur, writer), return_exceptions=True)
+            finally:
+                self.writers.difference_update((writer, uw))
+        except asyncio.CancelledError:
+            # Ending normally: asyncio (3.11) logs an error for a cancelled
+            # connection callback.
             writer.close()
-            return
-        await asyncio.gather(_pipe(reader, uw), _pipe(ur, writer), return_exceptions=True)
 
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
-        for t in list(self.conns):
-            t.cancel()
+        for w in list(self.writers):
+            try:
+                w.close()
+            except (OSError, RuntimeError):
+                pass
         if self.conns:
-            await asyncio.wait(set(self.conns), timeout=0.5)
+            _, pending = await asyncio.wait(set(self.conns), timeout=0.5)
+            for t in pending:
+                t.cancel()
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

@@ -34,8 +34,8 @@ from ._event import (EVENT_CARD_ACTION, EVENT_MESSAGE_RECEIVE, CardAction, Event
 from ._gen import plugin_pb2 as pb
 from ._plugin import Plugin
 
-__all__ = ["Result", "card_action", "event", "manifest", "message", "run", "run_async", "run_many",
-           "run_many_async"]
+__all__ = ["Result", "assert_done", "assert_reply_text", "card_action", "event", "manifest", "message", "run",
+           "run_async", "run_many", "run_many_async"]
 
 _seq = itertools.count(1)
 _TOASTS = {pb.TOAST_TYPE_SUCCESS: "success", pb.TOAST_TYPE_WARNING: "warning", pb.TOAST_TYPE_ERROR: "error"}
@@ -271,3 +271,17 @@ def manifest(plugin: Plugin) -> dict[str, Any]:
     contract's field names (e.g. ``manifest(p)["subscriptions"]``)."""
     return json_format.MessageToDict(plugin.manifest_proto(), preserving_proto_field_name=True,
                                      always_print_fields_with_no_presence=True)
+
+
+def assert_done(res: Result) -> None:
+    """Fail unless the outcome is done (like the Go kit's RequireDone)."""
+    assert res.outcome == "done", f"outcome {res.outcome} ({res.error}), want done"
+
+
+def assert_reply_text(res: Result, substr: str) -> None:
+    """Fail unless the outcome is done with exactly one action, a text reply
+    containing substr (like the Go kit's RequireReplyText)."""
+    assert_done(res)
+    assert len(res.actions) == 1 and res.actions[0].kind == "reply" and res.actions[0].msg_type == "text", \
+        f"actions {res.actions}, want one text reply"
+    assert substr in res.texts[0], f"reply {res.texts[0]!r} does not contain {substr!r}"
