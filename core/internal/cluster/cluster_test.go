@@ -69,8 +69,12 @@ func (f *fakePlugins) set(name string, st manager.State) error {
 	return nil
 }
 
-func (f *fakePlugins) Disable(_ context.Context, name string) error { return f.set(name, manager.StateDisabled) }
-func (f *fakePlugins) Enable(_ context.Context, name string) error  { return f.set(name, manager.StateServing) }
+func (f *fakePlugins) Disable(_ context.Context, name string) error {
+	return f.set(name, manager.StateDisabled)
+}
+func (f *fakePlugins) Enable(_ context.Context, name string) error {
+	return f.set(name, manager.StateServing)
+}
 
 func (f *fakePlugins) spec(name string) manager.Spec {
 	f.mu.Lock()

@@ -169,7 +169,10 @@ func (c *Client) closeGracefully(cc *conn, readErr <-chan error) {
 // handled here; data frames are reassembled here (this goroutine is the only
 // one touching the reassembler) and queued for the workers.
 func (c *Client) readLoop(ctx context.Context, cc *conn, jobs chan<- *job) error {
-	frags := newReassembler(c.cfg.MaxMessageBytes, c.cfg.MaxPendingMessages, c.cfg.FragmentTTL)
+	frags := newReassembler(c.cfg.MaxMessageBytes, c.cfg.MaxPendingMessages, c.cfg.FragmentTTL,
+		func(msgID string, got, sum int, reason string) {
+			cc.log.Warn("dropping an incomplete fragmented message", "message_id", msgID, "fragments", got, "sum", sum, "reason", reason)
+		})
 	for {
 		liveness := time.Duration(cc.liveness.Load())
 		if err := cc.ws.SetReadDeadline(time.Now().Add(liveness)); err != nil {
