@@ -25,6 +25,9 @@ Usage:
   larkway serve --config FILE [--check]   run the core (or only validate the config)
   larkway emulator [--listen ADDR]         run the Lark OpenAPI emulator
   larkway send [flags]                     post a sample message event to a running core
+  larkway plugin list|describe|swap|rollback|disable|enable|drain ...
+                                           manage plugins through the admin API
+  larkway dlq list|show|replay|purge ...   inspect and replay dead letters
   larkway version                          print the version
 
 Run "larkway COMMAND -h" for a command's flags.
@@ -50,6 +53,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = emulatorCmd(ctx, args[1:], stdout, stderr)
 	case "send":
 		err = sendCmd(ctx, args[1:], stdout, stderr)
+	case "plugin":
+		err = pluginCmd(ctx, args[1:], stdout, stderr)
+	case "dlq":
+		err = dlqCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "larkway", version)
 	case "help", "-h", "--help":

@@ -18,9 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/larkway/larkway/core/internal/action"
+	"github.com/larkway/larkway/core/internal/admin"
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/bus/memory"
 	buspulsar "github.com/larkway/larkway/core/internal/bus/pulsar"
+	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/dispatch"
 	"github.com/larkway/larkway/core/internal/envelope"
@@ -32,26 +34,32 @@ import (
 
 // App is a running core.
 type App struct {
-	cfg    *config.Config
-	logger *slog.Logger
-	reg    *prometheus.Registry
+	cfg     *config.Config
+	logger  *slog.Logger
+	reg     *prometheus.Registry
+	version string
 
-	mgr     *manager.Manager
-	ready   atomic.Bool
-	addr    chan string
-	addrVal atomic.Value
+	ready     atomic.Bool
+	mgr       atomic.Pointer[manager.Manager]
+	addr      chan string
+	adminAddr chan string
 }
 
 // New prepares a core; it does no I/O. reg is the process's one registry.
-func New(cfg *config.Config, logger *slog.Logger, reg *prometheus.Registry) *App {
-	return &App{cfg: cfg, logger: logger, reg: reg, addr: make(chan string, 1)}
+func New(cfg *config.Config, logger *slog.Logger, reg *prometheus.Registry, version string) *App {
+	return &App{cfg: cfg, logger: logger, reg: reg, version: version, addr: make(chan string, 1), adminAddr: make(chan string, 1)}
 }
 
 // Addr blocks until the HTTP server listens (or ctx ends) and returns its address.
-func (a *App) Addr(ctx context.Context) (string, error) {
+func (a *App) Addr(ctx context.Context) (string, error) { return waitAddr(ctx, a.addr) }
+
+// AdminAddr is Addr for the admin API (when enabled).
+func (a *App) AdminAddr(ctx context.Context) (string, error) { return waitAddr(ctx, a.adminAddr) }
+
+func waitAddr(ctx context.Context, ch chan string) (string, error) {
 	select {
-	case s := <-a.addr:
-		a.addr <- s
+	case s := <-ch:
+		ch <- s
 		return s, nil
 	case <-ctx.Done():
 		return "", ctx.Err()
@@ -60,6 +68,12 @@ func (a *App) Addr(ctx context.Context) (string, error) {
 
 // Ready reports whether every plugin is subscribed and intake is open.
 func (a *App) Ready() bool { return a.ready.Load() }
+
+// PluginsServing reports whether every enabled plugin has a serving instance.
+func (a *App) PluginsServing() bool {
+	m := a.mgr.Load()
+	return m != nil && m.Ready()
+}
 
 func (a *App) openBus() (bus.Bus, error) {
 	switch a.cfg.Bus.Kind {
@@ -76,6 +90,11 @@ func (a *App) openBus() (bus.Bus, error) {
 // Run serves until ctx ends, then drains in order and returns.
 func (a *App) Run(ctx context.Context) error {
 	cfg := a.cfg
+	st, err := a.openStores(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.close()
 	b, err := a.openBus()
 	if err != nil {
 		return fmt.Errorf("opening bus: %w", err)
@@ -110,7 +129,7 @@ func (a *App) Run(ctx context.Context) error {
 	backoff := cfg.Dispatch.RetryBackoff.D()
 	disp := dispatch.New(dispatch.Config{
 		Topics: topics, Deadline: cfg.Dispatch.Deadline.D(), MaxAttempts: cfg.Dispatch.MaxAttempts,
-		MaxInFlight: cfg.Dispatch.MaxInFlight,
+		MaxInFlight: cfg.Dispatch.MaxInFlight, Dedup: st.dedup, DoneTTL: cfg.Dispatch.DoneTTL.D(), DeadLetters: st.dlq,
 		Backoff: func(attempt int) time.Duration {
 			d := backoff
 			for i := 1; i < attempt && d < time.Minute; i++ {
@@ -120,9 +139,120 @@ func (a *App) Run(ctx context.Context) error {
 		},
 	}, b, exec, a.logger, a.reg)
 
-	in := ingest.New(ingest.Config{Apps: ingestApps, MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
-		PublishTimeout: cfg.Ingest.PublishTimeout.D()}, b, a.logger, a.reg)
+	sv := cfg.Supervision
+	mgr := manager.New(manager.Config{
+		RestartBackoff: sv.RestartBackoff.D(), RestartBackoffMax: sv.RestartBackoffMax.D(),
+		QuarantineAfter: sv.QuarantineAfter, QuarantineWindow: sv.QuarantineWindow.D(),
+		HealthInterval: sv.HealthInterval.D(), HealthTimeout: sv.HealthTimeout.D(), HealthFailures: sv.HealthFailures,
+		ProbationWindow: sv.ProbationWindow.D(), DrainTimeout: sv.DrainTimeout.D(),
+	}, disp, manager.LauncherFunc(a.launch), a.logger, a.reg)
+	a.mgr.Store(mgr)
+	rec, err := cluster.NewReconciler(cluster.Config{ReplicaID: cfg.ReplicaID, Version: a.version,
+		Interval: cfg.Cluster.ReconcileInterval.D()}, st.cluster, mgr, a.logger)
+	if err != nil {
+		return fmt.Errorf("config: replica_id: %w", err)
+	}
 
+	in := ingest.New(ingest.Config{Apps: ingestApps, MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
+		PublishTimeout: cfg.Ingest.PublishTimeout.D(), Replay: st.replay}, b, a.logger, a.reg)
+
+	srv := &http.Server{Handler: a.publicMux(in, b, st), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	a.addr <- ln.Addr().String()
+	a.logger.Info("listening", "addr", ln.Addr().String(), "bus", cfg.Bus.Kind, "replica", cfg.ReplicaID)
+	srvErr := make(chan error, 2)
+	go func() { srvErr <- srv.Serve(ln) }()
+
+	var adminSrv *http.Server
+	if cfg.Admin.Listen != "" {
+		h, err := admin.New(cfg.Admin.Token, admin.Deps{Cluster: rec, Store: st.cluster, Local: mgr, DeadLetters: st.dlq, Replayer: disp}, a.logger)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		aln, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("listening on %s (admin): %w", cfg.Admin.Listen, err)
+		}
+		a.adminAddr <- aln.Addr().String()
+		// Swaps wait out the probation window: no write timeout here.
+		adminSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+		go func() { srvErr <- adminSrv.Serve(aln) }()
+		a.logger.Info("admin API listening", "addr", aln.Addr().String())
+	}
+
+	// Plugins: a route and a supervisor each, until pluginCtx ends; the
+	// reconciler keeps them at the cluster's desired versions.
+	specs := make([]manager.Spec, 0, len(cfg.Plugins))
+	for _, pc := range cfg.Plugins {
+		if !pc.Disabled {
+			specs = append(specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Args: pc.Args, Env: pc.Env})
+		}
+	}
+	pluginCtx, stopPlugins := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPlugins()
+	mgrDone := make(chan error, 1)
+	subscribed := make(chan struct{})
+	go func() { mgrDone <- mgr.Run(pluginCtx, specs, func() { close(subscribed) }) }()
+	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRec()
+	recDone := make(chan error, 1)
+
+	var runErr error
+	select {
+	case <-subscribed:
+		a.ready.Store(true)
+		a.logger.Info("ready: every plugin is subscribed")
+		go func() { recDone <- rec.Run(recCtx) }()
+		select {
+		case <-ctx.Done():
+		case err := <-srvErr:
+			runErr = fmt.Errorf("serving HTTP: %w", err)
+		case err := <-mgrDone:
+			mgrDone <- err
+			runErr = fmt.Errorf("plugins stopped: %w", err)
+		}
+	case <-ctx.Done():
+		recDone <- nil
+	case err := <-srvErr:
+		recDone <- nil
+		runErr = fmt.Errorf("serving HTTP: %w", err)
+	case err := <-mgrDone:
+		recDone <- nil
+		mgrDone <- err
+		runErr = fmt.Errorf("starting plugins: %w", err)
+	}
+
+	// Ordered drain.
+	a.ready.Store(false)
+	rec.SetDraining()
+	a.logger.Info("draining")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		a.logger.Warn("stopping HTTP intake", "err", err)
+	}
+	stopRec()
+	if err := <-recDone; err != nil {
+		a.logger.Warn("leaving the cluster registry", "err", err)
+	}
+	stopPlugins() // dispatch stops pulling, finishes in-flight, then plugins stop
+	if err := <-mgrDone; err != nil {
+		a.logger.Warn("stopping plugins", "err", err)
+	}
+	if adminSrv != nil {
+		_ = adminSrv.Shutdown(sctx)
+	}
+	a.logger.Info("stopped")
+	return runErr
+}
+
+// publicMux serves the webhooks, metrics and probes.
+func (a *App) publicMux(in http.Handler, b bus.Bus, st *stores) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -133,6 +263,16 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		if err := b.Ping(r.Context()); err != nil {
 			http.Error(w, "bus: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if err := st.ping(r.Context()); err != nil {
+			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if !a.PluginsServing() {
+			// Events are still accepted (they wait in the plugins'
+			// subscriptions), but this replica is not fully serving.
+			http.Error(w, "plugins starting, crashed or quarantined", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
@@ -148,63 +288,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		in.ServeHTTP(w, r)
 	}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
-	}
-	a.addr <- ln.Addr().String()
-	a.logger.Info("listening", "addr", ln.Addr().String(), "bus", cfg.Bus.Kind)
-	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.Serve(ln) }()
-
-	// Plugins: a route and a supervisor each, until ctx ends.
-	specs := make([]manager.Spec, 0, len(cfg.Plugins))
-	for _, pc := range cfg.Plugins {
-		if !pc.Disabled {
-			specs = append(specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Args: pc.Args, Env: pc.Env})
-		}
-	}
-	a.mgr = manager.New(manager.Config{}, disp, manager.LauncherFunc(a.launch), a.logger, a.reg)
-	pluginCtx, stopPlugins := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopPlugins()
-	mgrDone := make(chan error, 1)
-	subscribed := make(chan struct{})
-	go func() { mgrDone <- a.mgr.Run(pluginCtx, specs, func() { close(subscribed) }) }()
-	select {
-	case <-subscribed:
-		a.ready.Store(true)
-		a.logger.Info("ready: every plugin is subscribed")
-	case <-ctx.Done():
-	case err := <-srvErr:
-		stopPlugins()
-		<-mgrDone
-		return fmt.Errorf("serving HTTP: %w", err)
-	case err := <-mgrDone:
-		_ = srv.Close()
-		return fmt.Errorf("starting plugins: %w", err)
-	}
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-srvErr:
-		runErr = fmt.Errorf("serving HTTP: %w", err)
-	}
-	// Ordered drain.
-	a.ready.Store(false)
-	a.logger.Info("draining")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		a.logger.Warn("stopping HTTP intake", "err", err)
-	}
-	stopPlugins() // dispatch stops pulling, finishes in-flight, then plugins stop
-	if err := <-mgrDone; err != nil {
-		a.logger.Warn("stopping plugins", "err", err)
-	}
-	a.logger.Info("stopped")
-	return runErr
+	return mux
 }
 
 // launch starts a plugin process for the manager.

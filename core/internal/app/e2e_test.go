@@ -65,7 +65,7 @@ dispatch:
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	a := app.New(cfg, logger, prometheus.NewRegistry())
+	a := app.New(cfg, logger, prometheus.NewRegistry(), "test")
 	runDone := make(chan error, 1)
 	go func() { runDone <- a.Run(ctx) }()
 	actx, acancel := context.WithTimeout(ctx, 30*time.Second)

@@ -31,6 +31,41 @@ type Config struct {
 	Plugins  []Plugin `yaml:"plugins"`
 	Dispatch Dispatch `yaml:"dispatch"`
 	Ingest   Ingest   `yaml:"ingest"`
+	Admin    Admin    `yaml:"admin"`
+	// ReplicaID names this core replica in the cluster registry (default
+	// hostname-pid).
+	ReplicaID   string      `yaml:"replica_id"`
+	Supervision Supervision `yaml:"supervision"`
+	Cluster     Cluster     `yaml:"cluster"`
+}
+
+// Admin configures the admin API (larkway plugin …, larkway dlq …).
+type Admin struct {
+	// Listen enables the API on this address; empty disables it.
+	Listen string `yaml:"listen"`
+	// Token authenticates requests (Authorization: Bearer TOKEN); required
+	// when Listen is set. Prefer TokenEnv.
+	Token    string `yaml:"token"`
+	TokenEnv string `yaml:"token_env"`
+}
+
+// Supervision tunes plugin supervision.
+type Supervision struct {
+	RestartBackoff    Duration `yaml:"restart_backoff"`
+	RestartBackoffMax Duration `yaml:"restart_backoff_max"`
+	QuarantineAfter   int      `yaml:"quarantine_after"`
+	QuarantineWindow  Duration `yaml:"quarantine_window"`
+	HealthInterval    Duration `yaml:"health_interval"`
+	HealthTimeout     Duration `yaml:"health_timeout"`
+	HealthFailures    int      `yaml:"health_failures"`
+	ProbationWindow   Duration `yaml:"probation_window"`
+	DrainTimeout      Duration `yaml:"drain_timeout"`
+}
+
+// Cluster tunes cluster-wide reconciliation.
+type Cluster struct {
+	// ReconcileInterval between reconcile passes and heartbeats.
+	ReconcileInterval Duration `yaml:"reconcile_interval"`
 }
 
 // Bus selects the event bus.
@@ -56,6 +91,8 @@ type Redis struct {
 	// PasswordEnv names an environment variable holding the password.
 	PasswordEnv string `yaml:"password_env"`
 	DB          int    `yaml:"db"`
+	// KeyPrefix prefixes every key larkway writes (default "larkway:").
+	KeyPrefix string `yaml:"key_prefix"`
 }
 
 // App is one Lark app the core serves.
@@ -106,6 +143,9 @@ type Dispatch struct {
 	MaxInFlight int `yaml:"max_in_flight"`
 	// RetryBackoff is the first redelivery delay; it doubles per attempt.
 	RetryBackoff Duration `yaml:"retry_backoff"`
+	// DoneTTL is how long a handled event is remembered for deduplication
+	// (default 24h, longer than Lark's ~7.1 h retry window).
+	DoneTTL Duration `yaml:"done_ttl"`
 }
 
 // Ingest tunes the webhook.
@@ -212,6 +252,19 @@ func (c *Config) applyDefaults() {
 	if c.Dispatch.RetryBackoff == 0 {
 		c.Dispatch.RetryBackoff = Duration(time.Second)
 	}
+	if c.Dispatch.DoneTTL == 0 {
+		c.Dispatch.DoneTTL = Duration(24 * time.Hour)
+	}
+	if c.Redis.KeyPrefix == "" {
+		c.Redis.KeyPrefix = "larkway:"
+	}
+	if c.ReplicaID == "" {
+		host, _ := os.Hostname()
+		c.ReplicaID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.Cluster.ReconcileInterval == 0 {
+		c.Cluster.ReconcileInterval = Duration(2 * time.Second)
+	}
 	if c.Ingest.MaxBodyBytes == 0 {
 		c.Ingest.MaxBodyBytes = 1 << 20
 	}
@@ -244,6 +297,9 @@ func (c *Config) resolveSecrets() error {
 		if err := get(p+".encrypt_key_env", a.EncryptKeyEnv, &a.EncryptKey); err != nil {
 			return err
 		}
+	}
+	if err := get("admin.token_env", c.Admin.TokenEnv, &c.Admin.Token); err != nil {
+		return err
 	}
 	return get("redis.password_env", c.Redis.PasswordEnv, &c.Redis.Password)
 }
@@ -345,6 +401,34 @@ func (c *Config) Validate() error {
 	}
 	if pt := c.Ingest.PublishTimeout.D(); pt <= 0 || pt > 2500*time.Millisecond {
 		bad("ingest.publish_timeout %s: want > 0 and ≤ 2.5s (Lark waits 3 s)", pt)
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			bad("admin.listen %q: %v", c.Admin.Listen, err)
+		}
+		if len(c.Admin.Token) < 16 {
+			bad("admin: a token (or token_env) of at least 16 characters is required when admin.listen is set")
+		}
+	}
+	if c.Dispatch.DoneTTL.D() < 8*time.Hour {
+		bad("dispatch.done_ttl %s: must outlast Lark's ~7.1 h retry window (≥ 8h)", c.Dispatch.DoneTTL.D())
+	}
+	if c.Cluster.ReconcileInterval.D() < 100*time.Millisecond {
+		bad("cluster.reconcile_interval %s: too short", c.Cluster.ReconcileInterval.D())
+	}
+	if strings.ContainsAny(c.ReplicaID, " *?[]\n") {
+		bad("replica_id %q: no spaces or glob characters", c.ReplicaID)
+	}
+	sv := c.Supervision
+	for name, d := range map[string]Duration{"restart_backoff": sv.RestartBackoff, "restart_backoff_max": sv.RestartBackoffMax,
+		"quarantine_window": sv.QuarantineWindow, "health_interval": sv.HealthInterval, "health_timeout": sv.HealthTimeout,
+		"probation_window": sv.ProbationWindow, "drain_timeout": sv.DrainTimeout} {
+		if d < 0 {
+			bad("supervision.%s: must not be negative", name)
+		}
+	}
+	if sv.QuarantineAfter < 0 || sv.HealthFailures < 0 {
+		bad("supervision: quarantine_after and health_failures must not be negative")
 	}
 	return errors.Join(errs...)
 }
