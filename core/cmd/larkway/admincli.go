@@ -325,4 +325,3 @@ func printDLQTable(w io.Writer, out map[string]any) {
 	_ = tw.Flush()
 	fmt.Fprintf(w, "%v dead letter(s) in total\n", out["total"])
 }
-
