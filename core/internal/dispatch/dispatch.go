@@ -64,9 +64,6 @@ type Config struct {
 	DoneTTL time.Duration
 	// DeadLetters indexes dead letters for the admin API (nil: not indexed).
 	DeadLetters dlq.Store
-	// NoSessionWait bounds how long a delivery in hand at shutdown waits for a
-	// plugin instance before it is nacked (default 10 s).
-	NoSessionWait time.Duration
 }
 
 // Dispatcher delivers events to plugins.
@@ -121,9 +118,6 @@ func New(cfg Config, b interface {
 	}
 	if cfg.DoneTTL <= 0 {
 		cfg.DoneTTL = dedup.DefaultDoneTTL
-	}
-	if cfg.NoSessionWait <= 0 {
-		cfg.NoSessionWait = 10 * time.Second
 	}
 	return &Dispatcher{cfg: cfg, bus: b, exec: exec, logger: logger.With("component", "dispatch"), metrics: m}
 }

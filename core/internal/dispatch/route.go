@@ -225,23 +225,20 @@ func (d *Dispatcher) Replay(ctx context.Context, e dlq.Entry) error {
 }
 
 // worker handles its shard's deliveries one at a time, in order. On
-// shutdown it finishes what it holds (waiting a bounded time for an
-// instance if none is attached) so nothing in hand is dropped or reordered.
+// shutdown it finishes what it holds if an instance is serving (routes stop
+// before instances do); with none (crashed, quarantined, disabled) it nacks
+// them for redelivery at once.
 func (r *Route) worker(ctx context.Context, in <-chan *bus.Delivery) {
 	for del := range in {
-		actx := ctx
-		var cancel context.CancelFunc = func() {}
+		var s *Session
 		if ctx.Err() != nil {
-			actx, cancel = context.WithTimeout(context.Background(), r.d.cfg.NoSessionWait)
+			if cur := r.Current(); cur != nil && cur.acquire() {
+				s = cur
+			}
+		} else if cur, err := r.acquire(ctx); err == nil {
+			s = cur
 		}
-		s, err := r.acquire(actx)
-		if err != nil && ctx.Err() != nil && actx == ctx {
-			// Shutdown began while waiting: wait a bounded time more.
-			actx, cancel = context.WithTimeout(context.Background(), r.d.cfg.NoSessionWait)
-			s, err = r.acquire(actx)
-		}
-		cancel()
-		if err != nil {
+		if s == nil {
 			_ = del.Nack()
 			continue
 		}

@@ -152,3 +152,38 @@ func TestLineLogger(t *testing.T) {
 		t.Errorf("want 3 records (json, plain, oversized flush), got:\n%s", out)
 	}
 }
+
+func hostilePlugin(t *testing.T) string {
+	t.Helper()
+	return testenv.BuildPlugin(t, "./core/internal/pluginhost/testdata/hostile", t.TempDir())
+}
+
+// Hostile plugins are refused at launch, within bounded time.
+func TestHostileLaunches(t *testing.T) {
+	path := hostilePlugin(t)
+	tests := []struct {
+		mode string
+		want error
+	}{
+		{"hang-describe", context.DeadlineExceeded},
+		{"bad-manifest", ErrManifest},
+		{"garbage-stdout", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			start := time.Now()
+			inst, err := Launch(context.Background(), Config{Path: path, Env: []string{"HOSTILE_MODE=" + tt.mode},
+				StartTimeout: 2 * time.Second, DescribeTimeout: 500 * time.Millisecond}, discard())
+			if err == nil {
+				inst.Close()
+				t.Fatal("launched")
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) && !strings.Contains(err.Error(), "DeadlineExceeded") {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Fatalf("refusal took %s", d)
+			}
+		})
+	}
+}
