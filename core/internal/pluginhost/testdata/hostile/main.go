@@ -6,6 +6,8 @@
 //	flood           answers each delivery with 1000 results for unknown ids, then the real one
 //	forbidden       returns a raw OpenAPI call it is not allowed to make
 //	crash           exits while handling a delivery
+//	crash-once      exits while handling its first delivery (HOSTILE_MARKER
+//	                file records that it did), then replies "echo: TEXT"
 //	garbage-stdout  prints garbage instead of the handshake
 package main
 
@@ -66,6 +68,13 @@ func (s *server) Handle(stream pluginv1.PluginService_HandleServer) error {
 			res.Actions = []*pluginv1.Action{{Kind: &pluginv1.Action_RawCall{RawCall: &pluginv1.RawCall{Method: "DELETE", Path: "/open-apis/im/v1/chats/oc_x"}}}}
 		case "crash":
 			os.Exit(3)
+		case "crash-once":
+			marker := os.Getenv("HOSTILE_MARKER")
+			if _, err := os.Stat(marker); err != nil {
+				_ = os.WriteFile(marker, []byte("crashed"), 0o600)
+				os.Exit(3)
+			}
+			res.Actions[0].GetReply().ContentJson = `{"text":"echo: ` + d.GetEvent().GetMessage().GetText() + `"}`
 		}
 		if err := stream.Send(&pluginv1.HandleResponse{Kind: &pluginv1.HandleResponse_Result{Result: res}}); err != nil {
 			return nil
