@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/admin"
@@ -30,6 +31,7 @@ import (
 	"github.com/larkway/larkway/core/internal/lark"
 	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/pluginhost"
+	"github.com/larkway/larkway/core/internal/state"
 )
 
 // App is a running core.
@@ -39,6 +41,7 @@ type App struct {
 	reg     *prometheus.Registry
 	version string
 
+	state     state.Store
 	ready     atomic.Bool
 	mgr       atomic.Pointer[manager.Manager]
 	addr      chan string
@@ -95,6 +98,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	defer st.close()
+	a.state = st.state
 	b, err := a.openBus()
 	if err != nil {
 		return fmt.Errorf("opening bus: %w", err)
@@ -110,9 +114,16 @@ func (a *App) Run(ctx context.Context) error {
 	clients := map[string]action.Client{}
 	var topics []string
 	var ingestApps []ingest.App
+	larkMetrics := lark.NewMetrics(a.reg)
+	var tokens lark.TokenCache // nil: per process
+	var shared redis.UniversalClient
+	if st.redis != nil {
+		tokens = lark.NewRedisTokenCache(st.redis, cfg.Redis.KeyPrefix+"lark:")
+		shared = st.redis
+	}
 	for _, ac := range cfg.Apps {
 		cli, err := lark.New(lark.Config{AppID: ac.ID, AppSecret: ac.Secret, BaseURL: ac.BaseURL, Timeout: ac.Timeout.D()},
-			a.logger.With("component", "lark", "app", ac.ID))
+			lark.Deps{Logger: a.logger.With("app", ac.ID), Tokens: tokens, Metrics: larkMetrics})
 		if err != nil {
 			return fmt.Errorf("creating Lark client for %s: %w", ac.ID, err)
 		}
@@ -125,7 +136,12 @@ func (a *App) Run(ctx context.Context) error {
 			a.logger.Warn("app has no encrypt_key: events are authenticated by verification token only", "app", ac.ID)
 		}
 	}
-	exec := action.New(clients, a.logger, a.reg)
+	exec, err := action.New(action.Config{KeyPrefix: cfg.Redis.KeyPrefix + "action:"},
+		action.Deps{Clients: clients, Redis: shared, Logger: a.logger, Registerer: a.reg})
+	if err != nil {
+		return fmt.Errorf("creating the action executor: %w", err)
+	}
+	defer exec.Close(context.Background()) // after the dispatcher drained: waiting calls end
 	backoff := cfg.Dispatch.RetryBackoff.D()
 	disp := dispatch.New(dispatch.Config{
 		Topics: topics, Deadline: cfg.Dispatch.Deadline.D(), MaxAttempts: cfg.Dispatch.MaxAttempts,
@@ -293,8 +309,8 @@ func (a *App) publicMux(in http.Handler, b bus.Bus, st *stores) http.Handler {
 
 // launch starts a plugin process for the manager.
 func (a *App) launch(ctx context.Context, s manager.Spec) (manager.Instance, error) {
-	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Env: s.Env},
-		a.logger.With("plugin", s.Name))
+	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Env: s.Env,
+		State: state.NewService(a.state, func() string { return s.Name })}, a.logger.With("plugin", s.Name))
 	if err != nil {
 		return nil, err
 	}

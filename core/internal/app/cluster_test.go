@@ -188,3 +188,36 @@ func loadRate() int {
 	}
 	return 2000
 }
+
+// A plugin keeps state in the core's store (Redis) through go-plugin's
+// broker: a counter survives a restart of the whole core.
+func TestPluginStateRoundTrip(t *testing.T) {
+	t.Parallel()
+	appID := uniqueApp(t, "state")
+	emu, emuAddr := emulator(t, appID)
+	counter := testenv.BuildPlugin(t, "./core/internal/app/testdata/counter", t.TempDir())
+	plugins := fmt.Sprintf("  - {name: counter, path: %s}", counter)
+	yaml := clusterYAML(t, appID, emuAddr, appID+":", "r0", plugins)
+	post := func(c *runningCore, i int) {
+		id := fmt.Sprintf("om_s_%d", i)
+		if code, err := c.post(messageEvent(appID, "ev_"+id, id, "oc_state", "/count")); err != nil || code != 200 {
+			t.Fatalf("post: %d %v", code, err)
+		}
+	}
+	c := runCore(t, yaml)
+	for i := range 3 {
+		post(c, i)
+	}
+	testenv.Eventually(t, 30*time.Second, "counts missing", func() bool { return len(emu.Messages()) == 3 })
+	if err := c.stop(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := runCore(t, yaml)
+	post(c2, 3)
+	testenv.Eventually(t, 30*time.Second, "count after restart missing", func() bool { return len(emu.Messages()) == 4 })
+	for i, m := range emu.Messages() {
+		if want := fmt.Sprintf(`count: %d"`, i+1); !strings.Contains(m.Content, want) {
+			t.Fatalf("reply %d is %s, want %s", i, m.Content, want)
+		}
+	}
+}

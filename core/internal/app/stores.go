@@ -11,6 +11,7 @@ import (
 	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/dlq"
 	"github.com/larkway/larkway/core/internal/ingest"
+	"github.com/larkway/larkway/core/internal/state"
 )
 
 // stores are the state shared by replicas: in Redis when configured,
@@ -21,13 +22,14 @@ type stores struct {
 	dlq     dlq.Store
 	cluster cluster.Store
 	replay  ingest.ReplayCache
+	state   state.Store
 }
 
 func (a *App) openStores(ctx context.Context) (*stores, error) {
 	rc := a.cfg.Redis
 	if rc.Addr == "" {
 		return &stores{dedup: dedup.NewMemory(), dlq: dlq.NewMemory(), cluster: cluster.NewMemory(),
-			replay: ingest.NewMemoryReplayCache()}, nil
+			replay: ingest.NewMemoryReplayCache(), state: state.NewMemory()}, nil
 	}
 	client := redis.NewClient(&redis.Options{Addr: rc.Addr, Password: rc.Password, DB: rc.DB,
 		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
@@ -39,7 +41,8 @@ func (a *App) openStores(ctx context.Context) (*stores, error) {
 	}
 	p := rc.KeyPrefix
 	return &stores{redis: client, dedup: dedup.NewRedis(client, p+"dedup:"), dlq: dlq.NewRedis(client, p+"dlq:"),
-		cluster: cluster.NewRedis(client, p+"cluster:"), replay: ingest.NewRedisReplayCache(client, p+"nonce:")}, nil
+		cluster: cluster.NewRedis(client, p+"cluster:"), replay: ingest.NewRedisReplayCache(client, p+"nonce:"),
+		state: state.NewRedis(client, p+"state:")}, nil
 }
 
 func (s *stores) close() {

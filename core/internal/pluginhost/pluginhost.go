@@ -45,6 +45,9 @@ type Config struct {
 	StartTimeout time.Duration
 	// DescribeTimeout bounds the Describe call (default 5 s).
 	DescribeTimeout time.Duration
+	// State, if set, is served to the plugin over go-plugin's broker as its
+	// state store (StateService).
+	State pluginv1.StateServiceServer
 }
 
 // Instance is one running plugin process.
@@ -88,6 +91,7 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 	} else {
 		logger.Warn("plugin checksum not pinned; set sha256 in production", "path", cfg.Path)
 	}
+	gp := &grpcPlugin{}
 	cmd := exec.Command(cfg.Path, cfg.Args...)
 	cmd.Env = append(os.Environ(), cfg.Env...)
 	stderr := newLineLogger(logger)
@@ -97,7 +101,7 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 			MagicCookieKey:   contract.MagicCookieKey,
 			MagicCookieValue: contract.MagicCookieValue,
 		},
-		Plugins:          plugin.PluginSet{contract.PluginName: &grpcPlugin{}},
+		Plugins:          plugin.PluginSet{contract.PluginName: gp},
 		Cmd:              cmd,
 		SecureConfig:     secure,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -133,9 +137,18 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 		client.Kill()
 		return nil, fmt.Errorf("health-checking %s: %w", cfg.Path, err)
 	}
+	var stateID uint32
+	if cfg.State != nil && gp.broker != nil {
+		stateID = gp.broker.NextId()
+		go gp.broker.AcceptAndServe(stateID, func(opts []grpc.ServerOption) *grpc.Server {
+			s := grpc.NewServer(opts...)
+			pluginv1.RegisterStateServiceServer(s, cfg.State)
+			return s
+		})
+	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DescribeTimeout)
 	defer cancel()
-	resp, err := inst.svc.Describe(dctx, &pluginv1.DescribeRequest{CoreContractVersion: contract.ContractVersion})
+	resp, err := inst.svc.Describe(dctx, &pluginv1.DescribeRequest{CoreContractVersion: contract.ContractVersion, StateBrokerId: stateID})
 	if err != nil {
 		client.Kill()
 		return nil, fmt.Errorf("describing %s: %w", cfg.Path, err)
@@ -223,13 +236,19 @@ func FileSHA256(path string) (string, error) {
 	return hex.EncodeToString(s[:]), nil
 }
 
-type grpcPlugin struct{ plugin.NetRPCUnsupportedPlugin }
+// grpcPlugin dispenses the plugin's client and keeps the broker, over
+// which the core serves the plugin's state store.
+type grpcPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	broker *plugin.GRPCBroker
+}
 
-func (grpcPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
+func (*grpcPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
 	return errors.New("the core does not serve plugins")
 }
 
-func (grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+func (g *grpcPlugin) GRPCClient(_ context.Context, b *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	g.broker = b
 	return pluginv1.NewPluginServiceClient(c), nil
 }
 

@@ -90,11 +90,13 @@ type Plugin struct {
 	onMessage HandlerFunc
 	onCard    CardFunc
 	patterns  []string
+
+	state *State
 }
 
 // New creates a plugin named name (lowercase letters, digits, dashes).
 func New(name, version string, opts ...Option) *Plugin {
-	p := &Plugin{name: name, version: version, byType: map[string]HandlerFunc{}, commands: map[string]CommandFunc{}}
+	p := &Plugin{name: name, version: version, byType: map[string]HandlerFunc{}, commands: map[string]CommandFunc{}, state: &State{}}
 	for _, o := range opts {
 		o(p)
 	}

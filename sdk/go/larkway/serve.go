@@ -63,7 +63,8 @@ type grpcPlugin struct {
 	p *Plugin
 }
 
-func (g *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+func (g *grpcPlugin) GRPCServer(b *plugin.GRPCBroker, s *grpc.Server) error {
+	g.p.state.setBroker(b)
 	pluginv1.RegisterPluginServiceServer(s, &server{p: g.p})
 	return nil
 }
@@ -77,7 +78,8 @@ type server struct {
 	p *Plugin
 }
 
-func (s *server) Describe(context.Context, *pluginv1.DescribeRequest) (*pluginv1.DescribeResponse, error) {
+func (s *server) Describe(_ context.Context, req *pluginv1.DescribeRequest) (*pluginv1.DescribeResponse, error) {
+	s.p.state.setBrokerID(req.GetStateBrokerId())
 	return &pluginv1.DescribeResponse{Manifest: s.p.manifest()}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -152,4 +153,54 @@ func RequireReplyText(t testing.TB, out larkway.Outcome, substr string) {
 	if texts := Texts(out); len(texts) != 1 || !strings.Contains(texts[0], substr) {
 		t.Fatalf("reply %q does not contain %q", texts, substr)
 	}
+}
+
+// MemoryState is an in-memory state store for tests: NewPlugin(...).
+// SetStateBackend(larkwaytest.NewMemoryState()).
+type MemoryState struct {
+	mu   sync.Mutex
+	rev  uint64
+	data map[string]larkway.Entry
+}
+
+// NewMemoryState returns an empty store.
+func NewMemoryState() *MemoryState { return &MemoryState{data: map[string]larkway.Entry{}} }
+
+// Get implements larkway.StateBackend.
+func (m *MemoryState) Get(_ context.Context, key string) (larkway.Entry, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.data[key]
+	return e, ok, nil
+}
+
+// Set implements larkway.StateBackend.
+func (m *MemoryState) Set(_ context.Context, key string, value []byte, _ time.Duration) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rev++
+	m.data[key] = larkway.Entry{Value: append([]byte(nil), value...), Revision: m.rev}
+	return m.rev, nil
+}
+
+// CompareAndSwap implements larkway.StateBackend.
+func (m *MemoryState) CompareAndSwap(_ context.Context, key string, expected uint64, value []byte, _ time.Duration) (bool, uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.data[key].Revision
+	if cur != expected {
+		return false, cur, nil
+	}
+	m.rev++
+	m.data[key] = larkway.Entry{Value: append([]byte(nil), value...), Revision: m.rev}
+	return true, m.rev, nil
+}
+
+// Delete implements larkway.StateBackend.
+func (m *MemoryState) Delete(_ context.Context, key string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.data[key]
+	delete(m.data, key)
+	return ok, nil
 }

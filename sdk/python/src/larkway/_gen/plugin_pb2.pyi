@@ -51,12 +51,14 @@ TOAST_TYPE_WARNING: ToastType
 TOAST_TYPE_ERROR: ToastType
 
 class DescribeRequest(_message.Message):
-    __slots__ = ("core_contract_version", "core_version")
+    __slots__ = ("core_contract_version", "core_version", "state_broker_id")
     CORE_CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     core_contract_version: str
     core_version: str
-    def __init__(self, core_contract_version: _Optional[str] = ..., core_version: _Optional[str] = ...) -> None: ...
+    state_broker_id: int
+    def __init__(self, core_contract_version: _Optional[str] = ..., core_version: _Optional[str] = ..., state_broker_id: _Optional[int] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
     __slots__ = ("manifest",)

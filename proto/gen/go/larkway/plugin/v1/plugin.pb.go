@@ -212,7 +212,10 @@ type DescribeRequest struct {
 	// The contract version the core speaks, e.g. "v1".
 	CoreContractVersion string `protobuf:"bytes,1,opt,name=core_contract_version,json=coreContractVersion,proto3" json:"core_contract_version,omitempty"`
 	// The core's own version string, for the plugin's logs.
-	CoreVersion   string `protobuf:"bytes,2,opt,name=core_version,json=coreVersion,proto3" json:"core_version,omitempty"`
+	CoreVersion string `protobuf:"bytes,2,opt,name=core_version,json=coreVersion,proto3" json:"core_version,omitempty"`
+	// go-plugin broker id on which the core serves StateService for this
+	// plugin; 0 when the core offers no state store.
+	StateBrokerId uint32 `protobuf:"varint,3,opt,name=state_broker_id,json=stateBrokerId,proto3" json:"state_broker_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +262,13 @@ func (x *DescribeRequest) GetCoreVersion() string {
 		return x.CoreVersion
 	}
 	return ""
+}
+
+func (x *DescribeRequest) GetStateBrokerId() uint32 {
+	if x != nil {
+		return x.StateBrokerId
+	}
+	return 0
 }
 
 // DescribeResponse carries the plugin's manifest.
@@ -2255,10 +2265,11 @@ var File_larkway_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_larkway_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1elarkway/plugin/v1/plugin.proto\x12\x11larkway.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"h\n" +
+	"\x1elarkway/plugin/v1/plugin.proto\x12\x11larkway.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n" +
 	"\x0fDescribeRequest\x122\n" +
 	"\x15core_contract_version\x18\x01 \x01(\tR\x13coreContractVersion\x12!\n" +
-	"\fcore_version\x18\x02 \x01(\tR\vcoreVersion\"K\n" +
+	"\fcore_version\x18\x02 \x01(\tR\vcoreVersion\x12&\n" +
+	"\x0fstate_broker_id\x18\x03 \x01(\rR\rstateBrokerId\"K\n" +
 	"\x10DescribeResponse\x127\n" +
 	"\bmanifest\x18\x01 \x01(\v2\x1b.larkway.plugin.v1.ManifestR\bmanifest\"\xbd\x02\n" +
 	"\bManifest\x12\x12\n" +

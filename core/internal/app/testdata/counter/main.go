@@ -1,0 +1,35 @@
+// Command counter is a test plugin that keeps a per-chat counter in the
+// core's state store, incremented with compare-and-swap.
+package main
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/larkway/larkway/sdk/go/larkway"
+)
+
+func main() {
+	p := larkway.New("counter", "1.0.0", larkway.WithActions(larkway.ActionReply))
+	p.OnCommand("/count", func(ctx context.Context, ev *larkway.Event, _ larkway.Command) ([]larkway.Action, error) {
+		key := "count:" + ev.ChatID
+		for range 10 {
+			e, _, err := p.State().Get(ctx, key)
+			if err != nil {
+				return nil, err
+			}
+			n, _ := strconv.Atoi(string(e.Value))
+			n++
+			ok, _, err := p.State().CompareAndSwap(ctx, key, e.Revision, []byte(strconv.Itoa(n)), 0)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				return []larkway.Action{larkway.ReplyText("count: " + strconv.Itoa(n))}, nil
+			}
+		}
+		return nil, errors.New("state store contended")
+	})
+	p.Main()
+}
