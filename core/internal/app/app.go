@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/ingest"
 	"github.com/larkway/larkway/core/internal/lark"
+	"github.com/larkway/larkway/core/internal/longconn"
 	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/pluginhost"
 	"github.com/larkway/larkway/core/internal/state"
@@ -131,7 +133,7 @@ func (a *App) Run(ctx context.Context) error {
 		clients[ac.ID] = cli
 		topics = append(topics, envelope.Topic(ac.ID))
 		ingestApps = append(ingestApps, ingest.App{ID: ac.ID, VerificationToken: ac.VerificationToken,
-			EncryptKey: ac.EncryptKey, EventPath: ac.EventPath})
+			EncryptKey: ac.EncryptKey, EventPath: ac.EventPath, CardPath: ac.CardPath})
 		if ac.EncryptKey == "" {
 			a.logger.Warn("app has no encrypt_key: events are authenticated by verification token only", "app", ac.ID)
 		}
@@ -146,6 +148,7 @@ func (a *App) Run(ctx context.Context) error {
 	disp := dispatch.New(dispatch.Config{
 		Topics: topics, Deadline: cfg.Dispatch.Deadline.D(), MaxAttempts: cfg.Dispatch.MaxAttempts,
 		MaxInFlight: cfg.Dispatch.MaxInFlight, Dedup: st.dedup, DoneTTL: cfg.Dispatch.DoneTTL.D(), DeadLetters: st.dlq,
+		Callbacks: st.cards,
 		Backoff: func(attempt int) time.Duration {
 			d := backoff
 			for i := 1; i < attempt && d < time.Minute; i++ {
@@ -170,7 +173,8 @@ func (a *App) Run(ctx context.Context) error {
 	}
 
 	in := ingest.New(ingest.Config{Apps: ingestApps, MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
-		PublishTimeout: cfg.Ingest.PublishTimeout.D(), Replay: st.replay}, b, a.logger, a.reg)
+		PublishTimeout: cfg.Ingest.PublishTimeout.D(), Replay: st.replay, Callbacks: st.cards,
+		CardBudget: cfg.Ingest.CardBudget.D()}, b, a.logger, a.reg)
 
 	srv := &http.Server{Handler: a.publicMux(in, b, st), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -218,12 +222,18 @@ func (a *App) Run(ctx context.Context) error {
 	defer stopRec()
 	recDone := make(chan error, 1)
 
+	// Long connections are intake like the webhook: opened once plugins are
+	// subscribed, closed first on drain.
+	lcCtx, stopLC := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLC()
+	lcDone := make(chan struct{})
 	var runErr error
 	select {
 	case <-subscribed:
 		a.ready.Store(true)
 		a.logger.Info("ready: every plugin is subscribed")
 		go func() { recDone <- rec.Run(recCtx) }()
+		go func() { defer close(lcDone); a.runLongConnections(lcCtx, b, in) }()
 		select {
 		case <-ctx.Done():
 		case err := <-srvErr:
@@ -234,11 +244,14 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	case <-ctx.Done():
 		recDone <- nil
+		close(lcDone)
 	case err := <-srvErr:
 		recDone <- nil
+		close(lcDone)
 		runErr = fmt.Errorf("serving HTTP: %w", err)
 	case err := <-mgrDone:
 		recDone <- nil
+		close(lcDone)
 		mgrDone <- err
 		runErr = fmt.Errorf("starting plugins: %w", err)
 	}
@@ -252,6 +265,8 @@ func (a *App) Run(ctx context.Context) error {
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		a.logger.Warn("stopping HTTP intake", "err", err)
 	}
+	stopLC()
+	<-lcDone
 	stopRec()
 	if err := <-recDone; err != nil {
 		a.logger.Warn("leaving the cluster registry", "err", err)
@@ -265,6 +280,28 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.logger.Info("stopped")
 	return runErr
+}
+
+// runLongConnections keeps Lark's WebSocket connections of every app that
+// enables them until ctx ends.
+func (a *App) runLongConnections(ctx context.Context, b bus.Publisher, in *ingest.Server) {
+	var wg sync.WaitGroup
+	for _, ac := range a.cfg.Apps {
+		if !ac.LongConnection.Enabled {
+			continue
+		}
+		c := longconn.New(longconn.Config{AppID: ac.ID, AppSecret: ac.Secret, BaseURL: ac.BaseURL,
+			Connections: ac.LongConnection.Connections, PublishTimeout: a.cfg.Ingest.PublishTimeout.D()},
+			b, in, a.logger.With("component", "longconn", "app", ac.ID))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Run(ctx); err != nil {
+				a.logger.Error("long connection stopped", "app", ac.ID, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // publicMux serves the webhooks, metrics and probes.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/larkway/larkway/core/internal/callback"
 	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/dlq"
@@ -23,13 +24,14 @@ type stores struct {
 	cluster cluster.Store
 	replay  ingest.ReplayCache
 	state   state.Store
+	cards   callback.Hub
 }
 
 func (a *App) openStores(ctx context.Context) (*stores, error) {
 	rc := a.cfg.Redis
 	if rc.Addr == "" {
 		return &stores{dedup: dedup.NewMemory(), dlq: dlq.NewMemory(), cluster: cluster.NewMemory(),
-			replay: ingest.NewMemoryReplayCache(), state: state.NewMemory()}, nil
+			replay: ingest.NewMemoryReplayCache(), state: state.NewMemory(), cards: callback.NewMemory()}, nil
 	}
 	client := redis.NewClient(&redis.Options{Addr: rc.Addr, Password: rc.Password, DB: rc.DB,
 		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
@@ -42,7 +44,7 @@ func (a *App) openStores(ctx context.Context) (*stores, error) {
 	p := rc.KeyPrefix
 	return &stores{redis: client, dedup: dedup.NewRedis(client, p+"dedup:"), dlq: dlq.NewRedis(client, p+"dlq:"),
 		cluster: cluster.NewRedis(client, p+"cluster:"), replay: ingest.NewRedisReplayCache(client, p+"nonce:"),
-		state: state.NewRedis(client, p+"state:")}, nil
+		state: state.NewRedis(client, p+"state:"), cards: callback.NewRedis(client, p+"callback:")}, nil
 }
 
 func (s *stores) close() {

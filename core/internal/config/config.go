@@ -110,10 +110,22 @@ type App struct {
 	EncryptKeyEnv string `yaml:"encrypt_key_env"`
 	// EventPath is the webhook path for events (default /lark/events).
 	EventPath string `yaml:"event_path"`
+	// CardPath is the legacy card callback URL path (default /lark/cards).
+	CardPath string `yaml:"card_path"`
+	// LongConnection receives events over Lark's WebSocket instead of (or
+	// beside) the webhook.
+	LongConnection LongConnection `yaml:"long_connection"`
 	// BaseURL is the OpenAPI base URL (default https://open.feishu.cn).
 	BaseURL string `yaml:"base_url"`
 	// Timeout bounds each OpenAPI call.
 	Timeout Duration `yaml:"timeout"`
+}
+
+// LongConnection configures Lark's long-connection (WebSocket) mode.
+type LongConnection struct {
+	Enabled bool `yaml:"enabled"`
+	// Connections to keep open (1..50; Lark sends each event to one).
+	Connections int `yaml:"connections"`
 }
 
 // Plugin is one plugin file to run.
@@ -154,6 +166,10 @@ type Ingest struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// PublishTimeout bounds the durable write before Lark gets a 503.
 	PublishTimeout Duration `yaml:"publish_timeout"`
+	// CardBudget is how long a card callback waits for the plugin's toast or
+	// card before Lark gets {} (the card is then applied with a delayed
+	// update).
+	CardBudget Duration `yaml:"card_budget"`
 }
 
 // Duration is a time.Duration written as "1.5s" in YAML.
@@ -233,6 +249,12 @@ func (c *Config) applyDefaults() {
 		if a.EventPath == "" {
 			a.EventPath = "/lark/events"
 		}
+		if a.CardPath == "" {
+			a.CardPath = "/lark/cards"
+		}
+		if a.LongConnection.Connections == 0 {
+			a.LongConnection.Connections = 1
+		}
 		if a.BaseURL == "" {
 			a.BaseURL = "https://open.feishu.cn"
 		}
@@ -267,6 +289,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Ingest.MaxBodyBytes == 0 {
 		c.Ingest.MaxBodyBytes = 1 << 20
+	}
+	if c.Ingest.CardBudget == 0 {
+		c.Ingest.CardBudget = Duration(2 * time.Second)
 	}
 	if c.Ingest.PublishTimeout == 0 {
 		c.Ingest.PublishTimeout = Duration(2 * time.Second)
@@ -354,13 +379,18 @@ func (c *Config) Validate() error {
 		if a.VerificationToken == "" {
 			bad("%s: verification_token is required: it authenticates every event", p)
 		}
-		if !strings.HasPrefix(a.EventPath, "/") {
-			bad("%s.event_path %q: must start with /", p, a.EventPath)
+		for field, path := range map[string]string{"event_path": a.EventPath, "card_path": a.CardPath} {
+			if !strings.HasPrefix(path, "/") {
+				bad("%s.%s %q: must start with /", p, field, path)
+			}
+			if paths[path] {
+				bad("%s.%s %q: used by another app or path; give each its own", p, field, path)
+			}
+			paths[path] = true
 		}
-		if paths[a.EventPath] {
-			bad("%s.event_path %q: used by another app; give each app its own path", p, a.EventPath)
+		if n := a.LongConnection.Connections; n < 1 || n > 50 {
+			bad("%s.long_connection.connections %d: want 1..50 (Lark allows 50 per app)", p, n)
 		}
-		paths[a.EventPath] = true
 		if u, err := url.Parse(a.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("%s.base_url %q: want http(s)://host", p, a.BaseURL)
 		}
@@ -398,6 +428,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Ingest.MaxBodyBytes < 1024 || c.Ingest.MaxBodyBytes > 64<<20 {
 		bad("ingest.max_body_bytes %d: want 1 KiB..64 MiB", c.Ingest.MaxBodyBytes)
+	}
+	if cb := c.Ingest.CardBudget.D(); cb <= 0 || cb > 2800*time.Millisecond {
+		bad("ingest.card_budget %s: want > 0 and ≤ 2.8s (Lark waits 3 s)", cb)
 	}
 	if pt := c.Ingest.PublishTimeout.D(); pt <= 0 || pt > 2500*time.Millisecond {
 		bad("ingest.publish_timeout %s: want > 0 and ≤ 2.5s (Lark waits 3 s)", pt)

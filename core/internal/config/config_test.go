@@ -55,7 +55,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad bus kind", minimal + "bus:\n  kind: kafka\n", "bus.kind"},
 		{"pulsar without url", minimal + "bus:\n  kind: pulsar\n", "bus.pulsar.url"},
 		{"bad duration", minimal + "dispatch:\n  deadline: soon\n", "not a duration"},
-		{"duplicate path", "apps:\n  - {id: a, secret: s, verification_token: v}\n  - {id: b, secret: s, verification_token: v}\n", "used by another app"},
+		{"duplicate path", "apps:\n  - {id: a, secret: s, verification_token: v}\n  - {id: b, secret: s, verification_token: v}\n", "used by another app or path"},
 		{"bad sha", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    sha256: abc\n", "64 hex"},
 		{"plugin without name", minimal + "plugins:\n  - path: /bin/x\n", "plugins[0].name"},
 		{"duplicate plugin", minimal + "plugins:\n  - {name: x, path: /a}\n  - {name: x, path: /b}\n", "duplicate"},

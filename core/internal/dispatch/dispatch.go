@@ -14,6 +14,7 @@ import (
 
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/callback"
 	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/dlq"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -62,6 +63,8 @@ type Config struct {
 	Dedup dedup.Store
 	// DoneTTL is how long a handled event is remembered (default 24 h).
 	DoneTTL time.Duration
+	// Callbacks carries card responses back to waiting callbacks (nil: none).
+	Callbacks callback.Hub
 	// DeadLetters indexes dead letters for the admin API (nil: not indexed).
 	DeadLetters dlq.Store
 }

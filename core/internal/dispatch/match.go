@@ -1,7 +1,9 @@
 package dispatch
 
 import (
+	"encoding/json"
 	"fmt"
+	"strings"
 	"regexp"
 	"slices"
 
@@ -12,7 +14,23 @@ import (
 // matcher decides whether an event concerns a plugin, from its manifest's
 // subscriptions: any subscription may match; inside one, every non-empty field
 // must match and values within a field are alternatives.
-type matcher struct{ subs []compiledSub }
+type matcher struct {
+	name string
+	subs []compiledSub
+}
+
+// cardOwner reads the plugin tag from a clicked component's value.
+func cardOwner(valueJSON string) string {
+	if !strings.Contains(valueJSON, CardTag) {
+		return ""
+	}
+	var v map[string]any
+	if json.Unmarshal([]byte(valueJSON), &v) != nil {
+		return ""
+	}
+	owner, _ := v[CardTag].(string)
+	return owner
+}
 
 type compiledSub struct {
 	types, commands, chats []string
@@ -20,7 +38,7 @@ type compiledSub struct {
 }
 
 func newMatcher(m *pluginv1.Manifest) (*matcher, error) {
-	out := &matcher{}
+	out := &matcher{name: m.GetName()}
 	for i, s := range m.GetSubscriptions() {
 		cs := compiledSub{types: s.GetEventTypes(), commands: s.GetCommands(), chats: s.GetChatIds()}
 		for _, p := range s.GetTextPatterns() {
@@ -35,7 +53,16 @@ func newMatcher(m *pluginv1.Manifest) (*matcher, error) {
 	return out, nil
 }
 
+// CardTag is the key the core adds to the values of cards a plugin sends,
+// so a click on them goes back to that plugin alone.
+const CardTag = "_larkway_plugin"
+
 func (m *matcher) match(ev *pluginv1.Event) bool {
+	if ca := ev.GetCardAction(); ca != nil && m.name != "" {
+		if owner := cardOwner(ca.GetValueJson()); owner != "" && owner != m.name {
+			return false
+		}
+	}
 	for _, s := range m.subs {
 		if s.match(ev) {
 			return true

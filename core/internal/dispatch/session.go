@@ -235,11 +235,15 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	}
 	switch res.GetOutcome() {
 	case pluginv1.Outcome_OUTCOME_DONE:
+		if cr := res.GetCardResponse(); cr.GetCardJson() != "" {
+			cr.CardJson = tagCard(cr.GetCardJson(), s.name)
+		}
+		actions := tagCards(s.answerCard(ctx, ev, res, log), s.name)
 		// Actions run on a context that shutdown does not cut short: the
 		// plugin has answered, and its reply must not be lost.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		refused, err := d.exec.Execute(actx, action.Request{Plugin: s.name, Allowed: s.plugin.Manifest().GetAllowedActions(),
-			Event: ev, Actions: res.GetActions(), Attempts: del.Attempt})
+			Event: ev, Actions: actions, Attempts: del.Attempt})
 		cancel()
 		if len(refused) > 0 {
 			s.sendAck(res.GetDeliveryId(), refused)
@@ -357,4 +361,32 @@ func (s *Session) deadLetter(del *bus.Delivery, reason string, log *slog.Logger)
 	s.d.metrics.dead.WithLabelValues(s.name).Inc()
 	log.Warn("event dead-lettered", "reason", reason)
 	_ = del.Ack()
+}
+
+// answerCard hands a card click's response to the callback still waiting
+// for it. If none is (the budget ran out, or the click came again after a
+// redelivery), a new card is applied with a delayed card update instead.
+// It returns the actions to perform.
+func (s *Session) answerCard(ctx context.Context, ev *pluginv1.Event, res *pluginv1.Result, log *slog.Logger) []*pluginv1.Action {
+	actions := res.GetActions()
+	ca, cr := ev.GetCardAction(), res.GetCardResponse()
+	if ca == nil || !ca.GetAwaitsResponse() || cr == nil {
+		return actions
+	}
+	delivered := false
+	if hub := s.d.cfg.Callbacks; hub != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		var err error
+		delivered, err = hub.Deliver(cctx, ev.GetEventId(), cr)
+		cancel()
+		if err != nil {
+			log.Warn("delivering card response", "err", err)
+		}
+	}
+	if delivered || cr.GetCardJson() == "" {
+		return actions
+	}
+	late := &pluginv1.Action{Kind: &pluginv1.Action_DelayedCardUpdate{DelayedCardUpdate: &pluginv1.DelayedCardUpdate{
+		Token: ca.GetToken(), CardJson: cr.GetCardJson()}}}
+	return append(append([]*pluginv1.Action(nil), actions...), late)
 }

@@ -19,7 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/callback"
 	"github.com/larkway/larkway/core/internal/envelope"
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
 // App is one Lark app's ingest settings.
@@ -28,6 +30,9 @@ type App struct {
 	VerificationToken string
 	EncryptKey        string
 	EventPath         string
+	// CardPath is the legacy card-callback URL path (card.action.trigger_v1);
+	// empty disables it.
+	CardPath string
 }
 
 // Config tunes the server.
@@ -41,6 +46,11 @@ type Config struct {
 	Replay ReplayCache
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Callbacks carries plugins' card responses back (default: in-process).
+	Callbacks callback.Hub
+	// CardBudget is how long a card callback waits for the plugin's toast or
+	// card before Lark gets {} (default 2 s; Lark allows 3 s).
+	CardBudget time.Duration
 }
 
 // Lark's signature headers.
@@ -91,9 +101,18 @@ func New(cfg Config, pub bus.Publisher, logger *slog.Logger, reg prometheus.Regi
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Callbacks == nil {
+		cfg.Callbacks = callback.NewMemory()
+	}
+	if cfg.CardBudget <= 0 {
+		cfg.CardBudget = 2 * time.Second
+	}
 	s := &Server{cfg: cfg, pub: pub, logger: logger.With("component", "ingest"), mux: http.NewServeMux(), metrics: m}
 	for _, a := range cfg.Apps {
 		s.mux.Handle(a.EventPath, s.eventHandler(a))
+		if a.CardPath != "" {
+			s.mux.Handle(a.CardPath, s.legacyCardHandler(a))
+		}
 	}
 	return s
 }
@@ -126,21 +145,30 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// readBody enforces POST and the body limit; on failure it has answered.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, app App) ([]byte, bool) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		s.reject(w, app.ID, http.StatusMethodNotAllowed, "method", "use POST")
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.reject(w, app.ID, http.StatusRequestEntityTooLarge, "oversize", fmt.Sprintf("body exceeds %d bytes", s.cfg.MaxBodyBytes))
+			return nil, false
+		}
+		s.reject(w, app.ID, http.StatusBadRequest, "read", "reading body failed")
+		return nil, false
+	}
+	return body, true
+}
+
 func (s *Server) eventHandler(app App) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			s.reject(w, app.ID, http.StatusMethodNotAllowed, "method", "use POST")
-			return
-		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				s.reject(w, app.ID, http.StatusRequestEntityTooLarge, "oversize", fmt.Sprintf("body exceeds %d bytes", s.cfg.MaxBodyBytes))
-				return
-			}
-			s.reject(w, app.ID, http.StatusBadRequest, "read", "reading body failed")
+		body, ok := s.readBody(w, r, app)
+		if !ok {
 			return
 		}
 		plain, probe, rej := s.authenticate(r.Context(), app, r.Header, body)
@@ -153,8 +181,7 @@ func (s *Server) eventHandler(app App) http.Handler {
 			writeJSON(w, http.StatusOK, map[string]string{"challenge": probe.Challenge})
 			return
 		}
-		body = plain
-		ev, err := envelope.Normalize(app.ID, body)
+		ev, err := envelope.Normalize(app.ID, plain)
 		if err != nil {
 			reason := "malformed"
 			if errors.Is(err, envelope.ErrUnknownSchema) {
@@ -163,23 +190,35 @@ func (s *Server) eventHandler(app App) http.Handler {
 			s.reject(w, app.ID, http.StatusBadRequest, reason, err.Error())
 			return
 		}
-		msg, err := envelope.Encode(ev)
-		if err != nil {
-			s.reject(w, app.ID, http.StatusInternalServerError, "encode", "encoding event failed")
+		if ev.GetCardAction() != nil {
+			s.cardCallback(w, r, app, ev, false)
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
-		defer cancel()
-		start := time.Now()
-		if err := s.pub.Publish(ctx, envelope.Topic(app.ID), msg); err != nil {
-			s.logger.Warn("event not stored; Lark will retry", "app", app.ID, "event_id", ev.GetEventId(), "err", err)
-			s.reject(w, app.ID, http.StatusServiceUnavailable, "bus_unavailable", "event could not be stored; retry later")
+		if !s.publish(w, r.Context(), app, ev) {
 			return
 		}
-		s.metrics.published.Observe(time.Since(start).Seconds())
 		s.metrics.requests.WithLabelValues(app.ID, "stored", "200").Inc()
 		writeJSON(w, http.StatusOK, map[string]string{"msg": "success"})
 	})
+}
+
+// publish stores ev durably; on failure it has answered 503 (Lark retries).
+func (s *Server) publish(w http.ResponseWriter, ctx context.Context, app App, ev *pluginv1.Event) bool {
+	msg, err := envelope.Encode(ev)
+	if err != nil {
+		s.reject(w, app.ID, http.StatusInternalServerError, "encode", "encoding event failed")
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := s.pub.Publish(pctx, envelope.Topic(app.ID), msg); err != nil {
+		s.logger.Warn("event not stored; Lark will retry", "app", app.ID, "event_id", ev.GetEventId(), "err", err)
+		s.reject(w, app.ID, http.StatusServiceUnavailable, "bus_unavailable", "event could not be stored; retry later")
+		return false
+	}
+	s.metrics.published.Observe(time.Since(start).Seconds())
+	return true
 }
 
 // rejection is an authentication failure's answer.

@@ -1,0 +1,203 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/larkway/larkway/core/internal/callback"
+	"github.com/larkway/larkway/core/internal/envelope"
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
+)
+
+// cardCallback publishes a card click and answers Lark with the plugin's
+// toast or card if it arrives within the budget, else {} at once (the
+// dispatcher then applies a late card through the delayed-update API).
+func (s *Server) cardCallback(w http.ResponseWriter, r *http.Request, app App, ev *pluginv1.Event, legacy bool) {
+	waiter := s.registerCard(r.Context(), app.ID, ev)
+	if waiter != nil {
+		defer waiter.Close()
+	}
+	if !s.publish(w, r.Context(), app, ev) {
+		return
+	}
+	resp := s.awaitCard(r.Context(), waiter)
+	outcome := "card_answered"
+	if resp == nil {
+		outcome = "card_deferred"
+	}
+	s.metrics.requests.WithLabelValues(app.ID, outcome, "200").Inc()
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(CardResponseBody(resp, legacy))
+}
+
+// registerCard marks ev as awaiting a response and registers its waiter
+// (nil if the response channel is down: the click still reaches the plugin,
+// Lark just gets no toast).
+func (s *Server) registerCard(ctx context.Context, appID string, ev *pluginv1.Event) callback.Waiter {
+	ev.GetCardAction().AwaitsResponse = true
+	waiter, err := s.cfg.Callbacks.Register(ctx, ev.GetEventId())
+	if err != nil {
+		s.logger.Warn("card response channel unavailable", "app", appID, "err", err)
+		return nil
+	}
+	return waiter
+}
+
+func (s *Server) awaitCard(ctx context.Context, waiter callback.Waiter) *pluginv1.CardResponse {
+	if waiter == nil {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.CardBudget)
+	defer cancel()
+	resp, _ := waiter.Wait(wctx)
+	return resp
+}
+
+// Respond is the long connection's path for a card click: publish it,
+// wait for the plugin's answer within the budget, and return the JSON for
+// the frame's ack ({} when none came). An error means the click was not
+// stored, and the frame must be acked 500 so Lark redelivers it.
+func (s *Server) Respond(ctx context.Context, ev *pluginv1.Event) ([]byte, error) {
+	waiter := s.registerCard(ctx, ev.GetAppId(), ev)
+	if waiter != nil {
+		defer waiter.Close()
+	}
+	msg, err := envelope.Encode(ev)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	err = s.pub.Publish(pctx, envelope.Topic(ev.GetAppId()), msg)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("storing card callback %s: %w", ev.GetEventId(), err)
+	}
+	return CardResponseBody(s.awaitCard(ctx, waiter), false), nil
+}
+
+// CardResponseBody renders a plugin's card response as Lark expects it. For
+// 2.0 callbacks: {"toast": {...}, "card": {"type": "raw", "data": CARD}}; for
+// legacy callbacks the new card JSON itself. Nothing to show: {}.
+func CardResponseBody(resp *pluginv1.CardResponse, legacy bool) []byte {
+	if resp == nil {
+		return []byte("{}")
+	}
+	card := resp.GetCardJson()
+	if legacy {
+		if card != "" && json.Valid([]byte(card)) {
+			return []byte(card)
+		}
+		return []byte("{}")
+	}
+	out := map[string]any{}
+	if t := resp.GetToast(); t.GetContent() != "" {
+		toast := map[string]any{"type": toastType(t.GetType()), "content": t.GetContent()}
+		if len(t.GetI18N()) > 0 {
+			toast["i18n"] = t.GetI18N()
+		}
+		out["toast"] = toast
+	}
+	if card != "" && json.Valid([]byte(card)) {
+		out["card"] = map[string]any{"type": "raw", "data": json.RawMessage(card)}
+	}
+	b, _ := json.Marshal(out)
+	return b
+}
+
+func toastType(t pluginv1.ToastType) string {
+	switch t {
+	case pluginv1.ToastType_TOAST_TYPE_SUCCESS:
+		return "success"
+	case pluginv1.ToastType_TOAST_TYPE_WARNING:
+		return "warning"
+	case pluginv1.ToastType_TOAST_TYPE_ERROR:
+		return "error"
+	}
+	return "info"
+}
+
+// legacyCardHandler serves the card request URL (card.action.trigger_v1).
+// Its body carries the delayed-update token in "token", not the
+// verification token, so authenticity rests on the SHA-1 signature over
+// timestamp + nonce + verification token + body, which is required (only
+// url_verification, which carries the verification token, may come
+// unsigned), together with the replay window and nonce cache.
+func (s *Server) legacyCardHandler(app App) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := s.readBody(w, r, app)
+		if !ok {
+			return
+		}
+		var outer envelope.Probe
+		if err := json.Unmarshal(body, &outer); err != nil {
+			s.reject(w, app.ID, http.StatusBadRequest, "not_json", "body is not a JSON object")
+			return
+		}
+		plain := body
+		if outer.Encrypt != "" {
+			if app.EncryptKey == "" {
+				s.reject(w, app.ID, http.StatusBadRequest, "undecryptable", "encrypted body, but this app has no encrypt key configured")
+				return
+			}
+			var err error
+			if plain, err = Decrypt(outer.Encrypt, app.EncryptKey); err != nil {
+				s.reject(w, app.ID, http.StatusBadRequest, "undecryptable", "body could not be decrypted with this app's encrypt key")
+				return
+			}
+		}
+		var probe envelope.Probe
+		if err := json.Unmarshal(plain, &probe); err != nil {
+			s.reject(w, app.ID, http.StatusBadRequest, "not_json", "decrypted body is not a JSON object")
+			return
+		}
+		if probe.IsChallenge() {
+			if !tokenOK(probe.Token, app.VerificationToken) {
+				s.reject(w, app.ID, http.StatusUnauthorized, "bad_token", "verification token does not match")
+				return
+			}
+			s.metrics.requests.WithLabelValues(app.ID, "challenge", "200").Inc()
+			writeJSON(w, http.StatusOK, map[string]string{"challenge": probe.Challenge})
+			return
+		}
+		if rej := s.checkCardSignature(r.Context(), app, r.Header, body); rej != nil {
+			s.reject(w, app.ID, rej.status, rej.reason, rej.msg)
+			return
+		}
+		ev, err := envelope.NormalizeLegacyCard(app.ID, plain)
+		if err != nil {
+			s.reject(w, app.ID, http.StatusBadRequest, "malformed", err.Error())
+			return
+		}
+		s.cardCallback(w, r, app, ev, true)
+	})
+}
+
+func (s *Server) checkCardSignature(ctx context.Context, app App, h http.Header, body []byte) *rejection {
+	ts, nonce, sig := h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature)
+	if ts == "" || nonce == "" || sig == "" {
+		return &rejection{http.StatusUnauthorized, "missing_signature", "card callbacks must carry X-Lark-Request-Timestamp, -Nonce and X-Lark-Signature"}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return &rejection{http.StatusUnauthorized, "stale_timestamp", "X-Lark-Request-Timestamp is not Unix seconds"}
+	}
+	if d := s.cfg.Now().Sub(time.Unix(sec, 0)); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
+		return &rejection{http.StatusUnauthorized, "stale_timestamp", "request timestamp is outside the accepted window"}
+	}
+	if !signatureOK(sig, CardSignature(ts, nonce, app.VerificationToken, body)) {
+		return &rejection{http.StatusUnauthorized, "bad_signature", "signature does not match"}
+	}
+	seen, err := s.cfg.Replay.Seen(ctx, app.ID+":card:"+nonce, 2*s.cfg.ClockSkew)
+	if err != nil {
+		return &rejection{http.StatusServiceUnavailable, "replay_store_unavailable", "nonce store unavailable; retry later"}
+	}
+	if seen {
+		return &rejection{http.StatusUnauthorized, "replayed_nonce", "nonce already used"}
+	}
+	return nil
+}
