@@ -97,7 +97,9 @@ type Redis struct {
 }
 
 // NewRedis uses channels under prefix (e.g. "larkway:callback:").
-func NewRedis(client *redis.Client, prefix string) *Redis { return &Redis{client: client, prefix: prefix} }
+func NewRedis(client *redis.Client, prefix string) *Redis {
+	return &Redis{client: client, prefix: prefix}
+}
 
 type redisWaiter struct {
 	sub *redis.PubSub

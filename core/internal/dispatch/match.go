@@ -3,9 +3,9 @@ package dispatch
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"regexp"
 	"slices"
+	"strings"
 
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 	"github.com/larkway/larkway/sdk/go/contract"
