@@ -64,8 +64,8 @@ test: tools build ## start real Redis and Pulsar, run every test against them, s
 	trap '[ $$pulsar_up = 1 ] || scripts/pulsar.sh stop || true; [ $$redis_up = 1 ] || scripts/redis.sh stop || true' EXIT; \
 	scripts/redis.sh start; scripts/pulsar.sh start; \
 	eval "$$(scripts/env.sh)"; \
-	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...; \
-	sdk/python/test.sh
+	sdk/python/test.sh; \
+	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
 bench: build ## benchmarks with same-run reference points

@@ -25,7 +25,7 @@ import (
 // emulator runs a Lark emulator for app on loopback until the test ends.
 func emulator(t *testing.T, appID string) (*larkemu.Emulator, string) {
 	t.Helper()
-	emu := larkemu.New(larkemu.Options{Apps: map[string]string{appID: "secret"}})
+	emu := larkemu.New(larkemu.Options{Apps: map[string]string{appID: "secret"}, Unlimited: true})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -185,8 +185,11 @@ func load(t *testing.T, cores []*runningCore, appID string, rate int, stop <-cha
 				go func() {
 					defer wg.Done()
 					defer func() { <-sem }()
+					var lastCode int
+					var lastErr error
 					for attempt := 0; attempt < 50; attempt++ {
 						code, err := c.post(body)
+						lastCode, lastErr = code, err
 						if err == nil && code == http.StatusOK {
 							mu.Lock()
 							ids = append(ids, id)
@@ -195,7 +198,7 @@ func load(t *testing.T, cores []*runningCore, appID string, rate int, stop <-cha
 						}
 						time.Sleep(20 * time.Millisecond) // Lark's retry, compressed
 					}
-					t.Errorf("event %s never accepted", id)
+					t.Errorf("event %s never accepted (last: %d %v)", id, lastCode, lastErr)
 				}()
 			}
 		}
