@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/larkway/larkway/core/internal/action"
@@ -34,6 +35,7 @@ import (
 	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/pluginhost"
 	"github.com/larkway/larkway/core/internal/state"
+	"github.com/larkway/larkway/core/internal/telemetry"
 )
 
 // App is a running core.
@@ -44,6 +46,7 @@ type App struct {
 	version string
 
 	state     state.Store
+	tp        trace.TracerProvider
 	ready     atomic.Bool
 	mgr       atomic.Pointer[manager.Manager]
 	addr      chan string
@@ -54,6 +57,10 @@ type App struct {
 func New(cfg *config.Config, logger *slog.Logger, reg *prometheus.Registry, version string) *App {
 	return &App{cfg: cfg, logger: logger, reg: reg, version: version, addr: make(chan string, 1), adminAddr: make(chan string, 1)}
 }
+
+// SetTracerProvider replaces the configured tracing (tests record spans
+// in memory). Call before Run.
+func (a *App) SetTracerProvider(tp trace.TracerProvider) { a.tp = tp }
 
 // Addr blocks until the HTTP server listens (or ctx ends) and returns its address.
 func (a *App) Addr(ctx context.Context) (string, error) { return waitAddr(ctx, a.addr) }
@@ -101,6 +108,21 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	defer st.close()
 	a.state = st.state
+	if a.tp == nil {
+		tr := cfg.Telemetry.Tracing
+		tp, shutdown, err := telemetry.Provider(ctx, telemetry.Config{Enabled: tr.Enabled, Endpoint: tr.Endpoint,
+			Insecure: tr.Insecure, SampleRatio: tr.SampleRatio, ServiceVersion: a.version})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = shutdown(sctx)
+		}()
+		a.tp = tp
+	}
+	tracer := a.tp.Tracer("github.com/larkway/larkway/core")
 	b, err := a.openBus()
 	if err != nil {
 		return fmt.Errorf("opening bus: %w", err)
@@ -148,7 +170,7 @@ func (a *App) Run(ctx context.Context) error {
 	disp := dispatch.New(dispatch.Config{
 		Topics: topics, Deadline: cfg.Dispatch.Deadline.D(), MaxAttempts: cfg.Dispatch.MaxAttempts,
 		MaxInFlight: cfg.Dispatch.MaxInFlight, Dedup: st.dedup, DoneTTL: cfg.Dispatch.DoneTTL.D(), DeadLetters: st.dlq,
-		Callbacks: st.cards,
+		Callbacks: st.cards, Tracer: tracer,
 		Backoff: func(attempt int) time.Duration {
 			d := backoff
 			for i := 1; i < attempt && d < time.Minute; i++ {
@@ -174,7 +196,7 @@ func (a *App) Run(ctx context.Context) error {
 
 	in := ingest.New(ingest.Config{Apps: ingestApps, MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
 		PublishTimeout: cfg.Ingest.PublishTimeout.D(), Replay: st.replay, Callbacks: st.cards,
-		CardBudget: cfg.Ingest.CardBudget.D()}, b, a.logger, a.reg)
+		CardBudget: cfg.Ingest.CardBudget.D(), Tracer: tracer}, b, a.logger, a.reg)
 
 	srv := &http.Server{Handler: a.publicMux(in, b, st), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.Listen)

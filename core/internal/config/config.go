@@ -37,6 +37,23 @@ type Config struct {
 	ReplicaID   string      `yaml:"replica_id"`
 	Supervision Supervision `yaml:"supervision"`
 	Cluster     Cluster     `yaml:"cluster"`
+	Telemetry   Telemetry   `yaml:"telemetry"`
+}
+
+// Telemetry configures tracing.
+type Telemetry struct {
+	Tracing Tracing `yaml:"tracing"`
+}
+
+// Tracing exports OpenTelemetry traces over OTLP/HTTP (off by default).
+type Tracing struct {
+	Enabled bool `yaml:"enabled"`
+	// Endpoint is the collector's host:port (OTLP/HTTP, e.g. 127.0.0.1:4318).
+	Endpoint string `yaml:"endpoint"`
+	// Insecure sends without TLS.
+	Insecure bool `yaml:"insecure"`
+	// SampleRatio of new traces to record, 0..1 (default 1).
+	SampleRatio float64 `yaml:"sample_ratio"`
 }
 
 // Admin configures the admin API (larkway plugin …, larkway dlq …).
@@ -284,6 +301,9 @@ func (c *Config) applyDefaults() {
 		host, _ := os.Hostname()
 		c.ReplicaID = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
+	if c.Telemetry.Tracing.SampleRatio == 0 {
+		c.Telemetry.Tracing.SampleRatio = 1
+	}
 	if c.Cluster.ReconcileInterval == 0 {
 		c.Cluster.ReconcileInterval = Duration(2 * time.Second)
 	}
@@ -442,6 +462,14 @@ func (c *Config) Validate() error {
 		if len(c.Admin.Token) < 16 {
 			bad("admin: a token (or token_env) of at least 16 characters is required when admin.listen is set")
 		}
+	}
+	if tr := c.Telemetry.Tracing; tr.Enabled {
+		if _, _, err := net.SplitHostPort(tr.Endpoint); err != nil {
+			bad("telemetry.tracing.endpoint %q: want host:port of an OTLP/HTTP collector", tr.Endpoint)
+		}
+	}
+	if r := c.Telemetry.Tracing.SampleRatio; r < 0 || r > 1 {
+		bad("telemetry.tracing.sample_ratio %v: want 0..1", r)
 	}
 	if c.Dispatch.DoneTTL.D() < 8*time.Hour {
 		bad("dispatch.done_ttl %s: must outlast Lark's ~7.1 h retry window (≥ 8h)", c.Dispatch.DoneTTL.D())

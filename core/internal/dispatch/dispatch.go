@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/bus"
@@ -63,6 +65,8 @@ type Config struct {
 	Dedup dedup.Store
 	// DoneTTL is how long a handled event is remembered (default 24 h).
 	DoneTTL time.Duration
+	// Tracer traces deliveries and their actions (nil: no tracing).
+	Tracer trace.Tracer
 	// Callbacks carries card responses back to waiting callbacks (nil: none).
 	Callbacks callback.Hub
 	// DeadLetters indexes dead letters for the admin API (nil: not indexed).
@@ -115,6 +119,9 @@ func New(cfg Config, b interface {
 	}
 	if reg != nil {
 		reg.MustRegister(m.deliveries, m.latency, m.inFlight, m.dead, m.dedupHits)
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if cfg.Dedup == nil {
 		cfg.Dedup = dedup.NewMemory()

@@ -8,12 +8,15 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/envelope"
+	"github.com/larkway/larkway/core/internal/telemetry"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
@@ -195,6 +198,11 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		return
 	default:
 	}
+	// The trace continues from the webhook, through the bus.
+	ctx, span := d.cfg.Tracer.Start(telemetry.Extract(ctx, del.Properties), "dispatch.deliver",
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attribute.String("larkway.plugin", s.name),
+			attribute.String("larkway.event_id", ev.GetEventId()), attribute.Int("larkway.attempt", del.Attempt)))
+	defer span.End()
 	// Claim the event so neither a Lark re-push nor our own redelivery
 	// produces a second result.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -214,7 +222,8 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		_ = del.Nack()
 		return
 	}
-	res, outcome := s.deliver(ev, del)
+	res, outcome := s.deliver(ctx, ev, del)
+	span.SetAttributes(attribute.String("larkway.outcome", outcome+res.GetOutcome().String()))
 	finish := func(f func(context.Context, dedup.Lease) error) {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -242,8 +251,14 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		// Actions run on a context that shutdown does not cut short: the
 		// plugin has answered, and its reply must not be lost.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		actx, aspan := d.cfg.Tracer.Start(actx, "action.execute", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.Int("larkway.actions", len(actions))))
 		refused, err := d.exec.Execute(actx, action.Request{Plugin: s.name, Allowed: s.plugin.Manifest().GetAllowedActions(),
 			Event: ev, Actions: actions, Attempts: del.Attempt})
+		if err != nil {
+			aspan.RecordError(err)
+		}
+		aspan.End()
 		cancel()
 		if len(refused) > 0 {
 			s.sendAck(res.GetDeliveryId(), refused)
@@ -279,7 +294,7 @@ func dedupKey(ev *pluginv1.Event) string {
 
 // deliver sends the event and waits for its result or the deadline.
 // outcome is "" with a result, or "stream_error" / "timeout".
-func (s *Session) deliver(ev *pluginv1.Event, del *bus.Delivery) (*pluginv1.Result, string) {
+func (s *Session) deliver(ctx context.Context, ev *pluginv1.Event, del *bus.Delivery) (*pluginv1.Result, string) {
 	d := s.d
 	id := s.name + "-" + strconv.FormatUint(d.seq.Add(1), 36)
 	ch := make(chan *pluginv1.Result, 1)
@@ -297,6 +312,7 @@ func (s *Session) deliver(ev *pluginv1.Event, del *bus.Delivery) (*pluginv1.Resu
 	s.sendMu.Lock()
 	err := s.stream.Send(&pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: &pluginv1.Delivery{
 		DeliveryId: id, Event: ev, Attempt: uint32(del.Attempt), Deadline: timestamppb.New(deadline),
+		TraceContext: telemetry.Inject(ctx, nil),
 	}}})
 	s.sendMu.Unlock()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/larkway/larkway/core/internal/callback"
 	"github.com/larkway/larkway/core/internal/envelope"
+	"github.com/larkway/larkway/core/internal/telemetry"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
@@ -71,6 +72,7 @@ func (s *Server) Respond(ctx context.Context, ev *pluginv1.Event) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
+	msg.Properties = telemetry.Inject(ctx, msg.Properties)
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	err = s.pub.Publish(pctx, envelope.Topic(ev.GetAppId()), msg)
 	cancel()

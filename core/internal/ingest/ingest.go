@@ -17,10 +17,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/callback"
 	"github.com/larkway/larkway/core/internal/envelope"
+	"github.com/larkway/larkway/core/internal/telemetry"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
@@ -48,6 +52,8 @@ type Config struct {
 	Now func() time.Time
 	// Callbacks carries plugins' card responses back (default: in-process).
 	Callbacks callback.Hub
+	// Tracer traces webhook requests (nil: no tracing).
+	Tracer trace.Tracer
 	// CardBudget is how long a card callback waits for the plugin's toast or
 	// card before Lark gets {} (default 2 s; Lark allows 3 s).
 	CardBudget time.Duration
@@ -103,6 +109,9 @@ func New(cfg Config, pub bus.Publisher, logger *slog.Logger, reg prometheus.Regi
 	}
 	if cfg.Callbacks == nil {
 		cfg.Callbacks = callback.NewMemory()
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if cfg.CardBudget <= 0 {
 		cfg.CardBudget = 2 * time.Second
@@ -167,6 +176,10 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, app App) ([]by
 
 func (s *Server) eventHandler(app App) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, span := s.cfg.Tracer.Start(r.Context(), "ingest.webhook", trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("larkway.app", app.ID)))
+		defer span.End()
+		r = r.WithContext(ctx)
 		body, ok := s.readBody(w, r, app)
 		if !ok {
 			return
@@ -190,6 +203,7 @@ func (s *Server) eventHandler(app App) http.Handler {
 			s.reject(w, app.ID, http.StatusBadRequest, reason, err.Error())
 			return
 		}
+		span.SetAttributes(attribute.String("larkway.event_type", ev.GetEventType()), attribute.String("larkway.event_id", ev.GetEventId()))
 		if ev.GetCardAction() != nil {
 			s.cardCallback(w, r, app, ev, false)
 			return
@@ -209,6 +223,7 @@ func (s *Server) publish(w http.ResponseWriter, ctx context.Context, app App, ev
 		s.reject(w, app.ID, http.StatusInternalServerError, "encode", "encoding event failed")
 		return false
 	}
+	msg.Properties = telemetry.Inject(ctx, msg.Properties)
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	start := time.Now()

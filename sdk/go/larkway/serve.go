@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -145,6 +146,10 @@ func (p *Plugin) handleStream(ctx context.Context, stream interface {
 func (p *Plugin) deliver(ctx context.Context, d *pluginv1.Delivery) *pluginv1.Result {
 	if d.GetDeliveryId() == "" || d.GetEvent() == nil {
 		return &pluginv1.Result{DeliveryId: d.GetDeliveryId(), Outcome: pluginv1.Outcome_OUTCOME_FAILED, Error: "malformed delivery: missing id or event"}
+	}
+	// Continue the core's trace: a handler's spans join the webhook's trace.
+	if tc := d.GetTraceContext(); len(tc) > 0 {
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(tc))
 	}
 	if dl := d.GetDeadline(); dl != nil {
 		var cancel context.CancelFunc

@@ -1,11 +1,14 @@
 // Command counter is a test plugin that keeps a per-chat counter in the
-// core's state store, incremented with compare-and-swap.
+// core's state store, incremented with compare-and-swap, and reports the
+// trace it continues.
 package main
 
 import (
 	"context"
 	"errors"
 	"strconv"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/larkway/larkway/sdk/go/larkway"
 )
@@ -30,6 +33,10 @@ func main() {
 			}
 		}
 		return nil, errors.New("state store contended")
+	})
+	// /trace replies with the trace id the handler's context continues.
+	p.OnCommand("/trace", func(ctx context.Context, _ *larkway.Event, _ larkway.Command) ([]larkway.Action, error) {
+		return []larkway.Action{larkway.ReplyText("trace: " + trace.SpanContextFromContext(ctx).TraceID().String())}, nil
 	})
 	p.Main()
 }
