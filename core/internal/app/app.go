@@ -92,6 +92,7 @@ func (a *App) openBus() (bus.Bus, error) {
 	case "pulsar":
 		return buspulsar.New(buspulsar.Config{
 			URL:              a.cfg.Bus.Pulsar.URL,
+			AdminURL:         a.cfg.Bus.Pulsar.AdminURL,
 			OperationTimeout: a.cfg.Bus.Pulsar.OperationTimeout.D(),
 		}, a.logger.With("component", "bus"))
 	default:
@@ -180,6 +181,13 @@ func (a *App) Run(ctx context.Context) error {
 		},
 	}, b, exec, a.logger, a.reg)
 
+	if bl, ok := b.(dispatch.Backlogger); ok {
+		names := make([]string, 0, len(cfg.Plugins))
+		for _, pc := range cfg.Plugins {
+			names = append(names, pc.Name)
+		}
+		a.reg.MustRegister(dispatch.NewBacklogCollector(bl, topics, func() []string { return names }))
+	}
 	sv := cfg.Supervision
 	mgr := manager.New(manager.Config{
 		RestartBackoff: sv.RestartBackoff.D(), RestartBackoffMax: sv.RestartBackoffMax.D(),

@@ -98,6 +98,9 @@ type Pulsar struct {
 	URL string `yaml:"url"`
 	// OperationTimeout bounds each publish and lookup.
 	OperationTimeout Duration `yaml:"operation_timeout"`
+	// AdminURL is the broker's HTTP admin endpoint, read for backlog
+	// metrics (default: http://<url host>:8080).
+	AdminURL string `yaml:"admin_url"`
 }
 
 // Redis configures the shared store. Empty Addr means in-process stores
@@ -257,6 +260,11 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Bus.Kind == "" {
 		c.Bus.Kind = "memory"
+	}
+	if c.Bus.Pulsar.AdminURL == "" && c.Bus.Pulsar.URL != "" {
+		if u, err := url.Parse(c.Bus.Pulsar.URL); err == nil && u.Hostname() != "" {
+			c.Bus.Pulsar.AdminURL = "http://" + net.JoinHostPort(u.Hostname(), "8080")
+		}
 	}
 	if c.Bus.Pulsar.OperationTimeout == 0 {
 		c.Bus.Pulsar.OperationTimeout = Duration(5 * time.Second)

@@ -46,7 +46,14 @@ func newSupervisor(m *Manager, spec Spec) *supervisor {
 	s := &supervisor{m: m, route: m.disp.Route(spec.Name), cmds: make(chan command), exited: make(chan struct{}),
 		log: m.logger.With("plugin", spec.Name)}
 	s.st = Status{Name: spec.Name, State: StateStarting, Spec: spec, Since: time.Now()}
+	for _, st := range []State{StateServing, StateDraining, StateStopped, StateCrashed, StateQuarantined, StateDisabled} {
+		m.metrics.state.WithLabelValues(spec.Name, string(st)).Set(0)
+	}
 	m.metrics.state.WithLabelValues(spec.Name, string(StateStarting)).Set(1)
+	m.metrics.restarts.WithLabelValues(spec.Name)
+	m.metrics.quarantines.WithLabelValues(spec.Name)
+	m.metrics.swaps.WithLabelValues(spec.Name, "done")
+	m.metrics.swaps.WithLabelValues(spec.Name, "rolled_back")
 	return s
 }
 

@@ -602,3 +602,30 @@ func closeOnce(ch chan struct{}) {
 		close(ch)
 	}
 }
+
+// Backlog counts a subscription's messages not yet acknowledged (waiting or
+// handed out); zero for an unknown topic or subscription.
+func (b *Bus) Backlog(_ context.Context, topicName, subscription string) (int64, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return 0, bus.ErrClosed
+	}
+	t := b.topics[topicName]
+	if t == nil {
+		return 0, nil
+	}
+	t.mu.Lock()
+	s := t.subs[subscription]
+	t.mu.Unlock()
+	if s == nil {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := int64(len(s.pending))
+	for _, o := range s.owners {
+		n += int64(o.inflight)
+	}
+	return n, nil
+}

@@ -14,10 +14,13 @@ package pulsar
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +40,9 @@ var _ bus.Bus = (*Bus)(nil)
 type Config struct {
 	// URL is the broker service URL: pulsar://host:6650 or pulsar+ssl://host:6651.
 	URL string
+	// AdminURL is the broker's HTTP admin endpoint, for backlog figures
+	// (e.g. http://host:8080). Empty: Backlog is unavailable.
+	AdminURL string
 	// TopicPrefix is prepended to every escaped bus topic name. It names the
 	// domain, tenant and namespace and ends with "/".
 	// Default "persistent://public/default/".
@@ -122,6 +128,7 @@ type Bus struct {
 	cfg    Config
 	logger *slog.Logger
 	client pulsarclient.Client
+	admin  *http.Client
 
 	// ops counts Publish, Subscribe and Ping calls in progress; bg counts the
 	// goroutines they start. Both are waited for by Close.
@@ -164,6 +171,7 @@ func New(cfg Config, logger *slog.Logger) (*Bus, error) {
 		return nil, fmt.Errorf("creating pulsar client for %s: %w", cfg.URL, err)
 	}
 	return &Bus{
+		admin:     &http.Client{Timeout: 5 * time.Second},
 		cfg:       cfg,
 		logger:    logger,
 		client:    client,
@@ -706,4 +714,42 @@ func (t *tracker) wait(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// Backlog is a subscription's backlog from the broker's topic stats
+// (msgBacklog); zero when the subscription does not exist yet.
+func (b *Bus) Backlog(ctx context.Context, topic, subscription string) (int64, error) {
+	if b.cfg.AdminURL == "" {
+		return 0, fmt.Errorf("backlog of %s/%s: no admin URL configured", topic, subscription)
+	}
+	full, err := b.PulsarTopic(topic)
+	if err != nil {
+		return 0, err
+	}
+	// persistent://tenant/ns/topic → /admin/v2/persistent/tenant/ns/topic/stats
+	path := strings.Replace(full, "://", "/", 1)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(b.cfg.AdminURL, "/")+"/admin/v2/"+path+"/stats", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := b.admin.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("reading stats of %s: %w: %w", topic, bus.ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return 0, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("reading stats of %s: HTTP %d", topic, resp.StatusCode)
+	}
+	var stats struct {
+		Subscriptions map[string]struct {
+			MsgBacklog int64 `json:"msgBacklog"`
+		} `json:"subscriptions"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 8<<20)).Decode(&stats); err != nil {
+		return 0, fmt.Errorf("decoding stats of %s: %w", topic, err)
+	}
+	return stats.Subscriptions[subscription].MsgBacklog, nil
 }

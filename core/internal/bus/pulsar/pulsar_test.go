@@ -215,3 +215,30 @@ func unescapeTopic(s string) (string, error) {
 	}
 	return sb.String(), nil
 }
+
+func TestBacklog(t *testing.T) {
+	b, err := New(Config{URL: testenv.PulsarURL(t), AdminURL: testenv.PulsarAdminURL(t)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	ctx := context.Background()
+	topic := testenv.Name(t, "backlog")
+	c, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	for range 3 {
+		if err := b.Publish(ctx, topic, bus.Message{Key: "k", Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "backlog not reported", func() bool {
+		n, err := b.Backlog(ctx, topic, "s")
+		return err == nil && n == 3
+	})
+	if n, err := b.Backlog(ctx, topic, "nobody"); err != nil || n != 0 {
+		t.Fatalf("unknown subscription: %d %v", n, err)
+	}
+}

@@ -1,0 +1,138 @@
+package app_test
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/larkway/larkway/core/internal/testenv"
+)
+
+// documentedMetrics reads the metric names from docs/operations.md.
+func documentedMetrics(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(testenv.ModuleRoot(t), "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	re := regexp.MustCompile("^\\| `(larkway_[a-z_]+)` \\|")
+	var names []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			names = append(names, m[1])
+		}
+	}
+	if len(names) < 15 {
+		t.Fatalf("only %d metrics documented", len(names))
+	}
+	return names
+}
+
+// After an end-to-end run on Pulsar and Redis, /metrics has every documented
+// metric, with plausible values.
+func TestMetricsAfterEndToEnd(t *testing.T) {
+	t.Parallel()
+	appID := uniqueApp(t, "metrics")
+	emu, emuAddr := emulator(t, appID)
+	echo := testenv.BuildPlugin(t, "./plugins/echo", t.TempDir())
+	c := runCore(t, clusterYAML(t, appID, emuAddr, appID+":", "r0", fmt.Sprintf("  - {name: echo, path: %s}", echo)))
+	body := messageEvent(appID, "ev_m1", "om_m1", "oc_m", "metrics")
+	for range 2 { // the second is a Lark re-push: a dedup hit
+		if code, err := c.post(body); err != nil || code != 200 {
+			t.Fatalf("post %d %v", code, err)
+		}
+	}
+	if code, _ := c.post(`{"schema":"2.0","header":{"token":"forged"}}`); code != 401 {
+		t.Fatalf("forged event: %d", code)
+	}
+	testenv.Eventually(t, 30*time.Second, "no reply", func() bool { return len(emu.Messages()) == 1 })
+	var families map[string]*dto.MetricFamily
+	testenv.Eventually(t, 30*time.Second, "dedup hit not counted", func() bool {
+		families = scrape(t, c.addr)
+		return sum(families["larkway_dispatch_dedup_hits_total"], "state", "done") >= 1
+	})
+	for _, name := range documentedMetrics(t) {
+		if families[name] == nil {
+			t.Errorf("documented metric %s is not exported", name)
+		}
+	}
+	checks := []struct {
+		what string
+		ok   bool
+	}{
+		{"one stored event per post", sum(families["larkway_ingest_requests_total"], "outcome", "stored") == 2},
+		{"the forged event rejected", sum(families["larkway_ingest_rejections_total"], "reason", "bad_token") == 1},
+		{"publish latency observed", histCount(families["larkway_ingest_publish_duration_seconds"]) == 2},
+		{"one delivery done", sum(families["larkway_dispatch_results_total"], "outcome", "done") == 1},
+		{"plugin latency observed", histCount(families["larkway_dispatch_plugin_duration_seconds"]) >= 1},
+		{"echo serving", sum(families["larkway_plugin_state"], "state", "serving") == 1},
+		{"one reply executed", sum(families["larkway_action_executions_total"], "outcome", "done") == 1},
+		{"a token fetched", sum(families["larkway_lark_token_fetches_total"], "", "") >= 1},
+		{"nothing dead-lettered", sum(families["larkway_dispatch_dead_letters_total"], "", "") == 0},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("implausible metrics: %s", c.what)
+		}
+	}
+	// Acks reach the broker's stats shortly after the reply.
+	testenv.Eventually(t, 30*time.Second, "backlog never drained to 0", func() bool {
+		f := scrape(t, c.addr)["larkway_dispatch_backlog_messages"]
+		return f != nil && sum(f, "", "") == 0 && sum(scrape(t, c.addr)["larkway_dispatch_backlog_scrape_errors"], "", "") == 0
+	})
+}
+
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// sum adds the samples whose label equals value ("" label: all samples).
+func sum(mf *dto.MetricFamily, label, value string) float64 {
+	total := 0.0
+	for _, m := range mf.GetMetric() {
+		if label != "" {
+			match := false
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					match = true
+				}
+			}
+			if !match {
+				continue
+			}
+		}
+		total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+	}
+	return total
+}
+
+func histCount(mf *dto.MetricFamily) uint64 {
+	var n uint64
+	for _, m := range mf.GetMetric() {
+		n += m.GetHistogram().GetSampleCount()
+	}
+	return n
+}
+
