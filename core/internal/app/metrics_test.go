@@ -135,4 +135,3 @@ func histCount(mf *dto.MetricFamily) uint64 {
 	}
 	return n
 }
-
