@@ -363,7 +363,11 @@ cmd_start() {
 	java_home=$(pick_java_home)
 	log "using Java $(java_major "$java_home/bin/java") at $java_home"
 
-	rm -rf "$DATA_DIR" "$LOG_DIR"
+	if [ "${LARKWAY_PULSAR_KEEP_DATA:-0}" = 1 ]; then
+		rm -rf "$LOG_DIR"
+	else
+		rm -rf "$DATA_DIR" "$LOG_DIR"
+	fi
 	mkdir -p "$DATA_DIR" "$LOG_DIR"
 	make_home
 	write_conf
@@ -383,8 +387,12 @@ cmd_start() {
 		export PULSAR_STANDALONE_CONF=$CONF_FILE
 		export PULSAR_LOG_DIR=$LOG_DIR PULSAR_LOG_APPENDER=Console
 		export PULSAR_GC_LOG="-Xlog:gc:file=$LOG_DIR/gc.log:time,uptime:filecount=2,filesize=10M"
+		# LARKWAY_PULSAR_KEEP_DATA=1 restarts on the stored data (fault
+		# tests stop and start the broker mid-run and must lose nothing).
+		wipe=--wipe-data
+		[ "${LARKWAY_PULSAR_KEEP_DATA:-0}" = 1 ] && wipe=
 		exec setsid "$RUN_DIR/bin/pulsar" standalone \
-			--no-functions-worker --no-stream-storage --wipe-data \
+			--no-functions-worker --no-stream-storage $wipe \
 			--bookkeeper-dir "$DATA_DIR/bookkeeper" \
 			--bookkeeper-port "$BK_PORT" \
 			--metadata-dir "$DATA_DIR/metadata" \
@@ -489,7 +497,7 @@ cmd_stop() {
 	left=$(our_pids | tr '\n' ' ')
 	[ -z "$left" ] || die "broker processes still running after stop: $left"
 	rm -f "$PID_FILE"
-	rm -rf "$DATA_DIR"
+	[ "${LARKWAY_PULSAR_KEEP_DATA:-0}" = 1 ] || rm -rf "$DATA_DIR"
 	log "Pulsar stopped (logs kept in $LOG_DIR)"
 }
 

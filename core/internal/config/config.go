@@ -169,6 +169,9 @@ type Plugin struct {
 type Dispatch struct {
 	// Deadline is each delivery's time limit.
 	Deadline Duration `yaml:"deadline"`
+	// ActionTimeout bounds performing one result's actions (rate-limit waits
+	// and retries included).
+	ActionTimeout Duration `yaml:"action_timeout"`
 	// MaxAttempts dead-letters an event after this many deliveries.
 	MaxAttempts int `yaml:"max_attempts"`
 	// MaxInFlight caps deliveries in flight per plugin when its manifest sets none.
@@ -289,6 +292,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Dispatch.Deadline == 0 {
 		c.Dispatch.Deadline = Duration(10 * time.Second)
+	}
+	if c.Dispatch.ActionTimeout == 0 {
+		c.Dispatch.ActionTimeout = Duration(30 * time.Second)
 	}
 	if c.Dispatch.MaxAttempts == 0 {
 		c.Dispatch.MaxAttempts = 5
@@ -450,6 +456,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Dispatch.Deadline.D() < 10*time.Millisecond {
 		bad("dispatch.deadline %s: too short", c.Dispatch.Deadline.D())
+	}
+	if c.Dispatch.ActionTimeout.D() < 100*time.Millisecond {
+		bad("dispatch.action_timeout %s: too short", c.Dispatch.ActionTimeout.D())
 	}
 	if c.Dispatch.MaxInFlight < 1 {
 		bad("dispatch.max_in_flight %d: want ≥ 1", c.Dispatch.MaxInFlight)

@@ -55,6 +55,8 @@ type Config struct {
 	Topics []string
 	// Deadline for each delivery.
 	Deadline time.Duration
+	// ActionTimeout bounds performing one result's actions (default 30 s).
+	ActionTimeout time.Duration
 	// MaxAttempts before an event goes to the plugin's dead letters.
 	MaxAttempts int
 	// MaxInFlight when the manifest sets none.
@@ -119,6 +121,9 @@ func New(cfg Config, b interface {
 	}
 	if reg != nil {
 		reg.MustRegister(m.deliveries, m.latency, m.inFlight, m.dead, m.dedupHits)
+	}
+	if cfg.ActionTimeout <= 0 {
+		cfg.ActionTimeout = 30 * time.Second
 	}
 	if cfg.Tracer == nil {
 		cfg.Tracer = noop.NewTracerProvider().Tracer("")

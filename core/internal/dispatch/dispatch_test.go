@@ -388,16 +388,18 @@ func TestSwapUnderLoad(t *testing.T) {
 	old := h.plugin
 	chats := []string{"oc_a", "oc_b", "oc_c"}
 	const per = 60
-	published := make(chan struct{})
-	go func() {
-		defer close(published)
-		for i := range per {
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
 			for _, c := range chats {
 				h.publish(t, c, fmt.Sprintf("%s-%03d", c, i))
 			}
 		}
-	}()
+	}
+	publish(0, per/2)
 	testenv.Eventually(t, 10*time.Second, "no traffic before the swap", func() bool { return len(h.exec.texts("")) > 20 })
+	// The second half is published while the swap happens.
+	published := make(chan struct{})
+	go func() { defer close(published); publish(per/2, per-1) }()
 	next := newFakePlugin(t, manifest())
 	s, prev, err := h.route.Attach(context.Background(), next)
 	if err != nil || prev == nil {
@@ -410,6 +412,7 @@ func TestSwapUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-published
+	publish(per-1, per) // after the swap: certainly the new version's
 	testenv.Eventually(t, 20*time.Second, "not every event handled", func() bool { return len(h.exec.texts("")) == per*len(chats) })
 	for _, c := range chats {
 		got := h.exec.texts(c)

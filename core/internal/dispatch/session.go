@@ -206,7 +206,9 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	// Claim the event so neither a Lark re-push nor our own redelivery
 	// produces a second result.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	state, lease, err := d.cfg.Dedup.Claim(sctx, s.name, dedupKey(ev), d.cfg.Deadline+time.Minute)
+	// The lease covers the delivery and its actions; a holder that dies
+	// releases the event when it expires.
+	state, lease, err := d.cfg.Dedup.Claim(sctx, s.name, dedupKey(ev), d.cfg.Deadline+d.cfg.ActionTimeout+time.Second)
 	cancel()
 	switch {
 	case err != nil:
@@ -250,7 +252,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		actions := tagCards(s.answerCard(ctx, ev, res, log), s.name)
 		// Actions run on a context that shutdown does not cut short: the
 		// plugin has answered, and its reply must not be lost.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ActionTimeout)
 		actx, aspan := d.cfg.Tracer.Start(actx, "action.execute", trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(attribute.Int("larkway.actions", len(actions))))
 		refused, err := d.exec.Execute(actx, action.Request{Plugin: s.name, Allowed: s.plugin.Manifest().GetAllowedActions(),

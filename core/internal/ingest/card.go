@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
-	"time"
 
 	"github.com/larkway/larkway/core/internal/callback"
 	"github.com/larkway/larkway/core/internal/envelope"
@@ -180,26 +178,5 @@ func (s *Server) legacyCardHandler(app App) http.Handler {
 }
 
 func (s *Server) checkCardSignature(ctx context.Context, app App, h http.Header, body []byte) *rejection {
-	ts, nonce, sig := h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature)
-	if ts == "" || nonce == "" || sig == "" {
-		return &rejection{http.StatusUnauthorized, "missing_signature", "card callbacks must carry X-Lark-Request-Timestamp, -Nonce and X-Lark-Signature"}
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return &rejection{http.StatusUnauthorized, "stale_timestamp", "X-Lark-Request-Timestamp is not Unix seconds"}
-	}
-	if d := s.cfg.Now().Sub(time.Unix(sec, 0)); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
-		return &rejection{http.StatusUnauthorized, "stale_timestamp", "request timestamp is outside the accepted window"}
-	}
-	if !signatureOK(sig, CardSignature(ts, nonce, app.VerificationToken, body)) {
-		return &rejection{http.StatusUnauthorized, "bad_signature", "signature does not match"}
-	}
-	seen, err := s.cfg.Replay.Seen(ctx, app.ID+":card:"+nonce, 2*s.cfg.ClockSkew)
-	if err != nil {
-		return &rejection{http.StatusServiceUnavailable, "replay_store_unavailable", "nonce store unavailable; retry later"}
-	}
-	if seen {
-		return &rejection{http.StatusUnauthorized, "replayed_nonce", "nonce already used"}
-	}
-	return nil
+	return s.checkSigned(ctx, app, h, "card:", func(ts, nonce string) string { return CardSignature(ts, nonce, app.VerificationToken, body) })
 }

@@ -287,9 +287,17 @@ func (s *Server) authenticate(ctx context.Context, app App, h http.Header, body 
 }
 
 func (s *Server) checkSignature(ctx context.Context, app App, h http.Header, body []byte) *rejection {
+	return s.checkSigned(ctx, app, h, "", func(ts, nonce string) string { return EventSignature(ts, nonce, app.EncryptKey, body) })
+}
+
+// checkSigned verifies Lark's signature headers: the timestamp within the
+// skew window, the signature (computed by sign) compared in constant time,
+// then the nonce unseen — in that order, so forged requests cannot fill the
+// nonce cache. scope separates nonce spaces (events, cards).
+func (s *Server) checkSigned(ctx context.Context, app App, h http.Header, scope string, sign func(ts, nonce string) string) *rejection {
 	ts, nonce, sig := h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature)
-	if ts == "" || nonce == "" {
-		return &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Request-Timestamp and X-Lark-Request-Nonce are required"}
+	if ts == "" || nonce == "" || sig == "" {
+		return &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Request-Timestamp, X-Lark-Request-Nonce and X-Lark-Signature are required"}
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
@@ -298,10 +306,10 @@ func (s *Server) checkSignature(ctx context.Context, app App, h http.Header, bod
 	if d := s.cfg.Now().Sub(time.Unix(sec, 0)); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
 		return &rejection{http.StatusUnauthorized, "stale_timestamp", "request timestamp is outside the accepted window"}
 	}
-	if !signatureOK(sig, EventSignature(ts, nonce, app.EncryptKey, body)) {
+	if !signatureOK(sig, sign(ts, nonce)) {
 		return &rejection{http.StatusUnauthorized, "bad_signature", "signature does not match"}
 	}
-	seen, err := s.cfg.Replay.Seen(ctx, app.ID+":"+nonce, 2*s.cfg.ClockSkew)
+	seen, err := s.cfg.Replay.Seen(ctx, app.ID+":"+scope+nonce, 2*s.cfg.ClockSkew)
 	if err != nil {
 		// Without the replay store we cannot tell a replay: Lark retries.
 		return &rejection{http.StatusServiceUnavailable, "replay_store_unavailable", "nonce store unavailable; retry later"}
