@@ -161,7 +161,22 @@ func (a *App) Run(ctx context.Context) error {
 			a.logger.Warn("app has no encrypt_key: events are authenticated by verification token only", "app", ac.ID)
 		}
 	}
-	exec, err := action.New(action.Config{KeyPrefix: cfg.Redis.KeyPrefix + "action:"},
+	rl := cfg.Actions.RateLimits
+	limits := action.DefaultLimits()
+	limits.Disabled = rl.Disabled
+	if rl.AppPerSecond > 0 {
+		limits.AppPerSecond = action.Limit{Count: rl.AppPerSecond, Window: time.Second}
+	}
+	if rl.AppPerMinute > 0 {
+		limits.AppPerMinute = action.Limit{Count: rl.AppPerMinute, Window: time.Minute}
+	}
+	if rl.PerChat > 0 {
+		limits.PerChat = action.Limit{Count: rl.PerChat, Window: time.Second}
+	}
+	if rl.PerUser > 0 {
+		limits.PerUser = action.Limit{Count: rl.PerUser, Window: time.Second}
+	}
+	exec, err := action.New(action.Config{KeyPrefix: cfg.Redis.KeyPrefix + "action:", Limits: limits},
 		action.Deps{Clients: clients, Redis: shared, Logger: a.logger, Registerer: a.reg})
 	if err != nil {
 		return fmt.Errorf("creating the action executor: %w", err)
@@ -169,7 +184,7 @@ func (a *App) Run(ctx context.Context) error {
 	defer exec.Close(context.Background()) // after the dispatcher drained: waiting calls end
 	backoff := cfg.Dispatch.RetryBackoff.D()
 	disp := dispatch.New(dispatch.Config{
-		Topics: topics, Deadline: cfg.Dispatch.Deadline.D(), MaxAttempts: cfg.Dispatch.MaxAttempts,
+		Topics: topics, Deadline: cfg.Dispatch.Deadline.D(), ActionTimeout: cfg.Dispatch.ActionTimeout.D(), MaxAttempts: cfg.Dispatch.MaxAttempts,
 		MaxInFlight: cfg.Dispatch.MaxInFlight, Dedup: st.dedup, DoneTTL: cfg.Dispatch.DoneTTL.D(), DeadLetters: st.dlq,
 		Callbacks: st.cards, Tracer: tracer,
 		Backoff: func(attempt int) time.Duration {

@@ -40,6 +40,8 @@ supervision:
   probation_window: 1s
 cluster:
   reconcile_interval: 200ms
+actions:
+  rate_limits: {disabled: true}
 `, replica, testenv.PulsarURL(t), testenv.RedisAddr(t), prefix, appID, emuAddr, plugins, testAdminToken)
 }
 

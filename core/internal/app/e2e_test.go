@@ -38,6 +38,7 @@ apps:
 plugins:
   - {name: echo, path: %s}
 dispatch: {retry_backoff: 100ms}
+actions: {rate_limits: {disabled: true}}
 `, busYAML, appID, emuAddr, echo))
 			post := func(body string) {
 				t.Helper()

@@ -38,6 +38,26 @@ type Config struct {
 	Supervision Supervision `yaml:"supervision"`
 	Cluster     Cluster     `yaml:"cluster"`
 	Telemetry   Telemetry   `yaml:"telemetry"`
+	Actions     Actions     `yaml:"actions"`
+}
+
+// Actions tunes how plugin actions reach the Lark OpenAPI.
+type Actions struct {
+	RateLimits RateLimits `yaml:"rate_limits"`
+}
+
+// RateLimits are the client-side limits kept across every replica sharing
+// Redis (0 means Lark's documented limit).
+type RateLimits struct {
+	// Disabled sends as fast as actions come (an unlimited emulator,
+	// benchmarks). Never in production: Lark then refuses with 99991400.
+	Disabled bool `yaml:"disabled"`
+	// AppPerSecond and AppPerMinute per app and API (Lark: 50/s, 1000/min).
+	AppPerSecond int `yaml:"app_per_second"`
+	AppPerMinute int `yaml:"app_per_minute"`
+	// PerChat and PerUser messages per second (Lark: 5/s each).
+	PerChat int `yaml:"per_chat_per_second"`
+	PerUser int `yaml:"per_user_per_second"`
 }
 
 // Telemetry configures tracing.
@@ -487,6 +507,9 @@ func (c *Config) Validate() error {
 	}
 	if r := c.Telemetry.Tracing.SampleRatio; r < 0 || r > 1 {
 		bad("telemetry.tracing.sample_ratio %v: want 0..1", r)
+	}
+	if rl := c.Actions.RateLimits; rl.AppPerSecond < 0 || rl.AppPerMinute < 0 || rl.PerChat < 0 || rl.PerUser < 0 {
+		bad("actions.rate_limits: limits must not be negative")
 	}
 	if c.Dispatch.DoneTTL.D() < 8*time.Hour {
 		bad("dispatch.done_ttl %s: must outlast Lark's ~7.1 h retry window (≥ 8h)", c.Dispatch.DoneTTL.D())
