@@ -23,7 +23,7 @@ build: ## build the larkway binary and the example plugins into bin/
 	@for p in $(GO_PLUGINS); do go build -o bin/plugins/$$p ./plugins/$$p; done
 
 .PHONY: tools
-tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc ## install code generators at pinned versions
+tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/promtool ## install code generators and promtool at pinned versions
 
 $(TOOLS)/buf:
 	GOBIN=$(TOOLS) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -31,6 +31,8 @@ $(TOOLS)/protoc-gen-go:
 	GOBIN=$(TOOLS) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 $(TOOLS)/protoc-gen-go-grpc:
 	GOBIN=$(TOOLS) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
+$(TOOLS)/promtool:
+	scripts/promtool.sh
 
 .PHONY: generate
 generate: tools ## regenerate proto/gen (the only writer of generated code)

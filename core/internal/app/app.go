@@ -367,12 +367,10 @@ func (a *App) publicMux(in http.Handler, b bus.Bus, st *stores) http.Handler {
 			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		if !a.PluginsServing() {
-			// Events are still accepted (they wait in the plugins'
-			// subscriptions), but this replica is not fully serving.
-			http.Error(w, "plugins starting, crashed or quarantined", http.StatusServiceUnavailable)
-			return
-		}
+		// Plugin health is deliberately not part of readiness: events for a
+		// crashed or quarantined plugin wait in its subscription, and taking
+		// every replica out of service would stop the other plugins' events
+		// too. Plugin states are metrics and alerts (larkway_plugin_state).
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
