@@ -14,7 +14,7 @@ export GOFLAGS := -buildvcs=false
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-GO_PLUGINS := echo
+GO_PLUGINS := echo commands approval
 TEST_TIMEOUT ?= 30m
 
 .PHONY: build

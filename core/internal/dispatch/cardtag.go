@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"encoding/json"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -37,8 +38,11 @@ func tagCards(actions []*pluginv1.Action, plugin string) []*pluginv1.Action {
 
 // tagCard sets CardTag in every object-valued "value" of a card's JSON.
 func tagCard(card, plugin string) string {
+	// UseNumber: numbers survive the round trip exactly (no float64).
+	dec := json.NewDecoder(strings.NewReader(card))
+	dec.UseNumber()
 	var v any
-	if json.Unmarshal([]byte(card), &v) != nil {
+	if dec.Decode(&v) != nil || dec.More() {
 		return card
 	}
 	if !walkTag(v, plugin) {

@@ -15,6 +15,7 @@ func TestTagCard(t *testing.T) {
 			`{"body":{"elements":[{"behaviors":[{"type":"callback","value":{"_larkway_plugin":"p","a":1}}],"tag":"button"}]}}`},
 		{`{"elements":[{"tag":"div","text":{"content":"no buttons"}}]}`, `{"elements":[{"tag":"div","text":{"content":"no buttons"}}]}`},
 		{`not json`, `not json`},
+		{`{"value":{"id":9007199254740993,"f":1.5e300}}`, `{"value":{"_larkway_plugin":"p","f":1.5e300,"id":9007199254740993}}`},
 		{`{"value":"a string value is left alone"}`, `{"value":"a string value is left alone"}`},
 	}
 	for _, tt := range tests {

@@ -61,8 +61,14 @@ func (s *State) setBroker(b *plugin.GRPCBroker) {
 
 func (s *State) setBrokerID(id uint32) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.id = id
+	s.mu.Unlock()
+	if id != 0 {
+		// go-plugin's plugin-side broker keeps the core's connection info
+		// for 5 s after it arrives (GRPCBroker.timeoutWait), so dial now
+		// rather than on first use; gRPC reconnects by itself afterwards.
+		go func() { _, _ = s.get() }()
+	}
 }
 
 // get returns the backend, dialling the core's StateService on first use.

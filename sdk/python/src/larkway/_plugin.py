@@ -18,6 +18,7 @@ from ._event import (EVENT_CARD_ACTION, EVENT_CARD_ACTION_LEGACY, EVENT_MESSAGE_
                      event_from_proto)
 from ._gen import plugin_pb2 as pb
 from ._log import Logger
+from ._state import State, StateBackend, _deadline
 
 #: Concurrent deliveries when the plugin sets no max_in_flight (as the Go SDK).
 DEFAULT_MAX_IN_FLIGHT = 64
@@ -104,6 +105,7 @@ class Plugin:
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._draining = False
+        self._state = State()
 
     # ---- registration -------------------------------------------------
 
@@ -152,6 +154,19 @@ class Plugin:
     def commands(self) -> list[str]:
         """Registered command names in registration order."""
         return list(self._commands)
+
+    # ---- state --------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The plugin's key-value store, kept by the core (see State):
+        ``p.state.get(key)``, ``set``, ``compare_and_swap``, ``delete``."""
+        return self._state
+
+    def set_state_backend(self, backend: StateBackend | None) -> None:
+        """Replace the state store's backend; tests use
+        ``p.set_state_backend(larkway.testing.MemoryState())``."""
+        self._state._set_backend(backend)
 
     # ---- manifest -----------------------------------------------------
 
@@ -219,6 +234,9 @@ class Plugin:
 
     async def _handle(self, ev: Event) -> pb.Result:
         """Route one event and class the outcome. Raises only CancelledError."""
+        # State calls made by the handler are bounded by the delivery's
+        # deadline (this runs in its own task, so its own context).
+        _deadline.set(ev.deadline)
         try:
             actions, card = await self._route(ev)
         except asyncio.CancelledError as e:

@@ -9,8 +9,10 @@ plugin then
   serving TLS with a fresh self-signed certificate for "localhost" and
   requiring the host's certificate from its clients (TLS is terminated by
   _tlsfront, in front of the gRPC server: see there why);
-* serves PluginService, grpc.health.v1.Health (service "plugin" SERVING) and
-  go-plugin's plugin.GRPCController (Shutdown);
+* serves PluginService, grpc.health.v1.Health (service "plugin" SERVING),
+  go-plugin's plugin.GRPCController (Shutdown) and the plugin side of its
+  plugin.GRPCBroker (StartStream: how the core offers the state store, see
+  _broker);
 * prints one line on stdout and flushes it:
   ``1|1|tcp|127.0.0.1:PORT|grpc|CERT`` where CERT is the DER certificate in
   base64 without padding (Go's RawStdEncoding; empty without AutoMTLS);
@@ -37,10 +39,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from . import contract
+from ._broker import Broker
 from ._gen import plugin_pb2 as pb
 from ._gen import plugin_pb2_grpc as pb_grpc
 from ._log import JSONHandler, Logger
-from ._tlsfront import TLSFront, server_context
+from ._tlsfront import TLSFront, tls_contexts
 
 if TYPE_CHECKING:
     from ._plugin import Plugin
@@ -99,7 +102,8 @@ class _Servicer(pb_grpc.PluginServiceServicer):
         if v and v != contract.CONTRACT_VERSION:
             self.p.log.warn("core speaks another contract version", core_contract_version=v,
                             sdk_contract_version=contract.CONTRACT_VERSION)
-        self.p.log.debug("described", core_version=request.core_version)
+        self.p.log.debug("described", core_version=request.core_version, state_broker_id=request.state_broker_id)
+        self.p.state._set_broker_id(request.state_broker_id)
         return pb.DescribeResponse(manifest=self.p.manifest_proto())
 
     async def Handle(self, request_iterator: Any, context: Any) -> None:
@@ -133,7 +137,6 @@ class _Server:
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         for svc in (contract.HEALTH_SERVICE_NAME, ""):
             await health.set(svc, health_pb2.HealthCheckResponse.SERVING)
-        server.add_generic_rpc_handlers((self._controller(),))
 
         client_cert = os.environ.get("PLUGIN_CLIENT_CERT", "")
         cert_field = ""
@@ -154,10 +157,12 @@ class _Server:
                 shutil.rmtree(private_dir, ignore_errors=True)
                 raise _StartupError(f"couldn't listen on {sock}: {e}") from None
             try:
-                ctx, cert_field = server_context(client_cert, private_dir)
+                ctx, client_ctx, cert_field = tls_contexts(client_cert, private_dir)
             except (ssl.SSLError, ValueError) as e:
                 shutil.rmtree(private_dir, ignore_errors=True)
                 raise _StartupError(f"PLUGIN_CLIENT_CERT is not a usable certificate: {e}") from None
+            broker = Broker(self.log, client_ctx, private_dir)
+            server.add_generic_rpc_handlers((self._controller(), broker.handler()))
             await server.start()
             front = TLSFront(sock, ctx, self.log)
             port = await front.listen(range(lo, hi + 1))
@@ -166,8 +171,11 @@ class _Server:
                 shutil.rmtree(private_dir, ignore_errors=True)
                 raise _StartupError(f"couldn't bind plugin TCP listener in 127.0.0.1:{lo}..{hi}")
         else:
+            broker = Broker(self.log)
+            server.add_generic_rpc_handlers((self._controller(), broker.handler()))
             port = _bind(server, lo, hi)
             await server.start()
+        self.p.state._set_broker(broker)
 
         line = (f"{contract.CORE_PROTOCOL_VERSION}|{contract.PROTOCOL_VERSION}|tcp|127.0.0.1:{port}|grpc|"
                 f"{cert_field}")
@@ -190,6 +198,8 @@ class _Server:
         self.log.info("plugin stopping", reason=self.reason)
         await health.enter_graceful_shutdown()
         await self._drain(self.grace)
+        self.p.state._close()
+        broker.close()
         await server.stop(0.2)
         if front is not None:
             await front.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +34,9 @@ from ._actions import ActionSummary, CardResponse, _json
 from ._event import (EVENT_CARD_ACTION, EVENT_MESSAGE_RECEIVE, CardAction, Event, Mention, Message, User)
 from ._gen import plugin_pb2 as pb
 from ._plugin import Plugin
+from ._state import Entry
 
-__all__ = ["Result", "assert_done", "assert_reply_text", "card_action", "event", "manifest", "message", "run",
+__all__ = ["MemoryState", "Result", "assert_done", "assert_reply_text", "card_action", "event", "manifest", "message", "run",
            "run_async", "run_many", "run_many_async"]
 
 _seq = itertools.count(1)
@@ -285,3 +287,50 @@ def assert_reply_text(res: Result, substr: str) -> None:
     assert len(res.actions) == 1 and res.actions[0].kind == "reply" and res.actions[0].msg_type == "text", \
         f"actions {res.actions}, want one text reply"
     assert substr in res.texts[0], f"reply {res.texts[0]!r} does not contain {substr!r}"
+
+
+class MemoryState:
+    """An in-memory state store for tests, with the core's semantics
+    (revisions change on every write; compare_and_swap with 0 means "must
+    not exist"); TTLs are accepted and ignored::
+
+        p = new_plugin()
+        p.set_state_backend(testing.MemoryState())
+
+    Safe for concurrent use; ``data`` shows what is stored (key → bytes).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rev = 0
+        self._entries: dict[str, Entry] = {}
+
+    @property
+    def data(self) -> dict[str, bytes]:
+        with self._lock:
+            return {k: e.value for k, e in self._entries.items()}
+
+    def get(self, key: str, timeout: float | None = None) -> Entry | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def set(self, key: str, value: bytes, ttl: float | None = None, timeout: float | None = None) -> int:
+        with self._lock:
+            self._rev += 1
+            self._entries[key] = Entry(bytes(value), self._rev)
+            return self._rev
+
+    def compare_and_swap(self, key: str, expected_revision: int, value: bytes, ttl: float | None = None,
+                         timeout: float | None = None) -> tuple[bool, int]:
+        with self._lock:
+            cur = self._entries.get(key)
+            rev = cur.revision if cur is not None else 0
+            if rev != expected_revision:
+                return False, rev
+            self._rev += 1
+            self._entries[key] = Entry(bytes(value), self._rev)
+            return True, self._rev
+
+    def delete(self, key: str, timeout: float | None = None) -> bool:
+        with self._lock:
+            return self._entries.pop(key, None) is not None
