@@ -1,6 +1,7 @@
 package larkemu
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -23,13 +24,34 @@ const (
 	codeTenantTokenInvalid    = 99991663 // unknown or expired token (HTTP 400)
 	codeFieldValidationFailed = 99992402 // missing/ill-typed request fields (HTTP 400)
 	codeBadParam              = 230001   // invalid message content or IDs (HTTP 400)
+	codeBotNotInChat          = 230002   // the bot is not in the chat (HTTP 400)
+	codeMessageRecalled       = 230011   // the message was recalled (HTTP 400)
+	codeMessageRateLimited    = 230020   // per chat / user / message frequency limit (HTTP 400)
 	codeContentTooLong        = 230025   // text > 150 KB, card/post > 30 KB (HTTP 400)
+	codeRateLimited           = 99991400 // gateway frequency limit (HTTP 429)
 
 	msgTokenMissing  = "Missing access token for authorization. Please make a request with token attached."
 	msgTokenInvalid  = "Invalid access token for authorization. Please make a request with token attached."
 	msgFieldInvalid  = "field validation failed"
 	msgBadParam      = "Your request contains an invalid request parameter."
 	msgContentTooBig = "The message content exceeds the length limit."
+	msgRecalled      = "The message is recalled."
+	msgBotNotInChat  = "Bot/User can NOT be out of the chat."
+
+	msgRateLimited        = "request trigger frequency limit"
+	msgMessageRateLimited = "This operation triggers the frequency limit."
+)
+
+// API names: the unit of Lark's per-app limits, and Call.API.
+const (
+	APITenantToken    = "auth.tenant_access_token"
+	APISend           = "im.message.create"
+	APIReply          = "im.message.reply"
+	APIPatch          = "im.message.patch"
+	APIDelete         = "im.message.delete"
+	APIAddReaction    = "im.message.reaction.create"
+	APIRemoveReaction = "im.message.reaction.delete"
+	APICardUpdate     = "interactive.card.update"
 )
 
 // Request body limits. Lark limits the request body: 150 KB for text,
@@ -62,12 +84,23 @@ var msgTypes = map[string]string{
 
 func (e *Emulator) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /open-apis/auth/v3/tenant_access_token/internal", e.handleTenantToken)
-	mux.HandleFunc("POST /open-apis/auth/v3/tenant_access_token/internal/{$}", e.handleTenantToken)
-	mux.HandleFunc("POST /open-apis/im/v1/messages", e.handleSend)
-	mux.HandleFunc("POST /open-apis/im/v1/messages/{message_id}/reply", e.handleReply)
+	mux.HandleFunc("POST /open-apis/auth/v3/tenant_access_token/internal", e.recorded(APITenantToken, e.handleTenantToken))
+	mux.HandleFunc("POST /open-apis/auth/v3/tenant_access_token/internal/{$}", e.recorded(APITenantToken, e.handleTenantToken))
+	mux.HandleFunc("POST /open-apis/im/v1/messages", e.api(APISend, e.handleSend))
+	mux.HandleFunc("POST /open-apis/im/v1/messages/{message_id}/reply", e.api(APIReply, e.handleReply))
+	mux.HandleFunc("PATCH /open-apis/im/v1/messages/{message_id}", e.api(APIPatch, e.handlePatch))
+	mux.HandleFunc("DELETE /open-apis/im/v1/messages/{message_id}", e.api(APIDelete, e.handleDelete))
+	mux.HandleFunc("POST /open-apis/im/v1/messages/{message_id}/reactions", e.api(APIAddReaction, e.handleAddReaction))
+	mux.HandleFunc("DELETE /open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}", e.api(APIRemoveReaction, e.handleRemoveReaction))
+	mux.HandleFunc("POST /open-apis/interactive/v1/card/update", e.api(APICardUpdate, e.handleCardUpdate))
 	mux.HandleFunc("GET /_emu/messages", e.handleListMessages)
+	mux.HandleFunc("GET /_emu/updates", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, "", nonNil(e.Updates())) })
+	mux.HandleFunc("GET /_emu/reactions", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, "", nonNil(e.Reactions())) })
+	mux.HandleFunc("GET /_emu/calls", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, "", nonNil(e.Calls())) })
 	mux.HandleFunc("POST /_emu/reset", e.handleReset)
+	mux.HandleFunc("GET /_emu/faults", e.handleFaults)
+	mux.HandleFunc("POST /_emu/faults", e.handleFaults)
+	mux.HandleFunc("DELETE /_emu/faults", e.handleFaults)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Lark answers an unknown path or a wrong method with a plain-text
 		// 404, not ServeMux's 405 or redirects.
@@ -77,6 +110,88 @@ func (e *Emulator) routes() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// apiHandler serves one authenticated OpenAPI call for appID.
+type apiHandler func(w http.ResponseWriter, r *http.Request, appID string)
+
+// api wraps an OpenAPI endpoint: it records the call, injects faults,
+// authenticates, and applies the app's limits for the API, in that order.
+func (e *Emulator) api(name string, h apiHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rec := &recorder{ResponseWriter: w}
+		call := Call{Time: e.now(), Method: r.Method, Path: r.URL.Path, API: name}
+		defer func() { e.recordCall(call, rec) }()
+		// Read the body first: the server notices a client that went away
+		// (and cancels r.Context(), which latency faults wait on) only once
+		// the body is consumed.
+		raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		if err != nil {
+			e.fail(rec, codeBadParam, msgBadParam)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		if e.injectFault(rec, r) {
+			return
+		}
+		appID, ok := e.authenticate(rec, r)
+		if !ok {
+			return
+		}
+		call.AppID = appID
+		if !e.allowApp(rec, appID, name) {
+			return
+		}
+		h(rec, r, appID)
+	}
+}
+
+// recorded records calls to an endpoint outside api (the token endpoint).
+func (e *Emulator) recorded(name string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rec := &recorder{ResponseWriter: w}
+		call := Call{Time: e.now(), Method: r.Method, Path: r.URL.Path, API: name}
+		defer func() { e.recordCall(call, rec) }()
+		h(rec, r)
+	}
+}
+
+func (e *Emulator) recordCall(c Call, rec *recorder) {
+	c.Status, c.Code = rec.status, rec.code
+	if c.Status == 0 {
+		c.Status = 499 // the client went away before an answer
+	}
+	e.mu.Lock()
+	e.calls = append(e.calls, c)
+	e.mu.Unlock()
+}
+
+// recorder remembers the status and the body code of an answer.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	code   int
+}
+
+func (r *recorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
 }
 
 // envelope is every OpenAPI JSON response.
@@ -102,6 +217,14 @@ func (e *Emulator) newLogID() string {
 }
 
 func writeJSON(w http.ResponseWriter, status int, logID string, v any) {
+	if rec, ok := w.(*recorder); ok {
+		switch v := v.(type) {
+		case envelope:
+			rec.code = v.Code
+		case tokenResponse:
+			rec.code = v.Code
+		}
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	if logID != "" {
 		w.Header().Set("X-Tt-Logid", logID)
@@ -299,11 +422,10 @@ func validContent(msgType, content string) bool {
 }
 
 // handleSend implements POST /open-apis/im/v1/messages?receive_id_type=….
-func (e *Emulator) handleSend(w http.ResponseWriter, r *http.Request) {
-	appID, ok := e.authenticate(w, r)
-	if !ok {
-		return
-	}
+// Sends to a user (any receive_id_type but chat_id) land in a p2p chat
+// derived from the user and count against the per-user limit; sends to a
+// chat count against the chat's.
+func (e *Emulator) handleSend(w http.ResponseWriter, r *http.Request, appID string) {
 	idType := r.URL.Query().Get("receive_id_type")
 	if !receiveIDTypes[idType] {
 		e.fail(w, codeFieldValidationFailed, msgFieldInvalid, fieldViolation{"receive_id_type", "receive_id_type must be one of open_id, user_id, union_id, email, chat_id"})
@@ -318,14 +440,31 @@ func (e *Emulator) handleSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	chatID := b.ReceiveID
+	scope, limit := "chat:"+chatID, e.limits.PerChat
 	if idType != "chat_id" {
 		chatID = derivedID("oc_", 16, "p2p", appID, idType, b.ReceiveID)
+		scope, limit = "user:"+idType+":"+b.ReceiveID, e.limits.PerUser
+	}
+	if !e.allowTarget(w, scope, limit) || !e.botInChat(w, chatID) {
+		return
 	}
 	e.record(w, appID, b, Message{
 		ChatID:        chatID,
 		ReceiveIDType: idType,
 		ReceiveID:     b.ReceiveID,
 	})
+}
+
+// botInChat writes 230002 unless the bot is in chatID.
+func (e *Emulator) botInChat(w http.ResponseWriter, chatID string) bool {
+	e.mu.Lock()
+	out := e.botOut[chatID]
+	e.mu.Unlock()
+	if out {
+		e.fail(w, codeBotNotInChat, msgBotNotInChat)
+		return false
+	}
+	return true
 }
 
 // validReceiveID checks the ID's documented shape for its type.
@@ -344,14 +483,11 @@ func validReceiveID(idType, id string) bool {
 }
 
 // handleReply implements POST /open-apis/im/v1/messages/{message_id}/reply.
-// A reply to a message the emulator knows inherits its chat, root and
-// thread; any other om_ ID is accepted as a root message in a chat derived
-// from its ID.
-func (e *Emulator) handleReply(w http.ResponseWriter, r *http.Request) {
-	appID, ok := e.authenticate(w, r)
-	if !ok {
-		return
-	}
+// A reply to a message the emulator knows (sent, or registered with
+// RegisterInbound) inherits its chat, root and thread; any other om_ ID is
+// accepted as a root message in a chat derived from its ID. Replies count
+// against the chat's limit.
+func (e *Emulator) handleReply(w http.ResponseWriter, r *http.Request, appID string) {
 	parentID := r.PathValue("message_id")
 	if !strings.HasPrefix(parentID, "om_") {
 		e.fail(w, codeBadParam, msgBadParam+" ext=invalid message_id")
@@ -364,20 +500,31 @@ func (e *Emulator) handleReply(w http.ResponseWriter, r *http.Request) {
 	b.ReceiveID = "" // not a reply field
 	m := Message{ParentID: parentID, RootID: parentID, ReplyInThread: b.ReplyInThread}
 	e.mu.Lock()
+	deleted := false
 	if i, known := e.byID[parentID]; known {
 		parent := e.messages[i]
+		deleted = parent.Deleted
 		m.ChatID = parent.ChatID
 		if parent.RootID != "" {
 			m.RootID = parent.RootID
 		}
 		m.ThreadID = parent.ThreadID
+	} else if chat, known := e.inbound[parentID]; known {
+		m.ChatID = chat
 	}
 	e.mu.Unlock()
+	if deleted {
+		e.fail(w, codeMessageRecalled, msgRecalled)
+		return
+	}
 	if m.ChatID == "" {
 		m.ChatID = derivedID("oc_", 16, "chat-of", parentID)
 	}
 	if m.ThreadID == "" && b.ReplyInThread {
 		m.ThreadID = derivedID("omt_", 8, "thread", m.RootID)
+	}
+	if !e.allowTarget(w, "chat:"+m.ChatID, e.limits.PerChat) || !e.botInChat(w, m.ChatID) {
+		return
 	}
 	e.record(w, appID, b, m)
 }
@@ -453,8 +600,10 @@ type messageBodyData struct {
 	Content string `json:"content"`
 }
 
+func msString(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+
 func (e *Emulator) writeMessage(w http.ResponseWriter, m Message) {
-	ms := strconv.FormatInt(m.CreateTime.UnixMilli(), 10)
+	ms := msString(m.CreateTime)
 	writeJSON(w, http.StatusOK, e.newLogID(), envelope{
 		Code: codeOK,
 		Msg:  "success",

@@ -3,16 +3,38 @@
 // with WithOpenBaseUrl, works unmodified. Tests, `make run` and benchmarks
 // use it in place of the unreachable Lark cloud.
 //
-// Emulated (lark-platform.md §4, §5.3):
+// Emulated (lark-platform.md §2.3, §4, §5):
 //
-//	POST /open-apis/auth/v3/tenant_access_token/internal    tenant_access_token for a self-built app
-//	POST /open-apis/im/v1/messages?receive_id_type=…         send a message
-//	POST /open-apis/im/v1/messages/{message_id}/reply        reply to a message
+//	POST   /open-apis/auth/v3/tenant_access_token/internal          tenant_access_token for a self-built app
+//	POST   /open-apis/im/v1/messages?receive_id_type=…              send a message
+//	POST   /open-apis/im/v1/messages/{message_id}/reply             reply to a message
+//	PATCH  /open-apis/im/v1/messages/{message_id}                   update a shared card
+//	DELETE /open-apis/im/v1/messages/{message_id}                   recall a message
+//	POST   /open-apis/im/v1/messages/{message_id}/reactions         add a reaction
+//	DELETE /open-apis/im/v1/messages/{message_id}/reactions/{id}    remove a reaction
+//	POST   /open-apis/interactive/v1/card/update                    delayed card update with a callback token
 //
-// and, for inspection (not part of Lark):
+// with Lark's rate limits (unless Options.Unlimited): per app and API 50/s
+// and 1 000/min (HTTP 429, code 99991400, x-ogw-ratelimit-limit and
+// x-ogw-ratelimit-reset headers), per chat and per user 5/s and per message
+// 5 updates/s (HTTP 400, code 230020); send/reply uuids deduplicate for an
+// hour; tokens expire. Limits are sliding windows over accepted requests;
+// requests rejected before them (authentication, faults) do not count.
 //
-//	GET  /_emu/messages[?chat_id=&parent_id=&root_id=]       JSON list of messages the bot sent
-//	POST /_emu/reset                                         same as Reset
+// Tests shape the world with RegisterInbound (a user's message, so replies
+// land in its chat), SetBotInChat (230002 for a chat the bot left),
+// IssueCardToken (what a card callback carries) and SetFaults.
+//
+// And, for inspection and fault injection (not part of Lark):
+//
+//	GET    /_emu/messages[?chat_id=&parent_id=&root_id=]   JSON list of messages the bot sent
+//	GET    /_emu/updates                                   JSON list of card updates
+//	GET    /_emu/reactions                                 JSON list of reactions
+//	GET    /_emu/calls                                     JSON list of every API call and its answer
+//	POST   /_emu/reset                                     same as Reset
+//	GET    /_emu/faults                                    the active faults
+//	POST   /_emu/faults                                    set faults (see FaultsRequest)
+//	DELETE /_emu/faults                                    clear faults
 //
 // Any other path or method answers 404 text/plain "404 page not found", as
 // Lark's gateway does.
@@ -43,7 +65,15 @@ const DefaultTokenTTL = 2 * time.Hour
 // one hour).
 const UUIDTTL = time.Hour
 
-// Options configures an Emulator. The zero value is usable.
+// DefaultCardTokenTTL is how long a card callback's token can update the
+// card (30 minutes), and CardTokenUses how many times (lark-platform.md §2.3).
+const (
+	DefaultCardTokenTTL = 30 * time.Minute
+	CardTokenUses       = 2
+)
+
+// Options configures an Emulator. The zero value is usable and enforces
+// Lark's rate limits.
 type Options struct {
 	// Apps maps app ID to app secret. Empty accepts any app ID with any
 	// non-empty secret.
@@ -58,10 +88,18 @@ type Options struct {
 	// "emu-tenant-key").
 	TenantKey string
 	// Now is the emulator's clock (default time.Now). Tests move it to expire
-	// tokens and uuids without sleeping.
+	// tokens and uuids without sleeping. Rate-limit windows run on it too.
 	Now func() time.Time
 	// Logger receives debug logs of served requests (default: discard).
 	Logger *slog.Logger
+	// Unlimited turns rate limiting off.
+	Unlimited bool
+	// Limits are the rate limits enforced unless Unlimited. Zero fields take
+	// Lark's values (LarkLimits); RateLimits.Compressed runs them faster.
+	Limits RateLimits
+	// CardTokenTTL is a card callback token's validity (default
+	// DefaultCardTokenTTL).
+	CardTokenTTL time.Duration
 }
 
 // Message is one message the bot sent through the emulator.
@@ -75,7 +113,8 @@ type Message struct {
 	ThreadID string `json:"thread_id,omitempty"`
 	ChatID   string `json:"chat_id"`
 	MsgType  string `json:"msg_type"`
-	// Content is the JSON-encoded content string as sent.
+	// Content is the JSON-encoded content string as sent. Card updates do
+	// not change it; see Updates.
 	Content string `json:"content"`
 	UUID    string `json:"uuid,omitempty"`
 	// AppID is the app whose token authenticated the request.
@@ -85,25 +124,83 @@ type Message struct {
 	ReceiveID     string    `json:"receive_id,omitempty"`
 	ReplyInThread bool      `json:"reply_in_thread,omitempty"`
 	CreateTime    time.Time `json:"create_time"`
+	// Deleted is set once the message was recalled (DELETE).
+	Deleted bool `json:"deleted,omitempty"`
 }
+
+// Update is one card update: a PATCH or a delayed update by token.
+type Update struct {
+	// Kind is "patch" or "delayed".
+	Kind      string `json:"kind"`
+	MessageID string `json:"message_id,omitempty"`
+	// Card is the new card JSON.
+	Card string `json:"card"`
+	// Token and OpenIDs are set on delayed updates.
+	Token   string    `json:"token,omitempty"`
+	OpenIDs []string  `json:"open_ids,omitempty"`
+	AppID   string    `json:"app_id"`
+	Time    time.Time `json:"time"`
+}
+
+// Reaction is one reaction the bot added.
+type Reaction struct {
+	ReactionID string    `json:"reaction_id"`
+	MessageID  string    `json:"message_id"`
+	EmojiType  string    `json:"emoji_type"`
+	AppID      string    `json:"app_id"`
+	Time       time.Time `json:"time"`
+	Removed    bool      `json:"removed,omitempty"`
+}
+
+// Call is one OpenAPI request the emulator answered.
+type Call struct {
+	// Time is when the request arrived (emulator clock).
+	Time   time.Time `json:"time"`
+	Method string    `json:"method"`
+	Path   string    `json:"path"`
+	// API names the endpoint, e.g. "im.message.reply" (see the API*
+	// constants).
+	API   string `json:"api"`
+	AppID string `json:"app_id,omitempty"`
+	// Status is the HTTP status and Code the body's code (0 for a non-JSON
+	// answer).
+	Status int `json:"status"`
+	Code   int `json:"code"`
+}
+
+// Throttled reports whether the call was refused for frequency (99991400 or
+// 230020).
+func (c Call) Throttled() bool { return c.Code == codeRateLimited || c.Code == codeMessageRateLimited }
 
 // Emulator is an in-memory Lark OpenAPI. It is safe for concurrent use.
 type Emulator struct {
-	apps      map[string]string
-	ttl       time.Duration
-	tenantKey string
-	now       func() time.Time
-	log       *slog.Logger
-	handler   http.Handler
+	apps         map[string]string
+	ttl          time.Duration
+	cardTokenTTL time.Duration
+	tenantKey    string
+	now          func() time.Time
+	log          *slog.Logger
+	handler      http.Handler
+	limits       RateLimits
+	unlimited    bool
 
-	mu       sync.Mutex
-	tokens   map[string]issuedToken // token value -> issue
-	current  map[string]string      // app ID -> newest token
-	fetches  int
-	messages []Message
-	byID     map[string]int // message ID -> index in messages
-	uuids    map[uuidKey]uuidEntry
-	uuidFIFO []uuidKey // in expiry order (the TTL is constant)
+	mu         sync.Mutex
+	tokens     map[string]issuedToken // token value -> issue
+	current    map[string]string      // app ID -> newest token
+	fetches    int
+	messages   []Message
+	byID       map[string]int // message ID -> index in messages
+	uuids      map[uuidKey]uuidEntry
+	uuidFIFO   []uuidKey         // in expiry order (the TTL is constant)
+	inbound    map[string]string // registered user message ID -> chat ID
+	botOut     map[string]bool   // chats the bot was removed from
+	updates    []Update
+	reactions  []Reaction
+	reactByID  map[string]int // reaction ID -> index in reactions
+	cardTokens map[string]*cardToken
+	calls      []Call
+	windows    *windows
+	faults     faultState
 }
 
 type issuedToken struct {
@@ -118,24 +215,41 @@ type uuidEntry struct {
 	expiresAt time.Time
 }
 
+type cardToken struct {
+	messageID string
+	expiresAt time.Time
+	uses      int
+}
+
 // New builds an Emulator. It does no I/O.
 func New(opts Options) *Emulator {
 	e := &Emulator{
-		apps:      make(map[string]string, len(opts.Apps)),
-		ttl:       opts.TokenTTL,
-		tenantKey: opts.TenantKey,
-		now:       opts.Now,
-		log:       opts.Logger,
-		tokens:    make(map[string]issuedToken),
-		current:   make(map[string]string),
-		byID:      make(map[string]int),
-		uuids:     make(map[uuidKey]uuidEntry),
+		apps:         make(map[string]string, len(opts.Apps)),
+		ttl:          opts.TokenTTL,
+		cardTokenTTL: opts.CardTokenTTL,
+		tenantKey:    opts.TenantKey,
+		now:          opts.Now,
+		log:          opts.Logger,
+		limits:       opts.Limits.withDefaults(),
+		unlimited:    opts.Unlimited,
+		tokens:       make(map[string]issuedToken),
+		current:      make(map[string]string),
+		byID:         make(map[string]int),
+		uuids:        make(map[uuidKey]uuidEntry),
+		inbound:      make(map[string]string),
+		botOut:       make(map[string]bool),
+		reactByID:    make(map[string]int),
+		cardTokens:   make(map[string]*cardToken),
+		windows:      newWindows(),
 	}
 	for id, secret := range opts.Apps {
 		e.apps[id] = secret
 	}
 	if e.ttl <= 0 {
 		e.ttl = DefaultTokenTTL
+	}
+	if e.cardTokenTTL <= 0 {
+		e.cardTokenTTL = DefaultCardTokenTTL
 	}
 	if e.tenantKey == "" {
 		e.tenantKey = "emu-tenant-key"
@@ -174,7 +288,7 @@ func (e *Emulator) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	e.log.Info("serving", "addr", ln.Addr().String())
+	e.log.Info("serving", "addr", ln.Addr().String(), "unlimited", e.unlimited)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {
@@ -202,6 +316,42 @@ func (e *Emulator) Messages() []Message {
 	return append([]Message(nil), e.messages...)
 }
 
+// Updates returns every card update since New or Reset, in order.
+func (e *Emulator) Updates() []Update {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Update(nil), e.updates...)
+}
+
+// Reactions returns every reaction added since New or Reset, in order.
+func (e *Emulator) Reactions() []Reaction {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Reaction(nil), e.reactions...)
+}
+
+// Calls returns every OpenAPI request answered since New or Reset, the token
+// endpoint included, in the order the answers were written.
+func (e *Emulator) Calls() []Call {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Call(nil), e.calls...)
+}
+
+// Throttled counts the calls refused for frequency (99991400 or 230020)
+// since New or Reset, whether by a rate limit or a 429 storm.
+func (e *Emulator) Throttled() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, c := range e.calls {
+		if c.Throttled() {
+			n++
+		}
+	}
+	return n
+}
+
 // TokenFetches counts calls to the tenant_access_token endpoint since New or
 // Reset, failed ones included.
 func (e *Emulator) TokenFetches() int {
@@ -210,8 +360,10 @@ func (e *Emulator) TokenFetches() int {
 	return e.fetches
 }
 
-// Reset forgets recorded messages, uuids and the fetch count. Issued tokens
-// stay valid, so connected clients keep working.
+// Reset forgets recorded messages, updates, reactions, calls, uuids, card
+// tokens, rate-limit windows and the fetch count. Issued tokens, registered
+// inbound messages, chat membership and faults stay, so connected clients
+// keep working.
 func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -220,6 +372,12 @@ func (e *Emulator) Reset() {
 	e.byID = make(map[string]int)
 	e.uuids = make(map[uuidKey]uuidEntry)
 	e.uuidFIFO = nil
+	e.updates = nil
+	e.reactions = nil
+	e.reactByID = make(map[string]int)
+	e.cardTokens = make(map[string]*cardToken)
+	e.calls = nil
+	e.windows = newWindows()
 }
 
 // ExpireTokens makes every issued token invalid now, as when an app secret is
@@ -227,8 +385,45 @@ func (e *Emulator) Reset() {
 func (e *Emulator) ExpireTokens() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.expireTokensLocked()
+}
+
+func (e *Emulator) expireTokensLocked() {
 	clear(e.tokens)
 	clear(e.current)
+}
+
+// RegisterInbound records that a user's message messageID is in chatID, so
+// that replies to it land in that chat (and count against its rate limit).
+// Replies to unregistered om_ IDs land in a chat derived from the ID.
+func (e *Emulator) RegisterInbound(messageID, chatID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.inbound[messageID] = chatID
+}
+
+// SetBotInChat adds the bot to chatID or removes it: sends and replies into
+// a chat the bot is not in answer 230002. The bot is in every chat until
+// removed.
+func (e *Emulator) SetBotInChat(chatID string, in bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if in {
+		delete(e.botOut, chatID)
+	} else {
+		e.botOut[chatID] = true
+	}
+}
+
+// IssueCardToken returns a delayed-update token for the card messageID, as a
+// card callback carries when a user clicks it: valid for CardTokenTTL, usable
+// CardTokenUses times.
+func (e *Emulator) IssueCardToken(messageID string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	tok := "c-" + randomHex(16)
+	e.cardTokens[tok] = &cardToken{messageID: messageID, expiresAt: e.now().Add(e.cardTokenTTL)}
+	return tok
 }
 
 func randomHex(n int) string {

@@ -68,12 +68,15 @@ func newEnv(t *testing.T, opts larkemu.Options) *env {
 	return e
 }
 
+// newAppEnv serves an emulator for the test app without rate limits: the
+// tests using it are about other behaviour (limits_test.go covers limits).
 func newAppEnv(t *testing.T) *env {
-	return newEnv(t, larkemu.Options{Apps: map[string]string{appID: secret}})
+	return newEnv(t, larkemu.Options{Apps: map[string]string{appID: secret}, Unlimited: true})
 }
 
 type response struct {
 	status      int
+	header      http.Header
 	contentType string
 	body        map[string]any
 	raw         string
@@ -98,7 +101,7 @@ func (e *env) do(t *testing.T, method, path, auth, body string) response {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := response{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), raw: string(raw)}
+	r := response{status: resp.StatusCode, header: resp.Header, contentType: resp.Header.Get("Content-Type"), raw: string(raw)}
 	if strings.HasPrefix(r.contentType, "application/json") {
 		if err := json.Unmarshal(raw, &r.body); err != nil && !strings.HasPrefix(string(raw), "[") {
 			t.Fatalf("decoding %s: %v", raw, err)

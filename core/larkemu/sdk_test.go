@@ -6,6 +6,7 @@ package larkemu_test
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -18,7 +19,7 @@ import (
 func newSDKClient(t *testing.T, e *env, appSecret string) *lark.Client {
 	t.Helper()
 	c, err := lark.New(lark.Config{AppID: appID, AppSecret: appSecret, BaseURL: e.srv.URL, Timeout: 5 * time.Second},
-		slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})))
+		lark.Deps{Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +94,6 @@ func TestSDKErrors(t *testing.T) {
 		req    lark.SendRequest
 		code   int
 	}{
-		"oversized text": {secret, lark.SendRequest{ReceiveIDType: lark.ReceiveIDChatID, ReceiveID: "oc_1", MsgType: "text",
-			Content: textBody(strings.Repeat("x", 151<<10))}, 230025},
-		"oversized card": {secret, lark.SendRequest{ReceiveIDType: lark.ReceiveIDChatID, ReceiveID: "oc_1", MsgType: "interactive",
-			Content: `{"elements":[{"tag":"markdown","content":"` + strings.Repeat("x", 31<<10) + `"}]}`}, 230025},
 		"wrong app secret": {"wrong", lark.SendRequest{ReceiveIDType: lark.ReceiveIDChatID, ReceiveID: "oc_1", MsgType: "text",
 			Content: textBody("x")}, 10014},
 		"unknown msg_type": {secret, lark.SendRequest{ReceiveIDType: lark.ReceiveIDChatID, ReceiveID: "oc_1", MsgType: "markdown",
@@ -114,6 +111,24 @@ func TestSDKErrors(t *testing.T) {
 				t.Fatalf("code %d classed retryable", tc.code)
 			}
 		})
+	}
+	// Oversized bodies: the client refuses them before sending; sent anyway
+	// through the SDK (a raw call), the emulator answers 230025.
+	c := newSDKClient(t, e, secret)
+	for _, req := range []lark.SendRequest{
+		{ReceiveIDType: lark.ReceiveIDChatID, ReceiveID: "oc_1", MsgType: "text", Content: textBody(strings.Repeat("x", 151<<10))},
+		{ReceiveIDType: lark.ReceiveIDChatID, ReceiveID: "oc_1", MsgType: "interactive",
+			Content: `{"elements":[{"tag":"markdown","content":"` + strings.Repeat("x", 31<<10) + `"}]}`},
+	} {
+		if _, err := c.Send(t.Context(), req); !errors.Is(err, lark.ErrContentTooLarge) {
+			t.Fatalf("Send(%s) = %v, want ErrContentTooLarge", req.MsgType, err)
+		}
+		_, err := c.Raw(t.Context(), lark.RawRequest{Method: "POST", Path: "/open-apis/im/v1/messages?receive_id_type=chat_id",
+			Body: []byte(sendBody(req.ReceiveID, req.MsgType, req.Content, ""))})
+		var ae *lark.APIError
+		if !errors.As(err, &ae) || ae.Code != 230025 {
+			t.Fatalf("raw oversized %s = %v, want 230025", req.MsgType, err)
+		}
 	}
 	if got := len(e.emu.Messages()); got != 0 {
 		t.Fatalf("%d messages recorded, want 0", got)
@@ -147,5 +162,34 @@ func TestSDKTokenExpiryRefetchesOnce(t *testing.T) {
 	}
 	if got := len(e.emu.Messages()); got != 3 {
 		t.Fatalf("%d messages recorded, want 3", got)
+	}
+}
+
+// TestSDKSeesRateLimits: through the SDK, the emulator's limits arrive as
+// Lark's — a 429 with x-ogw-ratelimit-reset for the app, 230020 for a chat.
+func TestSDKSeesRateLimits(t *testing.T) {
+	e := newEnv(t, larkemu.Options{Apps: map[string]string{appID: secret}})
+	c := newSDKClient(t, e, secret)
+	send := func(chat string) error {
+		_, err := c.Send(t.Context(), lark.SendRequest{ReceiveIDType: lark.ReceiveIDChatID, ReceiveID: chat, MsgType: "text", Content: textBody("x")})
+		return err
+	}
+	for i := range 5 {
+		if err := send("oc_busy"); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	var ae *lark.APIError
+	if err := send("oc_busy"); !errors.As(err, &ae) || !ae.ChatRateLimited() || !ae.RateLimited() || ae.HTTPStatus != 400 {
+		t.Fatalf("6th send to a chat = %v, want 230020", err)
+	}
+	for i := range 44 {
+		if err := send(fmt.Sprint("oc_", i)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	err := send("oc_last")
+	if !errors.As(err, &ae) || ae.Code != lark.CodeRateLimited || ae.HTTPStatus != 429 || ae.RetryAfter != time.Second || ae.ChatRateLimited() {
+		t.Fatalf("51st send = %v, want 429 99991400 retry after 1s", err)
 	}
 }

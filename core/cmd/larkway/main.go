@@ -28,6 +28,7 @@ Usage:
   larkway plugin list|describe|swap|rollback|disable|enable|drain ...
                                            manage plugins through the admin API
   larkway dlq list|show|replay|purge ...   inspect and replay dead letters
+  larkway bench [flags]                    load generator and benchmarks with reference points
   larkway version                          print the version
 
 Run "larkway COMMAND -h" for a command's flags.
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = pluginCmd(ctx, args[1:], stdout, stderr)
 	case "dlq":
 		err = dlqCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = benchCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "larkway", version)
 	case "help", "-h", "--help":

@@ -1,19 +1,33 @@
 // Package action carries out the actions plugins return, on the Lark OpenAPI,
 // with permission checks against the plugin's manifest and deterministic
 // idempotency keys so a redelivered event can never post twice.
+//
+// Each call to Lark goes through, outermost first: retry (exponential
+// backoff with jitter, retryable failures only) → rate limit (a priority
+// queue per app, under the app's per-API, per-chat, per-user and per-card
+// limits) → circuit breaker (per app and endpoint) → the lark.Client. With
+// a Redis client the limits, "blocked until" marks and breakers are shared
+// by every replica; without one (embedded mode) they live in the process
+// and behave the same. Actions that exhaust their retries go to the
+// DeadLetters.
 package action
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/larkway/larkway/core/internal/lark"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -22,14 +36,33 @@ import (
 // ErrNoClient is returned for an event of an app with no Lark client.
 var ErrNoClient = errors.New("no Lark client for app")
 
-// ErrRetryable classes a failure worth redelivering the event for.
+// ErrRetryable classes a failure worth redelivering the event for: the
+// actions could not all be carried out or dead-lettered before the context
+// ended, the executor closed, or the dead letters could not be written.
+// Actions already done are safe to repeat: each send and reply carries a
+// deterministic uuid.
 var ErrRetryable = errors.New("retryable action failure")
 
-// Client is what the executor needs of a Lark app client.
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("action executor closed")
+
+// ErrNoTarget is returned by SendFallback for an event with neither a
+// message nor a chat to answer in.
+var ErrNoTarget = errors.New("event has no message or chat to reply to")
+
+// Client is what the executor needs of a Lark app client (*lark.Client).
+// Implementations are safe for concurrent use and honour ctx.
 type Client interface {
 	Reply(ctx context.Context, r lark.ReplyRequest) (lark.Sent, error)
 	Send(ctx context.Context, r lark.SendRequest) (lark.Sent, error)
+	UpdateCard(ctx context.Context, r lark.UpdateCardRequest) error
+	DelayedUpdateCard(ctx context.Context, r lark.DelayedCardUpdateRequest) error
+	AddReaction(ctx context.Context, r lark.AddReactionRequest) (lark.Reaction, error)
+	RemoveReaction(ctx context.Context, r lark.RemoveReactionRequest) error
+	Raw(ctx context.Context, r lark.RawRequest) (lark.RawResponse, error)
 }
+
+var _ Client = (*lark.Client)(nil)
 
 // Request is one result's actions to perform.
 type Request struct {
@@ -40,84 +73,333 @@ type Request struct {
 	Attempts int
 }
 
-// Executor performs actions for every configured app.
-type Executor struct {
-	clients map[string]Client
-	logger  *slog.Logger
-	total   *prometheus.CounterVec
+// Config tunes an Executor. The zero value uses Lark's limits and the
+// default retry and breaker settings.
+type Config struct {
+	Limits  Limits
+	Retry   RetryPolicy
+	Breaker BreakerSettings
+	// KeyPrefix prefixes every Redis key the executor uses (default
+	// "larkway:action:"): rate limits under <prefix>rl: (redis_rate adds its
+	// own "rate:" in front), blocks under <prefix>rl:block:, breakers under
+	// <prefix>cb:, and the dead-letter list <prefix>dead-letters.
+	KeyPrefix string
 }
 
-// New returns an executor over clients keyed by app id.
-func New(clients map[string]Client, logger *slog.Logger, reg prometheus.Registerer) *Executor {
-	total := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "larkway_action_executions_total", Help: "Actions by plugin, kind and outcome.",
-	}, []string{"plugin", "kind", "outcome"})
-	if reg != nil {
-		reg.MustRegister(total)
+// DefaultKeyPrefix is Config.KeyPrefix's default.
+const DefaultKeyPrefix = "larkway:action:"
+
+func (c Config) withDefaults() Config {
+	c.Limits = c.Limits.withDefaults()
+	c.Retry = c.Retry.withDefaults()
+	c.Breaker = c.Breaker.withDefaults()
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = DefaultKeyPrefix
 	}
-	return &Executor{clients: clients, logger: logger.With("component", "action"), total: total}
+	return c
 }
 
-// Execute performs the actions in order. Refused actions (not allowed by the
-// manifest, or invalid) are skipped and reported; an error wrapping
-// ErrRetryable means the event should be redelivered — actions already done
-// are safe to repeat because each carries a deterministic uuid.
+// Validate reports every problem with c (after defaults).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	return errors.Join(c.Limits.Validate(), c.Retry.Validate(), c.Breaker.Validate())
+}
+
+// Deps are an Executor's collaborators.
+type Deps struct {
+	// Clients are the Lark clients by app ID.
+	Clients map[string]Client
+	// Redis shares rate limits, blocks and breakers across replicas; nil
+	// keeps them in the process (one replica only).
+	Redis redis.UniversalClient
+	// DeadLetters receives actions that exhausted their retries (nil: a
+	// Redis list at <prefix>dead-letters with Redis, else in memory).
+	DeadLetters DeadLetters
+	// Logger (nil: discarded).
+	Logger *slog.Logger
+	// Registerer gets the larkway_action_* metrics (nil: not registered).
+	Registerer prometheus.Registerer
+}
+
+// Executor performs actions for every configured app. It is safe for
+// concurrent use.
+type Executor struct {
+	cfg       Config
+	clients   map[string]Client
+	logger    *slog.Logger
+	metrics   *metrics
+	limiter   *scheduler
+	breakers  breakerStore
+	dead      DeadLetters
+	closeOnce sync.Once
+}
+
+// New returns an executor. It does no I/O and starts no goroutines (each
+// app's rate-limit queue starts with its first call).
+func New(cfg Config, deps Deps) (*Executor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "action")
+	m := newMetrics(deps.Registerer)
+	e := &Executor{cfg: cfg, clients: deps.Clients, logger: logger, metrics: m, dead: deps.DeadLetters}
+	onState := func(key string, state int) {
+		app, api := splitBreakerKey(key)
+		m.breakerState.WithLabelValues(app, api).Set(float64(state))
+	}
+	var store rateStore
+	if deps.Redis != nil {
+		store = newRedisRateStore(deps.Redis, cfg.KeyPrefix)
+		e.breakers = &redisBreakers{client: deps.Redis, prefix: cfg.KeyPrefix, settings: cfg.Breaker, onState: onState}
+		if e.dead == nil {
+			e.dead = NewRedisDeadLetters(deps.Redis, cfg.KeyPrefix+"dead-letters", 0)
+		}
+	} else {
+		store = newMemoryRateStore()
+		e.breakers = newMemoryBreakers(cfg.Breaker, onState)
+		if e.dead == nil {
+			e.dead = &MemoryDeadLetters{}
+		}
+	}
+	e.limiter = newScheduler(store, cfg.Limits, logger, m)
+	return e, nil
+}
+
+// Close stops the rate-limit queues: calls waiting in them fail with
+// ErrClosed, and later Executes ask for redelivery. It is idempotent and
+// waits for the queues' goroutines.
+func (e *Executor) Close(context.Context) error {
+	e.closeOnce.Do(e.limiter.close)
+	return nil
+}
+
+// Execute performs the actions in order. Refused actions — not allowed by
+// the manifest, invalid (with a reason saying what Lark would reject, e.g.
+// a card over 30 KB), rejected by Lark for a business reason, or
+// dead-lettered after exhausting their retries — are reported and the next
+// action runs. An error wrapping ErrRetryable means the event should be
+// redelivered; actions already done are safe to repeat because each send
+// and reply carries a deterministic uuid.
 func (e *Executor) Execute(ctx context.Context, req Request) ([]*pluginv1.RefusedAction, error) {
 	var refused []*pluginv1.RefusedAction
-	refuse := func(i int, kind, reason string) {
-		e.total.WithLabelValues(req.Plugin, kind, "refused").Inc()
+	refuse := func(i int, kind, outcome, reason string) {
+		e.metrics.executions.WithLabelValues(req.Plugin, kind, outcome).Inc()
 		refused = append(refused, &pluginv1.RefusedAction{Index: uint32(i), Reason: reason})
 	}
-	cli := e.clients[req.Event.GetAppId()]
+	app := req.Event.GetAppId()
+	cli := e.clients[app]
 	for i, a := range req.Actions {
 		kind, perm := kindOf(a)
 		if perm == pluginv1.ActionKind_ACTION_KIND_UNSPECIFIED {
-			refuse(i, kind, "empty action")
+			refuse(i, kind, "refused", "empty action")
 			continue
 		}
 		if !slices.Contains(req.Allowed, perm) {
-			refuse(i, kind, fmt.Sprintf("%s is not in the plugin manifest's allowed_actions", perm))
+			refuse(i, kind, "refused", fmt.Sprintf("%s is not in the plugin manifest's allowed_actions", perm))
 			continue
 		}
 		if cli == nil {
-			return refused, fmt.Errorf("performing %s for app %s: %w", kind, req.Event.GetAppId(), ErrNoClient)
+			return refused, fmt.Errorf("performing %s for app %s: %w", kind, app, ErrNoClient)
 		}
-		uuid := IdempotencyKey(req.Event.GetAppId(), req.Event.GetDedupKey(), req.Plugin, i)
-		var err error
-		switch k := a.GetKind().(type) {
-		case *pluginv1.Action_Reply:
-			target := k.Reply.GetMessageId()
-			if target == "" {
-				target = req.Event.GetMessage().GetMessageId()
-			}
-			if target == "" {
-				refuse(i, kind, "reply needs a message_id: the event has no message")
-				continue
-			}
-			_, err = cli.Reply(ctx, lark.ReplyRequest{MessageID: target, MsgType: k.Reply.GetMsgType(),
-				Content: k.Reply.GetContentJson(), ReplyInThread: k.Reply.GetReplyInThread(), UUID: uuid})
-		case *pluginv1.Action_Send:
-			_, err = cli.Send(ctx, lark.SendRequest{ReceiveIDType: k.Send.GetReceiveIdType(), ReceiveID: k.Send.GetReceiveId(),
-				MsgType: k.Send.GetMsgType(), Content: k.Send.GetContentJson(), UUID: uuid})
-		default:
-			refuse(i, kind, kind+" is not supported by this core version")
+		c, reason := e.plan(req, i, a, cli)
+		if reason != "" {
+			refuse(i, kind, "refused", reason)
 			continue
 		}
-		if err != nil {
-			if lark.IsRetryable(err) {
-				e.total.WithLabelValues(req.Plugin, kind, "retry").Inc()
-				return refused, fmt.Errorf("performing %s for %s: %w: %w", kind, req.Plugin, ErrRetryable, err)
+		attempts, err := e.perform(ctx, app, c)
+		switch {
+		case err == nil:
+			e.metrics.executions.WithLabelValues(req.Plugin, kind, "done").Inc()
+		case errors.Is(err, errExhausted):
+			if derr := e.deadLetter(req, i, a, kind, attempts, err); derr != nil {
+				e.metrics.executions.WithLabelValues(req.Plugin, kind, "retry").Inc()
+				return refused, fmt.Errorf("performing %s for %s: %w: %w", kind, req.Plugin, ErrRetryable, derr)
 			}
+			refuse(i, kind, "dead_lettered", fmt.Sprintf("dead-lettered after %d attempts: %v", attempts, err))
+		case isRetryableExit(err):
+			// The context ended (or the executor closed) while the action
+			// was waiting or retrying: ask for the event again.
+			e.metrics.executions.WithLabelValues(req.Plugin, kind, "retry").Inc()
+			return refused, fmt.Errorf("performing %s for %s: %w: %w", kind, req.Plugin, ErrRetryable, err)
+		default:
 			// Business errors (bot not in chat, content rejected) will not
 			// improve with retries: report and go on with the next action.
-			e.total.WithLabelValues(req.Plugin, kind, "failed").Inc()
-			refuse(i, kind, err.Error())
-			e.logger.Warn("action failed", "plugin", req.Plugin, "kind", kind, "event_id", req.Event.GetEventId(), "err", err)
-			continue
+			refuse(i, kind, "failed", err.Error())
+			e.logger.Warn("action failed", "plugin", req.Plugin, "kind", kind, "event_id", req.Event.GetEventId(), "error", err)
 		}
-		e.total.WithLabelValues(req.Plugin, kind, "done").Inc()
 	}
 	return refused, nil
+}
+
+// SendFallback replies text to the event's message — or, for an event
+// without one, sends it to the event's chat — with high priority and the
+// usual limits, breaker and retries. The dispatcher calls it when a
+// plugin's delivery is dead-lettered and the manifest names a
+// fallback_reply_text. It needs no manifest permission, and its uuid is
+// derived from the event and plugin, so repeating it is harmless.
+func (e *Executor) SendFallback(ctx context.Context, plugin string, ev *pluginv1.Event, text string) error {
+	if text == "" {
+		return nil
+	}
+	app := ev.GetAppId()
+	cli := e.clients[app]
+	if cli == nil {
+		return fmt.Errorf("sending fallback reply for %s: %w", plugin, ErrNoClient)
+	}
+	content, _ := json.Marshal(map[string]string{"text": text}) // cannot fail
+	uuid := IdempotencyKey(app, ev.GetDedupKey(), plugin, -1)
+	c := call{priority: PriorityHigh}
+	switch target := eventMessageID(ev); {
+	case target != "":
+		r := lark.ReplyRequest{MessageID: target, MsgType: "text", Content: string(content), UUID: uuid}
+		c.api, c.target = lark.APIReply, chatScope(ev.GetChatId())
+		c.do = func(ctx context.Context) error { _, err := cli.Reply(ctx, r); return err }
+	case ev.GetChatId() != "":
+		r := lark.SendRequest{ReceiveIDType: lark.ReceiveIDChatID, ReceiveID: ev.GetChatId(), MsgType: "text", Content: string(content), UUID: uuid}
+		c.api, c.target = lark.APISend, chatScope(ev.GetChatId())
+		c.do = func(ctx context.Context) error { _, err := cli.Send(ctx, r); return err }
+	default:
+		e.metrics.fallbacks.WithLabelValues(plugin, "failed").Inc()
+		return fmt.Errorf("sending fallback reply for %s: %w", plugin, ErrNoTarget)
+	}
+	if _, err := e.perform(ctx, app, c); err != nil {
+		e.metrics.fallbacks.WithLabelValues(plugin, "failed").Inc()
+		if isRetryableExit(err) || errors.Is(err, errExhausted) {
+			err = fmt.Errorf("%w: %w", ErrRetryable, err)
+		}
+		return fmt.Errorf("sending fallback reply for %s: %w", plugin, err)
+	}
+	e.metrics.fallbacks.WithLabelValues(plugin, "done").Inc()
+	return nil
+}
+
+// errExhausted marks a retryable failure that used up the retry policy.
+var errExhausted = errors.New("retries exhausted")
+
+func isRetryableExit(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ErrClosed) || errors.Is(err, ErrLimiterUnavailable) || errors.Is(err, ErrBreakerOpen)
+}
+
+// call is one OpenAPI call an action makes.
+type call struct {
+	api      string // lark.API*
+	target   string // rate-limit scope of the chat, user or card, or ""
+	priority Priority
+	do       func(ctx context.Context) error
+}
+
+// perform makes c, retrying retryable failures. It returns the number of
+// calls made and nil, the last call's non-retryable error, an error
+// wrapping errExhausted, or — when ctx ends or the executor closes first —
+// an error wrapping that (and ErrBreakerOpen if the breaker kept it out).
+func (e *Executor) perform(ctx context.Context, app string, c call) (attempts int, err error) {
+	t := ticket{app: app, api: c.api, target: c.target, priority: c.priority}
+	breakerKey := app + "|" + c.api
+	for {
+		// The breaker is asked before the rate-limit wait, so that nothing
+		// but the call itself comes between the limiter's grant and Lark.
+		var done func(context.Context, callOutcome) int
+		if !e.cfg.Breaker.Disabled {
+			var retryAfter time.Duration
+			done, _, retryAfter, err = e.breakers.allow(ctx, breakerKey)
+			if errors.Is(err, ErrBreakerOpen) {
+				e.metrics.retries.WithLabelValues(app, c.api, "breaker_open").Inc()
+				if retryAfter <= 0 {
+					retryAfter = e.cfg.Retry.backoff(max(attempts, 1))
+				}
+				if serr := sleep(ctx, retryAfter); serr != nil {
+					return attempts, fmt.Errorf("%w (%w)", serr, err)
+				}
+				continue
+			}
+			if err != nil {
+				// The breaker store is down: call anyway rather than stall;
+				// the rate limiter still guards Lark.
+				e.logger.Warn("circuit breaker unavailable", "app_id", app, "api", c.api, "error", err)
+				done = nil
+			}
+		}
+		if err := e.limiter.wait(ctx, t); err != nil {
+			if done != nil {
+				done(context.WithoutCancel(ctx), outcomeIgnored) // give a half-open probe back
+			}
+			return attempts, err
+		}
+		attempts++
+		err = c.do(ctx)
+		outcome, retryable, rateLimited := classify(err)
+		if done != nil {
+			done(context.WithoutCancel(ctx), outcome)
+		}
+		if err == nil {
+			return attempts, nil
+		}
+		if rateLimited {
+			e.throttled(ctx, app, c, err)
+		}
+		if !retryable {
+			return attempts, err
+		}
+		if attempts >= e.cfg.Retry.MaxAttempts {
+			return attempts, fmt.Errorf("%w: %w", errExhausted, err)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return attempts, fmt.Errorf("%w (last error: %w)", cerr, err)
+		}
+		e.metrics.retries.WithLabelValues(app, c.api, lark.Outcome(err)).Inc()
+		if !rateLimited { // a rate-limited call waits for its scope in the queue instead
+			if serr := sleep(ctx, e.cfg.Retry.backoff(attempts)); serr != nil {
+				return attempts, fmt.Errorf("%w (last error: %w)", serr, err)
+			}
+		}
+	}
+}
+
+// throttled slows the scope Lark refused, for every replica: the app's API
+// on 99991400 (for x-ogw-ratelimit-reset, or BlockFor without it), the
+// chat, user or card on 230020.
+func (e *Executor) throttled(ctx context.Context, app string, c call, err error) {
+	var ae *lark.APIError
+	if !errors.As(err, &ae) {
+		return
+	}
+	key, scopeName := "app:"+app+":"+c.api, "app"
+	if ae.ChatRateLimited() && c.target != "" {
+		key, scopeName = c.target, "target"
+	}
+	d := ae.RetryAfter
+	if d <= 0 {
+		d = e.cfg.Limits.BlockFor
+	}
+	e.metrics.throttled.WithLabelValues(app, c.api, scopeName).Inc()
+	e.logger.Warn("Lark refused a call for frequency; slowing the scope", "app_id", app, "api", c.api, "scope", key, "for", d, "code", ae.Code)
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	e.limiter.block(bctx, key, time.Now().Add(d))
+}
+
+func (e *Executor) deadLetter(req Request, i int, a *pluginv1.Action, kind string, attempts int, cause error) error {
+	raw, _ := protojson.Marshal(a)
+	dl := ActionDeadLetter{
+		Plugin: req.Plugin, AppID: req.Event.GetAppId(), EventID: req.Event.GetEventId(), DedupKey: req.Event.GetDedupKey(),
+		ChatID: req.Event.GetChatId(), Index: i, Kind: kind, Action: raw, Error: cause.Error(),
+		Attempts: attempts, DeliveryAttempt: req.Attempts, At: time.Now(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.dead.Put(ctx, dl); err != nil {
+		e.logger.Error("writing an action dead letter failed; the event will be redelivered", "plugin", req.Plugin, "kind", kind, "error", err)
+		return err
+	}
+	e.metrics.deadLetters.WithLabelValues(req.Plugin, kind).Inc()
+	e.logger.Warn("action dead-lettered", "plugin", req.Plugin, "kind", kind, "event_id", req.Event.GetEventId(), "attempts", attempts, "error", cause)
+	return nil
 }
 
 // IdempotencyKey is the uuid sent with a send or reply: the same app, dedup
@@ -130,6 +412,15 @@ func IdempotencyKey(appID, dedupKey, plugin string, index int) string {
 		h.Write([]byte{0})
 	}
 	return "lw-" + hex.EncodeToString(h.Sum(nil))[:40]
+}
+
+func splitBreakerKey(key string) (app, api string) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '|' {
+			return key[:i], key[i+1:]
+		}
+	}
+	return key, ""
 }
 
 func kindOf(a *pluginv1.Action) (string, pluginv1.ActionKind) {

@@ -13,10 +13,10 @@ import (
 // BenchmarkClientSend measures one Send through the SDK against the
 // emulator over loopback HTTP, with the token cached.
 func BenchmarkClientSend(b *testing.B) {
-	emu := larkemu.New(larkemu.Options{Apps: map[string]string{testAppID: testSecret}})
+	emu := larkemu.New(larkemu.Options{Apps: map[string]string{testAppID: testSecret}, Unlimited: true})
 	srv := httptest.NewServer(emu.Handler())
 	defer srv.Close()
-	c, err := New(Config{AppID: testAppID, AppSecret: testSecret, BaseURL: srv.URL, Timeout: 5 * time.Second}, nil)
+	c, err := New(Config{AppID: testAppID, AppSecret: testSecret, BaseURL: srv.URL, Timeout: 5 * time.Second}, Deps{})
 	if err != nil {
 		b.Fatal(err)
 	}

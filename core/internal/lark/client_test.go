@@ -36,9 +36,10 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{emuClock: newFakeClock(), cliClock: newFakeClock()}
 	h.emu = larkemu.New(larkemu.Options{
-		Apps:   map[string]string{testAppID: testSecret},
-		Now:    h.emuClock.Now,
-		Logger: testLogger(t),
+		Apps:      map[string]string{testAppID: testSecret},
+		Now:       h.emuClock.Now,
+		Logger:    testLogger(t),
+		Unlimited: true, // these tests are about the client; limits have their own
 	})
 	srv := httptest.NewServer(h.emu.Handler())
 	t.Cleanup(srv.Close)
@@ -54,12 +55,16 @@ func testLogger(t *testing.T) *slog.Logger {
 // (nil: real time), closed at cleanup.
 func newTestClient(t *testing.T, baseURL, secret string, clock *fakeClock) *Client {
 	t.Helper()
-	c, err := New(Config{AppID: testAppID, AppSecret: secret, BaseURL: baseURL, Timeout: 5 * time.Second}, testLogger(t))
+	cache := NewMemoryTokenCache()
+	if clock != nil {
+		cache.now = clock.Now
+	}
+	c, err := New(Config{AppID: testAppID, AppSecret: secret, BaseURL: baseURL, Timeout: 5 * time.Second}, Deps{Logger: testLogger(t), Tokens: cache})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	if clock != nil {
-		c.tokens.(*memoryTokenSource).now = clock.Now
+		c.tokens.now = clock.Now
 	}
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	return c
@@ -240,14 +245,6 @@ func TestClientEmulatorErrors(t *testing.T) {
 			secret: "wrong", req: SendRequest{ReceiveIDType: ReceiveIDChatID, ReceiveID: "oc_chat", MsgType: "text", Content: text("x")},
 			code: CodeAppSecretInvalid, status: 200,
 		},
-		"text over 150 KB": {
-			secret: testSecret, req: SendRequest{ReceiveIDType: ReceiveIDChatID, ReceiveID: "oc_chat", MsgType: "text", Content: text(strings.Repeat("a", 150<<10))},
-			code: CodeContentTooLong, status: 400,
-		},
-		"card over 30 KB": {
-			secret: testSecret, req: SendRequest{ReceiveIDType: ReceiveIDChatID, ReceiveID: "oc_chat", MsgType: "interactive", Content: fmt.Sprintf(`{"elements":[{"tag":"markdown","content":%q}]}`, strings.Repeat("a", 30<<10))},
-			code: CodeContentTooLong, status: 400,
-		},
 		"text content without text key": {
 			secret: testSecret, req: SendRequest{ReceiveIDType: ReceiveIDChatID, ReceiveID: "oc_chat", MsgType: "text", Content: `{"title":"x"}`},
 			code: CodeBadParam, status: 400,
@@ -290,6 +287,16 @@ func TestClientRejectsInvalidRequestsLocally(t *testing.T) {
 		"empty msg_type":          func() (Sent, error) { r := ok; r.MsgType = ""; return c.Send(t.Context(), r) },
 		"content not JSON":        func() (Sent, error) { r := ok; r.Content = "hi"; return c.Send(t.Context(), r) },
 		"uuid of 51 characters":   func() (Sent, error) { r := ok; r.UUID = strings.Repeat("u", 51); return c.Send(t.Context(), r) },
+		"text over 150 KB": func() (Sent, error) {
+			r := ok
+			r.Content = text(strings.Repeat("a", 150<<10))
+			return c.Send(t.Context(), r)
+		},
+		"card over 30 KB": func() (Sent, error) {
+			r := ok
+			r.MsgType, r.Content = "interactive", fmt.Sprintf(`{"elements":[{"tag":"markdown","content":%q}]}`, strings.Repeat("a", 30<<10))
+			return c.Send(t.Context(), r)
+		},
 		"reply without message_id": func() (Sent, error) {
 			return c.Reply(t.Context(), ReplyRequest{MsgType: "text", Content: text("x")})
 		},
@@ -311,7 +318,7 @@ func TestClientRejectsInvalidRequestsLocally(t *testing.T) {
 // with respond, counting them.
 func stubMessages(t *testing.T, respond http.HandlerFunc) (url string, emu *larkemu.Emulator, calls *atomic.Int32) {
 	t.Helper()
-	emu = larkemu.New(larkemu.Options{Apps: map[string]string{testAppID: testSecret}})
+	emu = larkemu.New(larkemu.Options{Apps: map[string]string{testAppID: testSecret}, Unlimited: true})
 	calls = new(atomic.Int32)
 	mux := http.NewServeMux()
 	mux.Handle("/open-apis/auth/", emu.Handler())
@@ -458,7 +465,7 @@ func TestClientTimeoutIsTransportError(t *testing.T) {
 		}
 	})
 	defer close(release)
-	c, err := New(Config{AppID: testAppID, AppSecret: testSecret, BaseURL: url, Timeout: 50 * time.Millisecond}, testLogger(t))
+	c, err := New(Config{AppID: testAppID, AppSecret: testSecret, BaseURL: url, Timeout: 50 * time.Millisecond}, Deps{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,14 @@ const DefaultBaseURL = "https://open.feishu.cn"
 // send or reply) when Config.Timeout is zero.
 const DefaultTimeout = 10 * time.Second
 
+// DefaultDialTimeout bounds establishing a TCP connection when
+// Config.DialTimeout is zero.
+const DefaultDialTimeout = 5 * time.Second
+
+// DefaultMaxIdleConnsPerHost is the keep-alive pool size when
+// Config.MaxIdleConnsPerHost is zero.
+const DefaultMaxIdleConnsPerHost = 64
+
 // Config configures a Client. The zero values of BaseURL and Timeout select
 // the defaults; AppID and AppSecret are required.
 type Config struct {
@@ -31,6 +39,12 @@ type Config struct {
 	// Timeout bounds each HTTP exchange, including reading the response body
 	// (default DefaultTimeout). The caller's context may shorten it.
 	Timeout time.Duration
+	// DialTimeout bounds establishing a connection (default
+	// DefaultDialTimeout).
+	DialTimeout time.Duration
+	// MaxIdleConnsPerHost is the keep-alive pool size (default
+	// DefaultMaxIdleConnsPerHost).
+	MaxIdleConnsPerHost int
 }
 
 // WithDefaults returns c with empty fields set to their defaults.
@@ -41,6 +55,12 @@ func (c Config) WithDefaults() Config {
 	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.MaxIdleConnsPerHost == 0 {
+		c.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
 	}
 	return c
 }
@@ -62,12 +82,19 @@ func (c Config) Validate() error {
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("lark: timeout %s is negative", c.Timeout))
 	}
+	if c.DialTimeout < 0 {
+		errs = append(errs, fmt.Errorf("lark: dial_timeout %s is negative", c.DialTimeout))
+	}
+	if c.MaxIdleConnsPerHost < 0 {
+		errs = append(errs, fmt.Errorf("lark: max_idle_conns_per_host %d is negative", c.MaxIdleConnsPerHost))
+	}
 	return errors.Join(errs...)
 }
 
 // String redacts the secret so a Config can be printed safely.
 func (c Config) String() string {
-	return fmt.Sprintf("{AppID:%s AppSecret:%s BaseURL:%s Timeout:%s}", c.AppID, redact(c.AppSecret), c.BaseURL, c.Timeout)
+	return fmt.Sprintf("{AppID:%s AppSecret:%s BaseURL:%s Timeout:%s DialTimeout:%s MaxIdleConnsPerHost:%d}",
+		c.AppID, redact(c.AppSecret), c.BaseURL, c.Timeout, c.DialTimeout, c.MaxIdleConnsPerHost)
 }
 
 // LogValue redacts the secret when a Config is logged with slog.
@@ -77,6 +104,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("app_secret", redact(c.AppSecret)),
 		slog.String("base_url", c.BaseURL),
 		slog.Duration("timeout", c.Timeout),
+		slog.Duration("dial_timeout", c.DialTimeout),
+		slog.Int("max_idle_conns_per_host", c.MaxIdleConnsPerHost),
 	)
 }
 

@@ -3,6 +3,7 @@ package lark
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -26,6 +27,10 @@ var (
 	ErrUnexpectedResponse = errors.New("unexpected lark response")
 	// ErrClosed is returned by calls made after Close.
 	ErrClosed = errors.New("lark client closed")
+	// ErrContentTooLarge marks a message body over Lark's size limit (text
+	// 150 KB, card and post 30 KB), detected before sending. It comes with
+	// ErrInvalidRequest. Terminal.
+	ErrContentTooLarge = errors.New("message content too large")
 )
 
 // OpenAPI body codes this package treats specially (lark-platform.md §4.2,
@@ -53,10 +58,15 @@ const (
 	CodeCustomBotRateLimited = 11232  // create message service trigger rate limit
 )
 
+// HTTP headers of Lark's gateway rate limiting (lark-platform.md §5.1).
 const (
-	headerRateLimitReset = "x-ogw-ratelimit-reset"
-	headerLogID          = "X-Tt-Logid"
-	headerRequestID      = "X-Request-Id"
+	HeaderRateLimitLimit = "x-ogw-ratelimit-limit"
+	HeaderRateLimitReset = "x-ogw-ratelimit-reset"
+)
+
+const (
+	headerLogID     = "X-Tt-Logid"
+	headerRequestID = "X-Request-Id"
 	// maxUUIDLen is the documented limit on a send/reply uuid.
 	maxUUIDLen = 50
 	// maxRetryAfter caps a server-provided x-ogw-ratelimit-reset.
@@ -110,6 +120,15 @@ func (e *APIError) RateLimited() bool {
 	return e.HTTPStatus == http.StatusTooManyRequests
 }
 
+// ChatRateLimited reports whether the refusal is the per-chat / per-user
+// (or per-message update) frequency limit, 230020, rather than the app's
+// gateway limit for the API.
+func (e *APIError) ChatRateLimited() bool { return e.Code == CodeMessageRateLimited }
+
+// ServerError reports whether Lark (or a proxy in front of it) failed:
+// HTTP 5xx. Circuit breakers count these.
+func (e *APIError) ServerError() bool { return e.HTTPStatus >= 500 }
+
 // TokenInvalid reports whether the access token was missing, invalid or
 // expired. The Client already refetched a token and retried once before
 // returning such an error.
@@ -156,7 +175,7 @@ func IsRetryable(err error) bool {
 func newAPIError(code int, msg string, status int, h http.Header) *APIError {
 	e := &APIError{Code: code, Msg: msg, HTTPStatus: status}
 	if h != nil {
-		e.RetryAfter = parseRetryAfter(h.Get(headerRateLimitReset))
+		e.RetryAfter = parseRetryAfter(h.Get(HeaderRateLimitReset))
 		e.LogID = h.Get(headerLogID)
 		if e.LogID == "" {
 			e.LogID = h.Get(headerRequestID)
@@ -165,19 +184,24 @@ func newAPIError(code int, msg string, status int, h http.Header) *APIError {
 	return e
 }
 
-// parseRetryAfter reads x-ogw-ratelimit-reset, a whole number of seconds.
+// ParseRateLimitReset reads x-ogw-ratelimit-reset, a whole number of
+// seconds until the limit recovers, capped at an hour. Anything else
+// (empty, not a number, zero or negative) is 0: unknown.
+func ParseRateLimitReset(v string) time.Duration { return parseRetryAfter(v) }
+
+// parseRetryAfter reads x-ogw-ratelimit-reset. Lark sends whole seconds;
+// a fractional value is accepted too.
 func parseRetryAfter(v string) time.Duration {
 	v = strings.TrimSpace(v)
-	if v == "" {
+	if v == "" || len(v) > 32 {
 		return 0
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n <= 0 {
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || f <= 0 {
 		return 0
 	}
-	d := time.Duration(n) * time.Second
-	if d > maxRetryAfter {
-		d = maxRetryAfter
+	if f >= maxRetryAfter.Seconds() {
+		return maxRetryAfter
 	}
-	return d
+	return time.Duration(math.Ceil(f * float64(time.Second)))
 }

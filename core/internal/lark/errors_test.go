@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -106,4 +107,47 @@ func TestNewAPIErrorReadsHeaders(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestParseRateLimitReset(t *testing.T) {
+	tests := map[string]time.Duration{
+		"52":       52 * time.Second,
+		"1":        time.Second,
+		" 7 ":      7 * time.Second,
+		"0.5":      500 * time.Millisecond,
+		"+3":       3 * time.Second,
+		"":         0,
+		"0":        0,
+		"-2":       0,
+		"soon":     0,
+		"NaN":      0,
+		"Inf":      time.Hour,
+		"1e9":      time.Hour,
+		"3600":     time.Hour,
+		"86400":    time.Hour,
+		"1.000001": 1000001 * time.Microsecond,
+	}
+	for in, want := range tests {
+		if got := ParseRateLimitReset(in); got != want {
+			t.Errorf("ParseRateLimitReset(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// FuzzParseRateLimitReset feeds x-ogw-ratelimit-reset values: whatever the
+// bytes, the result is a duration between 0 and an hour, and whole seconds
+// parse exactly.
+func FuzzParseRateLimitReset(f *testing.F) {
+	for _, s := range []string{"52", "0", "-1", "1.5", " 3 ", "NaN", "Inf", "1e309", "0x10", "9223372036854775807", "", "٣"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		d := ParseRateLimitReset(v)
+		if d < 0 || d > time.Hour {
+			t.Fatalf("ParseRateLimitReset(%q) = %s, outside [0, 1h]", v, d)
+		}
+		if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 3600 && d != time.Duration(n)*time.Second {
+			t.Fatalf("ParseRateLimitReset(%q) = %s, want %ds", v, d, n)
+		}
+	})
 }

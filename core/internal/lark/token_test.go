@@ -44,13 +44,15 @@ func (f *scriptedFetcher) fail(err error) {
 	f.err = err
 }
 
-func newTestSource(f *scriptedFetcher, clock *fakeClock) *memoryTokenSource {
-	s := newMemoryTokenSource(f.fetch, slog.New(slog.DiscardHandler))
+func newTestSource(f *scriptedFetcher, clock *fakeClock) *tokenSource {
+	cache := NewMemoryTokenCache()
+	cache.now = clock.Now
+	s := newTokenSource("cli_test", f.fetch, cache, 10*time.Second, slog.New(slog.DiscardHandler))
 	s.now = clock.Now
 	return s
 }
 
-func mustToken(t *testing.T, s *memoryTokenSource) string {
+func mustToken(t *testing.T, s *tokenSource) string {
 	t.Helper()
 	tok, err := s.Token(t.Context())
 	if err != nil {

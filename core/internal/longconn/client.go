@@ -98,7 +98,7 @@ func New(cfg Config, pub bus.Publisher, cards CardResponder, logger *slog.Logger
 	// Keep-alives off: discovery is rare, and an idle pooled connection
 	// would outlive Run.
 	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true,
-		TLSHandshakeTimeout: cfg.DiscoveryTimeout, ResponseHeaderTimeout: cfg.DiscoveryTimeout}
+		TLSHandshakeTimeout: cfg.DiscoveryTimeout}
 	return &Client{
 		cfg:    cfg,
 		pub:    pub,

@@ -25,9 +25,8 @@ const readLimitSlack = 64 << 10
 // conn is one open connection.
 type conn struct {
 	ws        *websocket.Conn
-	id        string // local sequence number and Lark's device_id
-	serviceID int32
-	log       *slog.Logger
+	serviceID int32        // from the URL; echoed in pings
+	log       *slog.Logger // with the local connection number and Lark's device_id
 
 	pingInterval atomic.Int64 // time.Duration
 	liveness     atomic.Int64 // time.Duration
@@ -89,9 +88,7 @@ func (c *Client) connectAndServe(ctx context.Context, log *slog.Logger, jobs cha
 		return dialError(err)
 	}
 	n := c.nextConn.Add(1)
-	cc := &conn{
-		ws: ws, id: ep.connID, serviceID: ep.serviceID, writeTimeout: c.cfg.WriteTimeout,
-	}
+	cc := &conn{ws: ws, serviceID: ep.serviceID, writeTimeout: c.cfg.WriteTimeout}
 	cc.log = log.With("conn", n, "conn_id", ep.connID)
 	ping := c.cfg.PingInterval
 	if ping == 0 {

@@ -238,6 +238,9 @@ func (f *Frame) decode(b []byte) error {
 				if err != nil {
 					return malformed(off, "header %d: %v", len(f.Headers), err)
 				}
+				if f.Headers == nil {
+					f.Headers = make([]Header, 0, 8) // Lark sends 5–8
+				}
 				f.Headers = append(f.Headers, h)
 			case fieldPayloadEncoding:
 				f.PayloadEncoding = string(v)

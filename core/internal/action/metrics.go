@@ -1,0 +1,57 @@
+package action
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the executor's larkway_action_* metrics.
+type metrics struct {
+	executions   *prometheus.CounterVec
+	rateWait     *prometheus.HistogramVec
+	queueDepth   *prometheus.GaugeVec
+	throttled    *prometheus.CounterVec
+	breakerState *prometheus.GaugeVec
+	retries      *prometheus.CounterVec
+	deadLetters  *prometheus.CounterVec
+	fallbacks    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "larkway_action_executions_total",
+			Help: "Actions by plugin, kind and outcome (done, refused, failed, dead_lettered, retry).",
+		}, []string{"plugin", "kind", "outcome"}),
+		rateWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "larkway_action_ratelimit_wait_seconds",
+			Help:    "Time an OpenAPI call waited in the rate-limit queue, by app and API.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}, []string{"app_id", "api"}),
+		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "larkway_action_ratelimit_queue_depth",
+			Help: "Calls waiting in this process's rate-limit queue, by app.",
+		}, []string{"app_id"}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "larkway_action_ratelimit_throttled_total",
+			Help: "Calls Lark refused for frequency (99991400, 230020), by app, API and scope (app, target).",
+		}, []string{"app_id", "api", "scope"}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "larkway_action_breaker_state",
+			Help: "Circuit breaker state as last seen by this process, by app and endpoint: 0 closed, 1 half-open, 2 open.",
+		}, []string{"app_id", "endpoint"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "larkway_action_retries_total",
+			Help: "Calls retried, by app, API and reason (rate_limited, server_error, transport_error, token_invalid, breaker_open).",
+		}, []string{"app_id", "api", "reason"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "larkway_action_dead_letters_total",
+			Help: "Actions that exhausted their retries and went to the actions dead letters, by plugin and kind.",
+		}, []string{"plugin", "kind"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "larkway_action_fallback_replies_total",
+			Help: "Fallback replies sent for dead-lettered deliveries, by plugin and outcome (done, failed).",
+		}, []string{"plugin", "outcome"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.executions, m.rateWait, m.queueDepth, m.throttled, m.breakerState, m.retries, m.deadLetters, m.fallbacks)
+	}
+	return m
+}

@@ -1,0 +1,184 @@
+package action
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/larkway/larkway/core/internal/testenv"
+)
+
+// gateStore grants a slot only when the test releases one, refuses the
+// scopes in full (as known full, for an hour), and records every scope
+// list it was asked about.
+type gateStore struct {
+	mu    sync.Mutex
+	slots int
+	full  map[string]bool
+	asked [][]string
+}
+
+func (g *gateStore) acquire(_ context.Context, scopes []scope) (bool, int, time.Duration, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	keys := make([]string, len(scopes))
+	for i, s := range scopes {
+		keys[i] = s.key
+	}
+	g.asked = append(g.asked, keys)
+	for i, s := range scopes {
+		if g.full[s.key] {
+			return false, i, time.Hour, nil
+		}
+	}
+	if g.slots == 0 {
+		return false, 0, 10 * time.Millisecond, nil // poll for released slots
+	}
+	g.slots--
+	return true, 0, 0, nil
+}
+
+func (g *gateStore) block(context.Context, string, time.Time) error { return nil }
+
+func (g *gateStore) release(s *scheduler, app string, n int) {
+	g.mu.Lock()
+	g.slots += n
+	g.mu.Unlock()
+	s.mu.Lock()
+	q := s.queues[app]
+	s.mu.Unlock()
+	signal(q.wake)
+}
+
+func (g *gateStore) askedFor(target string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, keys := range g.asked {
+		if slices.Contains(keys, target) {
+			n++
+		}
+	}
+	return n
+}
+
+func newTestScheduler(t *testing.T, store rateStore) *scheduler {
+	s := newScheduler(store, DefaultLimits(), slog.New(slog.DiscardHandler), newMetrics(prometheus.NewRegistry()))
+	t.Cleanup(s.close)
+	return s
+}
+
+func queued(s *scheduler, app string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q := s.queues[app]; q != nil {
+		return q.n
+	}
+	return 0
+}
+
+// TestSchedulerPriority: with one slot free at a time, a reply to a person
+// goes before an earlier reaction and broadcasts, and equal priorities go
+// in order.
+func TestSchedulerPriority(t *testing.T) {
+	g := &gateStore{}
+	s := newTestScheduler(t, g)
+	order := make(chan string, 4)
+	var wg sync.WaitGroup
+	enqueue := func(name string, p Priority, n int) {
+		wg.Go(func() {
+			if err := s.wait(t.Context(), ticket{app: "a", api: "reply", target: "chat:" + name, priority: p}); err != nil {
+				t.Error(err)
+			}
+			order <- name
+		})
+		testenv.Eventually(t, 5*time.Second, "waiter not queued", func() bool { return queued(s, "a") == n })
+	}
+	enqueue("broadcast1", PriorityLow, 1)
+	enqueue("broadcast2", PriorityLow, 2)
+	enqueue("reaction", PriorityNormal, 3)
+	enqueue("reply", PriorityHigh, 4)
+	var got []string
+	for range 4 {
+		g.release(s, "a", 1)
+		got = append(got, <-order)
+	}
+	wg.Wait()
+	if want := []string{"reply", "reaction", "broadcast1", "broadcast2"}; !slices.Equal(got, want) {
+		t.Fatalf("granted in order %v, want %v", got, want)
+	}
+}
+
+// TestSchedulerHotChat: a full chat does not hold up calls to other chats,
+// but later calls into the full chat do not overtake its first waiter.
+func TestSchedulerHotChat(t *testing.T) {
+	g := &gateStore{slots: 100, full: map[string]bool{"chat:hot": true}}
+	s := newTestScheduler(t, g)
+	errs := make(chan error, 3)
+	hotCtx, cancelHot := context.WithCancel(t.Context())
+	defer cancelHot()
+	go func() {
+		errs <- s.wait(hotCtx, ticket{app: "a", api: "reply", target: "chat:hot", priority: PriorityHigh})
+	}()
+	testenv.Eventually(t, 5*time.Second, "hot waiter not tried", func() bool { return g.askedFor("chat:hot") == 1 })
+	go func() {
+		errs <- s.wait(hotCtx, ticket{app: "a", api: "send", target: "chat:hot", priority: PriorityLow})
+	}()
+	testenv.Eventually(t, 5*time.Second, "second hot waiter not queued", func() bool { return queued(s, "a") == 2 })
+	if err := s.wait(t.Context(), ticket{app: "a", api: "reply", target: "chat:cold", priority: PriorityLow}); err != nil {
+		t.Fatalf("a call to another chat waited behind the hot chat: %v", err)
+	}
+	if got := g.askedFor("chat:hot"); got != 1 {
+		t.Fatalf("the store was asked about the hot chat %d times, want 1 (its later waiter must not overtake)", got)
+	}
+	cancelHot()
+	for range 2 {
+		if err := <-errs; !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled waiter: %v", err)
+		}
+	}
+	if n := queued(s, "a"); n != 0 {
+		t.Fatalf("%d waiters left after cancellation", n)
+	}
+}
+
+func TestSchedulerClose(t *testing.T) {
+	g := &gateStore{}
+	s := newScheduler(g, DefaultLimits(), slog.New(slog.DiscardHandler), newMetrics(nil))
+	errs := make(chan error, 1)
+	go func() { errs <- s.wait(context.Background(), ticket{app: "a", api: "reply"}) }()
+	testenv.Eventually(t, 5*time.Second, "waiter not queued", func() bool { return queued(s, "a") == 1 })
+	s.close()
+	s.close() // idempotent
+	if err := <-errs; !errors.Is(err, ErrClosed) {
+		t.Fatalf("waiter after close: %v", err)
+	}
+	if err := s.wait(context.Background(), ticket{app: "a", api: "reply"}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("wait after close: %v", err)
+	}
+}
+
+// TestSchedulerStoreDown: while the store fails, calls keep waiting rather
+// than go through unlimited; a wait that runs out says why.
+func TestSchedulerStoreDown(t *testing.T) {
+	s := newTestScheduler(t, failingStore{})
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	err := s.wait(ctx, ticket{app: "a", api: "reply"})
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrLimiterUnavailable) {
+		t.Fatalf("wait = %v, want DeadlineExceeded and ErrLimiterUnavailable", err)
+	}
+}
+
+type failingStore struct{}
+
+func (failingStore) acquire(context.Context, []scope) (bool, int, time.Duration, error) {
+	return false, 0, 0, errors.New("connection refused")
+}
+func (failingStore) block(context.Context, string, time.Time) error { return nil }

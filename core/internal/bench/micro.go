@@ -1,0 +1,111 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/ingest"
+)
+
+// Sealed is one sealed request: body and headers as Lark posts them.
+type Sealed struct {
+	Body   []byte
+	Header http.Header
+}
+
+// SealMany seals n fresh events from src (each with its own nonce).
+func SealMany(src *Source, app App, n int) ([]Sealed, error) {
+	out := make([]Sealed, n)
+	for i := range out {
+		b, h, err := Seal(app, src.Next().Plain)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = Sealed{Body: b, Header: h}
+	}
+	return out, nil
+}
+
+// nopPublisher stores nothing and succeeds at once.
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(context.Context, string, bus.Message) error { return nil }
+
+// IngestHandler is larkway's webhook handler for app over a bus that
+// accepts every event at once: the per-event work of ingest alone.
+func IngestHandler(app App) http.Handler {
+	return ingest.New(ingest.Config{Apps: []ingest.App{{ID: app.ID, VerificationToken: app.VerificationToken,
+		EncryptKey: app.EncryptKey, EventPath: "/lark/events"}}, MaxBodyBytes: 1 << 20, PublishTimeout: 2 * time.Second},
+		nopPublisher{}, slog.New(slog.DiscardHandler), nil)
+}
+
+// MicroResult is a per-event cost.
+type MicroResult struct {
+	NsPerEvent     float64 `json:"ns_per_event"`
+	AllocsPerEvent float64 `json:"allocs_per_event"`
+	BytesPerEvent  float64 `json:"bytes_per_event"`
+	Events         int     `json:"events"`
+}
+
+// ServeEach runs h once on each request in one goroutine, in memory (no
+// network), and reports the cost per request. Every answer must be a 200.
+func ServeEach(h http.Handler, reqs []Sealed) (MicroResult, error) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	for i, s := range reqs {
+		r := httptest.NewRequest(http.MethodPost, "/lark/events", bytes.NewReader(s.Body))
+		r.Header = s.Header
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusOK {
+			return MicroResult{}, fmt.Errorf("request %d answered %d: %s", i, w.Code, w.Body)
+		}
+	}
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&after)
+	n := float64(len(reqs))
+	return MicroResult{NsPerEvent: float64(elapsed.Nanoseconds()) / n, AllocsPerEvent: float64(after.Mallocs-before.Mallocs) / n,
+		BytesPerEvent: float64(after.TotalAlloc-before.TotalAlloc) / n, Events: len(reqs)}, nil
+}
+
+// Micro measures verify + decrypt + normalize per event, in memory: larkway's
+// ingest handler (over a bus that stores nothing) beside oapi-sdk-go's
+// httpserverext + dispatcher doing the same work, on the same n sealed
+// events each (after a warm-up).
+func Micro(app App, n int) (ours, sdk MicroResult, err error) {
+	src, err := NewSource(app, "micro", 50)
+	if err != nil {
+		return ours, sdk, err
+	}
+	var handled atomic.Int64
+	for _, step := range []struct {
+		h   http.Handler
+		out *MicroResult
+	}{{IngestHandler(app), &ours}, {SDKDispatcher(app, &handled), &sdk}} {
+		warm, err := SealMany(src, app, max(n/10, 100))
+		if err != nil {
+			return ours, sdk, err
+		}
+		if _, err := ServeEach(step.h, warm); err != nil {
+			return ours, sdk, err
+		}
+		reqs, err := SealMany(src, app, n)
+		if err != nil {
+			return ours, sdk, err
+		}
+		if *step.out, err = ServeEach(step.h, reqs); err != nil {
+			return ours, sdk, err
+		}
+	}
+	return ours, sdk, nil
+}
