@@ -80,9 +80,9 @@ type Config struct {
 	Retry   RetryPolicy
 	Breaker BreakerSettings
 	// KeyPrefix prefixes every Redis key the executor uses (default
-	// "larkway:action:"): rate limits under <prefix>rl: (redis_rate adds its
-	// own "rate:" in front), blocks under <prefix>rl:block:, breakers under
-	// <prefix>cb:, and the dead-letter list <prefix>dead-letters.
+	// "larkway:action:"): rate limits under <prefix>{rl}:, blocks under
+	// <prefix>{rl}:block:, breakers under <prefix>cb:, and the dead-letter
+	// list <prefix>dead-letters.
 	KeyPrefix string
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 )
 
 // Limit allows Count calls in any Window.
@@ -118,8 +117,17 @@ func (l Limits) Validate() error {
 // passes, so when a scope is saturated the more urgent callers get the next
 // slot first — across replicas, without coordination — while the total
 // stays within the bound above, computed for the full burst.
-func gcra(l Limit, margin time.Duration, headroom, urgency int) redis_rate.Limit {
+func gcra(l Limit, margin time.Duration, headroom, urgency int) gcraLimit {
 	burst := min(max(l.Count/10, 1), 10)
 	full := burst + headroom
-	return redis_rate.Limit{Rate: max(l.Count-full+1, 1), Period: l.Window + margin, Burst: burst + min(urgency, headroom)}
+	return gcraLimit{Rate: max(l.Count-full+1, 1), Period: l.Window + margin, Burst: burst + min(urgency, headroom)}
+}
+
+// gcraLimit is a GCRA's parameters, as go-redis/redis_rate's Limit: Rate
+// calls per Period at the sustained pace (emission interval Period/Rate),
+// and up to Burst at once.
+type gcraLimit struct {
+	Rate   int
+	Period time.Duration
+	Burst  int
 }

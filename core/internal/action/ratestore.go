@@ -2,13 +2,11 @@ package action
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -20,7 +18,7 @@ type scope struct {
 	// block is the key a "blocked until" is kept under (shared by an API's
 	// two windows).
 	block string
-	limit redis_rate.Limit
+	limit gcraLimit
 	// nb names what a refusal says about the scope for this caller: when
 	// callers pass different bursts for one key, each learns its own wait.
 	nb string
@@ -32,7 +30,7 @@ func (s scope) interval() time.Duration {
 	return time.Duration(float64(s.limit.Period) / float64(s.limit.Rate))
 }
 
-func newScope(key, block string, limit redis_rate.Limit) scope {
+func newScope(key, block string, limit gcraLimit) scope {
 	return scope{key: key, block: block, limit: limit, nb: key + "#" + strconv.Itoa(limit.Burst)}
 }
 
@@ -48,9 +46,8 @@ type rateStore interface {
 	block(ctx context.Context, key string, until time.Time) error
 }
 
-// memoryRateStore is the in-process store. Its GCRA is redis_rate's
-// formula (which only runs inside Redis), evaluated for all scopes before
-// any is charged, so it is exactly all-or-nothing.
+// memoryRateStore is the in-process store: the same GCRA as the Redis
+// script, evaluated for all scopes before any is charged.
 type memoryRateStore struct {
 	now func() time.Time
 
@@ -111,59 +108,84 @@ func (m *memoryRateStore) block(_ context.Context, key string, until time.Time) 
 	return nil
 }
 
-// redisRateStore shares limits across replicas: each scope is a redis_rate
-// GCRA key, and a block is a key whose TTL is what remains of it.
+// redisRateStore shares limits across replicas. Each scope is a GCRA key
+// holding its theoretical arrival time; a block is a key whose TTL is what
+// remains of it.
 //
-// redis_rate evaluates one key per call, so acquire charges the scopes in
-// turn and, when one refuses, gives back the slots already taken by
-// charging them -1 (the GCRA formula run backwards). The give-back is exact
-// whenever a scope is saturated, the case where a slot matters; on an idle
-// scope it may leave one slot charged, which only delays that scope's next
-// call by one interval. App scopes go first: they are the contended ones.
+// The GCRA is go-redis/redis_rate's (same formula, same clock, same state),
+// but run by one script over all of a call's scopes instead of redis_rate's
+// one call per key, because a call must be admitted by its app's two
+// windows and its chat's (or user's) at once: charging them one by one
+// takes a slot in one scope while another refuses — a slot that can be
+// given back only approximately — and costs four round trips where the
+// script costs one. The pump of each app is serial, so round trips bound
+// its rate: the script keeps a stalled replica able to catch up. The
+// script also reads the blocks in the same step.
+//
+// Keys share the hash tag {rl} so that the script's keys live on one node
+// of a Redis Cluster.
 type redisRateStore struct {
-	client  redis.UniversalClient
-	limiter *redis_rate.Limiter
-	prefix  string
+	client redis.UniversalClient
+	prefix string
 }
 
 var _ rateStore = (*redisRateStore)(nil)
 
 func newRedisRateStore(client redis.UniversalClient, prefix string) *redisRateStore {
-	return &redisRateStore{client: client, limiter: redis_rate.NewLimiter(client), prefix: prefix + "rl:"}
+	return &redisRateStore{client: client, prefix: prefix + "{rl}:"}
 }
+
+// acquireScript: KEYS are n GCRA keys then their n block keys; ARGV holds
+// burst, rate and period (seconds) per scope. It answers {1, 0, "0"} when
+// every scope admits the call (and charges them all), else {0, i, wait}
+// with the 0-based refusing scope and the seconds until it admits.
+var acquireScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = (t[1] - 1483228800) + t[2] / 1000000
+local n = #KEYS / 2
+for i = 1, n do
+  local ms = redis.call('PTTL', KEYS[n + i])
+  if ms > 0 then return {0, i - 1, tostring(ms / 1000)} end
+end
+local tats = {}
+for i = 1, n do
+  local burst = tonumber(ARGV[3 * i - 2])
+  local interval = tonumber(ARGV[3 * i]) / tonumber(ARGV[3 * i - 1])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - burst * interval
+  if allow_at > now then return {0, i - 1, tostring(allow_at - now)} end
+  tats[i] = new_tat
+end
+for i = 1, n do
+  redis.call('SET', KEYS[i], string.format('%.6f', tats[i]), 'EX', math.ceil(tats[i] - now))
+end
+return {1, 0, '0'}`)
 
 func (r *redisRateStore) acquire(ctx context.Context, scopes []scope) (bool, int, time.Duration, error) {
-	pipe := r.client.Pipeline()
-	ttls := make([]*redis.DurationCmd, len(scopes))
+	keys := make([]string, 2*len(scopes))
+	args := make([]any, 0, 3*len(scopes))
 	for i, s := range scopes {
-		ttls[i] = pipe.PTTL(ctx, r.prefix+"block:"+s.block)
+		keys[i] = r.prefix + s.key
+		keys[len(scopes)+i] = r.prefix + "block:" + s.block
+		args = append(args, s.limit.Burst, s.limit.Rate, s.limit.Period.Seconds())
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return false, 0, 0, fmt.Errorf("reading rate-limit blocks: %w", err)
+	res, err := acquireScript.Run(ctx, r.client, keys, args...).Slice()
+	if err != nil {
+		return false, 0, 0, fmt.Errorf("acquiring rate limits: %w", err)
 	}
-	for i, c := range ttls {
-		if d := c.Val(); d > 0 {
-			return false, i, d, nil
-		}
+	if len(res) != 3 {
+		return false, 0, 0, fmt.Errorf("acquiring rate limits: unexpected script answer %v", res)
 	}
-	for i, s := range scopes {
-		res, err := r.limiter.Allow(ctx, r.prefix+s.key, s.limit)
-		if err != nil {
-			r.giveBack(ctx, scopes[:i])
-			return false, 0, 0, fmt.Errorf("charging rate limit %s: %w", s.key, err)
-		}
-		if res.Allowed == 0 {
-			r.giveBack(ctx, scopes[:i])
-			return false, i, max(res.RetryAfter, 0), nil
-		}
+	ok, _ := res[0].(int64)
+	refused, _ := res[1].(int64)
+	waitStr, _ := res[2].(string)
+	wait, err := strconv.ParseFloat(waitStr, 64)
+	if err != nil || refused < 0 || int(refused) >= len(scopes) {
+		return false, 0, 0, fmt.Errorf("acquiring rate limits: unexpected script answer %v", res)
 	}
-	return true, 0, 0, nil
-}
-
-func (r *redisRateStore) giveBack(ctx context.Context, scopes []scope) {
-	for _, s := range scopes {
-		_, _ = r.limiter.AllowN(ctx, r.prefix+s.key, s.limit, -1) // best effort
-	}
+	return ok == 1, int(refused), time.Duration(wait * float64(time.Second)), nil
 }
 
 // extendBlockScript sets KEYS[1] to expire in ARGV[1] ms unless it already

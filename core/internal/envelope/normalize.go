@@ -3,12 +3,16 @@ package envelope
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
+
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	// goccy/go-json: same results as encoding/json on the golden files and
+	// the fuzz corpus, about 2.9x faster on envelope decoding (bench/results).
+	json "github.com/goccy/go-json"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
