@@ -67,7 +67,8 @@ test: tools build ## start real Redis and Pulsar, run every test against them, s
 	scripts/redis.sh start; scripts/pulsar.sh start; \
 	eval "$$(scripts/env.sh)"; \
 	sdk/python/test.sh; \
-	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...
+	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...; \
+	go test -tags faults -count=1 -timeout 20m ./core/internal/faults
 
 .PHONY: bench bench-1m
 bench: build ## larkway bench with same-run reference points (bench/results/), then the Go benchmarks

@@ -64,6 +64,15 @@ type Client interface {
 
 var _ Client = (*lark.Client)(nil)
 
+// tokenWarmer is implemented by clients that can fetch their token ahead of
+// a call (*lark.Client): the executor does so before a call waits for its
+// rate-limit slot.
+type tokenWarmer interface {
+	WarmToken(ctx context.Context) error
+}
+
+var _ tokenWarmer = (*lark.Client)(nil)
+
 // Request is one result's actions to perform.
 type Request struct {
 	Plugin   string
@@ -71,6 +80,11 @@ type Request struct {
 	Event    *pluginv1.Event
 	Actions  []*pluginv1.Action
 	Attempts int
+	// FinalAttempt marks the event's last delivery: an action that exhausts
+	// its retries is then dead-lettered. Before that, the event is
+	// redelivered instead (with its own backoff), so a Lark outage longer
+	// than the executor's retries loses no reply.
+	FinalAttempt bool
 }
 
 // Config tunes an Executor. The zero value uses Lark's limits and the
@@ -180,11 +194,13 @@ func (e *Executor) Close(context.Context) error {
 
 // Execute performs the actions in order. Refused actions — not allowed by
 // the manifest, invalid (with a reason saying what Lark would reject, e.g.
-// a card over 30 KB), rejected by Lark for a business reason, or
-// dead-lettered after exhausting their retries — are reported and the next
-// action runs. An error wrapping ErrRetryable means the event should be
-// redelivered; actions already done are safe to repeat because each send
-// and reply carries a deterministic uuid.
+// a card over 30 KB), rejected by Lark for a business reason, or (on the
+// final attempt) dead-lettered after exhausting their retries — are
+// reported and the next action runs. An error wrapping ErrRetryable means
+// the event should be redelivered: an action exhausted its retries before
+// the final attempt, the context ended, or the dead letters failed; actions
+// already done are safe to repeat because each send and reply carries a
+// deterministic uuid.
 func (e *Executor) Execute(ctx context.Context, req Request) ([]*pluginv1.RefusedAction, error) {
 	var refused []*pluginv1.RefusedAction
 	refuse := func(i int, kind, outcome, reason string) {
@@ -215,6 +231,9 @@ func (e *Executor) Execute(ctx context.Context, req Request) ([]*pluginv1.Refuse
 		switch {
 		case err == nil:
 			e.metrics.executions.WithLabelValues(req.Plugin, kind, "done").Inc()
+		case errors.Is(err, errExhausted) && !req.FinalAttempt:
+			e.metrics.executions.WithLabelValues(req.Plugin, kind, "retry").Inc()
+			return refused, fmt.Errorf("performing %s for %s: %w: %w", kind, req.Plugin, ErrRetryable, err)
 		case errors.Is(err, errExhausted):
 			if derr := e.deadLetter(req, i, a, kind, attempts, err); derr != nil {
 				e.metrics.executions.WithLabelValues(req.Plugin, kind, "retry").Inc()
@@ -253,7 +272,7 @@ func (e *Executor) SendFallback(ctx context.Context, plugin string, ev *pluginv1
 	}
 	content, _ := json.Marshal(map[string]string{"text": text}) // cannot fail
 	uuid := IdempotencyKey(app, ev.GetDedupKey(), plugin, -1)
-	c := call{priority: PriorityHigh}
+	c := call{priority: PriorityHigh, client: cli}
 	switch target := eventMessageID(ev); {
 	case target != "":
 		r := lark.ReplyRequest{MessageID: target, MsgType: "text", Content: string(content), UUID: uuid}
@@ -292,6 +311,7 @@ type call struct {
 	target   string // rate-limit scope of the chat, user or card, or ""
 	priority Priority
 	do       func(ctx context.Context) error
+	client   Client
 }
 
 // perform makes c, retrying retryable failures. It returns the number of
@@ -324,6 +344,11 @@ func (e *Executor) perform(ctx context.Context, app string, c call) (attempts in
 				e.logger.Warn("circuit breaker unavailable", "app_id", app, "api", c.api, "error", err)
 				done = nil
 			}
+		}
+		if w, ok := c.client.(tokenWarmer); ok {
+			// A token fetch after the slot would delay the call past it;
+			// a failure here is left for the call itself to report.
+			_ = w.WarmToken(ctx)
 		}
 		if err := e.limiter.wait(ctx, t); err != nil {
 			if done != nil {

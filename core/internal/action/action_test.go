@@ -288,14 +288,15 @@ func fastRetry() RetryPolicy {
 }
 
 // TestRetryClassification: retryable failures are retried up to the policy
-// and then dead-lettered; business errors are not retried.
+// and then — on the event's final delivery — dead-lettered, or before it
+// handed back for redelivery; business errors are not retried.
 func TestRetryClassification(t *testing.T) {
 	rateLimited := &lark.APIError{Code: lark.CodeRateLimited, HTTPStatus: 429, RetryAfter: time.Millisecond}
 	tests := map[string]struct {
-		errs       []error
-		calls      int32
-		deadLetter bool
-		refused    string // "" when done
+		errs      []error
+		calls     int32
+		exhausted bool   // retries run out: redelivered, or dead-lettered on the final attempt
+		refused   string // "" when done
 	}{
 		"success":                 {nil, 1, false, ""},
 		"bot not in chat":         {[]error{&lark.APIError{Code: lark.CodeBotNotInChat, HTTPStatus: 400}}, 1, false, "230002"},
@@ -309,36 +310,45 @@ func TestRetryClassification(t *testing.T) {
 		"token invalid then busy": {[]error{&lark.APIError{Code: lark.CodeTenantTokenInvalid, HTTPStatus: 400}, &lark.APIError{Code: lark.CodeMessageBeingSent, HTTPStatus: 400}, nil}, 3, false, ""},
 	}
 	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			cli := &scriptedClient{errs: tc.errs}
-			dead := &MemoryDeadLetters{}
-			e, err := New(Config{Retry: fastRetry(), Limits: Limits{Disabled: true}}, Deps{Clients: map[string]Client{appA: cli}, DeadLetters: dead})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer e.Close(t.Context())
-			refused, err := e.Execute(t.Context(), Request{Plugin: "p", Allowed: allowReply, Event: event(), Actions: []*pluginv1.Action{reply("x")}, Attempts: 2})
-			if err != nil {
-				t.Fatalf("Execute: %v", err)
-			}
-			if got := cli.calls.Load(); got != tc.calls {
-				t.Errorf("%d calls, want %d", got, tc.calls)
-			}
-			if tc.refused == "" && len(refused) != 0 || tc.refused != "" && (len(refused) != 1 || !strings.Contains(refused[0].GetReason(), tc.refused)) {
-				t.Errorf("refused %v, want %q", refused, tc.refused)
-			}
-			dls := dead.List()
-			if (len(dls) == 1) != tc.deadLetter || len(dls) > 1 {
-				t.Fatalf("dead letters %+v, want %v", dls, tc.deadLetter)
-			}
-			if tc.deadLetter {
-				dl := dls[0]
-				if dl.Plugin != "p" || dl.AppID != appA || dl.EventID != "ev-om_1" || dl.Kind != "reply" || dl.Attempts != 3 ||
-					dl.DeliveryAttempt != 2 || dl.Error == "" || !strings.Contains(string(dl.Action), "reply") {
-					t.Fatalf("dead letter %+v", dl)
+		for _, final := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/final=%v", name, final), func(t *testing.T) {
+				cli := &scriptedClient{errs: tc.errs}
+				dead := &MemoryDeadLetters{}
+				e, err := New(Config{Retry: fastRetry(), Limits: Limits{Disabled: true}}, Deps{Clients: map[string]Client{appA: cli}, DeadLetters: dead})
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
+				defer e.Close(t.Context())
+				refused, err := e.Execute(t.Context(), Request{Plugin: "p", Allowed: allowReply, Event: event(),
+					Actions: []*pluginv1.Action{reply("x")}, Attempts: 2, FinalAttempt: final})
+				if got := cli.calls.Load(); got != tc.calls {
+					t.Errorf("%d calls, want %d", got, tc.calls)
+				}
+				if tc.exhausted && !final {
+					if !errors.Is(err, ErrRetryable) || len(dead.List()) != 0 {
+						t.Fatalf("Execute = %v with %d dead letters, want ErrRetryable and none", err, len(dead.List()))
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("Execute: %v", err)
+				}
+				if tc.refused == "" && len(refused) != 0 || tc.refused != "" && (len(refused) != 1 || !strings.Contains(refused[0].GetReason(), tc.refused)) {
+					t.Errorf("refused %v, want %q", refused, tc.refused)
+				}
+				dls := dead.List()
+				if (len(dls) == 1) != tc.exhausted || len(dls) > 1 {
+					t.Fatalf("dead letters %+v, want %v", dls, tc.exhausted)
+				}
+				if tc.exhausted {
+					dl := dls[0]
+					if dl.Plugin != "p" || dl.AppID != appA || dl.EventID != "ev-om_1" || dl.Kind != "reply" || dl.Attempts != 3 ||
+						dl.DeliveryAttempt != 2 || dl.Error == "" || !strings.Contains(string(dl.Action), "reply") {
+						t.Fatalf("dead letter %+v", dl)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -379,7 +389,7 @@ func TestDeadLetterWriteFailureAsksForRedelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close(t.Context())
-	_, err = e.Execute(t.Context(), Request{Plugin: "p", Allowed: allowReply, Event: event(), Actions: []*pluginv1.Action{reply("x")}})
+	_, err = e.Execute(t.Context(), Request{Plugin: "p", Allowed: allowReply, Event: event(), Actions: []*pluginv1.Action{reply("x")}, FinalAttempt: true})
 	if !errors.Is(err, ErrRetryable) {
 		t.Fatalf("Execute = %v, want ErrRetryable", err)
 	}

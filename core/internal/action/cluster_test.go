@@ -423,15 +423,15 @@ func TestBusinessErrorsAreNotRetried(t *testing.T) {
 
 func allAllowed() []pluginv1.ActionKind { return allowAll }
 
-// TestDeadLetterAndFallback: an action whose retries run out goes to the
-// Redis dead letters with its error; the dispatcher's fallback reply then
+// TestDeadLetterAndFallback: an action whose retries run out on the event's
+// final delivery goes to the Redis dead letters with its error; the dispatcher's fallback reply then
 // reaches the user, once however often it is sent.
 func TestDeadLetterAndFallback(t *testing.T) {
 	c := newCluster(t, clusterOpts{redis: true, cfg: Config{Limits: Limits{Disabled: true}, Retry: fastRetry(),
 		Breaker: BreakerSettings{FailureThreshold: 100}}})
 	c.emu.SetFaults(larkemu.Faults{ErrorRate: 1, ErrorStatus: 502})
 	ev := messageEvent("om_dl", "oc_dl")
-	refused, err := c.execs[0].Execute(t.Context(), Request{Plugin: "p", Allowed: allowReply, Event: ev, Actions: []*pluginv1.Action{reply("lost")}, Attempts: 1})
+	refused, err := c.execs[0].Execute(t.Context(), Request{Plugin: "p", Allowed: allowReply, Event: ev, Actions: []*pluginv1.Action{reply("lost")}, Attempts: 5, FinalAttempt: true})
 	if err != nil || len(refused) != 1 || !strings.Contains(refused[0].GetReason(), "dead-lettered after 3 attempts") {
 		t.Fatalf("refused %v, err %v", refused, err)
 	}

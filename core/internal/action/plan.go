@@ -90,6 +90,7 @@ func (e *Executor) plan(req Request, i int, a *pluginv1.Action, cli Client) (cal
 	if err != nil {
 		return c, err.Error()
 	}
+	c.client = cli
 	return c, ""
 }
 

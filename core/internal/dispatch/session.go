@@ -256,7 +256,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		actx, aspan := d.cfg.Tracer.Start(actx, "action.execute", trace.WithSpanKind(trace.SpanKindClient),
 			trace.WithAttributes(attribute.Int("larkway.actions", len(actions))))
 		refused, err := d.exec.Execute(actx, action.Request{Plugin: s.name, Allowed: s.plugin.Manifest().GetAllowedActions(),
-			Event: ev, Actions: actions, Attempts: del.Attempt})
+			Event: ev, Actions: actions, Attempts: del.Attempt, FinalAttempt: del.Attempt >= d.cfg.MaxAttempts})
 		if err != nil {
 			aspan.RecordError(err)
 		}

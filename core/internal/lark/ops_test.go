@@ -208,3 +208,24 @@ func TestSizeLimitMatchesLark(t *testing.T) {
 		})
 	}
 }
+
+func TestClientWarmToken(t *testing.T) {
+	h := newHarness(t)
+	c := h.client(t)
+	if err := c.WarmToken(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.emu.TokenFetches(); got != 1 {
+		t.Fatalf("%d token fetches after WarmToken, want 1", got)
+	}
+	if _, err := c.Send(t.Context(), SendRequest{ReceiveIDType: ReceiveIDChatID, ReceiveID: "oc_1", MsgType: "text", Content: text("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.emu.TokenFetches(); got != 1 {
+		t.Fatalf("%d token fetches after a send, want still 1", got)
+	}
+	_ = c.Close(t.Context())
+	if err := c.WarmToken(t.Context()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("WarmToken after Close = %v", err)
+	}
+}
