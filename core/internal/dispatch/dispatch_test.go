@@ -479,3 +479,49 @@ func TestDeadLetterIndexAndReplay(t *testing.T) {
 		return len(l) == 1 && l[0].ID != e.ID
 	})
 }
+
+type fallbackExec struct {
+	recordingExec
+	mu    sync.Mutex
+	texts []string
+}
+
+func (f *fallbackExec) SendFallback(_ context.Context, plugin string, ev *pluginv1.Event, text string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.texts = append(f.texts, plugin+":"+ev.GetEventId()+":"+text)
+	return nil
+}
+
+// A dead-lettered event gets the manifest's fallback reply.
+func TestFallbackReplyOnDeadLetter(t *testing.T) {
+	b := memory.New(slog.New(slog.DiscardHandler))
+	defer b.Close(context.Background())
+	fe := &fallbackExec{}
+	d := New(Config{Topics: []string{"t"}, Deadline: time.Second, MaxAttempts: 2, MaxInFlight: 2}, b, fe, slog.New(slog.DiscardHandler), nil)
+	m := manifest()
+	m.FallbackReplyText = "sorry, something went wrong"
+	p := newFakePlugin(t, m)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := d.Route("fake")
+	sub := make(chan struct{})
+	go func() { _ = r.Run(ctx, func() { close(sub) }) }()
+	<-sub
+	s, _, err := r.Attach(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ev := &pluginv1.Event{EventId: "ev-fb", EventType: "im.message.receive_v1", DedupKey: "om_fb", ChatId: "oc",
+		Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: "om_fb", Text: "fail"}}}
+	msg, _ := envelope.Encode(ev)
+	if err := b.Publish(ctx, "t", msg); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "no fallback reply", func() bool {
+		fe.mu.Lock()
+		defer fe.mu.Unlock()
+		return len(fe.texts) == 1 && fe.texts[0] == "fake:ev-fb:sorry, something went wrong"
+	})
+}

@@ -379,6 +379,30 @@ func (s *Session) deadLetter(del *bus.Delivery, reason string, log *slog.Logger)
 	s.d.metrics.dead.WithLabelValues(s.name).Inc()
 	log.Warn("event dead-lettered", "reason", reason)
 	_ = del.Ack()
+	s.fallback(ctx, del, log)
+}
+
+// fallbackSender is implemented by executors that can send a plugin's
+// fallback reply.
+type fallbackSender interface {
+	SendFallback(ctx context.Context, plugin string, ev *pluginv1.Event, text string) error
+}
+
+// fallback sends the manifest's fallback reply for a dead-lettered event,
+// so the user hears something; its uuid is stable, so it is sent once.
+func (s *Session) fallback(ctx context.Context, del *bus.Delivery, log *slog.Logger) {
+	text := s.plugin.Manifest().GetFallbackReplyText()
+	fs, ok := s.d.exec.(fallbackSender)
+	if text == "" || !ok {
+		return
+	}
+	ev, err := envelope.Decode(del.Payload)
+	if err != nil {
+		return
+	}
+	if err := fs.SendFallback(ctx, s.name, ev, text); err != nil {
+		log.Warn("fallback reply failed", "err", err)
+	}
 }
 
 // answerCard hands a card click's response to the callback still waiting

@@ -78,7 +78,8 @@ func (m *Memory) Get(_ context.Context, plugin, key string) (Value, bool, error)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.live(memKey(plugin, key))
-	return e.v, ok, nil
+	// A copy: callers may modify what they read (append, say).
+	return Value{Data: append([]byte(nil), e.v.Data...), Revision: e.v.Revision}, ok, nil
 }
 
 // Set implements Store.
