@@ -144,6 +144,9 @@ func repliesByParent(emu *larkemu.Emulator) map[string]int {
 	return out
 }
 
+// maxLoadSeconds bounds a load run's offered events to rate × this.
+const maxLoadSeconds = 8
+
 // loadResult is what a load run got accepted, and over how long.
 type loadResult struct {
 	ids     []string
@@ -174,8 +177,10 @@ func load(t *testing.T, cores []*runningCore, appID string, rate int, stop <-cha
 				return
 			case <-tick.C:
 			}
-			// Pace by elapsed time, not ticks, so the offered rate holds.
-			for due := int(float64(rate) * time.Since(start).Seconds()); n < due; {
+			// Pace by elapsed time, not ticks, so the offered rate holds;
+			// at most maxLoadSeconds of load, so a slow (race-enabled,
+			// shared) machine is not buried in backlog.
+			for due := min(int(float64(rate)*time.Since(start).Seconds()), rate*maxLoadSeconds); n < due; {
 				n++
 				id := fmt.Sprintf("om_load_%d", n)
 				body := messageEvent(appID, "ev_"+id, id, fmt.Sprintf("oc_load_%d", n%50), "load "+id)
