@@ -19,6 +19,11 @@ import (
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
+// unmarshal decodes every envelope field; the JSON-library comparison
+// benchmark (jsonlib_bench_test.go) swaps it to measure alternatives on
+// this very code. Nothing else changes it.
+var unmarshal = json.Unmarshal
+
 // Event types with typed payloads.
 const (
 	TypeMessageReceive   = "im.message.receive_v1"
@@ -39,7 +44,7 @@ func Normalize(appID string, raw []byte) (*pluginv1.Event, error) {
 		UUID   string          `json:"uuid"`
 		Header json.RawMessage `json:"header"`
 	}
-	if err := json.Unmarshal(raw, &head); err != nil {
+	if err := unmarshal(raw, &head); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	switch {
@@ -76,7 +81,7 @@ func normalizeV2(appID string, raw []byte) (*pluginv1.Event, error) {
 		} `json:"header"`
 		Event json.RawMessage `json:"event"`
 	}
-	if err := json.Unmarshal(raw, &b); err != nil {
+	if err := unmarshal(raw, &b); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	h := b.Header
@@ -114,7 +119,7 @@ func normalizeGeneric(ev *pluginv1.Event, raw json.RawMessage) error {
 		} `json:"operator"`
 		UserID *userIDs `json:"user_id"`
 	}
-	if err := json.Unmarshal(raw, &g); err != nil {
+	if err := unmarshal(raw, &g); err != nil {
 		return fmt.Errorf("%w: %s event: %v", ErrMalformed, ev.GetEventType(), err)
 	}
 	ev.ChatId = g.ChatID
@@ -151,7 +156,7 @@ func normalizeMessage(ev *pluginv1.Event, raw json.RawMessage) error {
 			} `json:"mentions"`
 		} `json:"message"`
 	}
-	if err := json.Unmarshal(raw, &me); err != nil {
+	if err := unmarshal(raw, &me); err != nil {
 		return fmt.Errorf("%w: %s event: %v", ErrMalformed, TypeMessageReceive, err)
 	}
 	m := me.Message
@@ -188,7 +193,7 @@ func parseContent(msg *pluginv1.Message) error {
 		ImageKey string          `json:"image_key"`
 		FileKey  string          `json:"file_key"`
 	}
-	if err := json.Unmarshal([]byte(msg.GetContentJson()), &c); err != nil {
+	if err := unmarshal([]byte(msg.GetContentJson()), &c); err != nil {
 		// Content of a kind we do not type (or not an object) stays in
 		// content_json only; a text message must parse, though.
 		if msg.GetMessageType() == "text" || msg.GetMessageType() == "post" {
@@ -285,7 +290,7 @@ func normalizeCardV2(ev *pluginv1.Event, raw json.RawMessage) error {
 			OpenChatID    string `json:"open_chat_id"`
 		} `json:"context"`
 	}
-	if err := json.Unmarshal(raw, &c); err != nil {
+	if err := unmarshal(raw, &c); err != nil {
 		return fmt.Errorf("%w: %s event: %v", ErrMalformed, TypeCardAction, err)
 	}
 	ca := c.Action.proto()
@@ -314,7 +319,7 @@ func NormalizeLegacyCard(appID string, raw []byte) (*pluginv1.Event, error) {
 		Token         string         `json:"token"`
 		Action        cardActionJSON `json:"action"`
 	}
-	if err := json.Unmarshal(raw, &c); err != nil {
+	if err := unmarshal(raw, &c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if c.OpenMessageID == "" {
@@ -357,7 +362,7 @@ func normalizeV1(appID string, raw []byte) (*pluginv1.Event, error) {
 			RootID        string `json:"root_id"`
 		} `json:"event"`
 	}
-	if err := json.Unmarshal(raw, &b); err != nil {
+	if err := unmarshal(raw, &b); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	e := b.Event
