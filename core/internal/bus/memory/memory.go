@@ -165,6 +165,13 @@ func (s *subscription) next(c *consumer, now time.Time) (int, time.Time) {
 			}
 			continue
 		}
+		if len(s.active) == 1 {
+			// The common case needs no hashing (and no map).
+			if s.active[0] == c {
+				return i, time.Time{}
+			}
+			continue
+		}
 		mine, ok := picked[key]
 		if !ok {
 			mine = s.pick(key) == c
@@ -436,7 +443,12 @@ func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 func (c *consumer) handOut(i int) *bus.Delivery {
 	s := c.s
 	e := s.pending[i]
-	s.pending = slices.Delete(s.pending, i, i+1)
+	// Entries are taken from near the front: shift the i before it one
+	// place right and drop the first slot, O(i) rather than O(len) — a
+	// deep backlog must not make every hand-out copy all of it.
+	copy(s.pending[1:i+1], s.pending[:i])
+	s.pending[0] = nil
+	s.pending = s.pending[1:]
 	e.deliveries++
 	e.readyAt = time.Time{}
 	key := e.m.msg.Key

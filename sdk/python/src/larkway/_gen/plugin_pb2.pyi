@@ -51,14 +51,16 @@ TOAST_TYPE_WARNING: ToastType
 TOAST_TYPE_ERROR: ToastType
 
 class DescribeRequest(_message.Message):
-    __slots__ = ("core_contract_version", "core_version", "state_broker_id")
+    __slots__ = ("core_contract_version", "core_version", "state_broker_id", "accepts_result_batches")
     CORE_CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_BROKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_RESULT_BATCHES_FIELD_NUMBER: _ClassVar[int]
     core_contract_version: str
     core_version: str
     state_broker_id: int
-    def __init__(self, core_contract_version: _Optional[str] = ..., core_version: _Optional[str] = ..., state_broker_id: _Optional[int] = ...) -> None: ...
+    accepts_result_batches: bool
+    def __init__(self, core_contract_version: _Optional[str] = ..., core_version: _Optional[str] = ..., state_broker_id: _Optional[int] = ..., accepts_result_batches: _Optional[bool] = ...) -> None: ...
 
 class DescribeResponse(_message.Message):
     __slots__ = ("manifest",)
@@ -67,7 +69,7 @@ class DescribeResponse(_message.Message):
     def __init__(self, manifest: _Optional[_Union[Manifest, _Mapping]] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("name", "version", "subscriptions", "max_in_flight", "allowed_actions", "fallback_reply_text", "description")
+    __slots__ = ("name", "version", "subscriptions", "max_in_flight", "allowed_actions", "fallback_reply_text", "description", "accepts_delivery_batches")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +77,7 @@ class Manifest(_message.Message):
     ALLOWED_ACTIONS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_REPLY_TEXT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_DELIVERY_BATCHES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     subscriptions: _containers.RepeatedCompositeFieldContainer[Subscription]
@@ -82,7 +85,8 @@ class Manifest(_message.Message):
     allowed_actions: _containers.RepeatedScalarFieldContainer[ActionKind]
     fallback_reply_text: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., max_in_flight: _Optional[int] = ..., allowed_actions: _Optional[_Iterable[_Union[ActionKind, str]]] = ..., fallback_reply_text: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    accepts_delivery_batches: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., subscriptions: _Optional[_Iterable[_Union[Subscription, _Mapping]]] = ..., max_in_flight: _Optional[int] = ..., allowed_actions: _Optional[_Iterable[_Union[ActionKind, str]]] = ..., fallback_reply_text: _Optional[str] = ..., description: _Optional[str] = ..., accepts_delivery_batches: _Optional[bool] = ...) -> None: ...
 
 class Subscription(_message.Message):
     __slots__ = ("event_types", "commands", "text_patterns", "chat_ids")
@@ -97,12 +101,20 @@ class Subscription(_message.Message):
     def __init__(self, event_types: _Optional[_Iterable[str]] = ..., commands: _Optional[_Iterable[str]] = ..., text_patterns: _Optional[_Iterable[str]] = ..., chat_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HandleRequest(_message.Message):
-    __slots__ = ("delivery", "result_ack")
+    __slots__ = ("delivery", "result_ack", "deliveries")
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     RESULT_ACK_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     delivery: Delivery
     result_ack: ResultAck
-    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ...) -> None: ...
+    deliveries: DeliveryBatch
+    def __init__(self, delivery: _Optional[_Union[Delivery, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., deliveries: _Optional[_Union[DeliveryBatch, _Mapping]] = ...) -> None: ...
+
+class DeliveryBatch(_message.Message):
+    __slots__ = ("deliveries",)
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
 
 class Delivery(_message.Message):
     __slots__ = ("delivery_id", "event", "attempt", "deadline", "trace_context")
@@ -230,10 +242,18 @@ class CardAction(_message.Message):
     def __init__(self, open_message_id: _Optional[str] = ..., open_chat_id: _Optional[str] = ..., token: _Optional[str] = ..., tag: _Optional[str] = ..., value_json: _Optional[str] = ..., option: _Optional[str] = ..., name: _Optional[str] = ..., form_value_json: _Optional[str] = ..., input_value: _Optional[str] = ..., timezone: _Optional[str] = ..., operator: _Optional[_Union[UserId, _Mapping]] = ..., awaits_response: _Optional[bool] = ...) -> None: ...
 
 class HandleResponse(_message.Message):
-    __slots__ = ("result",)
+    __slots__ = ("result", "results")
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     result: Result
-    def __init__(self, result: _Optional[_Union[Result, _Mapping]] = ...) -> None: ...
+    results: ResultBatch
+    def __init__(self, result: _Optional[_Union[Result, _Mapping]] = ..., results: _Optional[_Union[ResultBatch, _Mapping]] = ...) -> None: ...
+
+class ResultBatch(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Result]
+    def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("delivery_id", "outcome", "error", "retry_after", "actions", "card_response")

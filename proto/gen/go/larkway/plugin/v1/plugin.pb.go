@@ -216,8 +216,12 @@ type DescribeRequest struct {
 	// go-plugin broker id on which the core serves StateService for this
 	// plugin; 0 when the core offers no state store.
 	StateBrokerId uint32 `protobuf:"varint,3,opt,name=state_broker_id,json=stateBrokerId,proto3" json:"state_broker_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The core accepts HandleResponse.results (a ResultBatch). A plugin may
+	// send batches only when this is set; a core that predates batches leaves
+	// it false.
+	AcceptsResultBatches bool `protobuf:"varint,4,opt,name=accepts_result_batches,json=acceptsResultBatches,proto3" json:"accepts_result_batches,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *DescribeRequest) Reset() {
@@ -269,6 +273,13 @@ func (x *DescribeRequest) GetStateBrokerId() uint32 {
 		return x.StateBrokerId
 	}
 	return 0
+}
+
+func (x *DescribeRequest) GetAcceptsResultBatches() bool {
+	if x != nil {
+		return x.AcceptsResultBatches
+	}
+	return false
 }
 
 // DescribeResponse carries the plugin's manifest.
@@ -334,9 +345,13 @@ type Manifest struct {
 	// deliveries is dead-lettered; empty means no fallback reply.
 	FallbackReplyText string `protobuf:"bytes,6,opt,name=fallback_reply_text,json=fallbackReplyText,proto3" json:"fallback_reply_text,omitempty"`
 	// Human description for the admin API.
-	Description   string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Description string `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
+	// The plugin accepts HandleRequest.deliveries (a DeliveryBatch). The core
+	// then sends whatever deliveries are ready at once in one message instead
+	// of one message each; ordering and per-delivery results are unchanged.
+	AcceptsDeliveryBatches bool `protobuf:"varint,8,opt,name=accepts_delivery_batches,json=acceptsDeliveryBatches,proto3" json:"accepts_delivery_batches,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Manifest) Reset() {
@@ -416,6 +431,13 @@ func (x *Manifest) GetDescription() string {
 		return x.Description
 	}
 	return ""
+}
+
+func (x *Manifest) GetAcceptsDeliveryBatches() bool {
+	if x != nil {
+		return x.AcceptsDeliveryBatches
+	}
+	return false
 }
 
 // Subscription selects events. Every non-empty field must match (AND); the
@@ -502,6 +524,7 @@ type HandleRequest struct {
 	//
 	//	*HandleRequest_Delivery
 	//	*HandleRequest_ResultAck
+	//	*HandleRequest_Deliveries
 	Kind          isHandleRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -562,6 +585,15 @@ func (x *HandleRequest) GetResultAck() *ResultAck {
 	return nil
 }
 
+func (x *HandleRequest) GetDeliveries() *DeliveryBatch {
+	if x != nil {
+		if x, ok := x.Kind.(*HandleRequest_Deliveries); ok {
+			return x.Deliveries
+		}
+	}
+	return nil
+}
+
 type isHandleRequest_Kind interface {
 	isHandleRequest_Kind()
 }
@@ -576,9 +608,65 @@ type HandleRequest_ResultAck struct {
 	ResultAck *ResultAck `protobuf:"bytes,2,opt,name=result_ack,json=resultAck,proto3,oneof"`
 }
 
+type HandleRequest_Deliveries struct {
+	// Several deliveries at once (only to plugins whose manifest sets
+	// accepts_delivery_batches). Each is handled exactly as if it had come
+	// alone; their order in the batch is the order they were sent in.
+	Deliveries *DeliveryBatch `protobuf:"bytes,3,opt,name=deliveries,proto3,oneof"`
+}
+
 func (*HandleRequest_Delivery) isHandleRequest_Kind() {}
 
 func (*HandleRequest_ResultAck) isHandleRequest_Kind() {}
+
+func (*HandleRequest_Deliveries) isHandleRequest_Kind() {}
+
+// DeliveryBatch carries deliveries that were ready to send at the same time.
+// Batching is opportunistic: the core never waits to fill a batch.
+type DeliveryBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deliveries, in send order.
+	Deliveries    []*Delivery `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryBatch) Reset() {
+	*x = DeliveryBatch{}
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryBatch) ProtoMessage() {}
+
+func (x *DeliveryBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryBatch.ProtoReflect.Descriptor instead.
+func (*DeliveryBatch) Descriptor() ([]byte, []int) {
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeliveryBatch) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
 
 // Delivery is one attempt at handing an event to the plugin.
 type Delivery struct {
@@ -600,7 +688,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +700,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +713,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Delivery) GetDeliveryId() string {
@@ -700,7 +788,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +800,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +813,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Event) GetEventId() string {
@@ -858,7 +946,7 @@ type UserId struct {
 
 func (x *UserId) Reset() {
 	*x = UserId{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +958,7 @@ func (x *UserId) String() string {
 func (*UserId) ProtoMessage() {}
 
 func (x *UserId) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +971,7 @@ func (x *UserId) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserId.ProtoReflect.Descriptor instead.
 func (*UserId) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UserId) GetOpenId() string {
@@ -946,7 +1034,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1046,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1059,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Message) GetMessageId() string {
@@ -1066,7 +1154,7 @@ type Mention struct {
 
 func (x *Mention) Reset() {
 	*x = Mention{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1166,7 @@ func (x *Mention) String() string {
 func (*Mention) ProtoMessage() {}
 
 func (x *Mention) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1179,7 @@ func (x *Mention) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mention.ProtoReflect.Descriptor instead.
 func (*Mention) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Mention) GetKey() string {
@@ -1148,7 +1236,7 @@ type CardAction struct {
 
 func (x *CardAction) Reset() {
 	*x = CardAction{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1248,7 @@ func (x *CardAction) String() string {
 func (*CardAction) ProtoMessage() {}
 
 func (x *CardAction) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1261,7 @@ func (x *CardAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CardAction.ProtoReflect.Descriptor instead.
 func (*CardAction) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CardAction) GetOpenMessageId() string {
@@ -1268,6 +1356,7 @@ type HandleResponse struct {
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*HandleResponse_Result
+	//	*HandleResponse_Results
 	Kind          isHandleResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1275,7 +1364,7 @@ type HandleResponse struct {
 
 func (x *HandleResponse) Reset() {
 	*x = HandleResponse{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1376,7 @@ func (x *HandleResponse) String() string {
 func (*HandleResponse) ProtoMessage() {}
 
 func (x *HandleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1389,7 @@ func (x *HandleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleResponse.ProtoReflect.Descriptor instead.
 func (*HandleResponse) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HandleResponse) GetKind() isHandleResponse_Kind {
@@ -1319,6 +1408,15 @@ func (x *HandleResponse) GetResult() *Result {
 	return nil
 }
 
+func (x *HandleResponse) GetResults() *ResultBatch {
+	if x != nil {
+		if x, ok := x.Kind.(*HandleResponse_Results); ok {
+			return x.Results
+		}
+	}
+	return nil
+}
+
 type isHandleResponse_Kind interface {
 	isHandleResponse_Kind()
 }
@@ -1328,7 +1426,61 @@ type HandleResponse_Result struct {
 	Result *Result `protobuf:"bytes,1,opt,name=result,proto3,oneof"`
 }
 
+type HandleResponse_Results struct {
+	// Several outcomes at once (only when DescribeRequest.accepts_result_batches
+	// is set). Each is treated exactly as if it had come alone.
+	Results *ResultBatch `protobuf:"bytes,2,opt,name=results,proto3,oneof"`
+}
+
 func (*HandleResponse_Result) isHandleResponse_Kind() {}
+
+func (*HandleResponse_Results) isHandleResponse_Kind() {}
+
+// ResultBatch carries results that were ready to send at the same time.
+type ResultBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results, in any order; each names its delivery.
+	Results       []*Result `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResultBatch) Reset() {
+	*x = ResultBatch{}
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResultBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResultBatch) ProtoMessage() {}
+
+func (x *ResultBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResultBatch.ProtoReflect.Descriptor instead.
+func (*ResultBatch) Descriptor() ([]byte, []int) {
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ResultBatch) GetResults() []*Result {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
 
 // Result is the plugin's outcome for one delivery.
 type Result struct {
@@ -1351,7 +1503,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1515,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1528,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Result) GetDeliveryId() string {
@@ -1434,7 +1586,7 @@ type ResultAck struct {
 
 func (x *ResultAck) Reset() {
 	*x = ResultAck{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1598,7 @@ func (x *ResultAck) String() string {
 func (*ResultAck) ProtoMessage() {}
 
 func (x *ResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1611,7 @@ func (x *ResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultAck.ProtoReflect.Descriptor instead.
 func (*ResultAck) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResultAck) GetDeliveryId() string {
@@ -1489,7 +1641,7 @@ type RefusedAction struct {
 
 func (x *RefusedAction) Reset() {
 	*x = RefusedAction{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1653,7 @@ func (x *RefusedAction) String() string {
 func (*RefusedAction) ProtoMessage() {}
 
 func (x *RefusedAction) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1666,7 @@ func (x *RefusedAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RefusedAction.ProtoReflect.Descriptor instead.
 func (*RefusedAction) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RefusedAction) GetIndex() uint32 {
@@ -1552,7 +1704,7 @@ type Action struct {
 
 func (x *Action) Reset() {
 	*x = Action{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1716,7 @@ func (x *Action) String() string {
 func (*Action) ProtoMessage() {}
 
 func (x *Action) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1729,7 @@ func (x *Action) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Action.ProtoReflect.Descriptor instead.
 func (*Action) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Action) GetKind() isAction_Kind {
@@ -1720,7 +1872,7 @@ type SendMessage struct {
 
 func (x *SendMessage) Reset() {
 	*x = SendMessage{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1884,7 @@ func (x *SendMessage) String() string {
 func (*SendMessage) ProtoMessage() {}
 
 func (x *SendMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1897,7 @@ func (x *SendMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendMessage.ProtoReflect.Descriptor instead.
 func (*SendMessage) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SendMessage) GetReceiveIdType() string {
@@ -1793,7 +1945,7 @@ type ReplyMessage struct {
 
 func (x *ReplyMessage) Reset() {
 	*x = ReplyMessage{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1957,7 @@ func (x *ReplyMessage) String() string {
 func (*ReplyMessage) ProtoMessage() {}
 
 func (x *ReplyMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1970,7 @@ func (x *ReplyMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyMessage.ProtoReflect.Descriptor instead.
 func (*ReplyMessage) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReplyMessage) GetMessageId() string {
@@ -1862,7 +2014,7 @@ type UpdateCard struct {
 
 func (x *UpdateCard) Reset() {
 	*x = UpdateCard{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2026,7 @@ func (x *UpdateCard) String() string {
 func (*UpdateCard) ProtoMessage() {}
 
 func (x *UpdateCard) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2039,7 @@ func (x *UpdateCard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateCard.ProtoReflect.Descriptor instead.
 func (*UpdateCard) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateCard) GetMessageId() string {
@@ -1919,7 +2071,7 @@ type DelayedCardUpdate struct {
 
 func (x *DelayedCardUpdate) Reset() {
 	*x = DelayedCardUpdate{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2083,7 @@ func (x *DelayedCardUpdate) String() string {
 func (*DelayedCardUpdate) ProtoMessage() {}
 
 func (x *DelayedCardUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2096,7 @@ func (x *DelayedCardUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelayedCardUpdate.ProtoReflect.Descriptor instead.
 func (*DelayedCardUpdate) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DelayedCardUpdate) GetToken() string {
@@ -1981,7 +2133,7 @@ type AddReaction struct {
 
 func (x *AddReaction) Reset() {
 	*x = AddReaction{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2145,7 @@ func (x *AddReaction) String() string {
 func (*AddReaction) ProtoMessage() {}
 
 func (x *AddReaction) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2158,7 @@ func (x *AddReaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddReaction.ProtoReflect.Descriptor instead.
 func (*AddReaction) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddReaction) GetMessageId() string {
@@ -2036,7 +2188,7 @@ type RemoveReaction struct {
 
 func (x *RemoveReaction) Reset() {
 	*x = RemoveReaction{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2200,7 @@ func (x *RemoveReaction) String() string {
 func (*RemoveReaction) ProtoMessage() {}
 
 func (x *RemoveReaction) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2213,7 @@ func (x *RemoveReaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReaction.ProtoReflect.Descriptor instead.
 func (*RemoveReaction) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveReaction) GetMessageId() string {
@@ -2093,7 +2245,7 @@ type RawCall struct {
 
 func (x *RawCall) Reset() {
 	*x = RawCall{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2257,7 @@ func (x *RawCall) String() string {
 func (*RawCall) ProtoMessage() {}
 
 func (x *RawCall) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2270,7 @@ func (x *RawCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RawCall.ProtoReflect.Descriptor instead.
 func (*RawCall) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RawCall) GetMethod() string {
@@ -2155,7 +2307,7 @@ type CardResponse struct {
 
 func (x *CardResponse) Reset() {
 	*x = CardResponse{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2319,7 @@ func (x *CardResponse) String() string {
 func (*CardResponse) ProtoMessage() {}
 
 func (x *CardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2332,7 @@ func (x *CardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CardResponse.ProtoReflect.Descriptor instead.
 func (*CardResponse) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CardResponse) GetToast() *Toast {
@@ -2212,7 +2364,7 @@ type Toast struct {
 
 func (x *Toast) Reset() {
 	*x = Toast{}
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2376,7 @@ func (x *Toast) String() string {
 func (*Toast) ProtoMessage() {}
 
 func (x *Toast) ProtoReflect() protoreflect.Message {
-	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_larkway_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2389,7 @@ func (x *Toast) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Toast.ProtoReflect.Descriptor instead.
 func (*Toast) Descriptor() ([]byte, []int) {
-	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_larkway_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Toast) GetType() ToastType {
@@ -2265,13 +2417,14 @@ var File_larkway_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_larkway_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1elarkway/plugin/v1/plugin.proto\x12\x11larkway.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n" +
+	"\x1elarkway/plugin/v1/plugin.proto\x12\x11larkway.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n" +
 	"\x0fDescribeRequest\x122\n" +
 	"\x15core_contract_version\x18\x01 \x01(\tR\x13coreContractVersion\x12!\n" +
 	"\fcore_version\x18\x02 \x01(\tR\vcoreVersion\x12&\n" +
-	"\x0fstate_broker_id\x18\x03 \x01(\rR\rstateBrokerId\"K\n" +
+	"\x0fstate_broker_id\x18\x03 \x01(\rR\rstateBrokerId\x124\n" +
+	"\x16accepts_result_batches\x18\x04 \x01(\bR\x14acceptsResultBatches\"K\n" +
 	"\x10DescribeResponse\x127\n" +
-	"\bmanifest\x18\x01 \x01(\v2\x1b.larkway.plugin.v1.ManifestR\bmanifest\"\xbd\x02\n" +
+	"\bmanifest\x18\x01 \x01(\v2\x1b.larkway.plugin.v1.ManifestR\bmanifest\"\xf7\x02\n" +
 	"\bManifest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12E\n" +
@@ -2279,18 +2432,26 @@ const file_larkway_plugin_v1_plugin_proto_rawDesc = "" +
 	"\rmax_in_flight\x18\x04 \x01(\rR\vmaxInFlight\x12F\n" +
 	"\x0fallowed_actions\x18\x05 \x03(\x0e2\x1d.larkway.plugin.v1.ActionKindR\x0eallowedActions\x12.\n" +
 	"\x13fallback_reply_text\x18\x06 \x01(\tR\x11fallbackReplyText\x12 \n" +
-	"\vdescription\x18\a \x01(\tR\vdescription\"\x8b\x01\n" +
+	"\vdescription\x18\a \x01(\tR\vdescription\x128\n" +
+	"\x18accepts_delivery_batches\x18\b \x01(\bR\x16acceptsDeliveryBatches\"\x8b\x01\n" +
 	"\fSubscription\x12\x1f\n" +
 	"\vevent_types\x18\x01 \x03(\tR\n" +
 	"eventTypes\x12\x1a\n" +
 	"\bcommands\x18\x02 \x03(\tR\bcommands\x12#\n" +
 	"\rtext_patterns\x18\x03 \x03(\tR\ftextPatterns\x12\x19\n" +
-	"\bchat_ids\x18\x04 \x03(\tR\achatIds\"\x91\x01\n" +
+	"\bchat_ids\x18\x04 \x03(\tR\achatIds\"\xd5\x01\n" +
 	"\rHandleRequest\x129\n" +
 	"\bdelivery\x18\x01 \x01(\v2\x1b.larkway.plugin.v1.DeliveryH\x00R\bdelivery\x12=\n" +
 	"\n" +
-	"result_ack\x18\x02 \x01(\v2\x1c.larkway.plugin.v1.ResultAckH\x00R\tresultAckB\x06\n" +
-	"\x04kind\"\xc2\x02\n" +
+	"result_ack\x18\x02 \x01(\v2\x1c.larkway.plugin.v1.ResultAckH\x00R\tresultAck\x12B\n" +
+	"\n" +
+	"deliveries\x18\x03 \x01(\v2 .larkway.plugin.v1.DeliveryBatchH\x00R\n" +
+	"deliveriesB\x06\n" +
+	"\x04kind\"L\n" +
+	"\rDeliveryBatch\x12;\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x1b.larkway.plugin.v1.DeliveryR\n" +
+	"deliveries\"\xc2\x02\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12.\n" +
@@ -2361,10 +2522,13 @@ const file_larkway_plugin_v1_plugin_proto_rawDesc = "" +
 	"\btimezone\x18\n" +
 	" \x01(\tR\btimezone\x125\n" +
 	"\boperator\x18\v \x01(\v2\x19.larkway.plugin.v1.UserIdR\boperator\x12'\n" +
-	"\x0fawaits_response\x18\f \x01(\bR\x0eawaitsResponse\"M\n" +
+	"\x0fawaits_response\x18\f \x01(\bR\x0eawaitsResponse\"\x89\x01\n" +
 	"\x0eHandleResponse\x123\n" +
-	"\x06result\x18\x01 \x01(\v2\x19.larkway.plugin.v1.ResultH\x00R\x06resultB\x06\n" +
-	"\x04kind\"\xac\x02\n" +
+	"\x06result\x18\x01 \x01(\v2\x19.larkway.plugin.v1.ResultH\x00R\x06result\x12:\n" +
+	"\aresults\x18\x02 \x01(\v2\x1e.larkway.plugin.v1.ResultBatchH\x00R\aresultsB\x06\n" +
+	"\x04kind\"B\n" +
+	"\vResultBatch\x123\n" +
+	"\aresults\x18\x01 \x03(\v2\x19.larkway.plugin.v1.ResultR\aresults\"\xac\x02\n" +
 	"\x06Result\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x124\n" +
@@ -2472,7 +2636,7 @@ func file_larkway_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_larkway_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_larkway_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_larkway_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_larkway_plugin_v1_plugin_proto_goTypes = []any{
 	(ActionKind)(0),               // 0: larkway.plugin.v1.ActionKind
 	(Outcome)(0),                  // 1: larkway.plugin.v1.Outcome
@@ -2482,72 +2646,78 @@ var file_larkway_plugin_v1_plugin_proto_goTypes = []any{
 	(*Manifest)(nil),              // 5: larkway.plugin.v1.Manifest
 	(*Subscription)(nil),          // 6: larkway.plugin.v1.Subscription
 	(*HandleRequest)(nil),         // 7: larkway.plugin.v1.HandleRequest
-	(*Delivery)(nil),              // 8: larkway.plugin.v1.Delivery
-	(*Event)(nil),                 // 9: larkway.plugin.v1.Event
-	(*UserId)(nil),                // 10: larkway.plugin.v1.UserId
-	(*Message)(nil),               // 11: larkway.plugin.v1.Message
-	(*Mention)(nil),               // 12: larkway.plugin.v1.Mention
-	(*CardAction)(nil),            // 13: larkway.plugin.v1.CardAction
-	(*HandleResponse)(nil),        // 14: larkway.plugin.v1.HandleResponse
-	(*Result)(nil),                // 15: larkway.plugin.v1.Result
-	(*ResultAck)(nil),             // 16: larkway.plugin.v1.ResultAck
-	(*RefusedAction)(nil),         // 17: larkway.plugin.v1.RefusedAction
-	(*Action)(nil),                // 18: larkway.plugin.v1.Action
-	(*SendMessage)(nil),           // 19: larkway.plugin.v1.SendMessage
-	(*ReplyMessage)(nil),          // 20: larkway.plugin.v1.ReplyMessage
-	(*UpdateCard)(nil),            // 21: larkway.plugin.v1.UpdateCard
-	(*DelayedCardUpdate)(nil),     // 22: larkway.plugin.v1.DelayedCardUpdate
-	(*AddReaction)(nil),           // 23: larkway.plugin.v1.AddReaction
-	(*RemoveReaction)(nil),        // 24: larkway.plugin.v1.RemoveReaction
-	(*RawCall)(nil),               // 25: larkway.plugin.v1.RawCall
-	(*CardResponse)(nil),          // 26: larkway.plugin.v1.CardResponse
-	(*Toast)(nil),                 // 27: larkway.plugin.v1.Toast
-	nil,                           // 28: larkway.plugin.v1.Delivery.TraceContextEntry
-	nil,                           // 29: larkway.plugin.v1.Toast.I18nEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(*DeliveryBatch)(nil),         // 8: larkway.plugin.v1.DeliveryBatch
+	(*Delivery)(nil),              // 9: larkway.plugin.v1.Delivery
+	(*Event)(nil),                 // 10: larkway.plugin.v1.Event
+	(*UserId)(nil),                // 11: larkway.plugin.v1.UserId
+	(*Message)(nil),               // 12: larkway.plugin.v1.Message
+	(*Mention)(nil),               // 13: larkway.plugin.v1.Mention
+	(*CardAction)(nil),            // 14: larkway.plugin.v1.CardAction
+	(*HandleResponse)(nil),        // 15: larkway.plugin.v1.HandleResponse
+	(*ResultBatch)(nil),           // 16: larkway.plugin.v1.ResultBatch
+	(*Result)(nil),                // 17: larkway.plugin.v1.Result
+	(*ResultAck)(nil),             // 18: larkway.plugin.v1.ResultAck
+	(*RefusedAction)(nil),         // 19: larkway.plugin.v1.RefusedAction
+	(*Action)(nil),                // 20: larkway.plugin.v1.Action
+	(*SendMessage)(nil),           // 21: larkway.plugin.v1.SendMessage
+	(*ReplyMessage)(nil),          // 22: larkway.plugin.v1.ReplyMessage
+	(*UpdateCard)(nil),            // 23: larkway.plugin.v1.UpdateCard
+	(*DelayedCardUpdate)(nil),     // 24: larkway.plugin.v1.DelayedCardUpdate
+	(*AddReaction)(nil),           // 25: larkway.plugin.v1.AddReaction
+	(*RemoveReaction)(nil),        // 26: larkway.plugin.v1.RemoveReaction
+	(*RawCall)(nil),               // 27: larkway.plugin.v1.RawCall
+	(*CardResponse)(nil),          // 28: larkway.plugin.v1.CardResponse
+	(*Toast)(nil),                 // 29: larkway.plugin.v1.Toast
+	nil,                           // 30: larkway.plugin.v1.Delivery.TraceContextEntry
+	nil,                           // 31: larkway.plugin.v1.Toast.I18nEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
 }
 var file_larkway_plugin_v1_plugin_proto_depIdxs = []int32{
 	5,  // 0: larkway.plugin.v1.DescribeResponse.manifest:type_name -> larkway.plugin.v1.Manifest
 	6,  // 1: larkway.plugin.v1.Manifest.subscriptions:type_name -> larkway.plugin.v1.Subscription
 	0,  // 2: larkway.plugin.v1.Manifest.allowed_actions:type_name -> larkway.plugin.v1.ActionKind
-	8,  // 3: larkway.plugin.v1.HandleRequest.delivery:type_name -> larkway.plugin.v1.Delivery
-	16, // 4: larkway.plugin.v1.HandleRequest.result_ack:type_name -> larkway.plugin.v1.ResultAck
-	9,  // 5: larkway.plugin.v1.Delivery.event:type_name -> larkway.plugin.v1.Event
-	30, // 6: larkway.plugin.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
-	28, // 7: larkway.plugin.v1.Delivery.trace_context:type_name -> larkway.plugin.v1.Delivery.TraceContextEntry
-	30, // 8: larkway.plugin.v1.Event.create_time:type_name -> google.protobuf.Timestamp
-	10, // 9: larkway.plugin.v1.Event.sender:type_name -> larkway.plugin.v1.UserId
-	11, // 10: larkway.plugin.v1.Event.message:type_name -> larkway.plugin.v1.Message
-	13, // 11: larkway.plugin.v1.Event.card_action:type_name -> larkway.plugin.v1.CardAction
-	12, // 12: larkway.plugin.v1.Message.mentions:type_name -> larkway.plugin.v1.Mention
-	10, // 13: larkway.plugin.v1.Mention.id:type_name -> larkway.plugin.v1.UserId
-	10, // 14: larkway.plugin.v1.CardAction.operator:type_name -> larkway.plugin.v1.UserId
-	15, // 15: larkway.plugin.v1.HandleResponse.result:type_name -> larkway.plugin.v1.Result
-	1,  // 16: larkway.plugin.v1.Result.outcome:type_name -> larkway.plugin.v1.Outcome
-	31, // 17: larkway.plugin.v1.Result.retry_after:type_name -> google.protobuf.Duration
-	18, // 18: larkway.plugin.v1.Result.actions:type_name -> larkway.plugin.v1.Action
-	26, // 19: larkway.plugin.v1.Result.card_response:type_name -> larkway.plugin.v1.CardResponse
-	17, // 20: larkway.plugin.v1.ResultAck.refused:type_name -> larkway.plugin.v1.RefusedAction
-	19, // 21: larkway.plugin.v1.Action.send:type_name -> larkway.plugin.v1.SendMessage
-	20, // 22: larkway.plugin.v1.Action.reply:type_name -> larkway.plugin.v1.ReplyMessage
-	21, // 23: larkway.plugin.v1.Action.update_card:type_name -> larkway.plugin.v1.UpdateCard
-	22, // 24: larkway.plugin.v1.Action.delayed_card_update:type_name -> larkway.plugin.v1.DelayedCardUpdate
-	23, // 25: larkway.plugin.v1.Action.add_reaction:type_name -> larkway.plugin.v1.AddReaction
-	24, // 26: larkway.plugin.v1.Action.remove_reaction:type_name -> larkway.plugin.v1.RemoveReaction
-	25, // 27: larkway.plugin.v1.Action.raw_call:type_name -> larkway.plugin.v1.RawCall
-	27, // 28: larkway.plugin.v1.CardResponse.toast:type_name -> larkway.plugin.v1.Toast
-	2,  // 29: larkway.plugin.v1.Toast.type:type_name -> larkway.plugin.v1.ToastType
-	29, // 30: larkway.plugin.v1.Toast.i18n:type_name -> larkway.plugin.v1.Toast.I18nEntry
-	3,  // 31: larkway.plugin.v1.PluginService.Describe:input_type -> larkway.plugin.v1.DescribeRequest
-	7,  // 32: larkway.plugin.v1.PluginService.Handle:input_type -> larkway.plugin.v1.HandleRequest
-	4,  // 33: larkway.plugin.v1.PluginService.Describe:output_type -> larkway.plugin.v1.DescribeResponse
-	14, // 34: larkway.plugin.v1.PluginService.Handle:output_type -> larkway.plugin.v1.HandleResponse
-	33, // [33:35] is the sub-list for method output_type
-	31, // [31:33] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	9,  // 3: larkway.plugin.v1.HandleRequest.delivery:type_name -> larkway.plugin.v1.Delivery
+	18, // 4: larkway.plugin.v1.HandleRequest.result_ack:type_name -> larkway.plugin.v1.ResultAck
+	8,  // 5: larkway.plugin.v1.HandleRequest.deliveries:type_name -> larkway.plugin.v1.DeliveryBatch
+	9,  // 6: larkway.plugin.v1.DeliveryBatch.deliveries:type_name -> larkway.plugin.v1.Delivery
+	10, // 7: larkway.plugin.v1.Delivery.event:type_name -> larkway.plugin.v1.Event
+	32, // 8: larkway.plugin.v1.Delivery.deadline:type_name -> google.protobuf.Timestamp
+	30, // 9: larkway.plugin.v1.Delivery.trace_context:type_name -> larkway.plugin.v1.Delivery.TraceContextEntry
+	32, // 10: larkway.plugin.v1.Event.create_time:type_name -> google.protobuf.Timestamp
+	11, // 11: larkway.plugin.v1.Event.sender:type_name -> larkway.plugin.v1.UserId
+	12, // 12: larkway.plugin.v1.Event.message:type_name -> larkway.plugin.v1.Message
+	14, // 13: larkway.plugin.v1.Event.card_action:type_name -> larkway.plugin.v1.CardAction
+	13, // 14: larkway.plugin.v1.Message.mentions:type_name -> larkway.plugin.v1.Mention
+	11, // 15: larkway.plugin.v1.Mention.id:type_name -> larkway.plugin.v1.UserId
+	11, // 16: larkway.plugin.v1.CardAction.operator:type_name -> larkway.plugin.v1.UserId
+	17, // 17: larkway.plugin.v1.HandleResponse.result:type_name -> larkway.plugin.v1.Result
+	16, // 18: larkway.plugin.v1.HandleResponse.results:type_name -> larkway.plugin.v1.ResultBatch
+	17, // 19: larkway.plugin.v1.ResultBatch.results:type_name -> larkway.plugin.v1.Result
+	1,  // 20: larkway.plugin.v1.Result.outcome:type_name -> larkway.plugin.v1.Outcome
+	33, // 21: larkway.plugin.v1.Result.retry_after:type_name -> google.protobuf.Duration
+	20, // 22: larkway.plugin.v1.Result.actions:type_name -> larkway.plugin.v1.Action
+	28, // 23: larkway.plugin.v1.Result.card_response:type_name -> larkway.plugin.v1.CardResponse
+	19, // 24: larkway.plugin.v1.ResultAck.refused:type_name -> larkway.plugin.v1.RefusedAction
+	21, // 25: larkway.plugin.v1.Action.send:type_name -> larkway.plugin.v1.SendMessage
+	22, // 26: larkway.plugin.v1.Action.reply:type_name -> larkway.plugin.v1.ReplyMessage
+	23, // 27: larkway.plugin.v1.Action.update_card:type_name -> larkway.plugin.v1.UpdateCard
+	24, // 28: larkway.plugin.v1.Action.delayed_card_update:type_name -> larkway.plugin.v1.DelayedCardUpdate
+	25, // 29: larkway.plugin.v1.Action.add_reaction:type_name -> larkway.plugin.v1.AddReaction
+	26, // 30: larkway.plugin.v1.Action.remove_reaction:type_name -> larkway.plugin.v1.RemoveReaction
+	27, // 31: larkway.plugin.v1.Action.raw_call:type_name -> larkway.plugin.v1.RawCall
+	29, // 32: larkway.plugin.v1.CardResponse.toast:type_name -> larkway.plugin.v1.Toast
+	2,  // 33: larkway.plugin.v1.Toast.type:type_name -> larkway.plugin.v1.ToastType
+	31, // 34: larkway.plugin.v1.Toast.i18n:type_name -> larkway.plugin.v1.Toast.I18nEntry
+	3,  // 35: larkway.plugin.v1.PluginService.Describe:input_type -> larkway.plugin.v1.DescribeRequest
+	7,  // 36: larkway.plugin.v1.PluginService.Handle:input_type -> larkway.plugin.v1.HandleRequest
+	4,  // 37: larkway.plugin.v1.PluginService.Describe:output_type -> larkway.plugin.v1.DescribeResponse
+	15, // 38: larkway.plugin.v1.PluginService.Handle:output_type -> larkway.plugin.v1.HandleResponse
+	37, // [37:39] is the sub-list for method output_type
+	35, // [35:37] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_larkway_plugin_v1_plugin_proto_init() }
@@ -2558,15 +2728,17 @@ func file_larkway_plugin_v1_plugin_proto_init() {
 	file_larkway_plugin_v1_plugin_proto_msgTypes[4].OneofWrappers = []any{
 		(*HandleRequest_Delivery)(nil),
 		(*HandleRequest_ResultAck)(nil),
+		(*HandleRequest_Deliveries)(nil),
 	}
-	file_larkway_plugin_v1_plugin_proto_msgTypes[6].OneofWrappers = []any{
+	file_larkway_plugin_v1_plugin_proto_msgTypes[7].OneofWrappers = []any{
 		(*Event_Message)(nil),
 		(*Event_CardAction)(nil),
 	}
-	file_larkway_plugin_v1_plugin_proto_msgTypes[11].OneofWrappers = []any{
+	file_larkway_plugin_v1_plugin_proto_msgTypes[12].OneofWrappers = []any{
 		(*HandleResponse_Result)(nil),
+		(*HandleResponse_Results)(nil),
 	}
-	file_larkway_plugin_v1_plugin_proto_msgTypes[15].OneofWrappers = []any{
+	file_larkway_plugin_v1_plugin_proto_msgTypes[17].OneofWrappers = []any{
 		(*Action_Send)(nil),
 		(*Action_Reply)(nil),
 		(*Action_UpdateCard)(nil),
@@ -2581,7 +2753,7 @@ func file_larkway_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_larkway_plugin_v1_plugin_proto_rawDesc), len(file_larkway_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
