@@ -94,6 +94,7 @@ func (a *App) openBus() (bus.Bus, error) {
 			URL:              a.cfg.Bus.Pulsar.URL,
 			AdminURL:         a.cfg.Bus.Pulsar.AdminURL,
 			OperationTimeout: a.cfg.Bus.Pulsar.OperationTimeout.D(),
+			Batching:         !a.cfg.Bus.Pulsar.DisableBatching,
 		}, a.logger.With("component", "bus"))
 	default:
 		return memory.New(a.logger.With("component", "bus")), nil

@@ -102,7 +102,7 @@ func StartCore(ctx context.Context, o CoreOptions) (*Core, error) {
 	var b bus.Bus
 	switch o.Bus {
 	case "pulsar":
-		pb, err := buspulsar.New(buspulsar.Config{URL: o.PulsarURL, OperationTimeout: 5 * time.Second}, logger.With("component", "bus"))
+		pb, err := buspulsar.New(buspulsar.Config{URL: o.PulsarURL, OperationTimeout: 5 * time.Second, Batching: true}, logger.With("component", "bus"))
 		if err != nil {
 			return nil, fmt.Errorf("opening the Pulsar bus: %w", err)
 		}

@@ -121,6 +121,12 @@ type Pulsar struct {
 	// AdminURL is the broker's HTTP admin endpoint, read for backlog
 	// metrics (default: http://<url host>:8080).
 	AdminURL string `yaml:"admin_url"`
+	// DisableBatching publishes every event as its own broker entry. By
+	// default concurrent publishes of one key share an entry (about 1.6x
+	// the ingest rate); the broker should then run with
+	// acknowledgmentAtBatchIndexLevelEnabled=true so a nack redelivers one
+	// message, not its batch.
+	DisableBatching bool `yaml:"disable_batching"`
 }
 
 // Redis configures the shared store. Empty Addr means in-process stores

@@ -30,6 +30,14 @@ func TestConformance(t *testing.T) {
 	bustest.Run(t, func(t *testing.T) bus.Bus { return newTestBus(t, Config{URL: url}) })
 }
 
+// TestConformanceBatching runs the suite with batching on, as the core
+// configures it by default: nacks, redelivery and dead letters must stay
+// per message (the broker runs with batch-index acknowledgment).
+func TestConformanceBatching(t *testing.T) {
+	url := testenv.PulsarURL(t)
+	bustest.Run(t, func(t *testing.T) bus.Bus { return newTestBus(t, Config{URL: url, Batching: true}) })
+}
+
 func newTestBus(t *testing.T, cfg Config) *Bus {
 	t.Helper()
 	if cfg.OperationTimeout == 0 {
