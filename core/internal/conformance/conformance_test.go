@@ -302,11 +302,18 @@ func TestMalformedDeliveriesFail(t *testing.T) {
 				if err != nil {
 					t.Fatalf("stream ended after %d results: %v", len(got), err)
 				}
-				r := resp.GetResult()
-				if _, dup := got[r.GetDeliveryId()]; dup {
-					t.Fatalf("two results for %q", r.GetDeliveryId())
+				// The core accepts result batches (pluginhost says so in
+				// Describe), so results may come one by one or together.
+				rs := resp.GetResults().GetResults()
+				if r := resp.GetResult(); r != nil {
+					rs = append(rs, r)
 				}
-				got[r.GetDeliveryId()] = r
+				for _, r := range rs {
+					if _, dup := got[r.GetDeliveryId()]; dup {
+						t.Fatalf("two results for %q", r.GetDeliveryId())
+					}
+					got[r.GetDeliveryId()] = r
+				}
 			}
 			for _, id := range []string{"no-event", ""} {
 				r := got[id]

@@ -142,3 +142,22 @@ func Subscription(plugin string) string { return "plugin-" + plugin }
 
 // DeadLetterTopic is where a plugin's failed events of topic go.
 func DeadLetterTopic(topic, plugin string) string { return topic + "-" + Subscription(plugin) + "-DLQ" }
+
+// sessionMetrics are one plugin's series, resolved once: WithLabelValues
+// hashes its labels on every call, several times per delivery otherwise.
+type sessionMetrics struct {
+	done, retry, failed, timeout, streamError, actionRetry, unknownResult prometheus.Counter
+	dedupDone, dedupBusy                                                  prometheus.Counter
+	inFlight                                                              prometheus.Gauge
+	latency                                                               prometheus.Observer
+}
+
+func (m *metrics) forPlugin(name string) sessionMetrics {
+	o := func(outcome string) prometheus.Counter { return m.deliveries.WithLabelValues(name, outcome) }
+	return sessionMetrics{
+		done: o("done"), retry: o("retry"), failed: o("failed"), timeout: o("timeout"),
+		streamError: o("stream_error"), actionRetry: o("action_retry"), unknownResult: o("unknown_result"),
+		dedupDone: m.dedupHits.WithLabelValues(name, "done"), dedupBusy: m.dedupHits.WithLabelValues(name, "busy"),
+		inFlight: m.inFlight.WithLabelValues(name), latency: m.latency.WithLabelValues(name),
+	}
+}

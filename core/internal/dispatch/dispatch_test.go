@@ -36,6 +36,8 @@ type fakePlugin struct {
 	acks         []*pluginv1.ResultAck
 	seen         []string // message texts in delivery order
 	unknownFlood bool
+	batches      int // DeliveryBatch messages received
+	unasked      int // of those, sent although the manifest did not accept batches
 }
 
 func newFakePlugin(t *testing.T, m *pluginv1.Manifest) *fakePlugin {
@@ -72,36 +74,71 @@ func (f *fakePlugin) Handle(stream pluginv1.PluginService_HandleServer) error {
 			f.mu.Unlock()
 			continue
 		}
-		d := req.GetDelivery()
-		text := d.GetEvent().GetMessage().GetText()
-		f.mu.Lock()
-		f.seen = append(f.seen, text)
-		flood := f.unknownFlood
-		f.mu.Unlock()
-		if flood {
-			for i := range 50 {
-				_ = stream.Send(result(&pluginv1.Result{DeliveryId: fmt.Sprintf("bogus-%d", i), Outcome: pluginv1.Outcome_OUTCOME_DONE}))
+		ds := req.GetDeliveries().GetDeliveries()
+		if req.GetDeliveries() != nil {
+			f.mu.Lock()
+			f.batches++
+			if !f.manifest.GetAcceptsDeliveryBatches() {
+				f.unasked++
+			}
+			f.mu.Unlock()
+		}
+		if d := req.GetDelivery(); d != nil {
+			ds = append(ds, d)
+		}
+		var out []*pluginv1.Result
+		for _, d := range ds {
+			res, err := f.answer(stream, d)
+			if err != nil {
+				return err
+			}
+			if res != nil {
+				out = append(out, res)
 			}
 		}
-		res := &pluginv1.Result{DeliveryId: d.GetDeliveryId(), Outcome: pluginv1.Outcome_OUTCOME_DONE}
-		switch {
-		case text == "retry":
-			res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_RETRY, "not now"
-		case text == "fail":
-			res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_FAILED, "cannot handle"
-		case text == "hang":
+		// A batching plugin answers a request's deliveries together.
+		if len(out) > 1 && f.manifest.GetAcceptsDeliveryBatches() {
+			if err := stream.Send(&pluginv1.HandleResponse{Kind: &pluginv1.HandleResponse_Results{Results: &pluginv1.ResultBatch{Results: out}}}); err != nil {
+				return nil
+			}
 			continue
-		case text == "end":
-			return errors.New("plugin crashed")
-		case text == "forbidden":
-			res.Actions = []*pluginv1.Action{{Kind: &pluginv1.Action_RawCall{RawCall: &pluginv1.RawCall{Method: "GET", Path: "/open-apis/x"}}}}
-		default:
-			res.Actions = []*pluginv1.Action{{Kind: &pluginv1.Action_Reply{Reply: &pluginv1.ReplyMessage{MsgType: "text", ContentJson: `{"text":"` + text + `"}`}}}}
 		}
-		if err := stream.Send(result(res)); err != nil {
-			return nil
+		for _, res := range out {
+			if err := stream.Send(result(res)); err != nil {
+				return nil
+			}
 		}
 	}
+}
+
+// answer is the result for d (nil: none, for "hang").
+func (f *fakePlugin) answer(stream pluginv1.PluginService_HandleServer, d *pluginv1.Delivery) (*pluginv1.Result, error) {
+	text := d.GetEvent().GetMessage().GetText()
+	f.mu.Lock()
+	f.seen = append(f.seen, text)
+	flood := f.unknownFlood
+	f.mu.Unlock()
+	if flood {
+		for i := range 50 {
+			_ = stream.Send(result(&pluginv1.Result{DeliveryId: fmt.Sprintf("bogus-%d", i), Outcome: pluginv1.Outcome_OUTCOME_DONE}))
+		}
+	}
+	res := &pluginv1.Result{DeliveryId: d.GetDeliveryId(), Outcome: pluginv1.Outcome_OUTCOME_DONE}
+	switch {
+	case text == "retry":
+		res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_RETRY, "not now"
+	case text == "fail":
+		res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_FAILED, "cannot handle"
+	case text == "hang":
+		return nil, nil
+	case text == "end":
+		return nil, errors.New("plugin crashed")
+	case text == "forbidden":
+		res.Actions = []*pluginv1.Action{{Kind: &pluginv1.Action_RawCall{RawCall: &pluginv1.RawCall{Method: "GET", Path: "/open-apis/x"}}}}
+	default:
+		res.Actions = []*pluginv1.Action{{Kind: &pluginv1.Action_Reply{Reply: &pluginv1.ReplyMessage{MsgType: "text", ContentJson: `{"text":"` + text + `"}`}}}}
+	}
+	return res, nil
 }
 
 func result(r *pluginv1.Result) *pluginv1.HandleResponse {
@@ -303,23 +340,36 @@ func TestTimeoutIsRetried(t *testing.T) {
 	}
 }
 
+// Order per chat holds whether deliveries and results travel one per
+// message or in batches; a plugin that did not ask for batches never gets one.
 func TestOrderPerChat(t *testing.T) {
-	h := start(t, manifest(), 5*time.Second)
-	chats := []string{"oc_a", "oc_b", "oc_c", "oc_d", "oc_e"}
-	const per = 40
-	for i := range per {
-		for _, c := range chats {
-			h.publish(t, c, fmt.Sprintf("%s-%03d", c, i))
-		}
-	}
-	testenv.Eventually(t, 20*time.Second, "not every event handled", func() bool { return len(h.exec.texts("")) == per*len(chats) })
-	for _, c := range chats {
-		got := h.exec.texts(c)
-		for i, s := range got {
-			if want := fmt.Sprintf("%s-%03d", c, i); s != want {
-				t.Fatalf("chat %s: position %d is %s, want %s", c, i, s, want)
+	for _, batches := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batches=%v", batches), func(t *testing.T) {
+			m := manifest()
+			m.AcceptsDeliveryBatches = batches
+			h := start(t, m, 5*time.Second)
+			chats := []string{"oc_a", "oc_b", "oc_c", "oc_d", "oc_e"}
+			const per = 40
+			for i := range per {
+				for _, c := range chats {
+					h.publish(t, c, fmt.Sprintf("%s-%03d", c, i))
+				}
 			}
-		}
+			testenv.Eventually(t, 20*time.Second, "not every event handled", func() bool { return len(h.exec.texts("")) == per*len(chats) })
+			for _, c := range chats {
+				got := h.exec.texts(c)
+				for i, s := range got {
+					if want := fmt.Sprintf("%s-%03d", c, i); s != want {
+						t.Fatalf("chat %s: position %d is %s, want %s", c, i, s, want)
+					}
+				}
+			}
+			h.plugin.mu.Lock()
+			defer h.plugin.mu.Unlock()
+			if h.plugin.unasked > 0 {
+				t.Fatalf("%d batches sent to a plugin that does not accept them", h.plugin.unasked)
+			}
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -30,7 +31,20 @@ type Session struct {
 	cancel  context.CancelFunc
 	recv    chan struct{} // closed when the receive loop ends
 
-	sendMu  sync.Mutex
+	// batches: the plugin takes DeliveryBatch messages.
+	batches bool
+	// Deliveries wait in queue for the sender goroutine, which sends what
+	// has gathered as one message (batching only what is ready: it never
+	// waits to fill a batch). sendMu serializes it with acks and CloseSend.
+	qmu    sync.Mutex
+	queue  []outgoing
+	kick   chan struct{}
+	done   chan struct{} // closed by Close: the sender stops
+	sent   chan struct{} // closed when the sender has stopped
+	sendMu sync.Mutex
+
+	m sessionMetrics
+
 	mu      sync.Mutex
 	pending map[string]chan *pluginv1.Result
 	broken  chan struct{}
@@ -52,14 +66,17 @@ func (d *Dispatcher) openSession(ctx context.Context, p Plugin) (*Session, error
 		return nil, fmt.Errorf("opening session for %s: %w", m.GetName(), err)
 	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stream, err := p.Service().Handle(sctx)
+	stream, err := p.Service().Handle(sctx, handleCodec)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("opening %s stream: %w: %w", m.GetName(), ErrStreamBroken, err)
 	}
 	s := &Session{d: d, plugin: p, name: m.GetName(), matcher: mt, stream: stream, cancel: cancel,
-		recv: make(chan struct{}), pending: map[string]chan *pluginv1.Result{}, broken: make(chan struct{}), idle: make(chan struct{})}
+		recv: make(chan struct{}), pending: map[string]chan *pluginv1.Result{}, broken: make(chan struct{}), idle: make(chan struct{}),
+		batches: m.GetAcceptsDeliveryBatches(), kick: make(chan struct{}, 1), done: make(chan struct{}), sent: make(chan struct{}),
+		m: d.metrics.forPlugin(m.GetName())}
 	go func() { defer close(s.recv); s.receive() }()
+	go func() { defer close(s.sent); s.sendLoop() }()
 	return s, nil
 }
 
@@ -137,7 +154,10 @@ func (s *Session) Drain(ctx context.Context) error {
 }
 
 // Close ends the stream at once; deliveries still waiting are nacked.
+// It is idempotent.
 func (s *Session) Close() {
+	closeOnce(s.done)
+	<-s.sent
 	s.sendMu.Lock()
 	_ = s.stream.CloseSend()
 	s.sendMu.Unlock()
@@ -152,29 +172,114 @@ func (s *Session) receive() {
 		if err != nil {
 			s.mu.Lock()
 			s.err = err
-			for id, ch := range s.pending {
+			for _, ch := range s.pending {
 				close(ch)
-				delete(s.pending, id)
 			}
+			s.pending = nil // deliver sees the stream is gone
 			s.mu.Unlock()
 			close(s.broken)
 			return
 		}
-		res := resp.GetResult()
-		if res == nil {
-			continue
+		if res := resp.GetResult(); res != nil {
+			s.route(res)
 		}
-		s.mu.Lock()
-		ch, ok := s.pending[res.GetDeliveryId()]
-		delete(s.pending, res.GetDeliveryId())
-		s.mu.Unlock()
-		if !ok {
-			// A result for nothing we wait for (late after a timeout, or
-			// made up): dropped, and counted.
-			s.d.metrics.deliveries.WithLabelValues(s.name, "unknown_result").Inc()
-			continue
+		for _, res := range resp.GetResults().GetResults() {
+			s.route(res)
 		}
-		ch <- res
+	}
+}
+
+// route hands a result to the delivery waiting for it.
+func (s *Session) route(res *pluginv1.Result) {
+	s.mu.Lock()
+	ch, ok := s.pending[res.GetDeliveryId()]
+	delete(s.pending, res.GetDeliveryId())
+	s.mu.Unlock()
+	if !ok {
+		// A result for nothing we wait for (late after a timeout, or made
+		// up): dropped, and counted.
+		s.m.unknownResult.Inc()
+		return
+	}
+	ch <- res
+}
+
+// outgoing is an encoded Delivery waiting to be sent.
+type outgoing struct {
+	id  string
+	ch  chan *pluginv1.Result
+	enc []byte
+}
+
+// enqueue hands o to the sender goroutine.
+func (s *Session) enqueue(o outgoing) {
+	s.qmu.Lock()
+	s.queue = append(s.queue, o)
+	s.qmu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default: // the sender is already due to run
+	}
+}
+
+// sendLoop sends queued deliveries until Close: everything queued at once
+// goes as one DeliveryBatch to plugins that take them (bounded by
+// maxBatchBytes), else one message each. A failed send fails its deliveries
+// at once; the stream is broken and the receive loop fails the rest.
+func (s *Session) sendLoop() {
+	var encs [][]byte
+	for {
+		select {
+		case <-s.kick:
+		case <-s.done:
+			return
+		}
+		// Let workers that are runnable right now enqueue too, so their
+		// deliveries share this message. This never waits on a timer.
+		runtime.Gosched()
+		s.qmu.Lock()
+		queued := s.queue
+		s.queue = nil
+		s.qmu.Unlock()
+		for len(queued) > 0 {
+			n, size := 1, len(queued[0].enc)
+			if s.batches {
+				for n < len(queued) && size+len(queued[n].enc) <= maxBatchBytes {
+					size += len(queued[n].enc)
+					n++
+				}
+			}
+			var msg preEncoded
+			if n == 1 {
+				msg = singleRequest(queued[0].enc)
+			} else {
+				encs = encs[:0]
+				for _, o := range queued[:n] {
+					encs = append(encs, o.enc)
+				}
+				msg = batchRequest(encs)
+			}
+			s.sendMu.Lock()
+			err := s.stream.SendMsg(msg)
+			s.sendMu.Unlock()
+			if err != nil {
+				for _, o := range queued[:n] {
+					s.fail(o)
+				}
+			}
+			queued = queued[n:]
+		}
+	}
+}
+
+// fail ends a delivery whose send failed, unless a result or the receive
+// loop's failure got there first.
+func (s *Session) fail(o outgoing) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch, ok := s.pending[o.id]; ok && ch == o.ch {
+		delete(s.pending, o.id)
+		close(ch)
 	}
 }
 
@@ -182,10 +287,11 @@ func (s *Session) receive() {
 // dead-letter happens.
 func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	d := s.d
-	log := d.logger.With("plugin", s.name, "msg_id", del.ID, "attempt", del.Attempt)
+	// Built only when something is logged: slog's With costs on every call.
+	log := func() *slog.Logger { return s.logFor(del) }
 	ev, err := envelope.Decode(del.Payload)
 	if err != nil {
-		s.deadLetter(del, "undecodable event: "+err.Error(), log)
+		s.deadLetter(del, "undecodable event: "+err.Error(), log())
 		return
 	}
 	if only := del.Properties[PropOnlyPlugin]; (only != "" && only != s.name) || !s.matcher.match(ev) {
@@ -204,33 +310,33 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 			attribute.String("larkway.event_id", ev.GetEventId()), attribute.Int("larkway.attempt", del.Attempt)))
 	defer span.End()
 	// Claim the event so neither a Lark re-push nor our own redelivery
-	// produces a second result.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	// The lease covers the delivery and its actions; a holder that dies
-	// releases the event when it expires.
-	state, lease, err := d.cfg.Dedup.Claim(sctx, s.name, dedupKey(ev), d.cfg.Deadline+d.cfg.ActionTimeout+time.Second)
-	cancel()
+	// produces a second result. The lease covers the delivery and its
+	// actions; a holder that dies releases the event when it expires. No
+	// context timeout here or in finish: the stores bound their own calls
+	// (Redis client read/write timeouts), and a timer per call was a
+	// measurable share of the dispatcher's CPU.
+	state, lease, err := d.cfg.Dedup.Claim(context.WithoutCancel(ctx), s.name, dedupKey(ev), d.cfg.Deadline+d.cfg.ActionTimeout+time.Second)
 	switch {
 	case err != nil:
-		log.Warn("dedup store unavailable; will redeliver", "err", err)
+		log().Warn("dedup store unavailable; will redeliver", "err", err)
 		_ = del.Nack()
 		return
 	case state == dedup.AlreadyDone:
-		d.metrics.dedupHits.WithLabelValues(s.name, "done").Inc()
+		s.m.dedupDone.Inc()
 		_ = del.Ack()
 		return
 	case state == dedup.Busy:
-		d.metrics.dedupHits.WithLabelValues(s.name, "busy").Inc()
+		s.m.dedupBusy.Inc()
 		_ = del.Nack()
 		return
 	}
 	res, outcome := s.deliver(ctx, ev, del)
-	span.SetAttributes(attribute.String("larkway.outcome", outcome+res.GetOutcome().String()))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("larkway.outcome", outcome+res.GetOutcome().String()))
+	}
 	finish := func(f func(context.Context, dedup.Lease) error) {
-		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := f(fctx, lease); err != nil {
-			log.Warn("dedup store update failed", "err", err)
+		if err := f(context.Background(), lease); err != nil {
+			log().Warn("dedup store update failed", "err", err)
 		}
 	}
 	release := func() { finish(d.cfg.Dedup.Release) }
@@ -241,7 +347,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		return
 	case "timeout":
 		release()
-		s.retry(del, "deadline exceeded", log)
+		s.retry(del, "deadline exceeded", log())
 		return
 	}
 	switch res.GetOutcome() {
@@ -249,7 +355,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		if cr := res.GetCardResponse(); cr.GetCardJson() != "" {
 			cr.CardJson = tagCard(cr.GetCardJson(), s.name)
 		}
-		actions := tagCards(s.answerCard(ctx, ev, res, log), s.name)
+		actions := tagCards(s.answerCard(ctx, ev, res, del), s.name)
 		// Actions run on a context that shutdown does not cut short: the
 		// plugin has answered, and its reply must not be lost.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ActionTimeout)
@@ -267,23 +373,28 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		}
 		if err != nil {
 			release()
-			d.metrics.deliveries.WithLabelValues(s.name, "action_retry").Inc()
-			s.retry(del, err.Error(), log)
+			s.m.actionRetry.Inc()
+			s.retry(del, err.Error(), log())
 			return
 		}
 		finish(func(c context.Context, l dedup.Lease) error { return d.cfg.Dedup.Done(c, l, d.cfg.DoneTTL) })
-		d.metrics.deliveries.WithLabelValues(s.name, "done").Inc()
+		s.m.done.Inc()
 		_ = del.Ack()
 	case pluginv1.Outcome_OUTCOME_RETRY:
 		release()
-		d.metrics.deliveries.WithLabelValues(s.name, "retry").Inc()
-		s.retry(del, "plugin asked to retry: "+res.GetError(), log)
+		s.m.retry.Inc()
+		s.retry(del, "plugin asked to retry: "+res.GetError(), log())
 	default:
 		// Released, not done: a replay from the dead letters must run again.
 		release()
-		d.metrics.deliveries.WithLabelValues(s.name, "failed").Inc()
-		s.deadLetter(del, "plugin failed: "+res.GetError(), log)
+		s.m.failed.Inc()
+		s.deadLetter(del, "plugin failed: "+res.GetError(), log())
 	}
+}
+
+// logFor is the logger for one delivery's messages.
+func (s *Session) logFor(del *bus.Delivery) *slog.Logger {
+	return s.d.logger.With("plugin", s.name, "msg_id", del.ID, "attempt", del.Attempt)
 }
 
 // dedupKey is the event's dedup key, or its id for events without one.
@@ -307,34 +418,36 @@ func (s *Session) deliver(ctx context.Context, ev *pluginv1.Event, del *bus.Deli
 	}
 	s.pending[id] = ch
 	s.mu.Unlock()
-	deadline := time.Now().Add(d.cfg.Deadline)
 	start := time.Now()
-	d.metrics.inFlight.WithLabelValues(s.name).Inc()
-	defer d.metrics.inFlight.WithLabelValues(s.name).Dec()
-	s.sendMu.Lock()
-	err := s.stream.Send(&pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: &pluginv1.Delivery{
-		DeliveryId: id, Event: ev, Attempt: uint32(del.Attempt), Deadline: timestamppb.New(deadline),
-		TraceContext: telemetry.Inject(ctx, nil),
-	}}})
-	s.sendMu.Unlock()
+	deadline := start.Add(d.cfg.Deadline)
+	var tc map[string]string
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		tc = telemetry.Inject(ctx, nil)
+	}
+	// The event goes out as the bus stored it (see wire.go).
+	enc, err := encodeDelivery(&pluginv1.Delivery{DeliveryId: id, Attempt: uint32(del.Attempt),
+		Deadline: timestamppb.New(deadline), TraceContext: tc}, del.Payload)
 	if err != nil {
 		s.forget(id)
-		d.metrics.deliveries.WithLabelValues(s.name, "stream_error").Inc()
+		s.m.streamError.Inc()
 		return nil, "stream_error"
 	}
-	timer := time.NewTimer(time.Until(deadline))
+	s.m.inFlight.Inc()
+	defer s.m.inFlight.Dec()
+	s.enqueue(outgoing{id: id, ch: ch, enc: enc})
+	timer := time.NewTimer(d.cfg.Deadline)
 	defer timer.Stop()
 	select {
 	case r, ok := <-ch:
 		if !ok {
-			d.metrics.deliveries.WithLabelValues(s.name, "stream_error").Inc()
+			s.m.streamError.Inc()
 			return nil, "stream_error"
 		}
-		d.metrics.latency.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
+		s.m.latency.Observe(time.Since(start).Seconds())
 		return r, ""
 	case <-timer.C:
 		s.forget(id)
-		d.metrics.deliveries.WithLabelValues(s.name, "timeout").Inc()
+		s.m.timeout.Inc()
 		return nil, "timeout"
 	}
 }
@@ -409,7 +522,7 @@ func (s *Session) fallback(ctx context.Context, del *bus.Delivery, log *slog.Log
 // for it. If none is (the budget ran out, or the click came again after a
 // redelivery), a new card is applied with a delayed card update instead.
 // It returns the actions to perform.
-func (s *Session) answerCard(ctx context.Context, ev *pluginv1.Event, res *pluginv1.Result, log *slog.Logger) []*pluginv1.Action {
+func (s *Session) answerCard(ctx context.Context, ev *pluginv1.Event, res *pluginv1.Result, del *bus.Delivery) []*pluginv1.Action {
 	actions := res.GetActions()
 	ca, cr := ev.GetCardAction(), res.GetCardResponse()
 	if ca == nil || !ca.GetAwaitsResponse() || cr == nil {
@@ -422,7 +535,7 @@ func (s *Session) answerCard(ctx context.Context, ev *pluginv1.Event, res *plugi
 		delivered, err = hub.Deliver(cctx, ev.GetEventId(), cr)
 		cancel()
 		if err != nil {
-			log.Warn("delivering card response", "err", err)
+			s.logFor(del).Warn("delivering card response", "err", err)
 		}
 	}
 	if delivered || cr.GetCardJson() == "" {

@@ -148,7 +148,8 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DescribeTimeout)
 	defer cancel()
-	resp, err := inst.svc.Describe(dctx, &pluginv1.DescribeRequest{CoreContractVersion: contract.ContractVersion, StateBrokerId: stateID})
+	resp, err := inst.svc.Describe(dctx, &pluginv1.DescribeRequest{CoreContractVersion: contract.ContractVersion, StateBrokerId: stateID,
+		AcceptsResultBatches: true})
 	if err != nil {
 		client.Kill()
 		return nil, fmt.Errorf("describing %s: %w", cfg.Path, err)

@@ -2,6 +2,7 @@ package larkway
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -89,6 +90,55 @@ func TestHandleStreamMalformedAndConcurrent(t *testing.T) {
 	}
 	if failed != 2 {
 		t.Fatalf("%d failed results, want 2 (the malformed deliveries)", failed)
+	}
+}
+
+// Batched deliveries are handled like single ones; results come back one
+// per message unless the core accepted result batches in Describe.
+func TestHandleStreamBatches(t *testing.T) {
+	for _, coreBatches := range []bool{false, true} {
+		t.Run(fmt.Sprintf("core accepts result batches=%v", coreBatches), func(t *testing.T) {
+			p := New("t", "1", WithLogger(slog.New(slog.DiscardHandler)), WithActions(ActionReply))
+			if !p.manifest().GetAcceptsDeliveryBatches() {
+				t.Fatal("the manifest does not accept delivery batches")
+			}
+			p.OnMessage(func(_ context.Context, ev *Event) ([]Action, error) { return []Action{ReplyText(ev.Message.Text)}, nil })
+			if _, err := (&server{p: p}).Describe(context.Background(), &pluginv1.DescribeRequest{AcceptsResultBatches: coreBatches}); err != nil {
+				t.Fatal(err)
+			}
+			s := &fakeStream{in: make(chan *pluginv1.HandleRequest, 10)}
+			batch := &pluginv1.DeliveryBatch{}
+			for i := range 30 {
+				batch.Deliveries = append(batch.Deliveries, &pluginv1.Delivery{DeliveryId: fmt.Sprint("d", i), Attempt: 1,
+					Event: &pluginv1.Event{EventType: EventMessageReceive, Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: "om", Text: "x"}}}})
+			}
+			s.in <- &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Deliveries{Deliveries: batch}}
+			s.in <- &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: &pluginv1.Delivery{DeliveryId: "single", Attempt: 1,
+				Event: &pluginv1.Event{EventType: EventMessageReceive, Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: "om", Text: "y"}}}}}}
+			close(s.in)
+			if err := p.handleStream(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]bool{}
+			for _, r := range s.out {
+				rs := r.GetResults().GetResults()
+				if r.GetResults() != nil && !coreBatches {
+					t.Fatal("a result batch for a core that did not accept them")
+				}
+				if res := r.GetResult(); res != nil {
+					rs = append(rs, res)
+				}
+				for _, res := range rs {
+					if got[res.GetDeliveryId()] || res.GetOutcome() != pluginv1.Outcome_OUTCOME_DONE {
+						t.Fatalf("result %v (seen before: %v)", res, got[res.GetDeliveryId()])
+					}
+					got[res.GetDeliveryId()] = true
+				}
+			}
+			if len(got) != 31 {
+				t.Fatalf("%d results, want 31", len(got))
+			}
+		})
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -92,6 +93,8 @@ type Plugin struct {
 	patterns  []string
 
 	state *State
+	// resultBatches: the core said it accepts ResultBatch (Describe).
+	resultBatches atomic.Bool
 }
 
 // New creates a plugin named name (lowercase letters, digits, dashes).
@@ -163,7 +166,7 @@ func (p *Plugin) manifest() *pluginv1.Manifest {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	m := &pluginv1.Manifest{Name: p.name, Version: p.version, Description: p.description,
-		MaxInFlight: uint32(max(p.maxInFlight, 0)), FallbackReplyText: p.fallback}
+		MaxInFlight: uint32(max(p.maxInFlight, 0)), FallbackReplyText: p.fallback, AcceptsDeliveryBatches: true}
 	for _, k := range p.actions {
 		m.AllowedActions = append(m.AllowedActions, k.proto())
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -14,10 +15,14 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 	"github.com/larkway/larkway/sdk/go/contract"
 )
+
+// maxBatchBytes bounds one ResultBatch message.
+const maxBatchBytes = 1 << 20
 
 // defaultMaxInFlight bounds concurrent handler calls when the plugin sets none.
 const defaultMaxInFlight = 64
@@ -81,6 +86,7 @@ type server struct {
 
 func (s *server) Describe(_ context.Context, req *pluginv1.DescribeRequest) (*pluginv1.DescribeResponse, error) {
 	s.p.state.setBrokerID(req.GetStateBrokerId())
+	s.p.resultBatches.Store(req.GetAcceptsResultBatches())
 	return &pluginv1.DescribeResponse{Manifest: s.p.manifest()}, nil
 }
 
@@ -92,7 +98,9 @@ func (s *server) Handle(stream pluginv1.PluginService_HandleServer) error {
 }
 
 // handleStream is the transport-independent body of Handle, shared with the
-// test kit's in-process stream.
+// test kit's in-process stream. Deliveries come one per message or in
+// batches; results go back through a sender that sends whatever is ready at
+// once as one ResultBatch when the core accepts batches.
 func (p *Plugin) handleStream(ctx context.Context, stream interface {
 	Send(*pluginv1.HandleResponse) error
 	Recv() (*pluginv1.HandleRequest, error)
@@ -102,27 +110,11 @@ func (p *Plugin) handleStream(ctx context.Context, stream interface {
 		limit = defaultMaxInFlight
 	}
 	sem := make(chan struct{}, limit)
-	var (
-		wg      sync.WaitGroup
-		sendMu  sync.Mutex
-		sendErr error
-	)
+	out := newResultSender(stream, p.resultBatches.Load())
+	var wg sync.WaitGroup
+	defer out.close()
 	defer wg.Wait()
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		d := req.GetDelivery()
-		if d == nil {
-			if ack := req.GetResultAck(); ack != nil && len(ack.GetRefused()) > 0 {
-				p.logger.Warn("core refused actions", "delivery_id", ack.GetDeliveryId(), "refused", len(ack.GetRefused()), "first_reason", ack.GetRefused()[0].GetReason())
-			}
-			continue
-		}
+	start := func(d *pluginv1.Delivery) error {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -132,13 +124,116 @@ func (p *Plugin) handleStream(ctx context.Context, stream interface {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			res := p.deliver(ctx, d)
-			sendMu.Lock()
-			defer sendMu.Unlock()
-			if sendErr == nil {
-				sendErr = stream.Send(&pluginv1.HandleResponse{Kind: &pluginv1.HandleResponse_Result{Result: res}})
-			}
+			out.add(p.deliver(ctx, d))
 		}()
+		return nil
+	}
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case req.GetDelivery() != nil:
+			if err := start(req.GetDelivery()); err != nil {
+				return err
+			}
+		case req.GetDeliveries() != nil:
+			for _, d := range req.GetDeliveries().GetDeliveries() {
+				if err := start(d); err != nil {
+					return err
+				}
+			}
+		default:
+			if ack := req.GetResultAck(); ack != nil && len(ack.GetRefused()) > 0 {
+				p.logger.Warn("core refused actions", "delivery_id", ack.GetDeliveryId(), "refused", len(ack.GetRefused()), "first_reason", ack.GetRefused()[0].GetReason())
+			}
+		}
+	}
+}
+
+// resultSender sends results from one goroutine, so handlers never wait on
+// the stream and results that finish together share a message.
+type resultSender struct {
+	stream interface {
+		Send(*pluginv1.HandleResponse) error
+	}
+	batches bool
+
+	mu     sync.Mutex
+	queue  []*pluginv1.Result
+	kick   chan struct{}
+	closed chan struct{}
+	done   chan struct{}
+}
+
+func newResultSender(stream interface {
+	Send(*pluginv1.HandleResponse) error
+}, batches bool) *resultSender {
+	r := &resultSender{stream: stream, batches: batches, kick: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{})}
+	go r.run()
+	return r
+}
+
+func (r *resultSender) add(res *pluginv1.Result) {
+	r.mu.Lock()
+	r.queue = append(r.queue, res)
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default: // the sender is already due to run
+	}
+}
+
+// close sends what is queued and stops the sender.
+func (r *resultSender) close() {
+	close(r.closed)
+	<-r.done
+}
+
+func (r *resultSender) run() {
+	defer close(r.done)
+	var err error // after a failed Send the stream is gone: results are dropped, the core redelivers
+	for {
+		stop := false
+		select {
+		case <-r.kick:
+		case <-r.closed:
+			stop = true
+		}
+		// Let handlers that are runnable right now finish too, so their
+		// results share this message. This never waits on a timer.
+		runtime.Gosched()
+		r.mu.Lock()
+		queued := r.queue
+		r.queue = nil
+		r.mu.Unlock()
+		switch {
+		case err != nil || len(queued) == 0:
+		case r.batches && len(queued) > 1:
+			for len(queued) > 0 && err == nil {
+				// Bounded well under gRPC's 4 MiB default receive limit.
+				n, size := 1, proto.Size(queued[0])
+				for n < len(queued) && size+proto.Size(queued[n]) <= maxBatchBytes {
+					size += proto.Size(queued[n])
+					n++
+				}
+				err = r.stream.Send(&pluginv1.HandleResponse{Kind: &pluginv1.HandleResponse_Results{Results: &pluginv1.ResultBatch{Results: queued[:n]}}})
+				queued = queued[n:]
+			}
+		default:
+			for _, res := range queued {
+				if err = r.stream.Send(&pluginv1.HandleResponse{Kind: &pluginv1.HandleResponse_Result{Result: res}}); err != nil {
+					break
+				}
+			}
+		}
+		if stop {
+			return
+		}
 	}
 }
 
