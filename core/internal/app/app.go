@@ -97,7 +97,7 @@ func (a *App) openBus() (bus.Bus, error) {
 			Batching:         !a.cfg.Bus.Pulsar.DisableBatching,
 		}, a.logger.With("component", "bus"))
 	default:
-		return memory.New(a.logger.With("component", "bus")), nil
+		return memory.New(a.logger.With("component", "bus"), memory.WithMaxRetainedBytes(int64(a.cfg.Bus.Memory.MaxRetainedMB)<<20)), nil
 	}
 }
 

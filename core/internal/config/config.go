@@ -109,7 +109,16 @@ type Cluster struct {
 type Bus struct {
 	// Kind is "memory" (embedded, single process) or "pulsar".
 	Kind   string `yaml:"kind"`
+	Memory Memory `yaml:"memory"`
 	Pulsar Pulsar `yaml:"pulsar"`
+}
+
+// Memory configures the embedded bus.
+type Memory struct {
+	// MaxRetainedMB bounds the events held for plugins that have not
+	// handled them yet; past it, webhooks get 503 and Lark retries later
+	// (default 64).
+	MaxRetainedMB int `yaml:"max_retained_mb"`
 }
 
 // Pulsar configures the Pulsar bus.
@@ -287,6 +296,9 @@ func (c *Config) applyDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.Bus.Memory.MaxRetainedMB == 0 {
+		c.Bus.Memory.MaxRetainedMB = 64
+	}
 	if c.Bus.Kind == "" {
 		c.Bus.Kind = "memory"
 	}
@@ -414,6 +426,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("bus.kind %q: want memory or pulsar", c.Bus.Kind)
+	}
+	if c.Bus.Memory.MaxRetainedMB < 0 {
+		bad("bus.memory.max_retained_mb %d: want a positive size", c.Bus.Memory.MaxRetainedMB)
 	}
 	if c.Redis.Addr != "" {
 		if _, _, err := net.SplitHostPort(c.Redis.Addr); err != nil {

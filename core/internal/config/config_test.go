@@ -53,6 +53,7 @@ func TestParseErrors(t *testing.T) {
 		{"no apps", "listen: 127.0.0.1:1\n", "at least one app"},
 		{"missing token", "apps:\n  - id: cli_x\n    secret: s\n", "verification_token is required"},
 		{"bad bus kind", minimal + "bus:\n  kind: kafka\n", "bus.kind"},
+		{"negative memory bound", minimal + "bus:\n  memory:\n    max_retained_mb: -1\n", "bus.memory.max_retained_mb"},
 		{"pulsar without url", minimal + "bus:\n  kind: pulsar\n", "bus.pulsar.url"},
 		{"bad duration", minimal + "dispatch:\n  deadline: soon\n", "not a duration"},
 		{"duplicate path", "apps:\n  - {id: a, secret: s, verification_token: v}\n  - {id: b, secret: s, verification_token: v}\n", "used by another app or path"},

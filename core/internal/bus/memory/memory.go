@@ -25,6 +25,10 @@
 //     of a message already delivered MaxDeliveries times publishes it to the
 //     dead-letter topic (key, payload and properties kept) and acknowledges it.
 //   - There is no prefetch: ReceiverQueueSize is ignored.
+//   - Retained payloads are bounded (WithMaxRetainedBytes): a publish that
+//     would exceed the bound fails with bus.ErrUnavailable, so ingest answers
+//     503 and Lark retries later, instead of the process growing without
+//     limit while plugins fall behind.
 //
 // The bus starts no goroutines; all calls are safe for concurrent use.
 package memory
@@ -39,6 +43,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/larkway/larkway/core/internal/bus"
@@ -59,19 +64,39 @@ type Bus struct {
 	topics    map[string]*topic
 	consumers map[*consumer]struct{}
 	nextID    uint64
+
+	maxRetained   int64        // bytes; 0: unbounded
+	retainedBytes atomic.Int64 // bytes of messages some subscription still holds
 }
 
+// DefaultMaxRetainedBytes bounds retained messages unless WithMaxRetainedBytes
+// says otherwise: about 30 000 typical events, keeping the embedded core
+// well under 200 MB however far its plugins fall behind.
+const DefaultMaxRetainedBytes = 64 << 20
+
+// Option configures a Bus.
+type Option func(*Bus)
+
+// WithMaxRetainedBytes bounds the bytes (payload, key and properties) of the
+// messages retained for subscriptions; n <= 0 means unbounded.
+func WithMaxRetainedBytes(n int64) Option { return func(b *Bus) { b.maxRetained = max(n, 0) } }
+
 // New returns an empty bus. It does no I/O and starts no goroutines.
-func New(logger *slog.Logger) *Bus {
+func New(logger *slog.Logger, opts ...Option) *Bus {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{
-		logger:    logger.With("component", "bus.memory"),
-		seed:      maphash.MakeSeed(),
-		topics:    make(map[string]*topic),
-		consumers: make(map[*consumer]struct{}),
+	b := &Bus{
+		logger:      logger.With("component", "bus.memory"),
+		seed:        maphash.MakeSeed(),
+		topics:      make(map[string]*topic),
+		consumers:   make(map[*consumer]struct{}),
+		maxRetained: DefaultMaxRetainedBytes,
 	}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
 }
 
 type topic struct {
@@ -82,12 +107,30 @@ type topic struct {
 	subs map[string]*subscription
 }
 
-// message is one published message; immutable once stored.
+// message is one published message; immutable once stored, but for refs.
 type message struct {
 	seq       uint64
 	id        string
 	msg       bus.Message
 	published time.Time
+	size      int64
+	refs      atomic.Int32 // subscriptions still holding it
+}
+
+// messageSize is what a message counts toward the retention bound.
+func messageSize(m bus.Message) int64 {
+	n := len(m.Key) + len(m.Payload)
+	for k, v := range m.Properties {
+		n += len(k) + len(v)
+	}
+	return int64(n)
+}
+
+// drop releases one subscription's hold on m.
+func (b *Bus) drop(m *message) {
+	if m.refs.Add(-1) == 0 {
+		b.retainedBytes.Add(-m.size)
+	}
 }
 
 // entry is a message's state within one subscription.
@@ -262,6 +305,11 @@ func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) er
 	if t == nil {
 		return nil // no subscription: nothing retains it
 	}
+	size := messageSize(msg)
+	if b.maxRetained > 0 && b.retainedBytes.Load()+size > b.maxRetained {
+		return fmt.Errorf("publishing to %s: %d bytes retained for subscribers, the bound is %d: %w",
+			topicName, b.retainedBytes.Load(), b.maxRetained, bus.ErrUnavailable)
+	}
 	m := &message{
 		msg: bus.Message{
 			Key:        msg.Key,
@@ -269,12 +317,17 @@ func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) er
 			Properties: maps.Clone(msg.Properties),
 		},
 		published: time.Now(),
+		size:      size,
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.seq++
 	m.seq = t.seq
 	m.id = strconv.FormatUint(m.seq, 10)
+	if len(t.subs) > 0 {
+		m.refs.Store(int32(len(t.subs)))
+		b.retainedBytes.Add(size)
+	}
 	for _, s := range t.subs {
 		s.mu.Lock()
 		s.pending = append(s.pending, &entry{m: m})
@@ -373,6 +426,7 @@ func (b *Bus) Close(ctx context.Context) error {
 	}
 	b.mu.Lock()
 	b.topics = make(map[string]*topic)
+	b.retainedBytes.Store(0)
 	b.mu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("closing memory bus: %w", err)
@@ -492,7 +546,9 @@ func (c *consumer) finish(tk *token, ack bool, delay time.Duration) {
 	tk.state = settled
 	delete(c.inflight, tk)
 	s.release(tk.e)
-	if !ack {
+	if ack {
+		c.b.drop(tk.e.m)
+	} else {
 		tk.e.readyAt = time.Now().Add(delay)
 		s.requeue(tk.e)
 	}

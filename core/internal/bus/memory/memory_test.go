@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -312,4 +313,62 @@ func (b *Bus) dump() string {
 		t.mu.Unlock()
 	}
 	return out
+}
+
+// Retained bytes are bounded: a publish past the bound fails as unavailable
+// (ingest answers 503, Lark retries), and acking makes room again. Messages
+// nobody subscribes to are never retained, so they never count.
+func TestRetentionBound(t *testing.T) {
+	ctx := t.Context()
+	msg := bus.Message{Key: "k", Payload: make([]byte, 100)}
+	size := messageSize(msg)
+	b := New(nil, WithMaxRetainedBytes(3*size))
+	defer b.Close(context.Background())
+	if err := b.Publish(ctx, "unsubscribed", msg); err != nil {
+		t.Fatalf("publish without subscribers: %v", err)
+	}
+	// Two subscriptions hold each message; it counts once.
+	c1, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: "t", Subscription: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: "t", Subscription: "b", Backoff: func(int) time.Duration { return 0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := b.Publish(ctx, "t", msg); err != nil {
+			t.Fatalf("publish %d within the bound: %v", i, err)
+		}
+	}
+	if err := b.Publish(ctx, "t", msg); !errors.Is(err, bus.ErrUnavailable) {
+		t.Fatalf("publish past the bound = %v, want ErrUnavailable", err)
+	}
+	d1, err := c1.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1.Ack()
+	if err := b.Publish(ctx, "t", msg); !errors.Is(err, bus.ErrUnavailable) {
+		t.Fatalf("publish while subscription b still holds the message = %v, want ErrUnavailable", err)
+	}
+	d2, err := c2.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2.Nack() // redelivered later: still held
+	if err := b.Publish(ctx, "t", msg); !errors.Is(err, bus.ErrUnavailable) {
+		t.Fatalf("publish after a nack = %v, want ErrUnavailable", err)
+	}
+	d2, err = c2.Receive(ctx) // the nacked first message again, ready at once
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2.ID != d1.ID {
+		t.Fatalf("redelivered %s, want %s", d2.ID, d1.ID)
+	}
+	d2.Ack()
+	if err := b.Publish(ctx, "t", msg); err != nil {
+		t.Fatalf("publish after both subscriptions acked: %v", err)
+	}
 }
