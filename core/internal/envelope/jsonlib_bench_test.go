@@ -2,8 +2,10 @@ package envelope
 
 // The envelope decode (Normalize) with encoding/json beside goccy/go-json
 // and bytedance/sonic, on the golden payloads: Normalize itself runs with
-// each library swapped in (withLib). TestJSONLibsGolden reports which
-// libraries reproduce the golden files; the one Normalize ships with must.
+// each library swapped in (withLib) as its one decode of the body, and
+// beside them as shipped (the hand-written scanner, scan.go).
+// TestJSONLibsGolden reports which libraries reproduce the golden files;
+// the shipped decoder must (TestNormalizeGolden).
 
 import (
 	"bytes"
@@ -32,11 +34,14 @@ var jsonLibs = []struct {
 	{"sonic_std", sonic.ConfigStd.Unmarshal},
 }
 
-// withLib runs f with Normalize decoding through u.
+// withLib runs f with Normalize decoding through u alone: the union in
+// one decode, contents by u too (the hand-written scanner off).
 func withLib(u unmarshalFunc, f func()) {
-	prev := unmarshal
+	prevU, prevF, prevC := unmarshal, decodeFast, decodeContent
 	unmarshal = u
-	defer func() { unmarshal = prev }()
+	decodeFast = func(raw []byte, b *bodyJSON) bool { return u(raw, b) == nil }
+	decodeContent = func(string, *contentJSON) bool { return false }
+	defer func() { unmarshal, decodeFast, decodeContent = prevU, prevF, prevC }()
 	f()
 }
 
@@ -100,6 +105,16 @@ func TestJSONLibsGolden(t *testing.T) {
 // BenchmarkNormalizeJSON decodes every golden 1.0/2.0 input per op.
 func BenchmarkNormalizeJSON(b *testing.B) {
 	inputs := goldenInputs(b)
+	b.Run("shipped_scanner", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, raw := range inputs {
+				if _, err := Normalize("cli_golden", raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 	for _, lib := range jsonLibs {
 		b.Run(lib.name, func(b *testing.B) {
 			b.ReportAllocs()

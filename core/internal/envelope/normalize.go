@@ -19,10 +19,19 @@ import (
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
-// unmarshal decodes every envelope field; the JSON-library comparison
-// benchmark (jsonlib_bench_test.go) swaps it to measure alternatives on
-// this very code. Nothing else changes it.
+// unmarshal is the JSON library: the slow path's decoder, and the
+// reference for what the hand-written scanner (scan.go) decodes. The
+// JSON-library comparison (jsonlib_bench_test.go) swaps it, with decodeFast
+// and decodeContent, to measure alternatives on this very code. Decoded
+// strings must not alias the input: ingest reuses its buffers.
 var unmarshal = json.Unmarshal
+
+// decodeFast and decodeContent are the fast path's decoders: false means
+// "use unmarshal".
+var (
+	decodeFast    = scanBody
+	decodeContent = scanContent
+)
 
 // Event types with typed payloads.
 const (
@@ -33,28 +42,118 @@ const (
 
 // Normalize turns decrypted event JSON (schema 2.0 or 1.0) for app into an
 // Event. The raw JSON is kept verbatim. It does not authenticate: callers
-// check tokens and signatures first.
+// check tokens and signatures first (Parse serves both in one decode).
 func Normalize(appID string, raw []byte) (*pluginv1.Event, error) {
-	if !utf8.Valid(raw) {
-		return nil, fmt.Errorf("%w: not valid UTF-8", ErrMalformed)
+	var b bodyJSON
+	if decodeBody(raw, &b) {
+		return b.normalize(appID, raw)
 	}
-	var head struct {
-		Schema string          `json:"schema"`
-		Type   string          `json:"type"`
-		UUID   string          `json:"uuid"`
-		Header json.RawMessage `json:"header"`
-	}
-	if err := unmarshal(raw, &head); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	switch {
-	case head.Schema == "2.0":
-		return normalizeV2(appID, raw)
-	case head.Schema == "" && head.Type == "event_callback":
-		return normalizeV1(appID, raw)
-	default:
-		return nil, fmt.Errorf("%w: schema %q, type %q", ErrUnknownSchema, head.Schema, head.Type)
-	}
+	return normalizeSlow(appID, raw)
+}
+
+// bodyJSON is every field of a plaintext Lark body that authentication or
+// normalization reads (url_verification, schema 2.0 and 1.0 events), so one
+// decode serves them all. Where event types share a key they share a field
+// of one type; a body whose fields do not fit fails this decode and takes
+// the slow path, which reads only what its event type needs.
+type bodyJSON struct {
+	Encrypt   string           `json:"encrypt"`
+	Type      string           `json:"type"`
+	Challenge string           `json:"challenge"`
+	Token     string           `json:"token"`
+	Schema    string           `json:"schema"`
+	UUID      string           `json:"uuid"`
+	TS        string           `json:"ts"`
+	Header    *tokenHeaderJSON `json:"header"`
+	Event     *eventJSON       `json:"event"`
+}
+
+// headerJSON is a 2.0 header as normalization reads it.
+type headerJSON struct {
+	EventID    string `json:"event_id"`
+	EventType  string `json:"event_type"`
+	CreateTime string `json:"create_time"`
+	TenantKey  string `json:"tenant_key"`
+	AppID      string `json:"app_id"`
+}
+
+// tokenHeaderJSON adds the verification token, which only authentication
+// reads (normalization must not fail on its type).
+type tokenHeaderJSON struct {
+	headerJSON
+	Token string `json:"token"`
+}
+
+// eventJSON is the union of the "event" objects normalization reads.
+type eventJSON struct {
+	// Schema 1.0's flat fields; its chat_id is 2.0 generic events' too.
+	v1EventJSON
+	// im.message.receive_v1
+	Sender  senderJSON  `json:"sender"`
+	Message messageJSON `json:"message"`
+	// card.action.trigger (operator is a user id there, and holds
+	// operator_id in some chat events: operatorJSON has both).
+	Operator *operatorJSON   `json:"operator"`
+	Token    string          `json:"token"`
+	Action   cardActionJSON  `json:"action"`
+	Context  cardContextJSON `json:"context"`
+	// Other 2.0 events.
+	OperatorID *userIDs `json:"operator_id"`
+	UserID     *userIDs `json:"user_id"`
+}
+
+type v1EventJSON struct {
+	Type          string `json:"type"`
+	AppID         string `json:"app_id"`
+	TenantKey     string `json:"tenant_key"`
+	OpenID        string `json:"open_id"`
+	UserOpenID    string `json:"user_open_id"`
+	EmployeeID    string `json:"employee_id"`
+	UnionID       string `json:"union_id"`
+	OpenChatID    string `json:"open_chat_id"`
+	ChatID        string `json:"chat_id"`
+	OpenMessageID string `json:"open_message_id"`
+	ChatType      string `json:"chat_type"`
+	MsgType       string `json:"msg_type"`
+	Text          string `json:"text"`
+	TextNoAt      string `json:"text_without_at_bot"`
+	ImageKey      string `json:"image_key"`
+	FileKey       string `json:"file_key"`
+	ParentID      string `json:"parent_id"`
+	RootID        string `json:"root_id"`
+}
+
+type senderJSON struct {
+	SenderID   userIDs `json:"sender_id"`
+	SenderType string  `json:"sender_type"`
+}
+
+type messageJSON struct {
+	MessageID   string        `json:"message_id"`
+	RootID      string        `json:"root_id"`
+	ParentID    string        `json:"parent_id"`
+	ThreadID    string        `json:"thread_id"`
+	ChatID      string        `json:"chat_id"`
+	ChatType    string        `json:"chat_type"`
+	MessageType string        `json:"message_type"`
+	Content     string        `json:"content"`
+	Mentions    []mentionJSON `json:"mentions"`
+}
+
+type mentionJSON struct {
+	Key  string  `json:"key"`
+	ID   userIDs `json:"id"`
+	Name string  `json:"name"`
+}
+
+type operatorJSON struct {
+	userIDs
+	OperatorID *userIDs `json:"operator_id"`
+}
+
+type cardContextJSON struct {
+	OpenMessageID string `json:"open_message_id"`
+	OpenChatID    string `json:"open_chat_id"`
 }
 
 type userIDs struct {
@@ -70,96 +169,168 @@ func (u *userIDs) proto(senderType string) *pluginv1.UserId {
 	return &pluginv1.UserId{OpenId: u.OpenID, UserId: u.UserID, UnionId: u.UnionID, SenderType: senderType}
 }
 
-func normalizeV2(appID string, raw []byte) (*pluginv1.Event, error) {
+// decodeBody is the fast path's single decode; false sends raw to the slow
+// path (which gives the same answers the multi-pass decoder always gave).
+func decodeBody(raw []byte, b *bodyJSON) bool {
+	// Invalid UTF-8 is malformed, but only after authentication looked at
+	// the body: the slow path keeps that order.
+	return utf8.Valid(raw) && decodeFast(raw, b)
+}
+
+// normalize builds the Event from a fast-path decode.
+func (b *bodyJSON) normalize(appID string, raw []byte) (*pluginv1.Event, error) {
+	switch {
+	case b.Schema == "2.0":
+		h := &headerJSON{}
+		if b.Header != nil {
+			h = &b.Header.headerJSON
+		}
+		ev, err := v2Event(appID, raw, h)
+		if err != nil || b.Event == nil {
+			return ev, err
+		}
+		return ev, fillV2(ev, b.Event)
+	case b.Schema == "" && b.Type == "event_callback":
+		e := &v1EventJSON{}
+		if b.Event != nil {
+			e = &b.Event.v1EventJSON
+		}
+		return v1Event(appID, raw, b.TS, b.UUID, e)
+	default:
+		return nil, fmt.Errorf("%w: schema %q, type %q", ErrUnknownSchema, b.Schema, b.Type)
+	}
+}
+
+// normalizeSlow decodes in passes, each reading only what the previous one
+// found the body needs: for bodies the union does not fit (and errors).
+func normalizeSlow(appID string, raw []byte) (*pluginv1.Event, error) {
+	if !utf8.Valid(raw) {
+		return nil, fmt.Errorf("%w: not valid UTF-8", ErrMalformed)
+	}
+	var head struct {
+		Schema string          `json:"schema"`
+		Type   string          `json:"type"`
+		UUID   string          `json:"uuid"`
+		Header json.RawMessage `json:"header"`
+	}
+	if err := unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	switch {
+	case head.Schema == "2.0":
+		return normalizeV2Slow(appID, raw)
+	case head.Schema == "" && head.Type == "event_callback":
+		var b struct {
+			TS    string      `json:"ts"`
+			UUID  string      `json:"uuid"`
+			Event v1EventJSON `json:"event"`
+		}
+		if err := unmarshal(raw, &b); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		return v1Event(appID, raw, b.TS, b.UUID, &b.Event)
+	default:
+		return nil, fmt.Errorf("%w: schema %q, type %q", ErrUnknownSchema, head.Schema, head.Type)
+	}
+}
+
+func normalizeV2Slow(appID string, raw []byte) (*pluginv1.Event, error) {
 	var b struct {
-		Header struct {
-			EventID    string `json:"event_id"`
-			EventType  string `json:"event_type"`
-			CreateTime string `json:"create_time"`
-			TenantKey  string `json:"tenant_key"`
-			AppID      string `json:"app_id"`
-		} `json:"header"`
-		Event json.RawMessage `json:"event"`
+		Header headerJSON      `json:"header"`
+		Event  json.RawMessage `json:"event"`
 	}
 	if err := unmarshal(raw, &b); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	h := b.Header
+	ev, err := v2Event(appID, raw, &b.Header)
+	if err != nil || len(b.Event) == 0 || string(b.Event) == "null" {
+		return ev, err
+	}
+	e := &eventJSON{}
+	switch ev.GetEventType() {
+	case TypeMessageReceive:
+		var me struct {
+			Sender  senderJSON  `json:"sender"`
+			Message messageJSON `json:"message"`
+		}
+		err = unmarshal(b.Event, &me)
+		e.Sender, e.Message = me.Sender, me.Message
+	case TypeCardAction:
+		var c struct {
+			Operator *userIDs        `json:"operator"`
+			Token    string          `json:"token"`
+			Action   cardActionJSON  `json:"action"`
+			Context  cardContextJSON `json:"context"`
+		}
+		err = unmarshal(b.Event, &c)
+		e.Token, e.Action, e.Context = c.Token, c.Action, c.Context
+		if c.Operator != nil {
+			e.Operator = &operatorJSON{userIDs: *c.Operator}
+		}
+	default:
+		var g struct {
+			ChatID     string   `json:"chat_id"`
+			OperatorID *userIDs `json:"operator_id"`
+			Operator   *struct {
+				OperatorID *userIDs `json:"operator_id"`
+			} `json:"operator"`
+			UserID *userIDs `json:"user_id"`
+		}
+		err = unmarshal(b.Event, &g)
+		e.ChatID, e.OperatorID, e.UserID = g.ChatID, g.OperatorID, g.UserID
+		if g.Operator != nil {
+			e.Operator = &operatorJSON{OperatorID: g.Operator.OperatorID}
+		}
+	}
+	if err != nil {
+		return ev, fmt.Errorf("%w: %s event: %v", ErrMalformed, ev.GetEventType(), err)
+	}
+	return ev, fillV2(ev, e)
+}
+
+// v2Event checks a 2.0 header and builds the Event's common fields.
+func v2Event(appID string, raw []byte, h *headerJSON) (*pluginv1.Event, error) {
 	if h.EventID == "" || h.EventType == "" {
 		return nil, fmt.Errorf("%w: header.event_id and header.event_type are required", ErrMalformed)
 	}
 	if h.AppID != "" && h.AppID != appID {
 		return nil, fmt.Errorf("%w: event for app %q posted to app %q", ErrMalformed, h.AppID, appID)
 	}
-	ev := &pluginv1.Event{
+	return &pluginv1.Event{
 		EventId: h.EventID, EventType: h.EventType, AppId: appID, TenantKey: h.TenantKey,
 		Schema: "2.0", DedupKey: h.EventID, CreateTime: parseCreateTime(h.CreateTime), RawJson: raw,
-	}
-	if len(b.Event) == 0 || string(b.Event) == "null" {
-		return ev, nil
-	}
-	switch h.EventType {
-	case TypeMessageReceive:
-		return ev, normalizeMessage(ev, b.Event)
-	case TypeCardAction:
-		return ev, normalizeCardV2(ev, b.Event)
-	default:
-		return ev, normalizeGeneric(ev, b.Event)
-	}
+	}, nil
 }
 
-// normalizeGeneric fills chat and sender for events without a typed payload
-// (bot added or removed, chat disbanded, …) from the fields Lark commonly uses.
-func normalizeGeneric(ev *pluginv1.Event, raw json.RawMessage) error {
-	var g struct {
-		ChatID     string   `json:"chat_id"`
-		OperatorID *userIDs `json:"operator_id"`
-		Operator   *struct {
-			OperatorID *userIDs `json:"operator_id"`
-		} `json:"operator"`
-		UserID *userIDs `json:"user_id"`
-	}
-	if err := unmarshal(raw, &g); err != nil {
-		return fmt.Errorf("%w: %s event: %v", ErrMalformed, ev.GetEventType(), err)
-	}
-	ev.ChatId = g.ChatID
-	switch {
-	case g.OperatorID != nil:
-		ev.Sender = g.OperatorID.proto("user")
-	case g.Operator != nil && g.Operator.OperatorID != nil:
-		ev.Sender = g.Operator.OperatorID.proto("user")
-	case g.UserID != nil:
-		ev.Sender = g.UserID.proto("user")
+// fillV2 adds the payload of a 2.0 event by its type.
+func fillV2(ev *pluginv1.Event, e *eventJSON) error {
+	switch ev.GetEventType() {
+	case TypeMessageReceive:
+		return fillMessage(ev, e)
+	case TypeCardAction:
+		fillCardV2(ev, e)
+	default:
+		fillGeneric(ev, e)
 	}
 	return nil
 }
 
-func normalizeMessage(ev *pluginv1.Event, raw json.RawMessage) error {
-	var me struct {
-		Sender struct {
-			SenderID   userIDs `json:"sender_id"`
-			SenderType string  `json:"sender_type"`
-		} `json:"sender"`
-		Message struct {
-			MessageID   string `json:"message_id"`
-			RootID      string `json:"root_id"`
-			ParentID    string `json:"parent_id"`
-			ThreadID    string `json:"thread_id"`
-			ChatID      string `json:"chat_id"`
-			ChatType    string `json:"chat_type"`
-			MessageType string `json:"message_type"`
-			Content     string `json:"content"`
-			Mentions    []struct {
-				Key  string  `json:"key"`
-				ID   userIDs `json:"id"`
-				Name string  `json:"name"`
-			} `json:"mentions"`
-		} `json:"message"`
+// fillGeneric fills chat and sender for events without a typed payload
+// (bot added or removed, chat disbanded, …) from the fields Lark commonly uses.
+func fillGeneric(ev *pluginv1.Event, e *eventJSON) {
+	ev.ChatId = e.ChatID
+	switch {
+	case e.OperatorID != nil:
+		ev.Sender = e.OperatorID.proto("user")
+	case e.Operator != nil && e.Operator.OperatorID != nil:
+		ev.Sender = e.Operator.OperatorID.proto("user")
+	case e.UserID != nil:
+		ev.Sender = e.UserID.proto("user")
 	}
-	if err := unmarshal(raw, &me); err != nil {
-		return fmt.Errorf("%w: %s event: %v", ErrMalformed, TypeMessageReceive, err)
-	}
-	m := me.Message
+}
+
+func fillMessage(ev *pluginv1.Event, e *eventJSON) error {
+	m := &e.Message
 	if m.MessageID == "" {
 		return fmt.Errorf("%w: %s without message.message_id", ErrMalformed, TypeMessageReceive)
 	}
@@ -167,7 +338,11 @@ func normalizeMessage(ev *pluginv1.Event, raw json.RawMessage) error {
 		MessageId: m.MessageID, RootId: m.RootID, ParentId: m.ParentID, ThreadId: m.ThreadID,
 		ChatId: m.ChatID, ChatType: m.ChatType, MessageType: m.MessageType, ContentJson: m.Content,
 	}
-	for _, mn := range m.Mentions {
+	if len(m.Mentions) > 0 {
+		msg.Mentions = make([]*pluginv1.Mention, 0, len(m.Mentions))
+	}
+	for i := range m.Mentions {
+		mn := &m.Mentions[i]
 		msg.Mentions = append(msg.Mentions, &pluginv1.Mention{Key: mn.Key, Name: mn.Name, Id: mn.ID.proto("")})
 	}
 	if err := parseContent(msg); err != nil {
@@ -176,9 +351,18 @@ func normalizeMessage(ev *pluginv1.Event, raw json.RawMessage) error {
 	ev.ChatId = m.ChatID
 	// Lark: "use message_id to deduplicate, do not rely on event_id".
 	ev.DedupKey = m.MessageID
-	ev.Sender = me.Sender.SenderID.proto(me.Sender.SenderType)
+	ev.Sender = e.Sender.SenderID.proto(e.Sender.SenderType)
 	ev.Payload = &pluginv1.Event_Message{Message: msg}
 	return nil
+}
+
+// contentJSON is what a message's content JSON carries for the kinds typed.
+type contentJSON struct {
+	Text     string          `json:"text"`
+	Title    string          `json:"title"`
+	Content  [][]postElement `json:"content"`
+	ImageKey string          `json:"image_key"`
+	FileKey  string          `json:"file_key"`
 }
 
 // parseContent fills Text and ResourceKey from the content JSON string.
@@ -186,20 +370,17 @@ func parseContent(msg *pluginv1.Message) error {
 	if msg.GetContentJson() == "" {
 		return nil
 	}
-	var c struct {
-		Text     string          `json:"text"`
-		Title    string          `json:"title"`
-		Content  [][]postElement `json:"content"`
-		ImageKey string          `json:"image_key"`
-		FileKey  string          `json:"file_key"`
-	}
-	if err := unmarshal([]byte(msg.GetContentJson()), &c); err != nil {
-		// Content of a kind we do not type (or not an object) stays in
-		// content_json only; a text message must parse, though.
-		if msg.GetMessageType() == "text" || msg.GetMessageType() == "post" {
-			return fmt.Errorf("%w: %s content is not JSON: %v", ErrMalformed, msg.GetMessageType(), err)
+	var c contentJSON
+	if !decodeContent(msg.GetContentJson(), &c) {
+		c = contentJSON{}
+		if err := unmarshal([]byte(msg.GetContentJson()), &c); err != nil {
+			// Content of a kind we do not type (or not an object) stays in
+			// content_json only; a text message must parse, though.
+			if msg.GetMessageType() == "text" || msg.GetMessageType() == "post" {
+				return fmt.Errorf("%w: %s content is not JSON: %v", ErrMalformed, msg.GetMessageType(), err)
+			}
+			return nil
 		}
-		return nil
 	}
 	switch msg.GetMessageType() {
 	case "text":
@@ -280,26 +461,15 @@ func rawString(r json.RawMessage) string {
 	return string(r)
 }
 
-func normalizeCardV2(ev *pluginv1.Event, raw json.RawMessage) error {
-	var c struct {
-		Operator *userIDs       `json:"operator"`
-		Token    string         `json:"token"`
-		Action   cardActionJSON `json:"action"`
-		Context  struct {
-			OpenMessageID string `json:"open_message_id"`
-			OpenChatID    string `json:"open_chat_id"`
-		} `json:"context"`
+func fillCardV2(ev *pluginv1.Event, e *eventJSON) {
+	ca := e.Action.proto()
+	ca.OpenMessageId, ca.OpenChatId, ca.Token = e.Context.OpenMessageID, e.Context.OpenChatID, e.Token
+	if e.Operator != nil {
+		ca.Operator = e.Operator.userIDs.proto("user")
 	}
-	if err := unmarshal(raw, &c); err != nil {
-		return fmt.Errorf("%w: %s event: %v", ErrMalformed, TypeCardAction, err)
-	}
-	ca := c.Action.proto()
-	ca.OpenMessageId, ca.OpenChatId, ca.Token = c.Context.OpenMessageID, c.Context.OpenChatID, c.Token
-	ca.Operator = c.Operator.proto("user")
-	ev.ChatId = c.Context.OpenChatID
+	ev.ChatId = e.Context.OpenChatID
 	ev.Sender = ca.GetOperator()
 	ev.Payload = &pluginv1.Event_CardAction{CardAction: ca}
-	return nil
 }
 
 // NormalizeLegacyCard turns a legacy card.action.trigger_v1 callback (posted
@@ -337,36 +507,9 @@ func NormalizeLegacyCard(appID string, raw []byte) (*pluginv1.Event, error) {
 	}, nil
 }
 
-func normalizeV1(appID string, raw []byte) (*pluginv1.Event, error) {
-	var b struct {
-		TS    string `json:"ts"`
-		UUID  string `json:"uuid"`
-		Event struct {
-			Type          string `json:"type"`
-			AppID         string `json:"app_id"`
-			TenantKey     string `json:"tenant_key"`
-			OpenID        string `json:"open_id"`
-			UserOpenID    string `json:"user_open_id"`
-			EmployeeID    string `json:"employee_id"`
-			UnionID       string `json:"union_id"`
-			OpenChatID    string `json:"open_chat_id"`
-			ChatID        string `json:"chat_id"`
-			OpenMessageID string `json:"open_message_id"`
-			ChatType      string `json:"chat_type"`
-			MsgType       string `json:"msg_type"`
-			Text          string `json:"text"`
-			TextNoAt      string `json:"text_without_at_bot"`
-			ImageKey      string `json:"image_key"`
-			FileKey       string `json:"file_key"`
-			ParentID      string `json:"parent_id"`
-			RootID        string `json:"root_id"`
-		} `json:"event"`
-	}
-	if err := unmarshal(raw, &b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	e := b.Event
-	if b.UUID == "" || e.Type == "" {
+// v1Event builds the Event of a schema 1.0 body.
+func v1Event(appID string, raw []byte, ts, uuid string, e *v1EventJSON) (*pluginv1.Event, error) {
+	if uuid == "" || e.Type == "" {
 		return nil, fmt.Errorf("%w: schema 1.0 needs uuid and event.type", ErrMalformed)
 	}
 	if e.AppID != "" && e.AppID != appID {
@@ -377,8 +520,8 @@ func normalizeV1(appID string, raw []byte) (*pluginv1.Event, error) {
 		chat = e.ChatID
 	}
 	ev := &pluginv1.Event{
-		EventId: b.UUID, EventType: e.Type, AppId: appID, TenantKey: e.TenantKey, Schema: "1.0",
-		DedupKey: b.UUID, ChatId: chat, RawJson: raw, CreateTime: parseV1TS(b.TS),
+		EventId: uuid, EventType: e.Type, AppId: appID, TenantKey: e.TenantKey, Schema: "1.0",
+		DedupKey: uuid, ChatId: chat, RawJson: raw, CreateTime: parseV1TS(ts),
 	}
 	open := e.OpenID
 	if open == "" {

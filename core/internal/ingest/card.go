@@ -15,15 +15,15 @@ import (
 // cardCallback publishes a card click and answers Lark with the plugin's
 // toast or card if it arrives within the budget, else {} at once (the
 // dispatcher then applies a late card through the delayed-update API).
-func (s *Server) cardCallback(w http.ResponseWriter, r *http.Request, app App, ev *pluginv1.Event, legacy bool) {
-	waiter := s.registerCard(r.Context(), app.ID, ev)
+func (s *Server) cardCallback(ctx context.Context, w http.ResponseWriter, app App, ev *pluginv1.Event, legacy bool) {
+	waiter := s.registerCard(ctx, app.ID, ev)
 	if waiter != nil {
 		defer waiter.Close()
 	}
-	if !s.publish(w, r.Context(), app, ev) {
+	if !s.publish(ctx, w, app, ev) {
 		return
 	}
-	resp := s.awaitCard(r.Context(), waiter)
+	resp := s.awaitCard(ctx, waiter)
 	outcome := "card_answered"
 	if resp == nil {
 		outcome = "card_deferred"
@@ -127,9 +127,10 @@ func toastType(t pluginv1.ToastType) string {
 // timestamp + nonce + verification token + body, which is required (only
 // url_verification, which carries the verification token, may come
 // unsigned), together with the replay window and nonce cache.
-func (s *Server) legacyCardHandler(app App) http.Handler {
+func (s *Server) legacyCardHandler(st *appState) http.Handler {
+	app := st.App
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, ok := s.readBody(w, r, app)
+		body, ok := s.readBody(w, r, app, nil)
 		if !ok {
 			return
 		}
@@ -164,7 +165,7 @@ func (s *Server) legacyCardHandler(app App) http.Handler {
 			writeJSON(w, http.StatusOK, map[string]string{"challenge": probe.Challenge})
 			return
 		}
-		if rej := s.checkCardSignature(r.Context(), app, r.Header, body); rej != nil {
+		if rej := s.checkCardSignature(r.Context(), st, r.Header, body); rej != nil {
 			s.reject(w, app.ID, rej.status, rej.reason, rej.msg)
 			return
 		}
@@ -173,10 +174,12 @@ func (s *Server) legacyCardHandler(app App) http.Handler {
 			s.reject(w, app.ID, http.StatusBadRequest, "malformed", err.Error())
 			return
 		}
-		s.cardCallback(w, r, app, ev, true)
+		s.cardCallback(r.Context(), w, app, ev, true)
 	})
 }
 
-func (s *Server) checkCardSignature(ctx context.Context, app App, h http.Header, body []byte) *rejection {
-	return s.checkSigned(ctx, app, h, "card:", func(ts, nonce string) string { return CardSignature(ts, nonce, app.VerificationToken, body) })
+func (s *Server) checkCardSignature(ctx context.Context, app *appState, h http.Header, body []byte) *rejection {
+	return s.checkSigned(ctx, h, app.cardNonceScope, func(dst []byte, ts, nonce string) []byte {
+		return append(dst, CardSignature(ts, nonce, app.VerificationToken, body)...)
+	})
 }

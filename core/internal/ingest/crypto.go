@@ -26,20 +26,34 @@ var (
 // cipherKey derives Lark's AES-256 key: SHA-256 of the Encrypt Key.
 func cipherKey(encryptKey string) [32]byte { return sha256.Sum256([]byte(encryptKey)) }
 
+// newCipher is the AES-256 block for an Encrypt Key; safe for concurrent
+// use, so the server derives it once per app.
+func newCipher(encryptKey string) cipher.Block {
+	key := cipherKey(encryptKey)
+	block, _ := aes.NewCipher(key[:]) // a 32-byte key cannot fail
+	return block
+}
+
 // Decrypt opens Lark's "encrypt" field: base64(IV || AES-256-CBC(PKCS#7(plain))).
 func Decrypt(encrypt, encryptKey string) ([]byte, error) {
-	raw, err := base64.StdEncoding.DecodeString(encrypt)
+	return decrypt(make([]byte, base64.StdEncoding.DecodedLen(len(encrypt))), []byte(encrypt), newCipher(encryptKey))
+}
+
+// decrypt is Decrypt into dst, which must hold DecodedLen(len(encrypt))
+// bytes: the handler passes a pooled buffer, and the plaintext returned is
+// a slice of it (decrypted in place).
+func decrypt(dst, encrypt []byte, block cipher.Block) ([]byte, error) {
+	m, err := base64.StdEncoding.Decode(dst, encrypt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: base64: %v", ErrUndecryptable, err)
 	}
+	raw := dst[:m]
 	if len(raw) < 2*aes.BlockSize || len(raw)%aes.BlockSize != 0 {
 		return nil, fmt.Errorf("%w: %d bytes is not IV plus whole blocks", ErrUndecryptable, len(raw))
 	}
-	key := cipherKey(encryptKey)
-	block, _ := aes.NewCipher(key[:]) // a 32-byte key cannot fail
-	iv, ct := raw[:aes.BlockSize], raw[aes.BlockSize:]
-	plain := make([]byte, len(ct))
-	cipher.NewCBCDecrypter(block, iv).CryptBlocks(plain, ct)
+	iv, plain := raw[:aes.BlockSize], raw[aes.BlockSize:]
+	// In place: CBC decryption allows dst and src to overlap entirely.
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(plain, plain)
 	n := int(plain[len(plain)-1])
 	if n == 0 || n > aes.BlockSize || n > len(plain) {
 		return nil, fmt.Errorf("%w: bad padding", ErrUndecryptable)
@@ -77,12 +91,17 @@ func Encrypt(plain []byte, encryptKey string, iv []byte) (string, error) {
 // EventSignature is X-Lark-Signature for events and 2.0 callbacks:
 // lowercase hex SHA-256 over timestamp + nonce + encrypt key + raw body.
 func EventSignature(timestamp, nonce, encryptKey string, body []byte) string {
-	h := sha256.New()
-	h.Write([]byte(timestamp))
-	h.Write([]byte(nonce))
-	h.Write([]byte(encryptKey))
-	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil))
+	sig, _ := appendEventSignature(nil, nil, timestamp, nonce, encryptKey, body)
+	return string(sig)
+}
+
+// appendEventSignature appends EventSignature to dst. The signed bytes are
+// gathered in scratch (returned, grown) and hashed in one call: hashing
+// through hash.Hash costs an allocation per string written.
+func appendEventSignature(dst, scratch []byte, timestamp, nonce, encryptKey string, body []byte) ([]byte, []byte) {
+	scratch = append(append(append(append(scratch[:0], timestamp...), nonce...), encryptKey...), body...)
+	sum := sha256.Sum256(scratch)
+	return hex.AppendEncode(dst, sum[:]), scratch
 }
 
 // CardSignature is the legacy card callback's X-Lark-Signature: lowercase
@@ -98,15 +117,22 @@ func CardSignature(timestamp, nonce, verificationToken string, body []byte) stri
 
 // signatureOK compares hex signatures in constant time (case-insensitive on
 // the received value, as Lark sends lowercase).
-func signatureOK(got, want string) bool {
-	if len(got) != len(want) {
+func signatureOK(got, want string) bool { return signatureMatches(got, []byte(want)) }
+
+// signatureMatches is signatureOK without allocating: got is lowercased
+// into a stack buffer (hex signatures here are at most 64 bytes).
+func signatureMatches(got string, want []byte) bool {
+	var buf [64]byte
+	if len(got) != len(want) || len(got) > len(buf) {
 		return false
 	}
-	b := []byte(got)
-	for i, c := range b {
+	b := buf[:len(got)]
+	for i := 0; i < len(got); i++ {
+		c := got[i]
 		if c >= 'A' && c <= 'F' {
-			b[i] = c + ('a' - 'A')
+			c += 'a' - 'A'
 		}
+		b[i] = c
 	}
-	return subtle.ConstantTimeCompare(b, []byte(want)) == 1
+	return subtle.ConstantTimeCompare(b, want) == 1
 }

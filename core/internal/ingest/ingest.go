@@ -6,7 +6,9 @@ package ingest
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +77,31 @@ type Server struct {
 	metrics *metrics
 }
 
+// appState is an App with what its requests need precomputed, so the hot
+// path neither derives keys nor hashes metric labels per request.
+type appState struct {
+	App
+	block           cipher.Block // nil without an Encrypt Key
+	eventNonceScope string       // replay-cache key prefixes
+	cardNonceScope  string
+	stored          prometheus.Counter
+	challenged      prometheus.Counter
+	spanOpts        []trace.SpanStartOption
+}
+
+func (s *Server) newAppState(a App) *appState {
+	st := &appState{App: a, eventNonceScope: a.ID + ":", cardNonceScope: a.ID + ":card:",
+		stored:     s.metrics.requests.WithLabelValues(a.ID, "stored", "200"),
+		challenged: s.metrics.requests.WithLabelValues(a.ID, "challenge", "200"),
+		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("larkway.app", a.ID))},
+	}
+	if a.EncryptKey != "" {
+		st.block = newCipher(a.EncryptKey)
+	}
+	return st
+}
+
 type metrics struct {
 	requests  *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
@@ -118,9 +145,10 @@ func New(cfg Config, pub bus.Publisher, logger *slog.Logger, reg prometheus.Regi
 	}
 	s := &Server{cfg: cfg, pub: pub, logger: logger.With("component", "ingest"), mux: http.NewServeMux(), metrics: m}
 	for _, a := range cfg.Apps {
-		s.mux.Handle(a.EventPath, s.eventHandler(a))
+		st := s.newAppState(a)
+		s.mux.Handle(a.EventPath, s.eventHandler(st))
 		if a.CardPath != "" {
-			s.mux.Handle(a.CardPath, s.legacyCardHandler(a))
+			s.mux.Handle(a.CardPath, s.legacyCardHandler(st))
 		}
 	}
 	return s
@@ -154,47 +182,89 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// readBody enforces POST and the body limit; on failure it has answered.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, app App) ([]byte, bool) {
+// successBody is what writeJSON writes for {"msg":"success"}, precomputed
+// for the path every stored event takes.
+var successBody = []byte(`{"msg":"success"}` + "\n")
+
+// jsonContentType is shared by the success responses rather than built
+// per request by Header.Set; net/http only reads it.
+var jsonContentType = []string{"application/json; charset=utf-8"}
+
+func writeSuccess(w http.ResponseWriter) {
+	w.Header()["Content-Type"] = jsonContentType
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(successBody)
+}
+
+// readBody enforces POST and the body limit, reading into buf (grown as
+// needed; Content-Length sizes it up front); on failure it has answered.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, app App, buf []byte) ([]byte, bool) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		s.reject(w, app.ID, http.StatusMethodNotAllowed, "method", "use POST")
-		return nil, false
+		return buf, false
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if n := r.ContentLength; n >= 0 && n < s.cfg.MaxBodyBytes && int(n) >= cap(buf) {
+		// One spare byte so the read that sees EOF needs no growth.
+		buf = make([]byte, 0, n+1)
+	}
+	body, err := readAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), buf[:0])
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.reject(w, app.ID, http.StatusRequestEntityTooLarge, "oversize", fmt.Sprintf("body exceeds %d bytes", s.cfg.MaxBodyBytes))
-			return nil, false
+			return body, false
 		}
 		s.reject(w, app.ID, http.StatusBadRequest, "read", "reading body failed")
-		return nil, false
+		return body, false
 	}
 	return body, true
 }
 
-func (s *Server) eventHandler(app App) http.Handler {
+// readAll is io.ReadAll appending to b, so a pooled buffer can be reused.
+func readAll(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+	}
+}
+
+func (s *Server) eventHandler(app *appState) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, span := s.cfg.Tracer.Start(r.Context(), "ingest.webhook", trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("larkway.app", app.ID)))
+		// The traced ctx is passed down rather than put in a copy of r.
+		ctx, span := s.cfg.Tracer.Start(r.Context(), "ingest.webhook", app.spanOpts...)
 		defer span.End()
-		r = r.WithContext(ctx)
-		body, ok := s.readBody(w, r, app)
-		if !ok {
+		rb := getBuf()
+		retained := false // the Event, whose RawJson is rb's bytes, outlives the handler
+		defer func() {
+			if !retained {
+				putBuf(rb)
+			}
+		}()
+		var ok bool
+		if rb.body, ok = s.readBody(w, r, app.App, rb.body); !ok {
 			return
 		}
-		plain, probe, rej := s.authenticate(r.Context(), app, r.Header, body)
+		body, rej := s.authenticate(ctx, app, r.Header, rb.body, rb)
 		if rej != nil {
 			s.reject(w, app.ID, rej.status, rej.reason, rej.msg)
 			return
 		}
-		if probe.IsChallenge() {
-			s.metrics.requests.WithLabelValues(app.ID, "challenge", "200").Inc()
-			writeJSON(w, http.StatusOK, map[string]string{"challenge": probe.Challenge})
+		if body.IsChallenge() {
+			app.challenged.Inc()
+			writeJSON(w, http.StatusOK, map[string]string{"challenge": body.Challenge()})
 			return
 		}
-		ev, err := envelope.Normalize(app.ID, plain)
+		ev, err := body.Event()
 		if err != nil {
 			reason := "malformed"
 			if errors.Is(err, envelope.ErrUnknownSchema) {
@@ -203,21 +273,27 @@ func (s *Server) eventHandler(app App) http.Handler {
 			s.reject(w, app.ID, http.StatusBadRequest, reason, err.Error())
 			return
 		}
-		span.SetAttributes(attribute.String("larkway.event_type", ev.GetEventType()), attribute.String("larkway.event_id", ev.GetEventId()))
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("larkway.event_type", ev.GetEventType()), attribute.String("larkway.event_id", ev.GetEventId()))
+		}
 		if ev.GetCardAction() != nil {
-			s.cardCallback(w, r, app, ev, false)
+			// Held while the plugin answers: the buffers are left to the GC.
+			retained = true
+			s.cardCallback(ctx, w, app.App, ev, false)
 			return
 		}
-		if !s.publish(w, r.Context(), app, ev) {
+		// publish encodes ev (copying RawJson) before it returns, and
+		// nothing keeps ev after it: the buffers go back to the pool.
+		if !s.publish(ctx, w, app.App, ev) {
 			return
 		}
-		s.metrics.requests.WithLabelValues(app.ID, "stored", "200").Inc()
-		writeJSON(w, http.StatusOK, map[string]string{"msg": "success"})
+		app.stored.Inc()
+		writeSuccess(w)
 	})
 }
 
 // publish stores ev durably; on failure it has answered 503 (Lark retries).
-func (s *Server) publish(w http.ResponseWriter, ctx context.Context, app App, ev *pluginv1.Event) bool {
+func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev *pluginv1.Event) bool {
 	msg, err := envelope.Encode(ev)
 	if err != nil {
 		s.reject(w, app.ID, http.StatusInternalServerError, "encode", "encoding event failed")
@@ -243,59 +319,77 @@ type rejection struct {
 	msg    string
 }
 
-// authenticate returns the plaintext body and its probe, or why not:
+// authenticate returns the decoded plaintext body, or why not:
 //   - with an Encrypt Key, the body must be encrypted and, unless it is a
 //     url_verification (Lark sends those without signature headers), signed:
 //     the timestamp must be within the skew window, the SHA-256 signature
 //     must match (constant time), and the nonce must be new — checked in
 //     that order so forged requests cannot fill the nonce cache;
 //   - the verification token is checked on every body, encrypted or not.
-func (s *Server) authenticate(ctx context.Context, app App, h http.Header, body []byte) ([]byte, *envelope.Probe, *rejection) {
-	var outer envelope.Probe
-	if err := json.Unmarshal(body, &outer); err != nil {
-		return nil, nil, &rejection{http.StatusBadRequest, "not_json", "body is not a JSON object"}
+//
+// The plaintext is decrypted into rb.plain.
+func (s *Server) authenticate(ctx context.Context, app *appState, h http.Header, raw []byte, rb *reqBuf) (*envelope.Body, *rejection) {
+	if app.block == nil {
+		body, err := envelope.Parse(app.ID, raw)
+		if err != nil {
+			return nil, &rejection{http.StatusBadRequest, "not_json", "body is not a JSON object"}
+		}
+		if body.Encrypted() != "" {
+			return nil, &rejection{http.StatusBadRequest, "undecryptable", "encrypted body, but this app has no encrypt key configured"}
+		}
+		return body, checkToken(body, app)
 	}
-	plain, probe := body, &outer
-	signed := h.Get(HeaderSignature) != ""
-	if app.EncryptKey != "" {
-		if outer.Encrypt == "" {
-			return nil, nil, &rejection{http.StatusBadRequest, "not_encrypted", "this app has an encrypt key: Lark sends encrypted bodies"}
+	enc, ok := encryptField(raw)
+	if !ok {
+		var outer envelope.Probe
+		if err := json.Unmarshal(raw, &outer); err != nil {
+			return nil, &rejection{http.StatusBadRequest, "not_json", "body is not a JSON object"}
 		}
-		if signed {
-			if rej := s.checkSignature(ctx, app, h, body); rej != nil {
-				return nil, nil, rej
-			}
-		}
-		var err error
-		if plain, err = Decrypt(outer.Encrypt, app.EncryptKey); err != nil {
-			return nil, nil, &rejection{http.StatusBadRequest, "undecryptable", "body could not be decrypted with this app's encrypt key"}
-		}
-		probe = &envelope.Probe{}
-		if err := json.Unmarshal(plain, probe); err != nil {
-			return nil, nil, &rejection{http.StatusBadRequest, "not_json", "decrypted body is not a JSON object"}
-		}
-		if !signed && !probe.IsChallenge() {
-			return nil, nil, &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Signature is required"}
-		}
-	} else if outer.Encrypt != "" {
-		return nil, nil, &rejection{http.StatusBadRequest, "undecryptable", "encrypted body, but this app has no encrypt key configured"}
+		enc = []byte(outer.Encrypt)
 	}
-	if !tokenOK(probe.VerificationToken(), app.VerificationToken) {
-		return nil, nil, &rejection{http.StatusUnauthorized, "bad_token", "verification token does not match"}
+	if len(enc) == 0 {
+		return nil, &rejection{http.StatusBadRequest, "not_encrypted", "this app has an encrypt key: Lark sends encrypted bodies"}
 	}
-	return plain, probe, nil
+	signed := header(h, HeaderSignature) != ""
+	if signed {
+		if rej := s.checkSigned(ctx, h, app.eventNonceScope, func(dst []byte, ts, nonce string) []byte {
+			dst, rb.scratch = appendEventSignature(dst, rb.scratch, ts, nonce, app.EncryptKey, raw)
+			return dst
+		}); rej != nil {
+			return nil, rej
+		}
+	}
+	if n := base64.StdEncoding.DecodedLen(len(enc)); cap(rb.plain) < n {
+		rb.plain = make([]byte, n)
+	}
+	plain, err := decrypt(rb.plain[:cap(rb.plain)], enc, app.block)
+	if err != nil {
+		return nil, &rejection{http.StatusBadRequest, "undecryptable", "body could not be decrypted with this app's encrypt key"}
+	}
+	body, err := envelope.Parse(app.ID, plain)
+	if err != nil {
+		return nil, &rejection{http.StatusBadRequest, "not_json", "decrypted body is not a JSON object"}
+	}
+	if !signed && !body.IsChallenge() {
+		return nil, &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Signature is required"}
+	}
+	return body, checkToken(body, app)
 }
 
-func (s *Server) checkSignature(ctx context.Context, app App, h http.Header, body []byte) *rejection {
-	return s.checkSigned(ctx, app, h, "", func(ts, nonce string) string { return EventSignature(ts, nonce, app.EncryptKey, body) })
+func checkToken(body *envelope.Body, app *appState) *rejection {
+	if !tokenOK(body.VerificationToken(), app.VerificationToken) {
+		return &rejection{http.StatusUnauthorized, "bad_token", "verification token does not match"}
+	}
+	return nil
 }
 
 // checkSigned verifies Lark's signature headers: the timestamp within the
-// skew window, the signature (computed by sign) compared in constant time,
-// then the nonce unseen — in that order, so forged requests cannot fill the
-// nonce cache. scope separates nonce spaces (events, cards).
-func (s *Server) checkSigned(ctx context.Context, app App, h http.Header, scope string, sign func(ts, nonce string) string) *rejection {
-	ts, nonce, sig := h.Get(HeaderTimestamp), h.Get(HeaderNonce), h.Get(HeaderSignature)
+// skew window, the signature (appended to its dst by sign) compared in
+// constant time, then the nonce unseen — in that order, so forged requests
+// cannot fill the nonce cache. scope prefixes the nonce (app, and events
+// or cards).
+func (s *Server) checkSigned(ctx context.Context, h http.Header, scope string, sign func(dst []byte, ts, nonce string) []byte) *rejection {
+	ts, nonce, sig := header(h, HeaderTimestamp), header(h, HeaderNonce), header(h, HeaderSignature)
 	if ts == "" || nonce == "" || sig == "" {
 		return &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Request-Timestamp, X-Lark-Request-Nonce and X-Lark-Signature are required"}
 	}
@@ -306,10 +400,11 @@ func (s *Server) checkSigned(ctx context.Context, app App, h http.Header, scope 
 	if d := s.cfg.Now().Sub(time.Unix(sec, 0)); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
 		return &rejection{http.StatusUnauthorized, "stale_timestamp", "request timestamp is outside the accepted window"}
 	}
-	if !signatureOK(sig, sign(ts, nonce)) {
+	var want [64]byte
+	if !signatureMatches(sig, sign(want[:0], ts, nonce)) {
 		return &rejection{http.StatusUnauthorized, "bad_signature", "signature does not match"}
 	}
-	seen, err := s.cfg.Replay.Seen(ctx, app.ID+":"+scope+nonce, 2*s.cfg.ClockSkew)
+	seen, err := s.cfg.Replay.Seen(ctx, scope+nonce, 2*s.cfg.ClockSkew)
 	if err != nil {
 		// Without the replay store we cannot tell a replay: Lark retries.
 		return &rejection{http.StatusServiceUnavailable, "replay_store_unavailable", "nonce store unavailable; retry later"}
@@ -318,6 +413,16 @@ func (s *Server) checkSigned(ctx context.Context, app App, h http.Header, scope 
 		return &rejection{http.StatusUnauthorized, "replayed_nonce", "nonce already used"}
 	}
 	return nil
+}
+
+// header is h.Get for a key already in canonical form (the Header*
+// constants): net/http canonicalizes the keys it stores, and Get's
+// re-canonicalizing of the key showed in profiles.
+func header(h http.Header, canonicalKey string) string {
+	if v := h[canonicalKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // tokenOK compares in constant time; an empty expected token never matches.
