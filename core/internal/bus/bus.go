@@ -65,6 +65,9 @@ func (d *Delivery) Nack() error { return d.nack() }
 // memory: stored in the process's log); callers may then acknowledge upstream.
 // It is safe for concurrent use; concurrent publishes are batched by the
 // implementation. Errors wrap ErrUnavailable when the write may succeed later.
+// Once Publish has returned nil the bus holds no reference to msg's Payload,
+// so the caller may reuse it; after an error it may still (a send can be in
+// flight past the caller's deadline).
 type Publisher interface {
 	Publish(ctx context.Context, topic string, msg Message) error
 }

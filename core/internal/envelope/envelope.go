@@ -30,8 +30,12 @@ const (
 
 // Encode wraps an Event as a bus message keyed by its partition key (chat id,
 // else the sender's open id, else the event id) so one chat stays in order.
-func Encode(ev *pluginv1.Event) (bus.Message, error) {
-	b, err := proto.Marshal(ev)
+func Encode(ev *pluginv1.Event) (bus.Message, error) { return EncodeTo(nil, ev) }
+
+// EncodeTo is Encode with the payload appended to buf[:0], so a caller may
+// reuse its buffer once the bus no longer holds the message.
+func EncodeTo(buf []byte, ev *pluginv1.Event) (bus.Message, error) {
+	b, err := proto.MarshalOptions{}.MarshalAppend(buf[:0], ev)
 	if err != nil {
 		return bus.Message{}, fmt.Errorf("encoding event %s: %w", ev.GetEventId(), err)
 	}

@@ -20,7 +20,7 @@ func (s *Server) cardCallback(ctx context.Context, w http.ResponseWriter, app Ap
 	if waiter != nil {
 		defer waiter.Close()
 	}
-	if !s.publish(ctx, w, app, ev) {
+	if !s.publish(ctx, w, app, ev, nil) {
 		return
 	}
 	resp := s.awaitCard(ctx, waiter)

@@ -284,7 +284,7 @@ func (s *Server) eventHandler(app *appState) http.Handler {
 		}
 		// publish encodes ev (copying RawJson) before it returns, and
 		// nothing keeps ev after it: the buffers go back to the pool.
-		if !s.publish(ctx, w, app.App, ev) {
+		if !s.publish(ctx, w, app.App, ev, &rb.enc) {
 			return
 		}
 		app.stored.Inc()
@@ -293,8 +293,15 @@ func (s *Server) eventHandler(app *appState) http.Handler {
 }
 
 // publish stores ev durably; on failure it has answered 503 (Lark retries).
-func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev *pluginv1.Event) bool {
-	msg, err := envelope.Encode(ev)
+//
+// enc, if not nil, is a reusable buffer for the encoded event: it is kept
+// only when the publish succeeded (see bus.Publisher).
+func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev *pluginv1.Event, enc *[]byte) bool {
+	var buf []byte
+	if enc != nil {
+		buf, *enc = *enc, nil
+	}
+	msg, err := envelope.EncodeTo(buf, ev)
 	if err != nil {
 		s.reject(w, app.ID, http.StatusInternalServerError, "encode", "encoding event failed")
 		return false
@@ -309,6 +316,9 @@ func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev
 		return false
 	}
 	s.metrics.published.Observe(time.Since(start).Seconds())
+	if enc != nil {
+		*enc = msg.Payload
+	}
 	return true
 }
 

@@ -61,10 +61,11 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// reqBuf is one request's body, plaintext and signing scratch. They are
-// most of the handler's garbage at webhook rates, so they are pooled.
+// reqBuf is one request's body, plaintext, signing scratch and encoded
+// event. They are most of the handler's garbage at webhook rates, so they
+// are pooled.
 type reqBuf struct {
-	body, plain, scratch []byte
+	body, plain, scratch, enc []byte
 }
 
 // maxPooledBuf keeps a rare huge body from pinning its buffer in the pool.
@@ -77,7 +78,7 @@ func getBuf() *reqBuf { return bufPool.Get().(*reqBuf) }
 // putBuf returns rb to the pool: only once nothing references its bytes
 // (an Event's RawJson is a slice of body or plain).
 func putBuf(rb *reqBuf) {
-	if cap(rb.body) > maxPooledBuf || cap(rb.plain) > maxPooledBuf || cap(rb.scratch) > maxPooledBuf {
+	if cap(rb.body) > maxPooledBuf || cap(rb.plain) > maxPooledBuf || cap(rb.scratch) > maxPooledBuf || cap(rb.enc) > maxPooledBuf {
 		return
 	}
 	bufPool.Put(rb)
