@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -373,9 +374,18 @@ func (r *runner) dispatchRate(ctx context.Context, core *Core, app App, d *deliv
 				if i >= int64(n) {
 					return
 				}
-				if err := core.Bus.Publish(ctx, topic, msgs[i]); err != nil {
-					pubErr.Store(err)
-					return
+				// The memory bus bounds what it retains: wait for the
+				// plugin to make room, as a webhook's retry would.
+				for {
+					err := core.Bus.Publish(ctx, topic, msgs[i])
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, bus.ErrUnavailable) || ctx.Err() != nil {
+						pubErr.Store(err)
+						return
+					}
+					time.Sleep(time.Millisecond)
 				}
 			}
 		}()
