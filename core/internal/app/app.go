@@ -110,6 +110,9 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	defer st.close()
 	a.state = st.state
+	// A nil tracer tells ingest and dispatch that tracing is off, so they
+	// skip building spans altogether.
+	tracingOn := a.tp != nil || cfg.Telemetry.Tracing.Enabled
 	if a.tp == nil {
 		tr := cfg.Telemetry.Tracing
 		tp, shutdown, err := telemetry.Provider(ctx, telemetry.Config{Enabled: tr.Enabled, Endpoint: tr.Endpoint,
@@ -124,7 +127,10 @@ func (a *App) Run(ctx context.Context) error {
 		}()
 		a.tp = tp
 	}
-	tracer := a.tp.Tracer("github.com/larkway/larkway/core")
+	var tracer trace.Tracer
+	if tracingOn {
+		tracer = a.tp.Tracer("github.com/larkway/larkway/core")
+	}
 	b, err := a.openBus()
 	if err != nil {
 		return fmt.Errorf("opening bus: %w", err)

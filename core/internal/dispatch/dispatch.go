@@ -86,6 +86,7 @@ type Dispatcher struct {
 	logger  *slog.Logger
 	metrics *metrics
 	seq     atomic.Uint64
+	tracing bool // a tracer was configured
 }
 
 type metrics struct {
@@ -125,7 +126,8 @@ func New(cfg Config, b interface {
 	if cfg.ActionTimeout <= 0 {
 		cfg.ActionTimeout = 30 * time.Second
 	}
-	if cfg.Tracer == nil {
+	tracing := cfg.Tracer != nil
+	if !tracing {
 		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if cfg.Dedup == nil {
@@ -134,7 +136,7 @@ func New(cfg Config, b interface {
 	if cfg.DoneTTL <= 0 {
 		cfg.DoneTTL = dedup.DefaultDoneTTL
 	}
-	return &Dispatcher{cfg: cfg, bus: b, exec: exec, logger: logger.With("component", "dispatch"), metrics: m}
+	return &Dispatcher{cfg: cfg, bus: b, exec: exec, logger: logger.With("component", "dispatch"), metrics: m, tracing: tracing}
 }
 
 // Subscription is the bus subscription name of a plugin.

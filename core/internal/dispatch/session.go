@@ -304,11 +304,15 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		return
 	default:
 	}
-	// The trace continues from the webhook, through the bus.
-	ctx, span := d.cfg.Tracer.Start(telemetry.Extract(ctx, del.Properties), "dispatch.deliver",
-		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attribute.String("larkway.plugin", s.name),
-			attribute.String("larkway.event_id", ev.GetEventId()), attribute.Int("larkway.attempt", del.Attempt)))
-	defer span.End()
+	// The trace continues from the webhook, through the bus. Without
+	// tracing configured nothing is built: span options allocate per call.
+	span := noSpan
+	if d.tracing {
+		ctx, span = d.cfg.Tracer.Start(telemetry.Extract(ctx, del.Properties), "dispatch.deliver",
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attribute.String("larkway.plugin", s.name),
+				attribute.String("larkway.event_id", ev.GetEventId()), attribute.Int("larkway.attempt", del.Attempt)))
+		defer span.End()
+	}
 	// Claim the event so neither a Lark re-push nor our own redelivery
 	// produces a second result. The lease covers the delivery and its
 	// actions; a holder that dies releases the event when it expires. No
@@ -359,8 +363,11 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		// Actions run on a context that shutdown does not cut short: the
 		// plugin has answered, and its reply must not be lost.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ActionTimeout)
-		actx, aspan := d.cfg.Tracer.Start(actx, "action.execute", trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attribute.Int("larkway.actions", len(actions))))
+		aspan := noSpan
+		if d.tracing {
+			actx, aspan = d.cfg.Tracer.Start(actx, "action.execute", trace.WithSpanKind(trace.SpanKindClient),
+				trace.WithAttributes(attribute.Int("larkway.actions", len(actions))))
+		}
 		refused, err := d.exec.Execute(actx, action.Request{Plugin: s.name, Allowed: s.plugin.Manifest().GetAllowedActions(),
 			Event: ev, Actions: actions, Attempts: del.Attempt, FinalAttempt: del.Attempt >= d.cfg.MaxAttempts})
 		if err != nil {
@@ -391,6 +398,9 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		s.deadLetter(del, "plugin failed: "+res.GetError(), log())
 	}
 }
+
+// noSpan stands in for spans when tracing is off.
+var noSpan = trace.SpanFromContext(context.Background())
 
 // logFor is the logger for one delivery's messages.
 func (s *Session) logFor(del *bus.Delivery) *slog.Logger {
