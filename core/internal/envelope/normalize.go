@@ -56,7 +56,19 @@ func Normalize(appID string, raw []byte) (*pluginv1.Event, error) {
 // decode serves them all. Where event types share a key they share a field
 // of one type; a body whose fields do not fit fails this decode and takes
 // the slow path, which reads only what its event type needs.
+// newEvent is b.spare if set (Parse's pooled storage), else a new one.
+func (b *bodyJSON) newEvent() *eventJSON {
+	if e := b.spare; e != nil {
+		b.spare = nil
+		return e
+	}
+	return &eventJSON{}
+}
+
 type bodyJSON struct {
+	// spare is storage for Event the fast decoder may use; not JSON.
+	spare *eventJSON `json:"-"`
+
 	Encrypt   string           `json:"encrypt"`
 	Type      string           `json:"type"`
 	Challenge string           `json:"challenge"`

@@ -419,7 +419,7 @@ func (d *scanner) body(b *bodyJSON) bool {
 			if d.null() {
 				return true
 			}
-			b.Event = &eventJSON{}
+			b.Event = b.newEvent()
 			return d.event(b.Event)
 		}
 		return d.skip()

@@ -38,17 +38,35 @@ func TestReplayCaches(t *testing.T) {
 
 func TestMemoryReplayCacheExpires(t *testing.T) {
 	c := NewMemoryReplayCache()
-	now := time.Unix(0, 0)
+	now := time.Unix(1000, 0)
 	c.now = func() time.Time { return now }
 	ctx := context.Background()
-	_, _ = c.Seen(ctx, "k", time.Minute)
-	now = now.Add(2 * time.Minute)
-	if seen, _ := c.Seen(ctx, "k", time.Minute); seen {
+	seen := func(k string) bool {
+		t.Helper()
+		s, err := c.Seen(ctx, k, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	seen("k")
+	now = now.Add(59 * time.Second)
+	if !seen("k") {
+		t.Fatal("nonce forgotten inside its TTL")
+	}
+	now = now.Add(30 * time.Second) // rotated: "k" sits in prev, expired at 60 s
+	if seen("k") {
 		t.Fatal("expired nonce still seen")
 	}
-	now = now.Add(2 * time.Minute)
-	_, _ = c.Seen(ctx, "other", time.Minute)
-	if len(c.entries) != 1 {
-		t.Fatalf("sweep kept %d entries", len(c.entries))
+	// "k" was re-recorded just now; it survives the next rotation inside its TTL.
+	now = now.Add(40 * time.Second)
+	if !seen("k") {
+		t.Fatal("nonce recorded before a rotation forgotten inside its TTL")
+	}
+	// Idle for longer than two TTLs: everything is dropped.
+	now = now.Add(3 * time.Minute)
+	seen("other")
+	if n := c.len(); n != 1 {
+		t.Fatalf("after the TTL the cache holds %d entries, want 1", n)
 	}
 }
