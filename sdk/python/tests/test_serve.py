@@ -11,8 +11,10 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -250,3 +252,68 @@ def test_port_range_is_honoured(plugin):
 def test_broker_multiplexing_is_declined(plugin):
     p = plugin(env={"PLUGIN_MULTIPLEX_GRPC": "true"})
     assert len(p.fields) == 7 and p.fields[6] == "false"
+
+
+def handle_batch(stub, n):
+    ds = [x.delivery for x in deliveries(*[f"t{i}" for i in range(n)])]
+    got = []
+    for resp in stub.Handle(iter([pb.HandleRequest(deliveries=pb.DeliveryBatch(deliveries=ds))]), timeout=10):
+        kind = resp.WhichOneof("kind")
+        got.extend((kind, r) for r in (resp.results.results if kind == "results" else [resp.result]))
+    return got
+
+
+def test_batches_over_grpc_follow_describe(plugin):
+    p = plugin()
+    stub = pb_grpc.PluginServiceStub(p.channel())
+    m = stub.Describe(pb.DescribeRequest(core_contract_version="v1", accepts_result_batches=True), timeout=5).manifest
+    assert m.accepts_delivery_batches
+    got = handle_batch(stub, 20)
+    assert sorted(r.delivery_id for _, r in got) == sorted(f"d-{i}" for i in range(20))
+    assert all(r.outcome == pb.OUTCOME_DONE for _, r in got)
+    # A core that predates result batches gets one result per message.
+    stub.Describe(pb.DescribeRequest(core_contract_version="v1"), timeout=5)
+    got = handle_batch(stub, 20)
+    assert {k for k, _ in got} == {"result"} and len(got) == 20
+
+
+def test_tls_relay_carries_large_messages_and_ends_with_the_client(plugin):
+    # 3 MiB each way crosses the relay in many TLS records and partial sends.
+    p = plugin()
+    stub = pb_grpc.PluginServiceStub(p.channel())
+    big = "x" * (3 << 20)
+    d = deliveries(big)[0]
+    (resp,) = list(stub.Handle(iter([d]), timeout=20))
+    assert resp.result.outcome == pb.OUTCOME_DONE
+    assert len(resp.result.actions[0].reply.content_json) > 3 << 20
+    # A raw TLS client that says close_notify and leaves must not leave the
+    # relay busy: the plugin still answers at once.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cadata=p.server_cert_pem().decode())
+    with tempfile.TemporaryDirectory() as tmp:
+        cp, kp = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
+        Path(cp).write_bytes(p.client_cert)
+        Path(kp).write_bytes(p.client_key)
+        ctx.load_cert_chain(cp, kp)
+    ctx.set_alpn_protocols(["h2"])
+    host, port = p.addr.rsplit(":", 1)
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            tls = ctx.wrap_socket(raw, server_hostname="localhost")
+            try:
+                tls.unwrap()  # sends close_notify; the relay just hangs up
+            except (ssl.SSLError, OSError):
+                pass
+    t0 = time.monotonic()
+    assert stub.Describe(pb.DescribeRequest(), timeout=5).manifest.name == "fixture"
+    assert time.monotonic() - t0 < 1
+    # CPU used since: a spinning relay would burn it.
+    cpu0 = _cpu(p.proc.pid)
+    time.sleep(0.3)
+    assert _cpu(p.proc.pid) - cpu0 < 0.15
+
+
+def _cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

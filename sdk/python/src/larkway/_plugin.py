@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from google.protobuf import duration_pb2
@@ -14,11 +12,11 @@ from google.protobuf import duration_pb2
 from ._actions import Action, ActionKind, CardResponse
 from ._command import Command, parse_command
 from ._errors import Permanent, RetryAfter, classify
-from ._event import (EVENT_CARD_ACTION, EVENT_CARD_ACTION_LEGACY, EVENT_MESSAGE_RECEIVE, Event,
-                     event_from_proto)
+from ._event import EVENT_CARD_ACTION, EVENT_CARD_ACTION_LEGACY, EVENT_MESSAGE_RECEIVE, Event
 from ._gen import plugin_pb2 as pb
 from ._log import Logger
-from ._state import State, StateBackend, _deadline
+from ._state import State, StateBackend
+from ._stream import Pool, Stream
 
 #: Concurrent deliveries when the plugin sets no max_in_flight (as the Go SDK).
 DEFAULT_MAX_IN_FLIGHT = 64
@@ -102,9 +100,12 @@ class Plugin:
         self._on_message: HandlerFunc | None = None
         self._patterns: list[str] = []
         self._on_card: HandlerFunc | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pool: Pool | None = None
+        self._async_cache: dict[int, tuple[Callable[..., Any], bool]] = {}
+        self._streams: set[Stream] = set()
         self._draining = False
+        # Set by Describe: the core accepts HandleResponse.results.
+        self._accepts_result_batches = False
         self._state = State()
 
     # ---- registration -------------------------------------------------
@@ -174,7 +175,10 @@ class Plugin:
         """The manifest derived from the registered handlers (internal form)."""
         m = pb.Manifest(name=self.name, version=self.version, description=self.description,
                         max_in_flight=self.max_in_flight, fallback_reply_text=self.fallback_reply,
-                        allowed_actions=[int(a) for a in self.actions])
+                        allowed_actions=[int(a) for a in self.actions],
+                        # The SDK handles DeliveryBatch: fewer, larger messages
+                        # are much cheaper for grpcio than one per delivery.
+                        accepts_delivery_batches=True)
 
         def sub(**kw: Any) -> None:
             m.subscriptions.append(pb.Subscription(chat_ids=self.chats, **kw))
@@ -194,209 +198,112 @@ class Plugin:
     def _limit(self) -> int:
         return self.max_in_flight or DEFAULT_MAX_IN_FLIGHT
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if _is_async(fn):
-            return await fn(*args)
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self._limit, thread_name_prefix="larkway-handler")
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, functools.partial(contextvars.copy_context().run, fn, *args))
-        try:
-            res = await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            # A thread cannot be interrupted: keep this task (and so the
-            # delivery's in-flight slot) until the handler really returns.
-            try:
-                await fut
-            except BaseException:
-                pass
-            raise
-        if inspect.isawaitable(res):
-            res = await res
-        return res
+    def _workers(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(self._limit, "larkway-handler")
+        return self._pool
 
-    async def _route(self, ev: Event) -> tuple[list[Action], CardResponse | None]:
+    def _is_async(self, fn: Callable[..., Any]) -> bool:
+        # Cached: inspect's checks cost more than the rest of routing.
+        k = id(fn)
+        hit = self._async_cache.get(k)
+        if hit is None or hit[0] is not fn:
+            hit = self._async_cache[k] = (fn, _is_async(fn))
+        return hit[1]
+
+    def _pick(self, ev: Event) -> tuple[Callable[..., Any], tuple[Any, ...], bool, bool] | None:
+        """The handler for ev: ``(fn, args, is_card, is_async)``, or None
+        when nothing handles it."""
         if ev.card_action is not None and self._on_card is not None:
-            card, actions = _card_result(await self._call(self._on_card, ev))
-            return actions, card
+            return self._on_card, (ev,), True, self._is_async(self._on_card)
         if ev.message is not None:
             cmd = parse_command(ev.message.text)
             if cmd is not None and cmd.name in self._commands:
-                return _actions(await self._call(self._commands[cmd.name], ev, cmd)), None
+                fn = self._commands[cmd.name]
+                return fn, (ev, cmd), False, self._is_async(fn)
             if self._on_message is not None:
-                return _actions(await self._call(self._on_message, ev)), None
+                return self._on_message, (ev,), False, self._is_async(self._on_message)
         h = self._by_type.get(ev.type)
         if h is not None:
-            return _actions(await self._call(h, ev)), None
-        # Delivered but nothing handles it (e.g. an unknown command while only
-        # commands are registered): done, no actions.
-        return [], None
+            return h, (ev,), False, self._is_async(h)
+        return None
 
-    async def _handle(self, ev: Event) -> pb.Result:
-        """Route one event and class the outcome. Raises only CancelledError."""
-        # State calls made by the handler are bounded by the delivery's
-        # deadline (this runs in its own task, so its own context).
-        _deadline.set(ev.deadline)
+    def _outcome(self, v: Any, card: bool, ev: Event) -> pb.Result:
+        """The result for a handler's return value v (any thread)."""
         try:
-            actions, card = await self._route(ev)
-        except asyncio.CancelledError as e:
-            task = asyncio.current_task()
-            if task is not None and hasattr(task, "cancelling") and task.cancelling() == 0:
-                # Nobody cancelled this delivery: the handler itself raised
-                # CancelledError (e.g. from work it awaited). A handler error.
-                self.log.log(40, "handler raised CancelledError; the event will be retried", exc=e,
-                             event_id=ev.id, delivery_id=ev.delivery_id)
-                return pb.Result(outcome=pb.OUTCOME_RETRY, error="CancelledError: the handler was cancelled")
-            raise
+            if card:
+                cr, actions = _card_result(v)
+            else:
+                cr, actions = None, _actions(v)
         except _BadReturn as e:
             self.log.error("handler returned an invalid value", event_id=ev.id, delivery_id=ev.delivery_id,
                            error=str(e))
             return pb.Result(outcome=pb.OUTCOME_FAILED, error=str(e))
-        except BaseException as e:  # noqa: BLE001 - a handler bug must not end the process
-            k = classify(e)
-            if isinstance(k, Permanent):
-                return pb.Result(outcome=pb.OUTCOME_FAILED, error=str(k) or type(k).__name__)
-            if isinstance(k, RetryAfter):
-                res = pb.Result(outcome=pb.OUTCOME_RETRY, error=str(k))
-                if k.seconds > 0:
-                    d = duration_pb2.Duration()
-                    d.FromNanoseconds(int(round(k.seconds * 1e9)))
-                    res.retry_after.CopyFrom(d)
-                return res
-            self.log.log(40, "handler raised; the event will be retried", exc=e, event_id=ev.id,
-                         delivery_id=ev.delivery_id)
-            return pb.Result(outcome=pb.OUTCOME_RETRY, error=f"{type(e).__name__}: {e}")
         res = pb.Result(outcome=pb.OUTCOME_DONE)
-        try:
-            res.actions.extend(a.to_proto() for a in actions)
-            if card is not None:
-                res.card_response.CopyFrom(card.to_proto())
-        except (ValueError, TypeError) as e:
-            self.log.error("handler returned an invalid action", event_id=ev.id, error=str(e))
-            return pb.Result(outcome=pb.OUTCOME_FAILED, error=f"invalid action: {e}")
+        if actions or cr is not None:
+            try:
+                res.actions.extend(a.to_proto() for a in actions)
+                if cr is not None:
+                    res.card_response.CopyFrom(cr.to_proto())
+            except (ValueError, TypeError) as e:
+                self.log.error("handler returned an invalid action", event_id=ev.id, error=str(e))
+                return pb.Result(outcome=pb.OUTCOME_FAILED, error=f"invalid action: {e}")
         return res
 
-    async def _deliver(self, d: pb.Delivery) -> tuple[pb.Result, asyncio.Task[Any] | None]:
-        """Run one delivery under its deadline. Returns the result to send and,
-        when the handler overran its deadline, the still-running work."""
-        if not d.delivery_id or not d.HasField("event"):
-            return pb.Result(delivery_id=d.delivery_id, outcome=pb.OUTCOME_FAILED,
-                             error="malformed delivery: missing id or event"), None
-        ev = event_from_proto(d)
-        left = ev.time_left()
-        if left is not None and left <= 0:
-            self.log.warn("delivery arrived after its deadline; not handled", delivery_id=d.delivery_id,
-                          event_id=ev.id)
-            return pb.Result(delivery_id=d.delivery_id, outcome=pb.OUTCOME_RETRY,
-                             error="deadline exceeded before the handler started"), None
-        work = asyncio.ensure_future(self._handle(ev))
-        try:
-            res = await asyncio.wait_for(asyncio.shield(work), left)
-        except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11 on
-            work.cancel()
-            self.log.warn("handler overran its deadline; the core retries the event",
-                          delivery_id=d.delivery_id, event_id=ev.id, deadline_s=round(left or 0, 3))
-            return pb.Result(delivery_id=d.delivery_id, outcome=pb.OUTCOME_RETRY,
-                             error="deadline exceeded"), work
-        except asyncio.CancelledError:
-            work.cancel()
-            raise
-        res.delivery_id = d.delivery_id
-        return res, None
-
-    async def _await_late(self, work: asyncio.Task[Any], delivery_id: str) -> None:
-        # Keeps the delivery's in-flight slot until an overrunning handler
-        # really ends (a thread cannot be cancelled; a coroutine was).
-        try:
-            await work
-        except asyncio.CancelledError:
-            if not work.cancelled():
-                raise
-        except BaseException:  # noqa: BLE001
-            pass
-        if work.cancelled():
-            self.log.debug("late handler cancelled", delivery_id=delivery_id)
-        else:
-            self.log.warn("late handler finished; its result was dropped", delivery_id=delivery_id)
+    def _failure(self, e: BaseException, ev: Event) -> pb.Result:
+        """The result for an exception a handler raised (any thread):
+        Permanent means FAILED, RetryAfter and anything else RETRY."""
+        if isinstance(e, asyncio.CancelledError):
+            self.log.log(40, "handler raised CancelledError; the event will be retried", exc=e,
+                         event_id=ev.id, delivery_id=ev.delivery_id)
+            return pb.Result(outcome=pb.OUTCOME_RETRY, error="CancelledError: the handler was cancelled")
+        k = classify(e)
+        if isinstance(k, Permanent):
+            return pb.Result(outcome=pb.OUTCOME_FAILED, error=str(k) or type(k).__name__)
+        if isinstance(k, RetryAfter):
+            res = pb.Result(outcome=pb.OUTCOME_RETRY, error=str(k))
+            if k.seconds > 0:
+                d = duration_pb2.Duration()
+                d.FromNanoseconds(int(round(k.seconds * 1e9)))
+                res.retry_after.CopyFrom(d)
+            return res
+        self.log.log(40, "handler raised; the event will be retried", exc=e, event_id=ev.id,
+                     delivery_id=ev.delivery_id)
+        return pb.Result(outcome=pb.OUTCOME_RETRY, error=f"{type(e).__name__}: {e}")
 
     async def _serve_stream(self, requests: AsyncIterator[pb.HandleRequest],
-                            send: Callable[[pb.HandleResponse], Awaitable[None]]) -> None:
-        """The transport-independent body of Handle: runs deliveries
-        concurrently (bounded by max_in_flight), sends each result as it
-        completes, returns when the core closes its side and every started
-        delivery has answered. Shared by the gRPC server and the test kit."""
-        sem = asyncio.Semaphore(self._limit)
-        lock = asyncio.Lock()
-        tasks: set[asyncio.Task[Any]] = set()
-        broken = False
+                            send: Callable[[pb.HandleResponse], Awaitable[None]],
+                            result_batches: bool | None = None) -> None:
+        """The transport-independent body of Handle: runs deliveries (single
+        or batched) concurrently, bounded by max_in_flight, sends results as
+        they complete (in ResultBatch messages when result_batches, by
+        default what the core said in Describe), returns when the core closes
+        its side and every started delivery has ended. Shared by the gRPC
+        server and the test kit."""
+        if result_batches is None:
+            result_batches = self._accepts_result_batches
+        await Stream(self, send, result_batches).run(requests)
 
-        async def send_result(res: pb.Result) -> None:
-            nonlocal broken
-            async with lock:
-                if broken:
-                    return
-                try:
-                    await send(pb.HandleResponse(result=res))
-                except Exception as e:  # noqa: BLE001 - stream gone; the core retries
-                    broken = True
-                    self.log.warn("could not send a result: the stream is closed; the core retries the event",
-                                  delivery_id=res.delivery_id, error=type(e).__name__)
-
-        async def one(d: pb.Delivery) -> None:
-            answered = False
-            try:
-                res, late = await self._deliver(d)
-                answered = True
-                await send_result(res)
-                if late is not None:
-                    await self._await_late(late, d.delivery_id)
-            except asyncio.CancelledError:
-                if not answered and d.delivery_id:
-                    # Shutting down or the stream ended: answer so the core
-                    # retries now rather than at the deadline.
-                    await asyncio.shield(send_result(pb.Result(
-                        delivery_id=d.delivery_id, outcome=pb.OUTCOME_RETRY, error="plugin is shutting down")))
-                raise
-            except Exception as e:  # noqa: BLE001 - never take the stream down
-                self.log.log(40, "internal error handling a delivery", exc=e, delivery_id=d.delivery_id)
-                if not answered:
-                    await send_result(pb.Result(delivery_id=d.delivery_id, outcome=pb.OUTCOME_RETRY,
-                                                error=f"sdk error: {e}"))
-            finally:
-                sem.release()
-
-        try:
-            async for req in requests:
-                kind = req.WhichOneof("kind")
-                if kind == "delivery":
-                    d = req.delivery
-                    if self._draining:
-                        await send_result(pb.Result(delivery_id=d.delivery_id, outcome=pb.OUTCOME_RETRY,
-                                                    error="plugin is shutting down"))
-                        continue
-                    await sem.acquire()
-                    t = asyncio.ensure_future(one(d))
-                    for s in (tasks, self._tasks):
-                        s.add(t)
-                        t.add_done_callback(s.discard)
-                elif kind == "result_ack":
-                    ack = req.result_ack
-                    if ack.refused:
-                        self.log.warn("core refused actions", delivery_id=ack.delivery_id,
-                                      refused=len(ack.refused),
-                                      reasons=[f"#{r.index}: {r.reason}" for r in ack.refused])
-                    else:
-                        self.log.debug("result acknowledged", delivery_id=ack.delivery_id)
-                else:
-                    self.log.debug("ignoring an unknown message from the core")
-            # The core closed its side: finish what was started.
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            for t in tasks:
+    async def _drain(self, grace: float) -> None:
+        """Stop taking deliveries (new ones are answered with RETRY), wait up
+        to grace for those in flight, then answer the rest with RETRY."""
+        self._draining = True
+        streams = list(self._streams)
+        for s in streams:
+            s._kick_reader()
+        busy = [asyncio.ensure_future(s.wait_idle()) for s in streams if s.slots]
+        if busy:
+            _, pending = await asyncio.wait(busy, timeout=grace)
+            for t in pending:
                 t.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+        n = sum(s.abort("plugin is shutting down") for s in streams)
+        if n:
+            self.log.warn("deliveries still running at shutdown; answering them with retry", count=n)
+        flushing = [asyncio.ensure_future(s.flushed()) for s in streams]
+        if flushing:
+            _, pending = await asyncio.wait(flushing, timeout=0.2)
+            for t in pending:
+                t.cancel()
 
     # ---- serving ------------------------------------------------------
 

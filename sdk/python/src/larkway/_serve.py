@@ -104,6 +104,7 @@ class _Servicer(pb_grpc.PluginServiceServicer):
                             sdk_contract_version=contract.CONTRACT_VERSION)
         self.p.log.debug("described", core_version=request.core_version, state_broker_id=request.state_broker_id)
         self.p.state._set_broker_id(request.state_broker_id)
+        self.p._accepts_result_batches = request.accepts_result_batches
         return pb.DescribeResponse(manifest=self.p.manifest_proto())
 
     async def Handle(self, request_iterator: Any, context: Any) -> None:
@@ -197,7 +198,7 @@ class _Server:
 
         self.log.info("plugin stopping", reason=self.reason)
         await health.enter_graceful_shutdown()
-        await self._drain(self.grace)
+        await self.p._drain(self.grace)
         self.p.state._close()
         broker.close()
         await server.stop(0.2)
@@ -207,18 +208,6 @@ class _Server:
             shutil.rmtree(private_dir, ignore_errors=True)
         self.log.debug("plugin stopped")
         return 0
-
-    async def _drain(self, grace: float) -> None:
-        p = self.p
-        p._draining = True
-        if p._tasks:
-            _, pending = await asyncio.wait(set(p._tasks), timeout=grace)
-            if pending:
-                self.log.warn("deliveries still running at shutdown; answering them with retry",
-                              count=len(pending))
-                for t in pending:
-                    t.cancel()
-                await asyncio.wait(pending, timeout=0.2)
 
     def _controller(self) -> grpc.GenericRpcHandler:
         # go-plugin's plugin.GRPCController (internal/plugin/grpc_controller.proto):

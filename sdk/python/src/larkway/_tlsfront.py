@@ -24,15 +24,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import socket
 import ssl
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from ._log import Logger
 from ._tls import self_signed_cert
 
 _HANDSHAKE_TIMEOUT = 10.0
-_CHUNK = 1 << 16
+_CHUNK = 1 << 18
 
 
 def tls_contexts(client_cert_pem: str, private_dir: str) -> tuple[ssl.SSLContext, ssl.SSLContext, str]:
@@ -73,61 +75,263 @@ def server_context(client_cert_pem: str, private_dir: str) -> tuple[ssl.SSLConte
 
 
 class TLSFront:
-    """Accepts TLS on 127.0.0.1 and relays each connection to a Unix socket."""
+    """Accepts TLS on 127.0.0.1 and relays each connection to a Unix socket.
+
+    The relay runs on the plugin's event loop with raw non-blocking sockets
+    and an ssl.SSLObject over memory BIOs: per chunk one recv, one C call to
+    decrypt or encrypt, and one send. Every Handle message crosses it, so it
+    avoids both asyncio's SSL streams (several Python-level callbacks per
+    chunk) and relay threads (which made the GIL change hands several times
+    per message, with the gRPC poller and handler threads also waiting).
+    """
 
     def __init__(self, backend_path: str, ctx: ssl.SSLContext, log: Logger) -> None:
         self.backend = backend_path
         self.ctx = ctx
         self.log = log
-        self.server: asyncio.AbstractServer | None = None
-        self.conns: set[asyncio.Task[None]] = set()
-        self.writers: set[asyncio.StreamWriter] = set()
+        self.sock: socket.socket | None = None
+        self.acceptor: asyncio.Task[None] | None = None
+        self.conns: set[_Relay] = set()
+        self.closed = False
 
     async def listen(self, ports: Iterable[int]) -> int | None:
         """Listen on the first port that binds; None if none does."""
         for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
-                self.server = await asyncio.start_server(
-                    self._accept, "127.0.0.1", port, ssl=self.ctx, ssl_handshake_timeout=_HANDSHAKE_TIMEOUT)
+                s.bind(("127.0.0.1", port))
+                s.listen(128)
             except OSError:
+                s.close()
                 continue
-            return int(self.server.sockets[0].getsockname()[1])
+            s.setblocking(False)
+            self.sock = s
+            self.acceptor = asyncio.ensure_future(self._accept_loop(s))
+            return int(s.getsockname()[1])
         return None
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.conns.add(task)
-            task.add_done_callback(self.conns.discard)
-        try:
+    async def _accept_loop(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.closed:
             try:
-                ur, uw = await asyncio.open_unix_connection(self.backend)
+                conn, _ = await loop.sock_accept(lsock)
             except OSError as e:
-                self.log.warn("relaying a connection to the gRPC server failed", error=str(e))
-                writer.close()
-                return
-            self.writers.update((writer, uw))
-            try:
-                await asyncio.gather(_pipe(reader, uw), _pipe(ur, writer), return_exceptions=True)
-            finally:
-                self.writers.difference_update((writer, uw))
-        except asyncio.CancelledError:
-            # Ending normally: asyncio (3.11) logs an error for a cancelled
-            # connection callback.
-            writer.close()
+                if self.closed:
+                    return
+                self.log.warn("accepting a connection failed", error=str(e))
+                await asyncio.sleep(0.05)
+                continue
+            r = _Relay(loop, conn, self)
+            self.conns.add(r)
+            r.start()
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for w in list(self.writers):
+        self.closed = True
+        if self.acceptor is not None:
+            self.acceptor.cancel()
+        if self.sock is not None:
+            self.sock.close()
+        for r in list(self.conns):
+            r.close()
+
+
+class _Relay:
+    """One accepted connection: TLS on tcp, plaintext HTTP/2 to the gRPC
+    server on unix. Driven by loop reader and writer callbacks; a side whose
+    peer is slow to read stops the other side being read (backpressure)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tcp: socket.socket, front: TLSFront) -> None:
+        self.loop = loop
+        self.tcp = tcp
+        self.front = front
+        self.unix: socket.socket | None = None
+        self.tls_in = ssl.MemoryBIO()
+        self.tls_out = ssl.MemoryBIO()
+        self.obj = front.ctx.wrap_bio(self.tls_in, self.tls_out, server_side=True)
+        self.to_tcp = bytearray()
+        self.to_unix = bytearray()
+        self.handshake_timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def start(self) -> None:
+        self.tcp.setblocking(False)
+        self.tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.handshake_timer = self.loop.call_later(_HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self.loop.add_reader(self.tcp.fileno(), self._handshake_readable)
+
+    def _handshake_timeout(self) -> None:
+        self.front.log.debug("TLS handshake timed out")
+        self.close()
+
+    def _handshake_readable(self) -> None:
+        data = self._recv(self.tcp)
+        if data is None:
+            return
+        if not data:
+            self.close()
+            return
+        self.tls_in.write(data)
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._send_tcp(self.tls_out.read())
+            return
+        except (ssl.SSLError, OSError) as e:
+            # A client without the host's certificate, a port scan, ...: the
+            # gRPC client sees the failed handshake.
+            self.front.log.debug("TLS handshake failed", error=str(e))
+            self._send_tcp(self.tls_out.read())
+            self.close()
+            return
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+        self._send_tcp(self.tls_out.read())
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            unix.connect(self.front.backend)  # a local socket: does not block
+        except OSError as e:
+            unix.close()
+            self.front.log.warn("relaying a connection to the gRPC server failed", error=str(e))
+            self.close()
+            return
+        unix.setblocking(False)
+        self.unix = unix
+        self.loop.remove_reader(self.tcp.fileno())
+        self.loop.add_reader(self.tcp.fileno(), self._tcp_readable)
+        self.loop.add_reader(unix.fileno(), self._unix_readable)
+        if self.tls_in.pending:  # application data that came with the handshake
+            self._decrypt()
+
+    @staticmethod
+    def _recv(s: socket.socket) -> bytes | None:
+        try:
+            return s.recv(_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return b""
+
+    def _tcp_readable(self) -> None:
+        data = self._recv(self.tcp)
+        if data is None:
+            return
+        if not data:
+            self.close()
+            return
+        self.tls_in.write(data)
+        self._decrypt()
+
+    def _decrypt(self) -> None:
+        plain = []
+        eof = False
+        obj = self.obj
+        while True:
             try:
-                w.close()
-            except (OSError, RuntimeError):
+                chunk = obj.read(_CHUNK)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLError as e:  # close_notify, bad record, ...
+                if not isinstance(e, ssl.SSLZeroReturnError):
+                    self.front.log.debug("relayed connection ended with a TLS error", error=str(e))
+                eof = True
+                break
+            if not chunk:  # close_notify, as _ssl reports it
+                eof = True
+                break
+            plain.append(chunk)
+        if self.tls_out.pending:  # reading may produce records (a KeyUpdate answer)
+            self._send_tcp(self.tls_out.read())
+        if plain:
+            self._send_unix(plain[0] if len(plain) == 1 else b"".join(plain))
+        if eof:
+            self.close()
+
+    def _unix_readable(self) -> None:
+        assert self.unix is not None
+        data = self._recv(self.unix)
+        if data is None:
+            return
+        if not data:
+            self.close()
+            return
+        try:
+            self.obj.write(data)
+        except ssl.SSLError as e:
+            self.front.log.debug("relayed connection ended with a TLS error", error=str(e))
+            self.close()
+            return
+        self._send_tcp(self.tls_out.read())
+
+    # Sending: straight to the socket; what does not fit is kept, the socket
+    # is watched for writability, and the side feeding it stops being read.
+
+    def _send_tcp(self, data: bytes) -> None:
+        if data and not self.closed:
+            self._send(self.tcp, self.to_tcp, data, self._tcp_writable, self.unix)
+
+    def _send_unix(self, data: bytes) -> None:
+        if data and not self.closed and self.unix is not None:
+            self._send(self.unix, self.to_unix, data, self._unix_writable, self.tcp)
+
+    def _send(self, s: socket.socket, buf: bytearray, data: bytes, writable: Any,
+              source: socket.socket | None) -> None:
+        if buf:
+            buf += data
+            return
+        try:
+            n = s.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self.close()
+            return
+        if n < len(data):
+            buf += memoryview(data)[n:]
+            self.loop.add_writer(s.fileno(), writable)
+            if source is not None:
+                self.loop.remove_reader(source.fileno())
+
+    def _tcp_writable(self) -> None:
+        self._flush(self.tcp, self.to_tcp, self.unix, self._unix_readable)
+
+    def _unix_writable(self) -> None:
+        assert self.unix is not None
+        self._flush(self.unix, self.to_unix, self.tcp, self._tcp_readable)
+
+    def _flush(self, s: socket.socket, buf: bytearray, source: socket.socket | None, readable: Any) -> None:
+        try:
+            n = s.send(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        del buf[:n]
+        if not buf:
+            self.loop.remove_writer(s.fileno())
+            if source is not None and not self.closed:
+                self.loop.add_reader(source.fileno(), readable)
+
+    def close(self) -> None:
+        """End the connection (either side ending ends both: HTTP/2 needs no
+        half-close); idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+        for s in (self.tcp, self.unix):
+            if s is None:
+                continue
+            try:
+                fd = s.fileno()
+                if fd >= 0:
+                    self.loop.remove_reader(fd)
+                    self.loop.remove_writer(fd)
+            except (ValueError, RuntimeError):  # closed socket or loop
                 pass
-        if self.conns:
-            _, pending = await asyncio.wait(set(self.conns), timeout=0.5)
-            for t in pending:
-                t.cancel()
+            s.close()
+        self.front.conns.discard(self)
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

@@ -217,20 +217,30 @@ def _summary(a: pb.Action) -> ActionSummary:
     return ActionSummary("")
 
 
-async def _run_protos(plugin: Plugin, deliveries: Sequence[pb.Delivery]) -> list[pb.Result]:
+async def _run_protos(plugin: Plugin, deliveries: Sequence[pb.Delivery], *, batch: bool = False,
+                      result_batches: bool = True) -> list[pb.Result]:
     """Feed deliveries through the plugin's Handle stream body; return results
     in delivery order (internal: the SDK's own tests use it for malformed
-    deliveries)."""
+    deliveries). ``batch`` sends them in one DeliveryBatch, as a core may;
+    ``result_batches`` says whether the "core" accepts ResultBatch."""
     got: list[pb.Result] = []
 
     async def requests() -> AsyncIterator[pb.HandleRequest]:
+        if batch:
+            yield pb.HandleRequest(deliveries=pb.DeliveryBatch(deliveries=deliveries))
+            return
         for d in deliveries:
             yield pb.HandleRequest(delivery=d)
 
     async def send(resp: pb.HandleResponse) -> None:
-        got.append(resp.result)
+        if resp.WhichOneof("kind") == "results":
+            if not result_batches:
+                raise AssertionError("the plugin sent a ResultBatch to a core that does not accept them")
+            got.extend(resp.results.results)
+        else:
+            got.append(resp.result)
 
-    await plugin._serve_stream(requests(), send)
+    await plugin._serve_stream(requests(), send, result_batches=result_batches)
     by_id: dict[str, pb.Result] = {}
     for r in got:
         by_id.setdefault(r.delivery_id, r)
@@ -245,9 +255,10 @@ async def _run_protos(plugin: Plugin, deliveries: Sequence[pb.Delivery]) -> list
 
 async def run_many_async(plugin: Plugin, events: Iterable[Event], *, deadline: float | None = 10.0,
                          attempt: int = 1) -> list[Result]:
-    """Run events concurrently on one stream; results in event order."""
+    """Run events concurrently on one stream; results in event order. They
+    are sent in one DeliveryBatch, as the core sends whatever is ready."""
     ds = [_delivery(ev, deadline, attempt) for ev in events]
-    return [_result(r) for r in await _run_protos(plugin, ds)]
+    return [_result(r) for r in await _run_protos(plugin, ds, batch=True)]
 
 
 async def run_async(plugin: Plugin, ev: Event, *, deadline: float | None = 10.0, attempt: int = 1) -> Result:
