@@ -295,9 +295,18 @@ func TestMalformedDeliveriesFail(t *testing.T) {
 			send(delivery(&pluginv1.Delivery{DeliveryId: "no-payload", Attempt: 1, Deadline: deadline,
 				Event: &pluginv1.Event{EventId: "ev_np", EventType: "im.message.receive_v1"}}))
 			send(delivery(&pluginv1.Delivery{DeliveryId: "ok", Event: msg("still alive"), Attempt: 1, Deadline: deadline}))
+			// Both SDKs accept batches: each delivery in one is handled alone.
+			if !inst.Manifest().GetAcceptsDeliveryBatches() {
+				t.Error("the SDK's manifest does not accept delivery batches")
+			}
+			send(&pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Deliveries{Deliveries: &pluginv1.DeliveryBatch{Deliveries: []*pluginv1.Delivery{
+				{DeliveryId: "batched-1", Event: msg("one"), Attempt: 1, Deadline: deadline},
+				{DeliveryId: "batched-bad", Attempt: 1, Deadline: deadline},
+				{DeliveryId: "batched-2", Event: msg("two"), Attempt: 1, Deadline: deadline},
+			}}}})
 
 			got := map[string]*pluginv1.Result{}
-			for len(got) < 4 {
+			for len(got) < 7 {
 				resp, err := stream.Recv()
 				if err != nil {
 					t.Fatalf("stream ended after %d results: %v", len(got), err)
@@ -327,6 +336,15 @@ func TestMalformedDeliveriesFail(t *testing.T) {
 			if r := got["ok"]; r.GetOutcome() != pluginv1.Outcome_OUTCOME_DONE || len(r.GetActions()) != 1 ||
 				r.GetActions()[0].GetReply().GetContentJson() != `{"text":"echo: still alive"}` {
 				t.Errorf("good delivery after the bad ones: %v", r)
+			}
+			for id, text := range map[string]string{"batched-1": "one", "batched-2": "two"} {
+				if r := got[id]; r.GetOutcome() != pluginv1.Outcome_OUTCOME_DONE || len(r.GetActions()) != 1 ||
+					r.GetActions()[0].GetReply().GetContentJson() != `{"text":"echo: `+text+`"}` {
+					t.Errorf("batched delivery %s: %v", id, r)
+				}
+			}
+			if r := got["batched-bad"]; r.GetOutcome() != pluginv1.Outcome_OUTCOME_FAILED {
+				t.Errorf("malformed delivery in a batch: %v, want FAILED", r)
 			}
 			_ = stream.CloseSend()
 			if err := inst.Ping(ctx); err != nil || inst.Exited() {
