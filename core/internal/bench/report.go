@@ -129,8 +129,8 @@ var ratioSpecs = []struct {
 }{
 	{"ingest.memory", "ref.bare", "ingest (memory bus) / bare net/http", 0.6, "#8, #3"},
 	{"ingest.memory", "ref.sdk", "ingest (memory bus) / SDK dispatcher", 2, "#8"},
-	{"ingest.memory.solo", "ref.bare", "ingest alone (memory bus, no subscriber) / bare net/http", 0.6, "#8, #3 (isolation)"},
-	{"ingest.memory.solo", "ref.sdk", "ingest alone (memory bus, no subscriber) / SDK dispatcher", 2, "#8 (isolation)"},
+	{"ingest.memory.solo", "ref.bare", "ingest alone (memory bus, stored and drained, no plugin) / bare net/http", 0.6, "#8, #3 (isolation)"},
+	{"ingest.memory.solo", "ref.sdk", "ingest alone (memory bus, stored and drained, no plugin) / SDK dispatcher", 2, "#8 (isolation)"},
 	{"ingest.pulsar", "ref.sdk", "ingest (Pulsar bus) / SDK dispatcher", 1, "#8"},
 	{"ingest.pulsar", "ref.bare", "ingest (Pulsar bus) / bare net/http", 0, ""},
 	{"ingest.external", "ref.bare", "ingest (--url core) / bare net/http", 0.6, "#8, #3"},

@@ -297,16 +297,25 @@ func (r *runner) webhooks(ctx context.Context) error {
 				if b != "memory" {
 					continue
 				}
-				// The same core with no plugin: the memory bus drops what no
-				// subscription retains, so this is ingest's own cost, as the
-				// SDK reference's figure is the dispatcher's alone.
-				solo, err := r.startCore(ctx, b, app, nil, "", &deliveries{})
+				// The same core with no plugin: ingest's own cost, as the SDK
+				// reference's figure is the dispatcher's alone. Every event is
+				// still stored: a subscription retains it until a trivial
+				// in-process consumer acks it.
+				soloApp := r.appForRun("so")
+				solo, err := r.startCore(ctx, b, soloApp, nil, "", &deliveries{})
 				if err != nil {
 					return fmt.Errorf("starting a plugin-less core: %w", err)
 				}
 				defer solo.Close()
-				targets = append(targets, &target{key: "ingest.memory.solo", label: "larkway ingest alone: memory bus, no subscriber (HTTP + verify + decrypt + normalize + encode)",
-					url: solo.URL, app: app})
+				dctx, stopDrain := context.WithCancel(ctx)
+				drained, err := drain(dctx, solo.Bus, envelope.Topic(soloApp.ID))
+				if err != nil {
+					stopDrain()
+					return fmt.Errorf("draining the plugin-less core: %w", err)
+				}
+				defer func() { stopDrain(); <-drained }()
+				targets = append(targets, &target{key: "ingest.memory.solo", label: "larkway ingest alone: memory bus, every event stored for a subscription a trivial consumer drains (HTTP + verify + decrypt + normalize + encode + store)",
+					url: solo.URL, app: soloApp})
 			}
 		}
 	}
@@ -340,6 +349,28 @@ func (r *runner) webhooks(ctx context.Context) error {
 		r.rep.add(r.run, t.key, t.label, "events/s", t.res.PerSecond, t.res)
 	}
 	return nil
+}
+
+// drain acks everything published to topic on a subscription of its own
+// until ctx ends; the returned channel closes when it has stopped.
+func drain(ctx context.Context, b bus.Bus, topic string) (<-chan struct{}, error) {
+	c, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "bench-drain"})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer c.Close(context.Background())
+		for {
+			d, err := c.Receive(ctx)
+			if err != nil {
+				return
+			}
+			_ = d.Ack()
+		}
+	}()
+	return done, nil
 }
 
 // dispatchRate publishes n events straight to the core's bus and measures

@@ -28,6 +28,8 @@ type Message struct {
 }
 
 // Delivery is one received message. Exactly one of Ack or Nack must be called.
+// Its Payload and Properties are read-only: an implementation may share them
+// between deliveries.
 // Both are safe to call from any goroutine; calls after the first are no-ops.
 type Delivery struct {
 	Message

@@ -515,12 +515,10 @@ func (c *consumer) handOut(i int) *bus.Delivery {
 	tk := &token{e: e}
 	c.inflight[tk] = struct{}{}
 
-	m := bus.Message{
-		Key:        e.m.msg.Key,
-		Payload:    slices.Clone(e.m.msg.Payload),
-		Properties: maps.Clone(e.m.msg.Properties),
-	}
-	return bus.NewDelivery(m, e.m.id, s.topic, e.deliveries, e.m.published,
+	// The stored message is immutable and shared by every hand-out and
+	// subscription (bus.Delivery's fields are read-only): copying it per
+	// hand-out was a tenth of the dispatcher's cost.
+	return bus.NewDelivery(e.m.msg, e.m.id, s.topic, e.deliveries, e.m.published,
 		func() error { return c.ack(tk) },
 		func() error { return c.nack(tk) })
 }
