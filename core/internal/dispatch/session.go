@@ -362,7 +362,10 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		actions := tagCards(s.answerCard(ctx, ev, res, del), s.name)
 		// Actions run on a context that shutdown does not cut short: the
 		// plugin has answered, and its reply must not be lost.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ActionTimeout)
+		actx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
+		if len(actions) > 0 { // no timer for a result with nothing to do
+			actx, cancel = context.WithTimeout(actx, d.cfg.ActionTimeout)
+		}
 		aspan := noSpan
 		if d.tracing {
 			actx, aspan = d.cfg.Tracer.Start(actx, "action.execute", trace.WithSpanKind(trace.SpanKindClient),
