@@ -38,6 +38,13 @@ type fakePlugin struct {
 	unknownFlood bool
 	batches      int // DeliveryBatch messages received
 	unasked      int // of those, sent although the manifest did not accept batches
+
+	// "slow" deliveries are answered, from another goroutine, once release
+	// has a value for them; outstanding counts them meanwhile.
+	release        chan struct{}
+	sendMu         sync.Mutex
+	outstanding    int
+	maxOutstanding int
 }
 
 func newFakePlugin(t *testing.T, m *pluginv1.Manifest) *fakePlugin {
@@ -88,6 +95,10 @@ func (f *fakePlugin) Handle(stream pluginv1.PluginService_HandleServer) error {
 		}
 		var out []*pluginv1.Result
 		for _, d := range ds {
+			if d.GetEvent().GetMessage().GetText() == "slow" {
+				f.slow(stream, d)
+				continue
+			}
 			res, err := f.answer(stream, d)
 			if err != nil {
 				return err
@@ -104,11 +115,32 @@ func (f *fakePlugin) Handle(stream pluginv1.PluginService_HandleServer) error {
 			continue
 		}
 		for _, res := range out {
-			if err := stream.Send(result(res)); err != nil {
+			f.sendMu.Lock()
+			err := stream.Send(result(res))
+			f.sendMu.Unlock()
+			if err != nil {
 				return nil
 			}
 		}
 	}
+}
+
+// slow answers d DONE once f.release lets it.
+func (f *fakePlugin) slow(stream pluginv1.PluginService_HandleServer, d *pluginv1.Delivery) {
+	f.mu.Lock()
+	f.seen = append(f.seen, "slow")
+	f.outstanding++
+	f.maxOutstanding = max(f.maxOutstanding, f.outstanding)
+	f.mu.Unlock()
+	go func() {
+		<-f.release
+		f.mu.Lock()
+		f.outstanding--
+		f.mu.Unlock()
+		f.sendMu.Lock()
+		defer f.sendMu.Unlock()
+		_ = stream.Send(result(&pluginv1.Result{DeliveryId: d.GetDeliveryId(), Outcome: pluginv1.Outcome_OUTCOME_DONE}))
+	}()
 }
 
 // answer is the result for d (nil: none, for "hang").
@@ -337,6 +369,34 @@ func TestTimeoutIsRetried(t *testing.T) {
 	d := receive(t, dlq)
 	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "deadline exceeded") {
 		t.Fatalf("reason %q", r)
+	}
+}
+
+// The manifest's max_in_flight bounds what one instance holds, below the
+// dispatcher's own worker count.
+func TestManifestMaxInFlight(t *testing.T) {
+	m := manifest()
+	m.MaxInFlight = 2 // the harness runs 4 workers
+	h := start(t, m, 10*time.Second)
+	h.plugin.release = make(chan struct{})
+	const n = 12
+	for i := range n {
+		h.publish(t, fmt.Sprintf("oc_%d", i), "slow")
+	}
+	seen := func() int {
+		h.plugin.mu.Lock()
+		defer h.plugin.mu.Unlock()
+		return len(h.plugin.seen)
+	}
+	for got := 0; got < n; got++ {
+		testenv.Eventually(t, 10*time.Second, "no delivery reached the plugin", func() bool { return seen() > got })
+		h.plugin.release <- struct{}{}
+	}
+	testenv.Eventually(t, 10*time.Second, "not every event handled", func() bool { return len(h.exec.texts("")) == n })
+	h.plugin.mu.Lock()
+	defer h.plugin.mu.Unlock()
+	if h.plugin.maxOutstanding > 2 {
+		t.Fatalf("%d deliveries in flight at once, the manifest allows 2", h.plugin.maxOutstanding)
 	}
 }
 

@@ -33,6 +33,8 @@ type Session struct {
 
 	// batches: the plugin takes DeliveryBatch messages.
 	batches bool
+	// slots bounds deliveries in flight to the manifest's max_in_flight.
+	slots chan struct{}
 	// Deliveries wait in queue for the sender goroutine, which sends what
 	// has gathered as one message (batching only what is ready: it never
 	// waits to fill a batch). sendMu serializes it with acks and CloseSend.
@@ -73,11 +75,20 @@ func (d *Dispatcher) openSession(ctx context.Context, p Plugin) (*Session, error
 	}
 	s := &Session{d: d, plugin: p, name: m.GetName(), matcher: mt, stream: stream, cancel: cancel,
 		recv: make(chan struct{}), pending: map[string]chan *pluginv1.Result{}, broken: make(chan struct{}), idle: make(chan struct{}),
-		batches: m.GetAcceptsDeliveryBatches(), kick: make(chan struct{}, 1), done: make(chan struct{}), sent: make(chan struct{}),
+		batches: m.GetAcceptsDeliveryBatches(), slots: make(chan struct{}, maxInFlight(m, d.cfg.MaxInFlight)), kick: make(chan struct{}, 1), done: make(chan struct{}), sent: make(chan struct{}),
 		m: d.metrics.forPlugin(m.GetName())}
 	go func() { defer close(s.recv); s.receive() }()
 	go func() { defer close(s.sent); s.sendLoop() }()
 	return s, nil
+}
+
+// maxInFlight is the manifest's max_in_flight, else the core default (at
+// least 1).
+func maxInFlight(m *pluginv1.Manifest, core int) int {
+	if n := int(m.GetMaxInFlight()); n > 0 {
+		return n
+	}
+	return max(core, 1)
 }
 
 // Plugin is the instance behind the session.
@@ -422,6 +433,21 @@ func dedupKey(ev *pluginv1.Event) string {
 // outcome is "" with a result, or "stream_error" / "timeout".
 func (s *Session) deliver(ctx context.Context, ev *pluginv1.Event, del *bus.Delivery) (*pluginv1.Result, string) {
 	d := s.d
+	start := time.Now()
+	timer := time.NewTimer(d.cfg.Deadline)
+	defer timer.Stop()
+	// The manifest's max_in_flight bounds what the instance holds at once;
+	// waiting for a slot counts against the deadline.
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	case <-s.broken:
+		s.m.streamError.Inc()
+		return nil, "stream_error"
+	case <-timer.C:
+		s.m.timeout.Inc()
+		return nil, "timeout"
+	}
 	id := s.name + "-" + strconv.FormatUint(d.seq.Add(1), 36)
 	ch := make(chan *pluginv1.Result, 1)
 	s.mu.Lock()
@@ -431,7 +457,6 @@ func (s *Session) deliver(ctx context.Context, ev *pluginv1.Event, del *bus.Deli
 	}
 	s.pending[id] = ch
 	s.mu.Unlock()
-	start := time.Now()
 	deadline := start.Add(d.cfg.Deadline)
 	var tc map[string]string
 	if trace.SpanContextFromContext(ctx).IsValid() {
@@ -448,8 +473,6 @@ func (s *Session) deliver(ctx context.Context, ev *pluginv1.Event, del *bus.Deli
 	s.m.inFlight.Inc()
 	defer s.m.inFlight.Dec()
 	s.enqueue(outgoing{id: id, ch: ch, enc: enc})
-	timer := time.NewTimer(d.cfg.Deadline)
-	defer timer.Stop()
 	select {
 	case r, ok := <-ch:
 		if !ok {
