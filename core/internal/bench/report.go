@@ -127,9 +127,12 @@ var ratioSpecs = []struct {
 	goal            float64
 	issues          string
 }{
-	{"ingest.memory", "ref.bare", "ingest (memory bus) / bare net/http", 0.6, "#8, #3"},
+	// With a plugin subscribed, its dispatch shares the 2 cores with ingest:
+	// #8's stack figure. #3's ingest figure is ingest alone (every event
+	// still stored), as the SDK reference is its dispatcher alone.
+	{"ingest.memory", "ref.bare", "ingest (memory bus) / bare net/http", 0.6, "#8"},
 	{"ingest.memory", "ref.sdk", "ingest (memory bus) / SDK dispatcher", 2, "#8"},
-	{"ingest.memory.solo", "ref.bare", "ingest alone (memory bus, stored and drained, no plugin) / bare net/http", 0.6, "#8, #3 (isolation)"},
+	{"ingest.memory.solo", "ref.bare", "ingest alone (memory bus, stored and drained, no plugin) / bare net/http", 0.6, "#3, #8 (isolation)"},
 	{"ingest.memory.solo", "ref.sdk", "ingest alone (memory bus, stored and drained, no plugin) / SDK dispatcher", 2, "#8 (isolation)"},
 	{"ingest.pulsar", "ref.sdk", "ingest (Pulsar bus) / SDK dispatcher", 1, "#8"},
 	{"ingest.pulsar", "ref.bare", "ingest (Pulsar bus) / bare net/http", 0, ""},

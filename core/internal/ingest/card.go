@@ -70,7 +70,9 @@ func (s *Server) Respond(ctx context.Context, ev *pluginv1.Event) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	msg.Properties = telemetry.Inject(ctx, msg.Properties)
+	if s.tracing {
+		msg.Properties = telemetry.Inject(ctx, msg.Properties)
+	}
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	err = s.pub.Publish(pctx, envelope.Topic(ev.GetAppId()), msg)
 	cancel()

@@ -330,7 +330,9 @@ func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev
 		s.reject(w, app.ID, http.StatusInternalServerError, "encode", "encoding event failed")
 		return false
 	}
-	msg.Properties = telemetry.Inject(ctx, msg.Properties)
+	if s.tracing {
+		msg.Properties = telemetry.Inject(ctx, msg.Properties)
+	}
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	start := time.Now()
