@@ -3,6 +3,8 @@ package envelope
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	stdjson "encoding/json"
+	"errors"
 
 	"fmt"
 	"strconv"
@@ -25,7 +27,20 @@ import (
 // JSON-library comparison (jsonlib_bench_test.go) swaps it, with decodeFast
 // and decodeContent, to measure alternatives on this very code. Decoded
 // strings must not alias the input: ingest reuses its buffers.
-var unmarshal = json.Unmarshal
+var unmarshal = checkedUnmarshal
+
+// checkedUnmarshal lets encoding/json reject invalid JSON before goccy
+// decodes it: goccy v0.10.5 panics on some truncated input (FuzzNormalize
+// found `{"\`; the seed is in testdata), and message contents are
+// arbitrary user text. Only the slow path and non-text contents pay this.
+func checkedUnmarshal(data []byte, v any) error {
+	if !stdjson.Valid(data) {
+		return errInvalidJSON
+	}
+	return json.Unmarshal(data, v)
+}
+
+var errInvalidJSON = errors.New("invalid JSON")
 
 // decodeFast and decodeContent are the fast path's decoders: false means
 // "use unmarshal".
@@ -52,11 +67,6 @@ func Normalize(appID string, raw []byte) (*pluginv1.Event, error) {
 	return normalizeSlow(appID, raw)
 }
 
-// bodyJSON is every field of a plaintext Lark body that authentication or
-// normalization reads (url_verification, schema 2.0 and 1.0 events), so one
-// decode serves them all. Where event types share a key they share a field
-// of one type; a body whose fields do not fit fails this decode and takes
-// the slow path, which reads only what its event type needs.
 // newEvent is b.spare if set (Parse's pooled storage), else a new one.
 func (b *bodyJSON) newEvent() *eventJSON {
 	if e := b.spare; e != nil {
@@ -66,6 +76,11 @@ func (b *bodyJSON) newEvent() *eventJSON {
 	return &eventJSON{}
 }
 
+// bodyJSON is every field of a plaintext Lark body that authentication or
+// normalization reads (url_verification, schema 2.0 and 1.0 events), so one
+// decode serves them all. Where event types share a key they share a field
+// of one type; a body whose fields do not fit fails this decode and takes
+// the slow path, which reads only what its event type needs.
 type bodyJSON struct {
 	// spare is storage for Event the fast decoder may use; not JSON.
 	spare *eventJSON `json:"-"`
