@@ -114,6 +114,7 @@ func (r *rig) load(n int) {
 				body := fmt.Sprintf(`{"schema":"2.0","header":{"event_id":"ev_%s","token":"vt","create_time":"1700000000000","event_type":"im.message.receive_v1","app_id":%q},
 "event":{"sender":{"sender_id":{"open_id":"ou_1"},"sender_type":"user"},"message":{"message_id":%q,"chat_id":"oc_%d","chat_type":"group","message_type":"text","content":"{\"text\":\"f\"}"}}}`,
 					id, r.appID, id, i%20)
+				var giveUp time.Time // set once the load stops
 				for {
 					resp, err := http.Post("http://"+r.addr()+"/lark/events", "application/json", strings.NewReader(body))
 					if err == nil {
@@ -137,10 +138,22 @@ func (r *rig) load(n int) {
 							break
 						}
 					}
-					select {
-					case <-r.stop:
+					// Lark retries an event until it is acknowledged, so the
+					// sender finishes the one it holds even once the load stops:
+					// an event stored before its 503 or its dropped connection
+					// (kill -9 between store and answer) is then accepted on a
+					// later attempt, and deduplicated, not left answered but
+					// never accepted. It gives up only after a minute.
+					if giveUp.IsZero() {
+						select {
+						case <-r.stop:
+							giveUp = time.Now().Add(time.Minute)
+						case <-time.After(50 * time.Millisecond):
+						}
+					} else if time.Now().After(giveUp) {
 						return
-					case <-time.After(50 * time.Millisecond):
+					} else {
+						<-time.After(50 * time.Millisecond)
 					}
 				}
 			}
