@@ -74,21 +74,47 @@ func newToken() string {
 }
 
 // Memory is the embedded, single-process Store.
+//
+// Done markers live DefaultDoneTTL (24 h), so at webhook rates they are most
+// of the store: entries expire in insertion order from a FIFO instead of a
+// periodic sweep of the whole map (which stalled every claim for as long as
+// it took), and at most MaxEntries are kept, the oldest dropped first. A
+// dropped done marker only matters if Lark re-pushes that event later,
+// which it stops doing after ~7.1 h; the bound is sized to hold more than
+// that at a few hundred events/s. Redis (several replicas, or higher rates)
+// has no such bound.
 type Memory struct {
 	mu      sync.Mutex
 	entries map[string]memEntry
+	order   []memRef // insertion order; oldest first from head
+	head    int
+	max     int
 	now     func() time.Time
-	sweep   time.Time
 	seq     uint64 // lease tokens
 }
+
+// DefaultMaxEntries bounds an embedded store: 2 M keys, some 300 MB at most.
+const DefaultMaxEntries = 2_000_000
 
 type memEntry struct {
 	value   string
 	expires time.Time
+	gen     uint64 // which order record owns the entry
 }
 
-// NewMemory returns an empty store.
-func NewMemory() *Memory { return &Memory{entries: map[string]memEntry{}, now: time.Now} }
+// memRef is one insertion in order.
+type memRef struct {
+	key string
+	gen uint64
+}
+
+// NewMemory returns an empty store bounded by DefaultMaxEntries.
+func NewMemory() *Memory { return NewMemoryBounded(DefaultMaxEntries) }
+
+// NewMemoryBounded returns an empty store keeping at most max keys.
+func NewMemoryBounded(max int) *Memory {
+	return &Memory{entries: map[string]memEntry{}, max: max, now: time.Now}
+}
 
 // Claim implements Store.
 func (m *Memory) Claim(_ context.Context, plugin, key string, d time.Duration) (State, Lease, error) {
@@ -107,7 +133,7 @@ func (m *Memory) Claim(_ context.Context, plugin, key string, d time.Duration) (
 	// random tokens Redis needs across replicas, without their cost.
 	m.seq++
 	l := Lease{key: k, token: "m" + strconv.FormatUint(m.seq, 36)}
-	m.entries[k] = memEntry{value: l.token, expires: now.Add(d)}
+	m.put(k, memEntry{value: l.token, expires: now.Add(d)})
 	return Claimed, l, nil
 }
 
@@ -115,7 +141,7 @@ func (m *Memory) Claim(_ context.Context, plugin, key string, d time.Duration) (
 func (m *Memory) Done(_ context.Context, l Lease, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.entries[l.key] = memEntry{value: doneValue, expires: m.now().Add(ttl)}
+	m.put(l.key, memEntry{value: doneValue, expires: m.now().Add(ttl)})
 	return nil
 }
 
@@ -129,17 +155,47 @@ func (m *Memory) Release(_ context.Context, l Lease) error {
 	return nil
 }
 
-// expire drops expired entries at most once a minute (amortized).
+// put stores e under k as its newest insertion, evicting the oldest keys
+// beyond the bound. Callers hold m.mu.
+func (m *Memory) put(k string, e memEntry) {
+	m.seq++
+	e.gen = m.seq
+	m.entries[k] = e
+	m.order = append(m.order, memRef{key: k, gen: e.gen})
+	for len(m.entries) > m.max && m.head < len(m.order) {
+		m.pop()
+	}
+}
+
+// pop drops the oldest order record, and its key if no newer insertion
+// replaced it. Callers hold m.mu.
+func (m *Memory) pop() {
+	r := m.order[m.head]
+	m.order[m.head] = memRef{}
+	m.head++
+	if e, ok := m.entries[r.key]; ok && e.gen == r.gen {
+		delete(m.entries, r.key)
+	}
+	if m.head > len(m.order)/2 && m.head > 1024 {
+		// Reclaim the consumed front now and then (amortized O(1)).
+		m.order = append(m.order[:0:0], m.order[m.head:]...)
+		m.head = 0
+	}
+}
+
+// expire drops expired keys from the front of the insertion order. Keys
+// with different TTLs interleave, so an expired key behind a live one waits
+// for it (bounded by MaxEntries); lookups check expiry themselves.
+// Callers hold m.mu.
 func (m *Memory) expire(now time.Time) {
-	if now.Before(m.sweep) {
-		return
-	}
-	for k, e := range m.entries {
-		if !now.Before(e.expires) {
-			delete(m.entries, k)
+	for m.head < len(m.order) {
+		r := m.order[m.head]
+		e, ok := m.entries[r.key]
+		if ok && e.gen == r.gen && now.Before(e.expires) {
+			return
 		}
+		m.pop()
 	}
-	m.sweep = now.Add(time.Minute)
 }
 
 // Redis shares claims across replicas.

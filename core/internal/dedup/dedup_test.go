@@ -2,6 +2,7 @@ package dedup
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -112,5 +113,65 @@ func TestRedisDownIsClassed(t *testing.T) {
 	defer c.Close()
 	if _, _, err := NewRedis(c, "x:").Claim(context.Background(), "p", "k", time.Second); err == nil {
 		t.Fatal("no error")
+	}
+}
+
+// The embedded store keeps at most its bound, dropping the oldest
+// insertions first; a key written again is young again.
+func TestMemoryBound(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemoryBounded(3)
+	done := func(key string) {
+		t.Helper()
+		st, l, err := m.Claim(ctx, "p", key, time.Minute)
+		if err != nil || st != Claimed {
+			t.Fatalf("claim %s: %v %v", key, st, err)
+		}
+		if err := m.Done(ctx, l, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, la, err := m.Claim(ctx, "p", "a", time.Minute) // leased first: the oldest write
+	if err != nil {
+		t.Fatal(err)
+	}
+	done("b")
+	done("c")
+	if err := m.Done(ctx, la, time.Hour); err != nil { // a written again: now the youngest
+		t.Fatal(err)
+	}
+	done("d") // evicts b, the oldest live write
+	for k, want := range map[string]State{"a": AlreadyDone, "c": AlreadyDone, "d": AlreadyDone, "b": Claimed} {
+		st, l, err := m.Claim(ctx, "p", k, time.Minute)
+		if err != nil || st != want {
+			t.Errorf("%s: %v %v, want %v", k, st, err, want)
+		}
+		if st == Claimed {
+			_ = m.Release(ctx, l)
+		}
+	}
+	if n := len(m.entries); n > 3 {
+		t.Fatalf("%d entries kept, bound 3", n)
+	}
+}
+
+// Expired keys leave in insertion order without a sweep of the map.
+func TestMemoryExpiresInOrder(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory()
+	now := time.Unix(1000, 0)
+	m.now = func() time.Time { return now }
+	for i := range 100 {
+		_, l, _ := m.Claim(ctx, "p", fmt.Sprint(i), time.Minute)
+		_ = m.Done(ctx, l, time.Hour)
+	}
+	now = now.Add(2 * time.Hour)
+	if st, l, _ := m.Claim(ctx, "p", "new", time.Minute); st != Claimed {
+		t.Fatalf("claim after expiry: %v", st)
+	} else {
+		_ = m.Release(ctx, l)
+	}
+	if n := len(m.entries); n != 0 {
+		t.Fatalf("%d entries left after every done marker expired", n)
 	}
 }
