@@ -141,7 +141,12 @@ func TestMemoryBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	done("d") // evicts b, the oldest live write
-	for k, want := range map[string]State{"a": AlreadyDone, "c": AlreadyDone, "d": AlreadyDone, "b": Claimed} {
+	// b last: claiming it writes again, which evicts in turn.
+	for _, c := range []struct {
+		k    string
+		want State
+	}{{"a", AlreadyDone}, {"c", AlreadyDone}, {"d", AlreadyDone}, {"b", Claimed}} {
+		k, want := c.k, c.want
 		st, l, err := m.Claim(ctx, "p", k, time.Minute)
 		if err != nil || st != want {
 			t.Errorf("%s: %v %v, want %v", k, st, err, want)
