@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/larkway/larkway/core/internal/testenv"
 	"github.com/larkway/larkway/core/larkemu"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -188,7 +186,7 @@ func testThroughput(t *testing.T, n int, factor float64) {
 	}
 	var waited float64
 	for _, reg := range c.regs {
-		waited += metricValue(t, reg, "larkway_action_ratelimit_wait_seconds", "app_id", appA, "api", "im.message.reply")
+		waited += testenv.MetricValue(t, reg, "larkway_action_ratelimit_wait_seconds", "app_id", appA, "api", "im.message.reply")
 	}
 	if int(waited) != n {
 		t.Fatalf("larkway_action_ratelimit_wait_seconds counted %v waits, want %d", waited, n)
@@ -270,7 +268,7 @@ func TestRateLimitStormIsObeyed(t *testing.T) {
 	}
 	var blocked float64
 	for _, reg := range c.regs {
-		blocked += max(0, metricValue(t, reg, "larkway_action_ratelimit_throttled_total", "app_id", appA, "api", "im.message.reply", "scope", "app"))
+		blocked += max(0, testenv.MetricValue(t, reg, "larkway_action_ratelimit_throttled_total", "app_id", appA, "api", "im.message.reply", "scope", "app"))
 	}
 	if int(blocked) != len(throttled) {
 		t.Fatalf("larkway_action_ratelimit_throttled_total = %v, want %d", blocked, len(throttled))
@@ -326,7 +324,7 @@ func TestServerErrorStormOpensTheBreaker(t *testing.T) {
 	go func() { defer close(done); runReplies(t, c, events, nil) }()
 
 	breakerState := func(i int) int {
-		return int(metricValue(t, c.regs[i], "larkway_action_breaker_state", "app_id", appA, "endpoint", "im.message.reply"))
+		return int(testenv.MetricValue(t, c.regs[i], "larkway_action_breaker_state", "app_id", appA, "endpoint", "im.message.reply"))
 	}
 	testenv.Eventually(t, 10*time.Second, "the breaker did not open", func() bool { return breakerState(0) == stateOpen })
 	openedAt := time.Now()
@@ -439,7 +437,7 @@ func TestDeadLetterAndFallback(t *testing.T) {
 	if err != nil || len(dls) != 1 || dls[0].Kind != "reply" || dls[0].Attempts != 3 || !strings.Contains(dls[0].Error, "502") || dls[0].EventID != "ev-om_dl" {
 		t.Fatalf("dead letters %+v, %v", dls, err)
 	}
-	if got := metricValue(t, c.regs[0], "larkway_action_dead_letters_total", "plugin", "p", "kind", "reply"); got != 1 {
+	if got := testenv.MetricValue(t, c.regs[0], "larkway_action_dead_letters_total", "plugin", "p", "kind", "reply"); got != 1 {
 		t.Fatalf("larkway_action_dead_letters_total = %v", got)
 	}
 
@@ -467,38 +465,4 @@ func TestDeadLetterAndFallback(t *testing.T) {
 	if err := c.execs[0].SendFallback(t.Context(), "p", ev, ""); err != nil {
 		t.Fatalf("empty fallback text: %v", err)
 	}
-}
-
-func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return -1
 }

@@ -132,7 +132,7 @@ func TestSharedTokenOneFetchForAllReplicas(t *testing.T) {
 	if got := h.emu.TokenFetches(); got != 1 {
 		t.Fatalf("%d token fetches for 3 replicas, want 1", got)
 	}
-	if got := metricValue(t, reg, "larkway_lark_token_fetches_total", "app_id", testAppID, "outcome", "ok"); got != 1 {
+	if got := testenv.MetricValue(t, reg, "larkway_lark_token_fetches_total", "app_id", testAppID, "outcome", "ok"); got != 1 {
 		t.Fatalf("larkway_lark_token_fetches_total = %v, want 1", got)
 	}
 
@@ -239,10 +239,10 @@ func TestMetricsOutcomes(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	_, _ = c.Reply(t.Context(), ReplyRequest{MessageID: "om_1", MsgType: "text", Content: text("x")})
-	if got := metricValue(t, reg, "larkway_lark_calls_total", "app_id", testAppID, "api", APIReply, "outcome", "rate_limited"); got != 1 {
+	if got := testenv.MetricValue(t, reg, "larkway_lark_calls_total", "app_id", testAppID, "api", APIReply, "outcome", "rate_limited"); got != 1 {
 		t.Fatalf("larkway_lark_calls_total{outcome=rate_limited} = %v", got)
 	}
-	if got := metricValue(t, reg, "larkway_lark_call_duration_seconds", "app_id", testAppID, "api", APIReply); got != 1 {
+	if got := testenv.MetricValue(t, reg, "larkway_lark_call_duration_seconds", "app_id", testAppID, "api", APIReply); got != 1 {
 		t.Fatalf("larkway_lark_call_duration_seconds count = %v, want 1", got)
 	}
 }
@@ -268,40 +268,4 @@ func TestOutcome(t *testing.T) {
 			}
 		})
 	}
-}
-
-// metricValue is the value (a histogram's count) of the series of name
-// with the given label pairs in reg, or -1 when there is none.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return -1
 }
