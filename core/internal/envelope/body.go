@@ -1,7 +1,7 @@
 package envelope
 
 import (
-	stdjson "encoding/json"
+	"encoding/json"
 	"fmt"
 	"sync"
 
@@ -47,7 +47,7 @@ func Parse(appID string, raw []byte) (*Body, error) {
 	// JSON (the fast decoder may be more lenient, but is never stricter),
 	// the multi-pass normalizer what is an event.
 	p.b = bodyJSON{}
-	if err := stdjson.Unmarshal(raw, &p.probe); err != nil {
+	if err := json.Unmarshal(raw, &p.probe); err != nil {
 		return nil, fmt.Errorf("decoding body: %w", err)
 	}
 	return p, nil

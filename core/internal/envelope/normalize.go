@@ -3,19 +3,12 @@ package envelope
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	stdjson "encoding/json"
-	"errors"
-
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	// goccy/go-json decodes what the scanner declines: same results as
-	// encoding/json on the golden files and the fuzz corpus, about 2.9x
-	// faster (BenchmarkNormalizeJSON).
-	json "github.com/goccy/go-json"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -23,24 +16,15 @@ import (
 )
 
 // unmarshal is the JSON library: the slow path's decoder, and the
-// reference for what the hand-written scanner (scan.go) decodes. The
-// JSON-library comparison (jsonlib_bench_test.go) swaps it, with decodeFast
-// and decodeContent, to measure alternatives on this very code. Decoded
-// strings must not alias the input: ingest reuses its buffers.
-var unmarshal = checkedUnmarshal
-
-// checkedUnmarshal lets encoding/json reject invalid JSON before goccy
-// decodes it: goccy v0.10.5 panics on some truncated input (FuzzNormalize
-// found `{"\`; the seed is in testdata), and message contents are
-// arbitrary user text. Only the slow path and non-text contents pay this.
-func checkedUnmarshal(data []byte, v any) error {
-	if !stdjson.Valid(data) {
-		return errInvalidJSON
-	}
-	return json.Unmarshal(data, v)
-}
-
-var errInvalidJSON = errors.New("invalid JSON")
+// reference for what the hand-written scanner (scan.go) decodes. The slow
+// path runs only for bodies the scanner declines (odd keys, wrong types),
+// so it uses encoding/json itself: goccy/go-json was faster there but
+// panics on some truncated input (v0.10.5, `{"\` found by FuzzNormalize;
+// the seed is in testdata). The JSON-library comparison
+// (jsonlib_bench_test.go) swaps it, with decodeFast and decodeContent, to
+// measure alternatives on this very code. Decoded strings must not alias
+// the input: ingest reuses its buffers.
+var unmarshal = json.Unmarshal
 
 // decodeFast and decodeContent are the fast path's decoders: false means
 // "use unmarshal".

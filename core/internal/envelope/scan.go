@@ -5,7 +5,7 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
-	json "github.com/goccy/go-json"
+	"encoding/json"
 )
 
 // scanner decodes Lark bodies (bodyJSON) and message contents (contentJSON)
