@@ -317,7 +317,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	}
 	// The trace continues from the webhook, through the bus. Without
 	// tracing configured nothing is built: span options allocate per call.
-	span := noSpan
+	span := telemetry.NoSpan
 	if d.tracing {
 		ctx, span = d.cfg.Tracer.Start(telemetry.Extract(ctx, del.Properties), "dispatch.deliver",
 			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attribute.String("larkway.plugin", s.name),
@@ -345,7 +345,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		_ = del.Nack()
 		return
 	}
-	res, outcome := s.deliver(ctx, ev, del)
+	res, outcome := s.deliver(ctx, del)
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("larkway.outcome", outcome+res.GetOutcome().String()))
 	}
@@ -377,7 +377,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 		if len(actions) > 0 { // no timer for a result with nothing to do
 			actx, cancel = context.WithTimeout(actx, d.cfg.ActionTimeout)
 		}
-		aspan := noSpan
+		aspan := telemetry.NoSpan
 		if d.tracing {
 			actx, aspan = d.cfg.Tracer.Start(actx, "action.execute", trace.WithSpanKind(trace.SpanKindClient),
 				trace.WithAttributes(attribute.Int("larkway.actions", len(actions))))
@@ -413,9 +413,6 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	}
 }
 
-// noSpan stands in for spans when tracing is off.
-var noSpan = trace.SpanFromContext(context.Background())
-
 // logFor is the logger for one delivery's messages.
 func (s *Session) logFor(del *bus.Delivery) *slog.Logger {
 	return s.d.logger.With("plugin", s.name, "msg_id", del.ID, "attempt", del.Attempt)
@@ -431,7 +428,7 @@ func dedupKey(ev *pluginv1.Event) string {
 
 // deliver sends the event and waits for its result or the deadline.
 // outcome is "" with a result, or "stream_error" / "timeout".
-func (s *Session) deliver(ctx context.Context, ev *pluginv1.Event, del *bus.Delivery) (*pluginv1.Result, string) {
+func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Result, string) {
 	d := s.d
 	start := time.Now()
 	timer := time.NewTimer(d.cfg.Deadline)

@@ -258,7 +258,7 @@ func (s *Server) eventHandler(app *appState) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The traced ctx is passed down rather than put in a copy of r.
 		// Without tracing configured no span is started at all.
-		ctx, span := r.Context(), noSpan
+		ctx, span := r.Context(), telemetry.NoSpan
 		if s.tracing {
 			ctx, span = s.cfg.Tracer.Start(ctx, "ingest.webhook", app.spanOpts...)
 			defer span.End()
@@ -347,9 +347,6 @@ func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev
 	}
 	return true
 }
-
-// noSpan stands in for spans when tracing is off.
-var noSpan = trace.SpanFromContext(context.Background())
 
 // rejection is an authentication failure's answer.
 type rejection struct {
