@@ -34,13 +34,8 @@ type Route struct {
 func (d *Dispatcher) Route(name string) *Route {
 	// Start every series at zero, so dashboards and alerts see the plugin
 	// (and rates work) before anything happens.
-	for _, o := range []string{"done", "retry", "failed", "timeout", "stream_error", "action_retry", "unknown_result"} {
-		d.metrics.deliveries.WithLabelValues(name, o)
-	}
+	d.metrics.forPlugin(name)
 	d.metrics.dead.WithLabelValues(name)
-	d.metrics.inFlight.WithLabelValues(name)
-	d.metrics.dedupHits.WithLabelValues(name, "done")
-	d.metrics.dedupHits.WithLabelValues(name, "busy")
 	return &Route{d: d, name: name, changed: make(chan struct{})}
 }
 
