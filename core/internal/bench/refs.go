@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -98,10 +99,15 @@ func (echoServer) Handle(stream grpc.BidiStreamingServer[pluginv1.HandleRequest,
 }
 
 // GRPCStream measures raw gRPC throughput: one bidirectional stream of the
-// plugin contract's Handle over a unix socket, the server echoing a small
-// result for each small delivery, with window deliveries in flight (the
-// dispatcher's default), for d.
-func GRPCStream(ctx context.Context, dir string, window int, d time.Duration) (GRPCResult, error) {
+// plugin contract's Handle over a unix socket, the server echoing a result
+// for each delivery, with window deliveries in flight (the dispatcher's
+// default), for d. The deliveries carry events (cycled), so the reference
+// moves the same messages the dispatcher does; with none it sends a minimal
+// event.
+func GRPCStream(ctx context.Context, dir string, window int, d time.Duration, events []*pluginv1.Event) (GRPCResult, error) {
+	if len(events) == 0 {
+		events = []*pluginv1.Event{{EventId: "ev_small", EventType: "im.message.receive_v1", AppId: "cli_bench", ChatId: "oc_small"}}
+	}
 	sock := filepath.Join(dir, fmt.Sprintf("grpc-%d.sock", time.Now().UnixNano()))
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -126,7 +132,7 @@ func GRPCStream(ctx context.Context, dir string, window int, d time.Duration) (G
 		return GRPCResult{}, err
 	}
 	// Warm the stream up before timing.
-	if err := stream.Send(smallDelivery("warm")); err != nil {
+	if err := stream.Send(delivery("warm", events[0])); err != nil {
 		return GRPCResult{}, err
 	}
 	if _, err := stream.Recv(); err != nil {
@@ -155,7 +161,7 @@ func GRPCStream(ctx context.Context, dir string, window int, d time.Duration) (G
 	sent := 0
 	for time.Now().Before(end) && ctx.Err() == nil {
 		slots <- struct{}{}
-		if err := stream.Send(smallDelivery("d")); err != nil {
+		if err := stream.Send(delivery("d"+strconv.Itoa(sent), events[sent%len(events)])); err != nil {
 			return GRPCResult{}, err
 		}
 		sent++
@@ -176,8 +182,7 @@ func GRPCStream(ctx context.Context, dir string, window int, d time.Duration) (G
 	return GRPCResult{Messages: n, Elapsed: elapsed, PerSecond: float64(n) / elapsed.Seconds(), Window: window}, nil
 }
 
-func smallDelivery(id string) *pluginv1.HandleRequest {
+func delivery(id string, ev *pluginv1.Event) *pluginv1.HandleRequest {
 	return &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: &pluginv1.Delivery{
-		DeliveryId: id, Attempt: 1,
-		Event: &pluginv1.Event{EventId: "ev_small", EventType: "im.message.receive_v1", AppId: "cli_bench", ChatId: "oc_small"}}}}
+		DeliveryId: id, Attempt: 1, Event: ev}}}
 }

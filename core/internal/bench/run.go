@@ -161,7 +161,13 @@ func (r *runner) once(ctx context.Context) error {
 		}
 	}
 	if o.has(ScenarioRefs) {
-		g, err := GRPCStream(ctx, r.o.Dir, r.o.Window, r.o.Duration)
+		// The same events the dispatch measurement delivers, so the two
+		// move the same messages.
+		evs, err := r.events(r.appForRun("grpc"), 1000)
+		if err != nil {
+			return err
+		}
+		g, err := GRPCStream(ctx, r.o.Dir, r.o.Window, r.o.Duration, evs)
 		if err != nil {
 			return fmt.Errorf("raw gRPC stream: %w", err)
 		}
@@ -376,16 +382,12 @@ func drain(ctx context.Context, b bus.Bus, topic string) (<-chan struct{}, error
 // dispatchRate publishes n events straight to the core's bus and measures
 // deliveries/s until all reached the executor.
 func (r *runner) dispatchRate(ctx context.Context, core *Core, app App, d *deliveries, n int) (DispatchResult, error) {
-	src, err := NewSource(app, r.runTag(), 100)
+	evs, err := r.events(app, n)
 	if err != nil {
 		return DispatchResult{}, err
 	}
 	msgs := make([]bus.Message, n)
-	for i := range msgs {
-		ev, err := envelope.Normalize(app.ID, src.Next().Plain)
-		if err != nil {
-			return DispatchResult{}, err
-		}
+	for i, ev := range evs {
 		if msgs[i], err = envelope.Encode(ev); err != nil {
 			return DispatchResult{}, err
 		}
@@ -437,6 +439,21 @@ func (r *runner) dispatchRate(ctx context.Context, core *Core, app App, d *deliv
 		return res, fmt.Errorf("only %d of %d events were delivered", got, n)
 	}
 	return res, nil
+}
+
+// events normalizes n golden message events, as ingest would store them.
+func (r *runner) events(app App, n int) ([]*pluginv1.Event, error) {
+	src, err := NewSource(app, r.runTag(), 100)
+	if err != nil {
+		return nil, err
+	}
+	evs := make([]*pluginv1.Event, n)
+	for i := range evs {
+		if evs[i], err = envelope.Normalize(app.ID, src.Next().Plain); err != nil {
+			return nil, err
+		}
+	}
+	return evs, nil
 }
 
 // DispatchResult is a deliveries/s measurement.

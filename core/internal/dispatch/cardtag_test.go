@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"github.com/larkway/larkway/core/internal/envelope"
 	"strings"
 	"testing"
 
@@ -27,8 +28,8 @@ func TestTagCard(t *testing.T) {
 
 func TestCardClicksGoToTheirOwner(t *testing.T) {
 	m, _ := newMatcher(&pluginv1.Manifest{Name: "approval", Subscriptions: []*pluginv1.Subscription{{EventTypes: []string{"card.action.trigger"}}}})
-	click := func(value string) *pluginv1.Event {
-		return &pluginv1.Event{EventType: "card.action.trigger", Payload: &pluginv1.Event_CardAction{CardAction: &pluginv1.CardAction{ValueJson: value}}}
+	click := func(value string) *envelope.Head {
+		return &envelope.Head{EventType: "card.action.trigger", Card: true, CardValueJSON: value}
 	}
 	if !m.match(click(`{"_larkway_plugin":"approval","x":1}`)) || !m.match(click(`{"x":1}`)) || !m.match(click(``)) {
 		t.Fatal("own or untagged click not matched")

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/larkway/larkway/core/internal/envelope"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 	"github.com/larkway/larkway/sdk/go/contract"
 )
@@ -57,9 +58,9 @@ func newMatcher(m *pluginv1.Manifest) (*matcher, error) {
 // so a click on them goes back to that plugin alone.
 const CardTag = "_larkway_plugin"
 
-func (m *matcher) match(ev *pluginv1.Event) bool {
-	if ca := ev.GetCardAction(); ca != nil && m.name != "" {
-		if owner := cardOwner(ca.GetValueJson()); owner != "" && owner != m.name {
+func (m *matcher) match(ev *envelope.Head) bool {
+	if ev.Card && m.name != "" {
+		if owner := cardOwner(ev.CardValueJSON); owner != "" && owner != m.name {
 			return false
 		}
 	}
@@ -71,14 +72,14 @@ func (m *matcher) match(ev *pluginv1.Event) bool {
 	return false
 }
 
-func (s compiledSub) match(ev *pluginv1.Event) bool {
-	if len(s.types) > 0 && !slices.Contains(s.types, ev.GetEventType()) {
+func (s compiledSub) match(ev *envelope.Head) bool {
+	if len(s.types) > 0 && !slices.Contains(s.types, ev.EventType) {
 		return false
 	}
-	if len(s.chats) > 0 && !slices.Contains(s.chats, ev.GetChatId()) {
+	if len(s.chats) > 0 && !slices.Contains(s.chats, ev.ChatID) {
 		return false
 	}
-	text := ev.GetMessage().GetText()
+	text := ev.Text
 	if len(s.commands) > 0 {
 		name, _, ok := contract.CommandName(text)
 		if !ok || !slices.Contains(s.commands, name) {

@@ -217,9 +217,9 @@ func (s *Session) route(res *pluginv1.Result) {
 
 // outgoing is an encoded Delivery waiting to be sent.
 type outgoing struct {
-	id  string
-	ch  chan *pluginv1.Result
-	enc []byte
+	id   string
+	ch   chan *pluginv1.Result
+	wire wireDelivery
 }
 
 // enqueue hands o to the sender goroutine.
@@ -238,7 +238,7 @@ func (s *Session) enqueue(o outgoing) {
 // maxBatchBytes), else one message each. A failed send fails its deliveries
 // at once; the stream is broken and the receive loop fails the rest.
 func (s *Session) sendLoop() {
-	var encs [][]byte
+	var batch []wireDelivery
 	for {
 		select {
 		case <-s.kick:
@@ -253,25 +253,19 @@ func (s *Session) sendLoop() {
 		s.queue = nil
 		s.qmu.Unlock()
 		for len(queued) > 0 {
-			n, size := 1, len(queued[0].enc)
+			n, size := 1, queued[0].wire.size()
 			if s.batches {
-				for n < len(queued) && size+len(queued[n].enc) <= maxBatchBytes {
-					size += len(queued[n].enc)
+				for n < len(queued) && size+queued[n].wire.size() <= maxBatchBytes {
+					size += queued[n].wire.size()
 					n++
 				}
 			}
-			var msg preEncoded
-			if n == 1 {
-				msg = singleRequest(queued[0].enc)
-			} else {
-				encs = encs[:0]
-				for _, o := range queued[:n] {
-					encs = append(encs, o.enc)
-				}
-				msg = batchRequest(encs)
+			batch = batch[:0]
+			for _, o := range queued[:n] {
+				batch = append(batch, o.wire)
 			}
 			s.sendMu.Lock()
-			err := s.stream.SendMsg(msg)
+			err := s.stream.SendMsg(request(batch))
 			s.sendMu.Unlock()
 			if err != nil {
 				for _, o := range queued[:n] {
@@ -300,12 +294,14 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	d := s.d
 	// Built only when something is logged: slog's With costs on every call.
 	log := func() *slog.Logger { return s.logFor(del) }
-	ev, err := envelope.Decode(del.Payload)
+	// Routing needs a few fields; the whole event is decoded only if the
+	// result has a use for it (DecodeHead accepts exactly what Decode does).
+	head, err := envelope.DecodeHead(del.Payload)
 	if err != nil {
 		s.deadLetter(del, "undecodable event: "+err.Error(), log())
 		return
 	}
-	if only := del.Properties[PropOnlyPlugin]; (only != "" && only != s.name) || !s.matcher.match(ev) {
+	if only := del.Properties[PropOnlyPlugin]; (only != "" && only != s.name) || !s.matcher.match(&head) {
 		_ = del.Ack()
 		return
 	}
@@ -321,7 +317,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	if d.tracing {
 		ctx, span = d.cfg.Tracer.Start(telemetry.Extract(ctx, del.Properties), "dispatch.deliver",
 			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attribute.String("larkway.plugin", s.name),
-				attribute.String("larkway.event_id", ev.GetEventId()), attribute.Int("larkway.attempt", del.Attempt)))
+				attribute.String("larkway.event_id", head.EventID), attribute.Int("larkway.attempt", del.Attempt)))
 		defer span.End()
 	}
 	// Claim the event so neither a Lark re-push nor our own redelivery
@@ -330,7 +326,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	// context timeout here or in finish: the stores bound their own calls
 	// (Redis client read/write timeouts), and a timer per call was a
 	// measurable share of the dispatcher's CPU.
-	state, lease, err := d.cfg.Dedup.Claim(context.WithoutCancel(ctx), s.name, dedupKey(ev), d.cfg.Deadline+d.cfg.ActionTimeout+time.Second)
+	state, lease, err := d.cfg.Dedup.Claim(context.WithoutCancel(ctx), s.name, dedupKey(&head), d.cfg.Deadline+d.cfg.ActionTimeout+time.Second)
 	switch {
 	case err != nil:
 		log().Warn("dedup store unavailable; will redeliver", "err", err)
@@ -369,6 +365,14 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	case pluginv1.Outcome_OUTCOME_DONE:
 		if cr := res.GetCardResponse(); cr.GetCardJson() != "" {
 			cr.CardJson = tagCard(cr.GetCardJson(), s.name)
+		}
+		var ev *pluginv1.Event
+		if len(res.GetActions()) > 0 || (head.Card && res.GetCardResponse() != nil) {
+			if ev, err = envelope.Decode(del.Payload); err != nil { // DecodeHead accepted it: not expected
+				release()
+				s.deadLetter(del, "undecodable event: "+err.Error(), log())
+				return
+			}
 		}
 		actions := tagCards(s.answerCard(ctx, ev, res, del), s.name)
 		// Actions run on a context that shutdown does not cut short: the
@@ -419,11 +423,11 @@ func (s *Session) logFor(del *bus.Delivery) *slog.Logger {
 }
 
 // dedupKey is the event's dedup key, or its id for events without one.
-func dedupKey(ev *pluginv1.Event) string {
-	if k := ev.GetDedupKey(); k != "" {
+func dedupKey(ev *envelope.Head) string {
+	if k := ev.DedupKey; k != "" {
 		return k
 	}
-	return ev.GetEventId()
+	return ev.EventID
 }
 
 // deliver sends the event and waits for its result or the deadline.
@@ -460,7 +464,7 @@ func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Res
 		tc = telemetry.Inject(ctx, nil)
 	}
 	// The event goes out as the bus stored it (see wire.go).
-	enc, err := encodeDelivery(&pluginv1.Delivery{DeliveryId: id, Attempt: uint32(del.Attempt),
+	wire, err := encodeDelivery(&pluginv1.Delivery{DeliveryId: id, Attempt: uint32(del.Attempt),
 		Deadline: timestamppb.New(deadline), TraceContext: tc}, del.Payload)
 	if err != nil {
 		s.forget(id)
@@ -469,7 +473,7 @@ func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Res
 	}
 	s.m.inFlight.Inc()
 	defer s.m.inFlight.Dec()
-	s.enqueue(outgoing{id: id, ch: ch, enc: enc})
+	s.enqueue(outgoing{id: id, ch: ch, wire: wire})
 	select {
 	case r, ok := <-ch:
 		if !ok {

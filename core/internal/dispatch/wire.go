@@ -32,8 +32,10 @@ const (
 // default receive limit; a larger delivery goes alone.
 const maxBatchBytes = 1 << 20
 
-// preEncoded is a HandleRequest already in wire form.
-type preEncoded []byte
+// preEncoded is a HandleRequest already in wire form: small headers the
+// dispatcher wrote, and the events' bus payloads themselves, not copied
+// (gRPC copies them once, into its frames).
+type preEncoded mem.BufferSlice
 
 // wireCodec sends preEncoded as is and everything else as protobuf.
 type wireCodec struct{ proto encoding.CodecV2 }
@@ -42,7 +44,7 @@ var handleCodec = grpc.ForceCodecV2(wireCodec{proto: encoding.GetCodecV2(grpcpro
 
 func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if p, ok := v.(preEncoded); ok {
-		return mem.BufferSlice{mem.SliceBuffer(p)}, nil
+		return mem.BufferSlice(p), nil
 	}
 	return c.proto.Marshal(v)
 }
@@ -51,37 +53,59 @@ func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto
 
 func (c wireCodec) Name() string { return c.proto.Name() }
 
-// encodeDelivery returns a Delivery message's encoding with event as its
-// (already encoded) Event.
-func encodeDelivery(d *pluginv1.Delivery, event []byte) ([]byte, error) {
-	b, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, 96+len(event)), d)
+// wireDelivery is a Delivery in wire form: every field but the event, and
+// the event's encoding. The event must stay unchanged until sent: it is the
+// bus payload, which the bus keeps until the delivery is acked.
+type wireDelivery struct{ fields, event []byte }
+
+// size is the encoded Delivery's length.
+func (w wireDelivery) size() int {
+	return len(w.fields) + protowire.SizeTag(fieldDeliveryEvent) + protowire.SizeBytes(len(w.event))
+}
+
+// encodeDelivery puts d (without its event) in wire form beside event, the
+// event's encoding.
+func encodeDelivery(d *pluginv1.Delivery, event []byte) (wireDelivery, error) {
+	b, err := proto.Marshal(d)
 	if err != nil {
-		return nil, fmt.Errorf("encoding delivery %s: %w", d.GetDeliveryId(), err)
+		return wireDelivery{}, fmt.Errorf("encoding delivery %s: %w", d.GetDeliveryId(), err)
 	}
+	return wireDelivery{fields: b, event: event}, nil
+}
+
+// appendDelivery appends, under tag num, everything of w but its event's
+// bytes, which follow it on the wire.
+func appendDelivery(b []byte, num protowire.Number, w wireDelivery) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(w.size()))
+	b = append(b, w.fields...)
 	b = protowire.AppendTag(b, fieldDeliveryEvent, protowire.BytesType)
-	return protowire.AppendBytes(b, event), nil
+	return protowire.AppendVarint(b, uint64(len(w.event)))
 }
 
-// singleRequest wraps one encoded Delivery as a HandleRequest.
-func singleRequest(delivery []byte) preEncoded {
-	b := make([]byte, 0, len(delivery)+8)
-	b = protowire.AppendTag(b, fieldRequestDelivery, protowire.BytesType)
-	return protowire.AppendBytes(b, delivery)
-}
-
-// batchRequest wraps encoded Deliveries as one HandleRequest carrying a
-// DeliveryBatch.
-func batchRequest(deliveries [][]byte) preEncoded {
-	inner := 0
-	for _, d := range deliveries {
-		inner += protowire.SizeTag(fieldBatchDeliveries) + protowire.SizeBytes(len(d))
+// request wraps deliveries as a HandleRequest: one as its delivery, more
+// as a DeliveryBatch.
+func request(ds []wireDelivery) preEncoded {
+	inner, heads := 0, 16
+	for _, d := range ds {
+		inner += protowire.SizeTag(fieldBatchDeliveries) + protowire.SizeBytes(d.size())
+		heads += 2*protowire.SizeTag(1) + 2*protowire.SizeVarint(uint64(d.size())) + len(d.fields)
 	}
-	b := make([]byte, 0, inner+8)
+	// One allocation for every header; the buffers below are slices of it,
+	// so it must not grow (heads bounds it).
+	b := make([]byte, 0, heads)
+	out := make(preEncoded, 0, 2*len(ds))
+	if len(ds) == 1 {
+		b = appendDelivery(b, fieldRequestDelivery, ds[0])
+		return append(out, mem.SliceBuffer(b), mem.SliceBuffer(ds[0].event))
+	}
 	b = protowire.AppendTag(b, fieldRequestDeliveries, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(inner))
-	for _, d := range deliveries {
-		b = protowire.AppendTag(b, fieldBatchDeliveries, protowire.BytesType)
-		b = protowire.AppendBytes(b, d)
+	from := 0
+	for _, d := range ds {
+		b = appendDelivery(b, fieldBatchDeliveries, d)
+		out = append(out, mem.SliceBuffer(b[from:len(b):len(b)]), mem.SliceBuffer(d.event))
+		from = len(b)
 	}
-	return b
+	return out
 }

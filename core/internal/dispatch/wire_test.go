@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"google.golang.org/grpc/mem"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -22,7 +23,7 @@ func TestPreEncodedRequests(t *testing.T) {
 		return &pluginv1.Delivery{DeliveryId: id, Attempt: 2, Deadline: timestamppb.New(timestamppb.Now().AsTime()),
 			TraceContext: map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}
 	}
-	enc := func(d *pluginv1.Delivery) []byte {
+	enc := func(d *pluginv1.Delivery) wireDelivery {
 		b, err := encodeDelivery(d, payload)
 		if err != nil {
 			t.Fatal(err)
@@ -40,14 +41,14 @@ func TestPreEncodedRequests(t *testing.T) {
 		got  preEncoded
 		want *pluginv1.HandleRequest
 	}{
-		{"single", singleRequest(enc(d1)), &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: withEvent(d1)}}},
-		{"batch", batchRequest([][]byte{enc(d1), enc(d2)}), &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Deliveries{
-			Deliveries: &pluginv1.DeliveryBatch{Deliveries: []*pluginv1.Delivery{withEvent(d1), withEvent(d2)}}}}},
+		{"single", request([]wireDelivery{enc(d1)}), &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: withEvent(d1)}}},
+		{"batch", request([]wireDelivery{enc(d1), enc(d2), enc(d1)}), &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Deliveries{
+			Deliveries: &pluginv1.DeliveryBatch{Deliveries: []*pluginv1.Delivery{withEvent(d1), withEvent(d2), withEvent(d1)}}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := &pluginv1.HandleRequest{}
-			if err := proto.Unmarshal(tt.got, got); err != nil {
+			if err := proto.Unmarshal(mem.BufferSlice(tt.got).Materialize(), got); err != nil {
 				t.Fatal(err)
 			}
 			if !proto.Equal(tt.want, got) {
