@@ -50,6 +50,8 @@ type CoreOptions struct {
 	UnlimitedActions bool
 	// MaxInFlight is the dispatcher's delivery workers per plugin (default 64).
 	MaxInFlight int
+	// MaxRetainedBytes bounds the memory bus (0: its default).
+	MaxRetainedBytes int64
 	// Observe, if set, is called once per delivery that reached the
 	// executor (the plugin answered DONE), after its actions ran.
 	Observe func(plugin string, req action.Request, err error)
@@ -108,7 +110,11 @@ func StartCore(ctx context.Context, o CoreOptions) (*Core, error) {
 		}
 		b = pb
 	case "memory", "":
-		b = memory.New(logger.With("component", "bus"))
+		var opts []memory.Option
+		if o.MaxRetainedBytes > 0 {
+			opts = append(opts, memory.WithMaxRetainedBytes(o.MaxRetainedBytes))
+		}
+		b = memory.New(logger.With("component", "bus"), opts...)
 	default:
 		return nil, fmt.Errorf("bench: unknown bus %q", o.Bus)
 	}
