@@ -58,6 +58,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pyNoop := fs.String("py-noop", "core/internal/bench/testdata/py_noop/main.py", "no-op Python plugin")
 	out := fs.String("out", "", "write the report as Markdown and JSON: a directory (bench-<date>.md/.json in it) or a path without extension")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (core + generator) to this file")
+	memprofile := fs.String("memprofile", "", "write an allocation profile of the bench process (core + generator) to this file")
 	logLevel := fs.String("log-level", "error", "log level of the in-process core")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -144,6 +145,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memprofile != "" {
+		f, err := os.Create(*memprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		defer func() { _ = pprof.Lookup("allocs").WriteTo(f, 0) }()
 	}
 	fmt.Fprintf(stderr, "larkway bench: %s on %s, GOMAXPROCS %d, %d run(s)\n", strings.Join(sc, ","), strings.Join(bs, ","), runtime.GOMAXPROCS(0), o.Runs)
 	rep, err := bench.Run(ctx, o)

@@ -343,7 +343,8 @@ func detailCell(d any) string {
 		return fmt.Sprintf("%d accepted, %d replied, %d lost, %d duplicated; e2e p50 %s ms, p99 %s ms; ingest %s/s, ack p99 %s ms; %d reply calls",
 			a.Accepted, a.Replied, a.Lost, a.Duplicated, fmtNum(v.Latency.P50), fmtNum(v.Latency.P99), fmtNum(v.Load.PerSecond), fmtNum(v.Load.Ack.P99), v.ReplyCalls)
 	case DispatchResult:
-		return fmt.Sprintf("%d events delivered in %s", v.Delivered, v.Elapsed.Round(time.Millisecond))
+		return fmt.Sprintf("%d events delivered in %s; CPU per delivery: core %s µs, plugin %s µs", v.Delivered, v.Elapsed.Round(time.Millisecond),
+			fmtNum(v.CoreCPUMicros), fmtNum(v.PluginCPUMicros))
 	case GRPCResult:
 		return fmt.Sprintf("%d messages in %s", v.Messages, v.Elapsed.Round(time.Millisecond))
 	case MicroResult:

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/larkway/larkway/core/internal/action"
@@ -408,20 +409,43 @@ func (r *runner) dispatchRate(ctx context.Context, core *Core, app App, d *deliv
 	}
 	published := time.Since(start)
 	d.first.Store(0)
+	self0, kids0 := cpuTimes()
 	if err := core.Mgr.Enable(ctx, name); err != nil {
 		return DispatchResult{}, fmt.Errorf("enabling %s: %w", name, err)
 	}
 	ok := d.waitFor(ctx, base+int64(n), 30*time.Second)
+	self1, _ := cpuTimes()
+	// The plugin's CPU is known once it has exited and been reaped.
+	if err := core.Mgr.Disable(ctx, name); err != nil {
+		return DispatchResult{}, fmt.Errorf("disabling %s: %w", name, err)
+	}
+	_, kids1 := cpuTimes()
 	got := d.n.Load() - base
 	elapsed := time.Duration(d.last.Load() - d.first.Load())
 	res := DispatchResult{Events: n, Delivered: int(got), Elapsed: elapsed, Published: published}
 	if elapsed > 0 {
 		res.PerSecond = float64(got-1) / elapsed.Seconds()
 	}
+	if got > 0 {
+		res.CoreCPUMicros = float64(self1-self0) / float64(time.Microsecond) / float64(got)
+		res.PluginCPUMicros = float64(kids1-kids0) / float64(time.Microsecond) / float64(got)
+	}
 	if !ok {
 		return res, fmt.Errorf("only %d of %d events were delivered", got, n)
 	}
 	return res, nil
+}
+
+// cpuTimes is the CPU time (user and system) of this process, and of its
+// children that have exited and been waited for.
+func cpuTimes() (self, children time.Duration) {
+	var s, c syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &s)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &c)
+	d := func(u syscall.Rusage) time.Duration {
+		return time.Duration(u.Utime.Nano() + u.Stime.Nano())
+	}
+	return d(s), d(c)
 }
 
 // events normalizes n golden message events, as ingest would store them.
@@ -446,6 +470,10 @@ type DispatchResult struct {
 	Elapsed   time.Duration `json:"elapsed_ns"`
 	Published time.Duration `json:"published_ns"`
 	PerSecond float64       `json:"per_second"`
+	// CPU time per delivery while draining: the bench process (core), and
+	// the plugin process (from its exit accounting; it includes its start).
+	CoreCPUMicros   float64 `json:"core_cpu_us"`
+	PluginCPUMicros float64 `json:"plugin_cpu_us"`
 }
 
 func (r *runner) dispatch(ctx context.Context) error {
