@@ -75,8 +75,8 @@ var _ tokenWarmer = (*lark.Client)(nil)
 
 // Request is one result's actions to perform.
 type Request struct {
-	Plugin   string
-	Allowed  []pluginv1.ActionKind
+	Plugin  string
+	Allowed []pluginv1.ActionKind
 	// Event is the event the actions answer; nil when there are none (the
 	// dispatcher decodes the whole event only when it has a use for it).
 	Event    *pluginv1.Event

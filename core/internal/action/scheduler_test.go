@@ -22,6 +22,11 @@ type gateStore struct {
 	slots int
 	full  map[string]bool
 	asked [][]string
+	// availableAt is when released slots may be taken: a window boundary
+	// well after the release, so they go to the first waiter of a retry
+	// round (the highest priority), not to whichever waiter the pump happens
+	// to be asking for when the release lands mid-round.
+	availableAt time.Time
 }
 
 func (g *gateStore) acquire(_ context.Context, scopes []scope) (bool, int, time.Duration, error) {
@@ -37,18 +42,26 @@ func (g *gateStore) acquire(_ context.Context, scopes []scope) (bool, int, time.
 			return false, i, time.Hour, nil
 		}
 	}
-	if g.slots == 0 {
-		return false, 0, 10 * time.Millisecond, nil // poll for released slots
+	if now := time.Now(); g.slots == 0 || now.Before(g.availableAt) {
+		// Poll for released slots. Like the real store, whose answer comes
+		// from state shared by every caller, every refusal in one window
+		// names the same moment, so the waiters retry together, in priority
+		// order. (A fixed delay from each refusal would keep them in the
+		// order they first arrived.)
+		return false, 0, now.Truncate(gatePoll).Add(gatePoll).Sub(now), nil
 	}
 	g.slots--
 	return true, 0, 0, nil
 }
+
+const gatePoll = 20 * time.Millisecond
 
 func (g *gateStore) block(context.Context, string, time.Time) error { return nil }
 
 func (g *gateStore) release(s *scheduler, app string, n int) {
 	g.mu.Lock()
 	g.slots += n
+	g.availableAt = time.Now().Add(gatePoll / 2).Truncate(gatePoll).Add(gatePoll)
 	g.mu.Unlock()
 	s.mu.Lock()
 	q := s.queues[app]

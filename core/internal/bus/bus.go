@@ -29,7 +29,9 @@ type Message struct {
 
 // Delivery is one received message. Exactly one of Ack or Nack must be called.
 // Its Payload and Properties are read-only: an implementation may share them
-// between deliveries.
+// between deliveries, but never reuses their memory, even after Ack or Nack
+// (the dispatcher hands the Payload to gRPC without copying it, and a write
+// can still be queued when a timed-out delivery is nacked).
 // Both are safe to call from any goroutine; calls after the first are no-ops.
 type Delivery struct {
 	Message

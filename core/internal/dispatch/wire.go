@@ -54,8 +54,8 @@ func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto
 func (c wireCodec) Name() string { return c.proto.Name() }
 
 // wireDelivery is a Delivery in wire form: every field but the event, and
-// the event's encoding. The event must stay unchanged until sent: it is the
-// bus payload, which the bus keeps until the delivery is acked.
+// the event's encoding. The event is the bus payload itself, which
+// bus.Delivery promises is never reused.
 type wireDelivery struct{ fields, event []byte }
 
 // size is the encoded Delivery's length.
