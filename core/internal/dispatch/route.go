@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"time"
 
@@ -18,9 +17,9 @@ import (
 // restart, hot swap) while the Route, its bus consumers and its per-chat
 // order stay: a delivery that finds no instance waits for one.
 //
-// Deliveries are sharded by key over MaxInFlight workers, each handling its
-// deliveries one at a time, so a chat's events are handled in order while
-// different chats proceed in parallel.
+// MaxInFlight workers take deliveries from a keyedQueue: a chat's events are
+// handled one at a time, in order, while different chats proceed in
+// parallel on whichever workers are free.
 type Route struct {
 	d    *Dispatcher
 	name string
@@ -113,20 +112,19 @@ func (r *Route) acquire(ctx context.Context) (*Session, error) {
 func (r *Route) Run(ctx context.Context, subscribed func()) error {
 	d := r.d
 	n := d.cfg.MaxInFlight
-	work := make([]chan *bus.Delivery, n)
+	// Up to 4 deliveries a worker wait, so a worker that finishes finds
+	// another chat's delivery ready; the bus holds the rest.
+	work := newKeyedQueue(4 * n)
 	var workers sync.WaitGroup
-	for i := range work {
-		work[i] = make(chan *bus.Delivery, 1)
+	for range n {
 		workers.Add(1)
-		go func() { defer workers.Done(); r.worker(ctx, work[i]) }()
+		go func() { defer workers.Done(); r.worker(ctx, work) }()
 	}
 	var consumers []bus.Consumer
 	var readers sync.WaitGroup
 	stop := func() {
 		readers.Wait()
-		for _, c := range work {
-			close(c)
-		}
+		work.close()
 		workers.Wait()
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -156,7 +154,7 @@ func (r *Route) Run(ctx context.Context, subscribed func()) error {
 				if err != nil {
 					return
 				}
-				work[shard(del.Key, n)] <- del
+				work.put(del)
 			}
 		}()
 	}
@@ -228,12 +226,16 @@ func (d *Dispatcher) Replay(ctx context.Context, e dlq.Entry) error {
 	return nil
 }
 
-// worker handles its shard's deliveries one at a time, in order. On
-// shutdown it finishes what it holds if an instance is serving (routes stop
-// before instances do); with none (crashed, quarantined, disabled) it nacks
-// them for redelivery at once.
-func (r *Route) worker(ctx context.Context, in <-chan *bus.Delivery) {
-	for del := range in {
+// worker handles deliveries one at a time, a chat's in order (see
+// keyedQueue). On shutdown it finishes what is queued if an instance is
+// serving (routes stop before instances do); with none (crashed,
+// quarantined, disabled) it nacks them for redelivery at once.
+func (r *Route) worker(ctx context.Context, work *keyedQueue) {
+	for {
+		del, ok := work.take()
+		if !ok {
+			return
+		}
 		var s *Session
 		if ctx.Err() != nil {
 			if cur := r.Current(); cur != nil && cur.acquire() {
@@ -244,15 +246,11 @@ func (r *Route) worker(ctx context.Context, in <-chan *bus.Delivery) {
 		}
 		if s == nil {
 			_ = del.Nack()
+			work.done(del)
 			continue
 		}
 		s.process(ctx, del)
 		s.release()
+		work.done(del)
 	}
-}
-
-func shard(key string, n int) int {
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	return int(h.Sum32() % uint32(n))
 }
