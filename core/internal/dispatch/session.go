@@ -47,6 +47,8 @@ type Session struct {
 
 	m sessionMetrics
 
+	answered chan struct{} // a result arrived
+
 	mu      sync.Mutex
 	pending map[string]chan *pluginv1.Result
 	broken  chan struct{}
@@ -75,12 +77,17 @@ func (d *Dispatcher) openSession(ctx context.Context, p Plugin) (*Session, error
 	}
 	s := &Session{d: d, plugin: p, name: m.GetName(), matcher: mt, stream: stream, cancel: cancel,
 		recv: make(chan struct{}), pending: map[string]chan *pluginv1.Result{}, broken: make(chan struct{}), idle: make(chan struct{}),
-		batches: m.GetAcceptsDeliveryBatches(), slots: make(chan struct{}, maxInFlight(m, d.cfg.MaxInFlight)), kick: make(chan struct{}, 1), done: make(chan struct{}), sent: make(chan struct{}),
+		batches: m.GetAcceptsDeliveryBatches(), slots: make(chan struct{}, maxInFlight(m, d.cfg.MaxInFlight)), kick: make(chan struct{}, 1), answered: make(chan struct{}, 1), done: make(chan struct{}), sent: make(chan struct{}),
 		m: d.metrics.forPlugin(m.GetName())}
 	go func() { defer close(s.recv); s.receive() }()
 	go func() { defer close(s.sent); s.sendLoop() }()
 	return s, nil
 }
+
+const (
+	lingerMin = 16
+	lingerMax = 100 * time.Microsecond
+)
 
 // maxInFlight is the manifest's max_in_flight, else the core default (at
 // least 1).
@@ -213,6 +220,34 @@ func (s *Session) route(res *pluginv1.Result) {
 		return
 	}
 	ch <- res
+	select {
+	case s.answered <- struct{}{}:
+	default:
+	}
+}
+
+// linger: with few deliveries queued while others are in flight, wait (at
+// most lingerMax) for the next result first, so the deliveries it frees
+// leave in the same message.
+func (s *Session) linger() {
+	s.qmu.Lock()
+	q := len(s.queue)
+	s.qmu.Unlock()
+	if q >= lingerMin || len(s.slots) <= q {
+		return
+	}
+	select { // a result that came before this send counts
+	case <-s.answered:
+	default:
+	}
+	t := time.NewTimer(lingerMax)
+	defer t.Stop()
+	select {
+	case <-s.answered:
+		runtime.Gosched()
+	case <-t.C:
+	case <-s.done:
+	}
 }
 
 // outgoing is an encoded Delivery waiting to be sent.
@@ -248,6 +283,7 @@ func (s *Session) sendLoop() {
 		// Let workers that are runnable right now enqueue too, so their
 		// deliveries share this message. This never waits on a timer.
 		runtime.Gosched()
+		s.linger()
 		s.qmu.Lock()
 		queued := s.queue
 		s.queue = nil
