@@ -110,31 +110,16 @@ supervision:
 	}
 }
 
-// metricValue sums the samples of name whose labels include want.
+// metricValue sums get over the series of name whose labels include want.
 func metricValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string, get func(*dto.Metric) float64) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	var labels []string
+	for k, v := range want {
+		labels = append(labels, k, v)
 	}
 	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue next
-				}
-			}
-			sum += get(m)
-		}
+	for _, m := range testenv.Series(t, reg, name, labels...) {
+		sum += get(m)
 	}
 	return sum
 }

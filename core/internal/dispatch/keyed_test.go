@@ -27,6 +27,16 @@ func readyKeys(q *keyedQueue) []string {
 	return append([]string(nil), q.ready...)
 }
 
+// waitFull waits until a put is waiting for room.
+func waitFull(t *testing.T, q *keyedQueue) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, "put did not wait for room", func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.full == 1
+	})
+}
+
 // A held chat's next delivery waits for done; other chats' do not.
 func TestKeyedQueueOrderPerKey(t *testing.T) {
 	q := newKeyedQueue(10)
@@ -59,11 +69,13 @@ func TestKeyedQueueBound(t *testing.T) {
 	q.put(keyedDel("b", "b1"))
 	put := make(chan struct{})
 	go func() { q.put(keyedDel("c", "c1")); close(put) }()
-	testenv.Eventually(t, 5*time.Second, "put did not wait for room", func() bool {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		return q.full == 1 && q.queued == 2
-	})
+	waitFull(t, q)
+	q.mu.Lock()
+	queued := q.queued
+	q.mu.Unlock()
+	if queued != 2 {
+		t.Fatalf("%d queued, want the bound, 2", queued)
+	}
 	mustTake(t, q, "a1")
 	<-put
 	mustTake(t, q, "b1")
@@ -76,11 +88,7 @@ func TestKeyedQueueCloseWakesWaiters(t *testing.T) {
 	q.put(keyedDel("a", "a1"))
 	put := make(chan struct{})
 	go func() { q.put(keyedDel("b", "b1")); close(put) }()
-	testenv.Eventually(t, 5*time.Second, "put did not wait for room", func() bool {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		return q.full == 1
-	})
+	waitFull(t, q)
 	q.close()
 	<-put
 	mustTake(t, q, "a1")

@@ -16,34 +16,49 @@ import (
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
+// goldenPaths are the raw Lark payloads in testdata.
+func goldenPaths() []string {
+	all, _ := filepath.Glob("testdata/*.json")
+	var out []string
+	for _, p := range all {
+		if !strings.HasSuffix(p, ".golden.json") {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// normalizeGolden reads a golden input and normalizes it as ingest would
+// (legacy card callbacks by their own path).
+func normalizeGolden(tb testing.TB, path string) (*pluginv1.Event, []byte) {
+	tb.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ev *pluginv1.Event
+	if strings.HasPrefix(filepath.Base(path), "card_action_legacy") {
+		ev, err = NormalizeLegacyCard("cli_golden", raw)
+	} else {
+		ev, err = Normalize("cli_golden", raw)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ev, raw
+}
+
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.json")
 
 // Golden files: raw Lark payloads in testdata/NAME.json, the normalized
 // envelope beside them in testdata/NAME.golden.json (raw_json omitted there;
 // it is checked to be the input verbatim).
 func TestNormalizeGolden(t *testing.T) {
-	inputs, _ := filepath.Glob("testdata/*.json")
-	n := 0
+	inputs := goldenPaths()
 	for _, in := range inputs {
-		if strings.HasSuffix(in, ".golden.json") {
-			continue
-		}
-		n++
 		name := strings.TrimSuffix(filepath.Base(in), ".json")
 		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ev *pluginv1.Event
-			if strings.HasPrefix(name, "card_action_legacy") {
-				ev, err = NormalizeLegacyCard("cli_golden", raw)
-			} else {
-				ev, err = Normalize("cli_golden", raw)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			ev, raw := normalizeGolden(t, in)
 			if !bytes.Equal(ev.GetRawJson(), raw) {
 				t.Fatal("raw_json is not the input verbatim")
 			}
@@ -76,7 +91,7 @@ func TestNormalizeGolden(t *testing.T) {
 			}
 		})
 	}
-	if n < 10 {
+	if n := len(inputs); n < 10 {
 		t.Fatalf("only %d golden inputs", n)
 	}
 }

@@ -167,20 +167,15 @@ func wireType(fd protoreflect.FieldDescriptor) protowire.Type {
 		return protowire.BytesType
 	case protoreflect.GroupKind:
 		return protowire.StartGroupType
+	}
+	if fd.IsPacked() {
+		return protowire.BytesType
+	}
+	switch fd.Kind() {
 	case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:
-		if fd.IsPacked() {
-			return protowire.BytesType
-		}
 		return protowire.Fixed32Type
 	case protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind, protoreflect.DoubleKind:
-		if fd.IsPacked() {
-			return protowire.BytesType
-		}
 		return protowire.Fixed64Type
-	default:
-		if fd.IsPacked() {
-			return protowire.BytesType
-		}
-		return protowire.VarintType
 	}
+	return protowire.VarintType
 }

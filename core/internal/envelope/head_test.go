@@ -1,9 +1,6 @@
 package envelope
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -15,25 +12,9 @@ import (
 // goldenPayloads are the golden events as the bus stores them.
 func goldenPayloads(tb testing.TB) [][]byte {
 	tb.Helper()
-	inputs, _ := filepath.Glob("testdata/*.json")
 	var out [][]byte
-	for _, in := range inputs {
-		if strings.HasSuffix(in, ".golden.json") {
-			continue
-		}
-		raw, err := os.ReadFile(in)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		var ev *pluginv1.Event
-		if strings.Contains(in, "card_action_legacy") {
-			ev, err = NormalizeLegacyCard("cli_golden", raw)
-		} else {
-			ev, err = Normalize("cli_golden", raw)
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
+	for _, in := range goldenPaths() {
+		ev, _ := normalizeGolden(tb, in)
 		m, err := Encode(ev)
 		if err != nil {
 			tb.Fatal(err)

@@ -164,13 +164,8 @@ class _Relay:
         self.close()
 
     def _handshake_readable(self) -> None:
-        data = self._recv(self.tcp)
-        if data is None:
+        if not self._feed_tls():
             return
-        if not data:
-            self.close()
-            return
-        self.tls_in.write(data)
         try:
             self.obj.do_handshake()
         except ssl.SSLWantReadError:
@@ -212,14 +207,20 @@ class _Relay:
             return b""
 
     def _tcp_readable(self) -> None:
+        if self._feed_tls():
+            self._decrypt()
+
+    def _feed_tls(self) -> bool:
+        """Move what the client sent into the TLS object; False when there
+        was nothing to read, or the connection ended (and is closed)."""
         data = self._recv(self.tcp)
         if data is None:
-            return
+            return False
         if not data:
             self.close()
-            return
+            return False
         self.tls_in.write(data)
-        self._decrypt()
+        return True
 
     def _decrypt(self) -> None:
         plain = []
