@@ -10,10 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
+
+// Workers, result senders and lazy deadline contexts must all end with
+// their stream.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestManifestFromHandlers(t *testing.T) {
 	p := New("deployer", "2.0.0", WithActions(ActionReply, ActionSend), WithMaxInFlight(8), WithChats("oc_1"),
@@ -152,5 +157,59 @@ func TestExpiredDeadlineReachesHandler(t *testing.T) {
 		Event: &pluginv1.Event{Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{}}}})
 	if res.GetOutcome() != pluginv1.Outcome_OUTCOME_RETRY || res.GetDeliveryId() != "d" {
 		t.Fatalf("result %v", res)
+	}
+}
+
+// Handlers run at most WithMaxInFlight at once, on workers that all end with
+// the stream; a nil entry in a batch is answered as malformed and does not
+// stop the worker that takes it.
+func TestHandleStreamBoundedPool(t *testing.T) {
+	const limit = 3
+	p := New("t", "1", WithLogger(slog.New(slog.DiscardHandler)), WithMaxInFlight(limit))
+	var mu sync.Mutex
+	running, most := 0, 0
+	started, gate := make(chan struct{}, 100), make(chan struct{})
+	p.OnMessage(func(context.Context, *Event) ([]Action, error) {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		started <- struct{}{}
+		<-gate
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return nil, nil
+	})
+	batch := &pluginv1.DeliveryBatch{Deliveries: []*pluginv1.Delivery{nil}}
+	for i := range 12 {
+		batch.Deliveries = append(batch.Deliveries, &pluginv1.Delivery{DeliveryId: fmt.Sprint("d", i), Attempt: 1,
+			Event: &pluginv1.Event{EventType: EventMessageReceive, Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: "om"}}}})
+	}
+	s := &fakeStream{in: make(chan *pluginv1.HandleRequest, 1)}
+	s.in <- &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Deliveries{Deliveries: batch}}
+	close(s.in)
+	errc := make(chan error, 1)
+	go func() { errc <- p.handleStream(context.Background(), s) }()
+	for range limit {
+		<-started
+	}
+	close(gate)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if most != limit {
+		t.Fatalf("%d handlers ran at once, want %d", most, limit)
+	}
+	outcomes := map[pluginv1.Outcome]int{}
+	for _, r := range s.out {
+		for _, res := range append(r.GetResults().GetResults(), r.GetResult()) {
+			if res != nil {
+				outcomes[res.GetOutcome()]++
+			}
+		}
+	}
+	if outcomes[pluginv1.Outcome_OUTCOME_DONE] != 12 || outcomes[pluginv1.Outcome_OUTCOME_FAILED] != 1 {
+		t.Fatalf("outcomes %v, want 12 done and 1 failed", outcomes)
 	}
 }

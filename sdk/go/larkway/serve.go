@@ -109,24 +109,42 @@ func (p *Plugin) handleStream(ctx context.Context, stream interface {
 	if limit <= 0 {
 		limit = defaultMaxInFlight
 	}
-	sem := make(chan struct{}, limit)
 	out := newResultSender(stream, p.resultBatches.Load())
+	// Deliveries run on a pool of at most limit workers that live as long as
+	// the stream. A goroutine per delivery cost 6% of the no-op bench
+	// plugin's CPU in stack growth alone; a pooled worker keeps its stack.
+	work := make(chan *pluginv1.Delivery)
+	workers := 0
 	var wg sync.WaitGroup
 	defer out.close()
 	defer wg.Wait()
+	defer close(work)
 	start := func(d *pluginv1.Delivery) error {
+		if d == nil { // a nil would stop the worker that takes it
+			d = &pluginv1.Delivery{} // answered as malformed
+		}
 		select {
-		case sem <- struct{}{}:
+		case work <- d: // an idle worker took it
+			return nil
+		default:
+		}
+		if workers < limit {
+			workers++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ; d != nil; d = <-work {
+					out.add(p.deliver(ctx, d))
+				}
+			}()
+			return nil
+		}
+		select {
+		case work <- d:
+			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			out.add(p.deliver(ctx, d))
-		}()
-		return nil
 	}
 	for {
 		req, err := stream.Recv()
@@ -247,9 +265,9 @@ func (p *Plugin) deliver(ctx context.Context, d *pluginv1.Delivery) *pluginv1.Re
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(tc))
 	}
 	if dl := d.GetDeadline(); dl != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl.AsTime())
-		defer cancel()
+		dc := newDeadlineCtx(ctx, dl.AsTime())
+		defer dc.end()
+		ctx = dc
 	}
 	res := p.handle(ctx, eventFromProto(d))
 	res.DeliveryId = d.GetDeliveryId()
