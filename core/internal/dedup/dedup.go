@@ -141,7 +141,16 @@ func (m *Memory) Claim(_ context.Context, plugin, key string, d time.Duration) (
 func (m *Memory) Done(_ context.Context, l Lease, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.put(l.key, memEntry{value: doneValue, expires: m.now().Add(ttl)})
+	expires := m.now().Add(ttl)
+	if e, ok := m.entries[l.key]; ok {
+		// In place: the key keeps its claim's place in the eviction order
+		// (seconds older), and the map and order do not grow a second time
+		// per event.
+		e.value, e.expires = doneValue, expires
+		m.entries[l.key] = e
+		return nil
+	}
+	m.put(l.key, memEntry{value: doneValue, expires: expires})
 	return nil
 }
 

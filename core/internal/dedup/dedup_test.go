@@ -137,15 +137,15 @@ func TestMemoryBound(t *testing.T) {
 	}
 	done("b")
 	done("c")
-	if err := m.Done(ctx, la, time.Hour); err != nil { // a written again: now the youngest
+	if err := m.Done(ctx, la, time.Hour); err != nil { // done in place: a keeps its claim's place
 		t.Fatal(err)
 	}
-	done("d") // evicts b, the oldest live write
-	// b last: claiming it writes again, which evicts in turn.
+	done("d") // evicts a, the oldest write
+	// a last: claiming it writes again, which evicts in turn.
 	for _, c := range []struct {
 		k    string
 		want State
-	}{{"a", AlreadyDone}, {"c", AlreadyDone}, {"d", AlreadyDone}, {"b", Claimed}} {
+	}{{"b", AlreadyDone}, {"c", AlreadyDone}, {"d", AlreadyDone}, {"a", Claimed}} {
 		k, want := c.k, c.want
 		st, l, err := m.Claim(ctx, "p", k, time.Minute)
 		if err != nil || st != want {

@@ -30,6 +30,7 @@ type Session struct {
 	stream  pluginv1.PluginService_HandleClient
 	cancel  context.CancelFunc
 	recv    chan struct{} // closed when the receive loop ends
+	swept   chan struct{} // closed when the expiry loop ends
 
 	// batches: the plugin takes DeliveryBatch messages.
 	batches bool
@@ -40,6 +41,7 @@ type Session struct {
 	// waits to fill a batch). sendMu serializes it with acks and CloseSend.
 	qmu    sync.Mutex
 	queue  []outgoing
+	spare  []outgoing // the sender's last queue, reused by enqueue
 	kick   chan struct{}
 	done   chan struct{} // closed by Close: the sender stops
 	sent   chan struct{} // closed when the sender has stopped
@@ -50,7 +52,7 @@ type Session struct {
 	answered chan struct{} // a result arrived
 
 	mu      sync.Mutex
-	pending map[string]chan *pluginv1.Result
+	pending map[string]pendingResult
 	broken  chan struct{}
 	err     error
 
@@ -76,12 +78,51 @@ func (d *Dispatcher) openSession(ctx context.Context, p Plugin) (*Session, error
 		return nil, fmt.Errorf("opening %s stream: %w: %w", m.GetName(), ErrStreamBroken, err)
 	}
 	s := &Session{d: d, plugin: p, name: m.GetName(), matcher: mt, stream: stream, cancel: cancel,
-		recv: make(chan struct{}), pending: map[string]chan *pluginv1.Result{}, broken: make(chan struct{}), idle: make(chan struct{}),
+		recv: make(chan struct{}), swept: make(chan struct{}), pending: map[string]pendingResult{}, broken: make(chan struct{}), idle: make(chan struct{}),
 		batches: m.GetAcceptsDeliveryBatches(), slots: make(chan struct{}, maxInFlight(m, d.cfg.MaxInFlight)), kick: make(chan struct{}, 1), answered: make(chan struct{}, 1), done: make(chan struct{}), sent: make(chan struct{}),
 		m: d.metrics.forPlugin(m.GetName())}
 	go func() { defer close(s.recv); s.receive() }()
 	go func() { defer close(s.sent); s.sendLoop() }()
+	go func() { defer close(s.swept); s.expireLoop() }()
 	return s, nil
+}
+
+// pendingResult is a delivery waiting for its result. Whoever removes it
+// from pending (the result, the expiry loop, a failed send or the broken
+// stream) is the one to answer on ch.
+type pendingResult struct {
+	ch       chan *pluginv1.Result // nil sent: deadline passed; closed: stream broken
+	deadline time.Time
+}
+
+// expireLoop times out deliveries whose deadline passed. One ticker per
+// session replaces a timer per delivery, which was a tenth of deliver's CPU;
+// a timeout is late by at most a tick (a twentieth of the deadline), after
+// the plugin's own context has ended.
+func (s *Session) expireLoop() {
+	t := time.NewTicker(min(max(s.d.cfg.Deadline/20, time.Millisecond), 100*time.Millisecond))
+	defer t.Stop()
+	var late []chan *pluginv1.Result
+	for {
+		select {
+		case now := <-t.C:
+			s.mu.Lock()
+			for id, p := range s.pending {
+				if !now.Before(p.deadline) {
+					delete(s.pending, id)
+					late = append(late, p.ch)
+				}
+			}
+			s.mu.Unlock()
+			for i, ch := range late {
+				ch <- nil
+				late[i] = nil
+			}
+			late = late[:0]
+		case <-s.recv: // the stream is gone and pending with it
+			return
+		}
+	}
 }
 
 const (
@@ -181,6 +222,7 @@ func (s *Session) Close() {
 	s.sendMu.Unlock()
 	s.cancel()
 	<-s.recv
+	<-s.swept
 }
 
 // receive routes results to waiting deliveries until the stream ends.
@@ -190,8 +232,8 @@ func (s *Session) receive() {
 		if err != nil {
 			s.mu.Lock()
 			s.err = err
-			for _, ch := range s.pending {
-				close(ch)
+			for _, p := range s.pending {
+				close(p.ch)
 			}
 			s.pending = nil // deliver sees the stream is gone
 			s.mu.Unlock()
@@ -210,7 +252,7 @@ func (s *Session) receive() {
 // route hands a result to the delivery waiting for it.
 func (s *Session) route(res *pluginv1.Result) {
 	s.mu.Lock()
-	ch, ok := s.pending[res.GetDeliveryId()]
+	p, ok := s.pending[res.GetDeliveryId()]
 	delete(s.pending, res.GetDeliveryId())
 	s.mu.Unlock()
 	if !ok {
@@ -219,7 +261,7 @@ func (s *Session) route(res *pluginv1.Result) {
 		s.m.unknownResult.Inc()
 		return
 	}
-	ch <- res
+	p.ch <- res
 	select {
 	case s.answered <- struct{}{}:
 	default:
@@ -260,6 +302,9 @@ type outgoing struct {
 // enqueue hands o to the sender goroutine.
 func (s *Session) enqueue(o outgoing) {
 	s.qmu.Lock()
+	if s.queue == nil {
+		s.queue, s.spare = s.spare, nil
+	}
 	s.queue = append(s.queue, o)
 	s.qmu.Unlock()
 	select {
@@ -285,9 +330,10 @@ func (s *Session) sendLoop() {
 		runtime.Gosched()
 		s.linger()
 		s.qmu.Lock()
-		queued := s.queue
+		all := s.queue
 		s.queue = nil
 		s.qmu.Unlock()
+		queued := all
 		for len(queued) > 0 {
 			n, size := 1, queued[0].wire.size()
 			if s.batches {
@@ -310,6 +356,10 @@ func (s *Session) sendLoop() {
 			}
 			queued = queued[n:]
 		}
+		clear(all)
+		s.qmu.Lock()
+		s.spare = all[:0]
+		s.qmu.Unlock()
 	}
 }
 
@@ -318,9 +368,9 @@ func (s *Session) sendLoop() {
 func (s *Session) fail(o outgoing) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ch, ok := s.pending[o.id]; ok && ch == o.ch {
+	if p, ok := s.pending[o.id]; ok && p.ch == o.ch {
 		delete(s.pending, o.id)
-		close(ch)
+		close(p.ch)
 	}
 }
 
@@ -471,20 +521,17 @@ func dedupKey(ev *envelope.Head) string {
 func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Result, string) {
 	d := s.d
 	start := time.Now()
-	timer := time.NewTimer(d.cfg.Deadline)
-	defer timer.Stop()
+	deadline := start.Add(d.cfg.Deadline)
 	// The manifest's max_in_flight bounds what the instance holds at once;
 	// waiting for a slot counts against the deadline.
 	select {
 	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	case <-s.broken:
-		s.m.streamError.Inc()
-		return nil, "stream_error"
-	case <-timer.C:
-		s.m.timeout.Inc()
-		return nil, "timeout"
+	default:
+		if outcome := s.waitSlot(deadline); outcome != "" {
+			return nil, outcome
+		}
 	}
+	defer func() { <-s.slots }()
 	id := s.name + "-" + strconv.FormatUint(d.seq.Add(1), 36)
 	ch := make(chan *pluginv1.Result, 1)
 	s.mu.Lock()
@@ -492,9 +539,8 @@ func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Res
 		s.mu.Unlock()
 		return nil, "stream_error"
 	}
-	s.pending[id] = ch
+	s.pending[id] = pendingResult{ch: ch, deadline: deadline}
 	s.mu.Unlock()
-	deadline := start.Add(d.cfg.Deadline)
 	var tc map[string]string
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		tc = telemetry.Inject(ctx, nil)
@@ -510,18 +556,33 @@ func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Res
 	s.m.inFlight.Inc()
 	defer s.m.inFlight.Dec()
 	s.enqueue(outgoing{id: id, ch: ch, wire: wire})
-	select {
-	case r, ok := <-ch:
-		if !ok {
-			s.m.streamError.Inc()
-			return nil, "stream_error"
-		}
-		s.m.latency.Observe(time.Since(start).Seconds())
-		return r, ""
-	case <-timer.C:
-		s.forget(id)
+	r, ok := <-ch // answered by the result, the expiry loop or the stream's end
+	switch {
+	case !ok:
+		s.m.streamError.Inc()
+		return nil, "stream_error"
+	case r == nil:
 		s.m.timeout.Inc()
 		return nil, "timeout"
+	}
+	s.m.latency.Observe(time.Since(start).Seconds())
+	return r, ""
+}
+
+// waitSlot waits for a free slot until deadline; it returns the outcome
+// when none came.
+func (s *Session) waitSlot(deadline time.Time) string {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case s.slots <- struct{}{}:
+		return ""
+	case <-s.broken:
+		s.m.streamError.Inc()
+		return "stream_error"
+	case <-timer.C:
+		s.m.timeout.Inc()
+		return "timeout"
 	}
 }
 
