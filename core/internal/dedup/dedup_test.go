@@ -180,3 +180,31 @@ func TestMemoryExpiresInOrder(t *testing.T) {
 		t.Fatalf("%d entries left after every done marker expired", n)
 	}
 }
+
+// Pairs that concatenate to the same bytes are different keys, and a lease
+// from one pair cannot release or finish another's.
+func TestPairsAreDistinct(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			prefix := testenv.Name(t, "p")
+			_, lab, err := s.Claim(ctx, prefix+"ab", "c", time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Done(ctx, lab, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range [][2]string{{prefix + "a", "bc"}, {prefix + "abc", ""}, {prefix + "ab", "c "}} {
+				if st, l, err := s.Claim(ctx, p[0], p[1], time.Minute); err != nil || st != Claimed {
+					t.Fatalf("%q/%q: %v %v, want claimed", p[0], p[1], st, err)
+				} else if err := s.Release(ctx, l); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if st, _, _ := s.Claim(ctx, prefix+"ab", "c", time.Minute); st != AlreadyDone {
+				t.Fatalf("the done pair: %v", st)
+			}
+		})
+	}
+}
