@@ -11,9 +11,9 @@ package dedup
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"sync"
