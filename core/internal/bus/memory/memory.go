@@ -149,7 +149,8 @@ type subscription struct {
 	pending []*entry             // not handed out, ordered by seq
 	owners  map[string]*keyOwner // keys with messages handed out
 	active  []*consumer          // open consumers, not closing
-	changed chan struct{}        // closed and replaced on every change
+	changed chan struct{}        // closed and replaced on a change while watched
+	watched bool                 // a Receive waits on changed
 }
 
 // keyOwner pins a key to the consumer holding its in-flight messages.
@@ -160,6 +161,10 @@ type keyOwner struct {
 
 // notify wakes every Receive waiting on s. Callers hold s.mu.
 func (s *subscription) notify() {
+	if !s.watched { // no Receive waits: a new channel per ack was garbage
+		return
+	}
+	s.watched = false
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -473,6 +478,7 @@ func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 			return d, nil
 		}
 		changed := s.changed
+		s.watched = true
 		s.mu.Unlock()
 
 		var timer *time.Timer
