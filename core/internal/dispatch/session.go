@@ -11,7 +11,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/bus"
@@ -533,7 +532,7 @@ func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Res
 	}
 	defer func() { <-s.slots }()
 	id := s.name + "-" + strconv.FormatUint(d.seq.Add(1), 36)
-	ch := make(chan *pluginv1.Result, 1)
+	ch := resultChans.Get().(chan *pluginv1.Result)
 	s.mu.Lock()
 	if s.pending == nil {
 		s.mu.Unlock()
@@ -546,8 +545,7 @@ func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Res
 		tc = telemetry.Inject(ctx, nil)
 	}
 	// The event goes out as the bus stored it (see wire.go).
-	wire, err := encodeDelivery(&pluginv1.Delivery{DeliveryId: id, Attempt: uint32(del.Attempt),
-		Deadline: timestamppb.New(deadline), TraceContext: tc}, del.Payload)
+	wire, err := encodeDelivery(id, uint32(del.Attempt), deadline, tc, del.Payload)
 	if err != nil {
 		s.forget(id)
 		s.m.streamError.Inc()
@@ -562,12 +560,20 @@ func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Res
 		s.m.streamError.Inc()
 		return nil, "stream_error"
 	case r == nil:
+		resultChans.Put(ch)
 		s.m.timeout.Inc()
 		return nil, "timeout"
 	}
+	resultChans.Put(ch)
 	s.m.latency.Observe(time.Since(start).Seconds())
 	return r, ""
 }
+
+// resultChans recycles deliver's result channels. A channel goes back only
+// once its one answer was received (a closed one never does), so a reused
+// channel is always empty; a fresh one per delivery was a tenth of
+// deliver's CPU with its garbage.
+var resultChans = sync.Pool{New: func() any { return make(chan *pluginv1.Result, 1) }}
 
 // waitSlot waits for a free slot until deadline; it returns the outcome
 // when none came.

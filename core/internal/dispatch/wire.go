@@ -2,15 +2,14 @@ package dispatch
 
 import (
 	"fmt"
+	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
-
-	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
 // The bus payload already is the Event's protobuf encoding. Decoding it and
@@ -25,7 +24,11 @@ const (
 	fieldRequestDelivery   protowire.Number = 1 // HandleRequest.delivery
 	fieldRequestDeliveries protowire.Number = 3 // HandleRequest.deliveries
 	fieldBatchDeliveries   protowire.Number = 1 // DeliveryBatch.deliveries
+	fieldDeliveryID        protowire.Number = 1 // Delivery.delivery_id
 	fieldDeliveryEvent     protowire.Number = 2 // Delivery.event
+	fieldDeliveryAttempt   protowire.Number = 3 // Delivery.attempt
+	fieldDeliveryDeadline  protowire.Number = 4 // Delivery.deadline
+	fieldDeliveryTrace     protowire.Number = 5 // Delivery.trace_context
 )
 
 // maxBatchBytes bounds one DeliveryBatch message, well under gRPC's 4 MiB
@@ -63,12 +66,54 @@ func (w wireDelivery) size() int {
 	return len(w.fields) + protowire.SizeTag(fieldDeliveryEvent) + protowire.SizeBytes(len(w.event))
 }
 
-// encodeDelivery puts d (without its event) in wire form beside event, the
-// event's encoding.
-func encodeDelivery(d *pluginv1.Delivery, event []byte) (wireDelivery, error) {
-	b, err := proto.Marshal(d)
-	if err != nil {
-		return wireDelivery{}, fmt.Errorf("encoding delivery %s: %w", d.GetDeliveryId(), err)
+// encodeDelivery puts a Delivery's fields but its event in wire form beside
+// event, the event's encoding. It writes them with protowire rather than
+// building a Delivery and a Timestamp for proto.Marshal, which was a fifth
+// of deliver's CPU; TestEncodeDeliveryMatchesMarshal holds the two equal.
+// Like proto.Marshal it refuses strings that are not UTF-8, which would
+// make the plugin refuse the whole message.
+func encodeDelivery(id string, attempt uint32, deadline time.Time, tc map[string]string, event []byte) (wireDelivery, error) {
+	size := 64 + len(id)
+	for k, v := range tc {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return wireDelivery{}, fmt.Errorf("encoding delivery %s: trace context %q is not UTF-8", id, k)
+		}
+		size += 16 + len(k) + len(v)
+	}
+	if !utf8.ValidString(id) {
+		return wireDelivery{}, fmt.Errorf("encoding delivery %q: id is not UTF-8", id)
+	}
+	b := make([]byte, 0, size)
+	if id != "" {
+		b = protowire.AppendTag(b, fieldDeliveryID, protowire.BytesType)
+		b = protowire.AppendString(b, id)
+	}
+	if attempt != 0 {
+		b = protowire.AppendTag(b, fieldDeliveryAttempt, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(attempt))
+	}
+	// google.protobuf.Timestamp: seconds = 1, nanos = 2, zeros omitted.
+	secs, nanos := deadline.Unix(), int32(deadline.Nanosecond())
+	var ts []byte
+	if secs != 0 {
+		ts = protowire.AppendTag(ts, 1, protowire.VarintType)
+		ts = protowire.AppendVarint(ts, uint64(secs))
+	}
+	if nanos != 0 {
+		ts = protowire.AppendTag(ts, 2, protowire.VarintType)
+		ts = protowire.AppendVarint(ts, uint64(nanos))
+	}
+	b = protowire.AppendTag(b, fieldDeliveryDeadline, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(len(ts)))
+	b = append(b, ts...)
+	for k, v := range tc { // map entries: key = 1, value = 2
+		n := protowire.SizeTag(1) + protowire.SizeBytes(len(k)) + protowire.SizeTag(2) + protowire.SizeBytes(len(v))
+		b = protowire.AppendTag(b, fieldDeliveryTrace, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(n))
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, k)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendString(b, v)
 	}
 	return wireDelivery{fields: b, event: event}, nil
 }

@@ -1,8 +1,10 @@
 package dispatch
 
 import (
-	"google.golang.org/grpc/mem"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/mem"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -24,7 +26,7 @@ func TestPreEncodedRequests(t *testing.T) {
 			TraceContext: map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}
 	}
 	enc := func(d *pluginv1.Delivery) wireDelivery {
-		b, err := encodeDelivery(d, payload)
+		b, err := encodeDelivery(d.GetDeliveryId(), d.GetAttempt(), d.GetDeadline().AsTime(), d.GetTraceContext(), payload)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,5 +57,57 @@ func TestPreEncodedRequests(t *testing.T) {
 				t.Fatalf("decoded request\n got %v\nwant %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// encodeDelivery writes what proto.Marshal writes for the same Delivery
+// (map order aside), and refuses what it refuses.
+func TestEncodeDeliveryMatchesMarshal(t *testing.T) {
+	event := []byte{0x0a, 0x03, 'e', 'v', '1'} // Event{event_id: "ev1"}
+	tests := []struct {
+		name string
+		d    *pluginv1.Delivery
+	}{
+		{"typical", &pluginv1.Delivery{DeliveryId: "echo-1a", Attempt: 1, Deadline: timestamppb.New(time.Date(2026, 11, 27, 1, 2, 3, 456, time.UTC))}},
+		{"whole second, no trace", &pluginv1.Delivery{DeliveryId: "p-2", Attempt: 7, Deadline: timestamppb.New(time.Unix(1_800_000_000, 0))}},
+		{"before 1970", &pluginv1.Delivery{DeliveryId: "p-3", Attempt: 1, Deadline: timestamppb.New(time.Unix(-5, 7))}},
+		{"the epoch", &pluginv1.Delivery{DeliveryId: "p-4", Attempt: 300, Deadline: timestamppb.New(time.Unix(0, 0))}},
+		{"empty id, zero attempt", &pluginv1.Delivery{Deadline: timestamppb.New(time.Unix(1, 1))}},
+		{"trace context", &pluginv1.Delivery{DeliveryId: "p-5", Attempt: 2, Deadline: timestamppb.New(time.Unix(1_800_000_000, 999_999_999)),
+			TraceContext: map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "", "": "v", "ключ": "значение"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, err := encodeDelivery(tt.d.GetDeliveryId(), tt.d.GetAttempt(), tt.d.GetDeadline().AsTime(), tt.d.GetTraceContext(), event)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := proto.Marshal(tt.d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(w.fields) != len(want) {
+				t.Fatalf("%d bytes, proto.Marshal writes %d", len(w.fields), len(want))
+			}
+			got := &pluginv1.Delivery{}
+			if err := proto.Unmarshal(w.fields, got); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, tt.d) {
+				t.Fatalf("decoded %v, want %v", got, tt.d)
+			}
+		})
+	}
+	for name, d := range map[string]*pluginv1.Delivery{
+		"id":          {DeliveryId: "p-\xff"},
+		"trace key":   {DeliveryId: "p-1", TraceContext: map[string]string{"\xc3": "v"}},
+		"trace value": {DeliveryId: "p-1", TraceContext: map[string]string{"k": "\xed\xa0\x80"}},
+	} {
+		if _, err := proto.Marshal(d); err == nil {
+			t.Fatalf("%s: proto.Marshal accepts it; the case is wrong", name)
+		}
+		if _, err := encodeDelivery(d.GetDeliveryId(), 1, time.Unix(1, 0), d.GetTraceContext(), event); err == nil {
+			t.Errorf("invalid UTF-8 in the %s was encoded", name)
+		}
 	}
 }
