@@ -42,7 +42,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rate := fs.Float64("rate", 0, "offered events/s, open loop (0: closed loop, flat out)")
 	events := fs.Int("events", 0, "events per end-to-end run (0: --duration decides), e.g. 1000000 for bench-1m")
 	latencyRate := fs.Float64("latency-rate", 1000, "after a flat-out e2e run, offered events/s of a paced one measuring latency below capacity (0: none)")
-	dispatchEvents := fs.Int("dispatch-events", 100000, "events published straight to the bus, as a backlog the plugin then drains, per dispatch measurement (Python gets a quarter)")
+	dispatchEvents := fs.Int("dispatch-events", 300000, "events published straight to the bus, as a backlog the plugin then drains, per dispatch measurement (Python gets a quarter); 300 000 take about 3 s, so a burst of load from elsewhere weighs about as much as in the 5 s reference runs")
 	microEvents := fs.Int("micro-events", 20000, "events per in-memory verify+decrypt+normalize measurement")
 	rssRate := fs.Float64("rss-rate", 10000, "offered events/s during the RSS measurement")
 	rssDuration := fs.Duration("rss-duration", 10*time.Second, "length of the RSS measurement")
