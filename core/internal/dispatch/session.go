@@ -96,8 +96,8 @@ type pendingResult struct {
 
 // expireLoop times out deliveries whose deadline passed. One ticker per
 // session replaces a timer per delivery, which was a tenth of deliver's CPU;
-// a timeout is late by at most a tick (a twentieth of the deadline), after
-// the plugin's own context has ended.
+// a timeout is late by at most a tick (a twentieth of the deadline, 100 ms
+// at most), after the plugin's own context has ended.
 func (s *Session) expireLoop() {
 	t := time.NewTicker(min(max(s.d.cfg.Deadline/20, time.Millisecond), 100*time.Millisecond))
 	defer t.Stop()
