@@ -202,7 +202,9 @@ type Plugin struct {
 
 // Dispatch tunes delivery to plugins.
 type Dispatch struct {
-	// Deadline is each delivery's time limit.
+	// Deadline is each delivery's time limit. The plugin's context ends at
+	// it; the core gives up on the result up to a twentieth of it (100 ms at
+	// most) later, then retries.
 	Deadline Duration `yaml:"deadline"`
 	// ActionTimeout bounds performing one result's actions (rate-limit waits
 	// and retries included).
