@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"sync"
 	"time"
 
@@ -149,6 +150,15 @@ func (m *Memory) key(plugin, key string) memKey {
 // clock is now as an offset from base (monotonic when now is time.Now).
 func (m *Memory) clock() int64 { return int64(m.now().Sub(m.base)) }
 
+// after is offset now plus d, saturating as time.Time.Add does: a huge TTL
+// must mean "never expires", not wrap around to "expired".
+func after(now int64, d time.Duration) int64 {
+	if d > 0 && now > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	return now + int64(d)
+}
+
 // Claim implements Store.
 func (m *Memory) Claim(_ context.Context, plugin, key string, d time.Duration) (State, Lease, error) {
 	k := m.key(plugin, key) // outside the lock: hashing needs no state
@@ -166,7 +176,7 @@ func (m *Memory) Claim(_ context.Context, plugin, key string, d time.Duration) (
 	// random tokens Redis needs across replicas, without their cost.
 	m.seq++
 	l := Lease{mkey: k, mtoken: m.seq}
-	m.put(k, memEntry{token: l.mtoken, expires: now + int64(d)})
+	m.put(k, memEntry{token: l.mtoken, expires: after(now, d)})
 	return Claimed, l, nil
 }
 
@@ -174,7 +184,7 @@ func (m *Memory) Claim(_ context.Context, plugin, key string, d time.Duration) (
 func (m *Memory) Done(_ context.Context, l Lease, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	expires := m.clock() + int64(ttl)
+	expires := after(m.clock(), ttl)
 	if e, ok := m.entries[l.mkey]; ok {
 		// In place: the key keeps its claim's place in the eviction order
 		// (seconds older), and the map and order do not grow a second time

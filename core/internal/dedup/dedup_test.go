@@ -3,6 +3,7 @@ package dedup
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -206,5 +207,25 @@ func TestPairsAreDistinct(t *testing.T) {
 				t.Fatalf("the done pair: %v", st)
 			}
 		})
+	}
+}
+
+// A TTL too large to add to the clock means never expiring, as with
+// time.Time.Add, not a marker that wrapped around to expired.
+func TestMemoryHugeTTL(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory()
+	_, l, err := m.Claim(ctx, "p", "k", time.Duration(math.MaxInt64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _ := m.Claim(ctx, "p", "k", time.Minute); st != Busy {
+		t.Fatalf("leased for ever: %v, want busy", st)
+	}
+	if err := m.Done(ctx, l, time.Duration(math.MaxInt64)); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _ := m.Claim(ctx, "p", "k", time.Minute); st != AlreadyDone {
+		t.Fatalf("done for ever: %v, want done", st)
 	}
 }

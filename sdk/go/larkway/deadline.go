@@ -21,7 +21,10 @@ type deadlineCtx struct {
 	mu     sync.Mutex
 	ctx    context.Context // nil until built
 	cancel context.CancelFunc
-	ended  bool // the delivery returned: build as already cancelled
+	ended  bool // the delivery returned before anything built ctx
+	// At the end: the parent's error, and whether the deadline had passed.
+	endErr     error
+	endExpired bool
 }
 
 func newDeadlineCtx(parent context.Context, deadline time.Time) *deadlineCtx {
@@ -34,15 +37,31 @@ func (c *deadlineCtx) built() context.Context {
 	defer c.mu.Unlock()
 	if c.ctx == nil {
 		if c.ended {
-			// What WithDeadline's context is after its cancel ran.
-			var cancel context.CancelFunc
-			c.ctx, cancel = context.WithCancel(c.parent)
-			cancel()
+			c.ctx = c.afterEnd()
 		} else {
 			c.ctx, c.cancel = context.WithDeadline(c.parent, c.deadline)
 		}
 	}
 	return c.ctx
+}
+
+// afterEnd is what WithDeadline's context would be after its cancel ran at
+// the end: ended by the parent, by the deadline, or by the cancel, whichever
+// came first; a parent cancelled later does not change it.
+func (c *deadlineCtx) afterEnd() context.Context {
+	switch {
+	case c.endErr != nil:
+		ctx, cancel := context.WithCancel(c.parent)
+		cancel() // the parent is done: its error and cause show through
+		return ctx
+	case c.endExpired:
+		ctx, cancel := context.WithDeadline(context.WithoutCancel(c.parent), c.deadline)
+		cancel() // already expired: the deadline's error stays
+		return ctx
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(c.parent))
+	cancel()
+	return ctx
 }
 
 // lazy reports whether the context may still act as its parent: not built,
@@ -57,7 +76,10 @@ func (c *deadlineCtx) lazy() bool {
 // end is the cancel of WithDeadline: it runs when the delivery returns.
 func (c *deadlineCtx) end() {
 	c.mu.Lock()
-	c.ended = true
+	if c.ctx == nil && !c.ended {
+		c.ended = true
+		c.endErr, c.endExpired = c.parent.Err(), !time.Now().Before(c.deadline)
+	}
 	cancel := c.cancel
 	c.mu.Unlock()
 	if cancel != nil {

@@ -41,6 +41,8 @@ func TestDeadlineCtxMatchesWithDeadline(t *testing.T) {
 		{"expired", past, false, false, context.DeadlineExceeded, true},
 		{"parent cancelled", future, true, false, context.Canceled, true},
 		{"used after the delivery ended", future, false, true, context.Canceled, true},
+		{"used after the delivery ended past its deadline", past, false, true, context.DeadlineExceeded, true},
+		{"used after the delivery ended with its parent", future, true, true, context.Canceled, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -134,4 +136,20 @@ func TestDeadlineCtxConcurrentUse(t *testing.T) {
 	}
 	lazy.end()
 	<-first
+}
+
+// A parent cancelled after the delivery ended does not change what the
+// context says, as with WithDeadline after its cancel ran.
+func TestDeadlineCtxEndedThenParentCancelled(t *testing.T) {
+	parent, cancel := context.WithCancelCause(context.Background())
+	lazy := newDeadlineCtx(parent, time.Now().Add(time.Hour))
+	real, realCancel := context.WithDeadline(parent, time.Now().Add(time.Hour))
+	lazy.end()
+	realCancel()
+	cancel(errors.New("later"))
+	for name, ctx := range map[string]context.Context{"lazy": lazy, "WithDeadline": real} {
+		if !errors.Is(ctx.Err(), context.Canceled) || !errors.Is(context.Cause(ctx), context.Canceled) {
+			t.Errorf("%s: err %v, cause %v; want canceled", name, ctx.Err(), context.Cause(ctx))
+		}
+	}
 }
