@@ -294,7 +294,6 @@ func (s *Session) linger() {
 // outgoing is an encoded Delivery waiting to be sent.
 type outgoing struct {
 	id   string
-	ch   chan *pluginv1.Result
 	wire wireDelivery
 }
 
@@ -367,7 +366,7 @@ func (s *Session) sendLoop() {
 func (s *Session) fail(o outgoing) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p, ok := s.pending[o.id]; ok && p.ch == o.ch {
+	if p, ok := s.pending[o.id]; ok { // ids are never reused
 		delete(s.pending, o.id)
 		close(p.ch)
 	}
@@ -532,14 +531,6 @@ func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Res
 	}
 	defer func() { <-s.slots }()
 	id := s.name + "-" + strconv.FormatUint(d.seq.Add(1), 36)
-	ch := resultChans.Get().(chan *pluginv1.Result)
-	s.mu.Lock()
-	if s.pending == nil {
-		s.mu.Unlock()
-		return nil, "stream_error"
-	}
-	s.pending[id] = pendingResult{ch: ch, deadline: deadline}
-	s.mu.Unlock()
 	var tc map[string]string
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		tc = telemetry.Inject(ctx, nil)
@@ -547,24 +538,30 @@ func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Res
 	// The event goes out as the bus stored it (see wire.go).
 	wire, err := encodeDelivery(id, uint32(del.Attempt), deadline, tc, del.Payload)
 	if err != nil {
-		s.forget(id)
 		s.m.streamError.Inc()
 		return nil, "stream_error"
 	}
+	s.mu.Lock()
+	if s.pending == nil {
+		s.mu.Unlock()
+		return nil, "stream_error"
+	}
+	ch := resultChans.Get().(chan *pluginv1.Result)
+	s.pending[id] = pendingResult{ch: ch, deadline: deadline}
+	s.mu.Unlock()
 	s.m.inFlight.Inc()
 	defer s.m.inFlight.Dec()
-	s.enqueue(outgoing{id: id, ch: ch, wire: wire})
+	s.enqueue(outgoing{id: id, wire: wire})
 	r, ok := <-ch // answered by the result, the expiry loop or the stream's end
-	switch {
-	case !ok:
+	if !ok {
 		s.m.streamError.Inc()
 		return nil, "stream_error"
-	case r == nil:
-		resultChans.Put(ch)
+	}
+	resultChans.Put(ch)
+	if r == nil {
 		s.m.timeout.Inc()
 		return nil, "timeout"
 	}
-	resultChans.Put(ch)
 	s.m.latency.Observe(time.Since(start).Seconds())
 	return r, ""
 }
@@ -590,12 +587,6 @@ func (s *Session) waitSlot(deadline time.Time) string {
 		s.m.timeout.Inc()
 		return "timeout"
 	}
-}
-
-func (s *Session) forget(id string) {
-	s.mu.Lock()
-	delete(s.pending, id)
-	s.mu.Unlock()
 }
 
 func (s *Session) sendAck(id string, refused []*pluginv1.RefusedAction) {

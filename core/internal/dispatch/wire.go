@@ -93,19 +93,24 @@ func encodeDelivery(id string, attempt uint32, deadline time.Time, tc map[string
 		b = protowire.AppendVarint(b, uint64(attempt))
 	}
 	// google.protobuf.Timestamp: seconds = 1, nanos = 2, zeros omitted.
-	secs, nanos := deadline.Unix(), int32(deadline.Nanosecond())
-	var ts []byte
+	secs, nanos := uint64(deadline.Unix()), uint64(deadline.Nanosecond())
+	tsLen := 0
 	if secs != 0 {
-		ts = protowire.AppendTag(ts, 1, protowire.VarintType)
-		ts = protowire.AppendVarint(ts, uint64(secs))
+		tsLen += protowire.SizeTag(1) + protowire.SizeVarint(secs)
 	}
 	if nanos != 0 {
-		ts = protowire.AppendTag(ts, 2, protowire.VarintType)
-		ts = protowire.AppendVarint(ts, uint64(nanos))
+		tsLen += protowire.SizeTag(2) + protowire.SizeVarint(nanos)
 	}
 	b = protowire.AppendTag(b, fieldDeliveryDeadline, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(len(ts)))
-	b = append(b, ts...)
+	b = protowire.AppendVarint(b, uint64(tsLen))
+	if secs != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, secs)
+	}
+	if nanos != 0 {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, nanos)
+	}
 	for k, v := range tc { // map entries: key = 1, value = 2
 		n := protowire.SizeTag(1) + protowire.SizeBytes(len(k)) + protowire.SizeTag(2) + protowire.SizeBytes(len(v))
 		b = protowire.AppendTag(b, fieldDeliveryTrace, protowire.BytesType)
