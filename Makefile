@@ -68,7 +68,6 @@ test: tools build ## start real Redis and Pulsar, run every test against them, s
 	eval "$$(scripts/env.sh)"; \
 	sdk/python/test.sh; \
 	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...; \
-	LARKWAY_SWAP_MIN_RATE=0.95 go test -count=1 -timeout 5m -run '^TestSwapUnderLoadAcrossReplicas$$' ./core/internal/app; \
 	go test -tags faults -count=1 -timeout 20m ./core/internal/faults; \
 	scripts/fuzz.sh
 

@@ -23,7 +23,7 @@ processes) unless --url names a running core, drives it with signed and
 encrypted golden events, and prints every larkway figure beside a bare
 net/http responder, oapi-sdk-go's dispatcher and a raw gRPC stream.
 
-Scenarios: refs, ingest, dispatch, e2e, actions, micro, rss (default: all).
+Scenarios: refs, ingest, dispatch, e2e, actions, micro, rss, swap (default: all).
   make bench      larkway bench --runs 3 --out bench/results/
   make bench-1m   larkway bench --scenarios e2e --bus pulsar --events 1000000 --runs 1 --out bench/results/
 
@@ -44,6 +44,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	latencyRate := fs.Float64("latency-rate", 1000, "after a flat-out e2e run, offered events/s of a paced one measuring latency below capacity (0: none)")
 	dispatchEvents := fs.Int("dispatch-events", 300000, "events published straight to the bus, as a backlog the plugin then drains, per dispatch measurement (Python gets a quarter); 300 000 take about 3 s, so a burst of load from elsewhere weighs about as much as in the 5 s reference runs")
 	microEvents := fs.Int("micro-events", 20000, "events per in-memory verify+decrypt+normalize measurement")
+	swapRate := fs.Float64("swap-rate", 2000, "offered events/s while the swap scenario hot-swaps the echo plugin")
 	rssRate := fs.Float64("rss-rate", 10000, "offered events/s during the RSS measurement")
 	rssDuration := fs.Duration("rss-duration", 10*time.Second, "length of the RSS measurement")
 	window := fs.Int("grpc-window", 64, "deliveries in flight on the raw gRPC stream")
@@ -98,7 +99,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o := bench.Options{
 		Scenarios: sc, Buses: bs, PulsarURL: *pulsarURL, Runs: *runs, Duration: *duration, Concurrency: *concurrency,
 		Rate: *rate, Events: *events, DispatchEvents: *dispatchEvents, MicroEvents: *microEvents, RSSRate: *rssRate,
-		RSSDuration: *rssDuration, LatencyRate: *latencyRate, Window: *window, URL: *url, Dir: dir, Log: stderr,
+		RSSDuration: *rssDuration, SwapRate: *swapRate, LatencyRate: *latencyRate, Window: *window, URL: *url, Dir: dir, Log: stderr,
 		App:    bench.App{ID: *appID, VerificationToken: *token, EncryptKey: *encryptKey},
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 	}

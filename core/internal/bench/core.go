@@ -52,6 +52,8 @@ type CoreOptions struct {
 	MaxInFlight int
 	// MaxRetainedBytes bounds the memory bus (0: its default).
 	MaxRetainedBytes int64
+	// ProbationWindow is the plugin manager's (0: its default).
+	ProbationWindow time.Duration
 	// Observe, if set, is called once per delivery that reached the
 	// executor (the plugin answered DONE), after its actions ran.
 	Observe func(plugin string, req action.Request, err error)
@@ -146,7 +148,7 @@ func StartCore(ctx context.Context, o CoreOptions) (*Core, error) {
 		Backoff: func(attempt int) time.Duration { return min(time.Duration(attempt)*time.Second, time.Minute) },
 	}, b, ex, logger, reg)
 	store := state.NewMemory()
-	mgr := manager.New(manager.Config{}, disp, manager.LauncherFunc(func(ctx context.Context, s manager.Spec) (manager.Instance, error) {
+	mgr := manager.New(manager.Config{ProbationWindow: o.ProbationWindow}, disp, manager.LauncherFunc(func(ctx context.Context, s manager.Spec) (manager.Instance, error) {
 		inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, Env: s.Env,
 			State: state.NewService(store, func() string { return s.Name })}, logger.With("plugin", s.Name))
 		if err != nil {

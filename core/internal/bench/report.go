@@ -181,6 +181,10 @@ func (r *Report) finish() {
 		r.Checks = append(r.Checks, Check{Label: label, Figure: f.Key, Value: f.Median, Limit: "< 200 MB", Issues: "#8", Met: f.Median < 200})
 	}
 	for _, b := range []string{"memory", "pulsar"} {
+		if f := r.byKey["swap."+b+".share"]; f != nil {
+			r.Checks = append(r.Checks, Check{Label: fmt.Sprintf("a hot swap under load reaches >= 0.95 of the offered rate (%s bus; lost and duplicated must be 0 for the run to count)", b),
+				Figure: f.Key, Value: f.Median, Limit: ">= 0.95", Issues: "#4, #19", Met: f.Median >= 0.95})
+		}
 		for _, k := range []string{"lost", "duplicated", "paced.lost", "paced.duplicated"} {
 			f := r.byKey["e2e."+b+"."+k]
 			if f == nil {
@@ -342,6 +346,10 @@ func detailCell(d any) string {
 		a := v.Accounting
 		return fmt.Sprintf("%d accepted, %d replied, %d lost, %d duplicated; e2e p50 %s ms, p99 %s ms; ingest %s/s, ack p99 %s ms; %d reply calls",
 			a.Accepted, a.Replied, a.Lost, a.Duplicated, fmtNum(v.Latency.P50), fmtNum(v.Latency.P99), fmtNum(v.Load.PerSecond), fmtNum(v.Load.Ack.P99), v.ReplyCalls)
+	case SwapResult:
+		a := v.Accounting
+		return fmt.Sprintf("%s/s offered, %s/s reached; swap took %s; %d accepted, %d replied, %d lost, %d duplicated; e2e p99 %s ms",
+			fmtNum(v.Offered), fmtNum(v.Load.PerSecond), v.SwapTook.Round(time.Millisecond), a.Accepted, a.Replied, a.Lost, a.Duplicated, fmtNum(v.Latency.P99))
 	case DispatchResult:
 		return fmt.Sprintf("%d events delivered in %s; CPU per delivery: core %s µs, plugin %s µs", v.Delivered, v.Elapsed.Round(time.Millisecond),
 			fmtNum(v.CoreCPUMicros), fmtNum(v.PluginCPUMicros))

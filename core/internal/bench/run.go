@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/lark"
+	"github.com/larkway/larkway/core/internal/manager"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
@@ -33,10 +35,11 @@ const (
 	ScenarioActions  = "actions"  // executor → emulator, unlimited
 	ScenarioMicro    = "micro"    // verify + decrypt + normalize per event vs the SDK
 	ScenarioRSS      = "rss"      // process RSS at a fixed offered rate
+	ScenarioSwap     = "swap"     // a plugin hot swap under a paced end-to-end load (per bus)
 )
 
 // AllScenarios is every scenario.
-var AllScenarios = []string{ScenarioRefs, ScenarioIngest, ScenarioDispatch, ScenarioE2E, ScenarioActions, ScenarioMicro, ScenarioRSS}
+var AllScenarios = []string{ScenarioRefs, ScenarioIngest, ScenarioDispatch, ScenarioE2E, ScenarioActions, ScenarioMicro, ScenarioRSS, ScenarioSwap}
 
 // Plugins are the plugin executables the bench runs.
 type Plugins struct {
@@ -70,6 +73,9 @@ type Options struct {
 	// LatencyRate is the offered rate of the paced end-to-end latency
 	// measurement that follows a flat-out one (0: none).
 	LatencyRate float64
+	// SwapRate is the offered rate of the swap scenario (default 2 000
+	// events/s): the load a hot swap is shown under.
+	SwapRate float64
 	// Window is the raw gRPC stream's deliveries in flight (the
 	// dispatcher's per-plugin default, 64).
 	Window  int
@@ -206,6 +212,13 @@ func (r *runner) once(ctx context.Context) error {
 	if o.has(ScenarioRSS) {
 		if err := r.rss(ctx); err != nil {
 			return fmt.Errorf("rss: %w", err)
+		}
+	}
+	if o.has(ScenarioSwap) {
+		for _, b := range o.Buses {
+			if err := r.swap(ctx, b); err != nil {
+				return fmt.Errorf("swap under load on %s: %w", b, err)
+			}
 		}
 	}
 	return nil
@@ -577,6 +590,20 @@ func (r *runner) e2e(ctx context.Context, busKind string) error {
 
 // RunE2E is one end-to-end measurement (also bench-1m's).
 func RunE2E(ctx context.Context, o Options, app App, busKind, tag string, env []string, logf func(string, ...any)) (E2EResult, error) {
+	return runE2E(ctx, o, app, busKind, tag, env, logf, e2eHooks{})
+}
+
+// e2eHooks adapt an end-to-end measurement.
+type e2eHooks struct {
+	// during, if set, runs beside the load on the core under test; its
+	// error fails the measurement.
+	during func(context.Context, *Core) error
+	// probation is the plugin manager's probation window (0: its default).
+	probation time.Duration
+}
+
+func runE2E(ctx context.Context, o Options, app App, busKind, tag string, env []string, logf func(string, ...any), h e2eHooks) (E2EResult, error) {
+	during := h.during
 	res := E2EResult{Bus: busKind}
 	emu, err := StartEmulator(app)
 	if err != nil {
@@ -586,7 +613,7 @@ func RunE2E(ctx context.Context, o Options, app App, busKind, tag string, env []
 	var d deliveries
 	core, err := StartCore(ctx, CoreOptions{Bus: busKind, PulsarURL: o.PulsarURL, App: app, LarkURL: emu.URL(),
 		Plugins: []PluginSpec{{Name: "echo", Path: o.Plugins.GoEcho, Env: env}}, UnlimitedActions: true,
-		Observe: d.observe, Logger: o.Logger})
+		ProbationWindow: h.probation, Observe: d.observe, Logger: o.Logger})
 	if err != nil {
 		return res, err
 	}
@@ -620,10 +647,19 @@ func RunE2E(ctx context.Context, o Options, app App, busKind, tag string, env []
 			}
 		}
 	}()
+	duringErr := make(chan error, 1)
+	if during != nil {
+		go func() { duringErr <- during(ctx, core) }()
+	} else {
+		duringErr <- nil
+	}
 	res.Load, err = Drive(ctx, src, load)
 	close(stopProgress)
 	<-progressDone
 	if err != nil {
+		return res, err
+	}
+	if err := <-duringErr; err != nil {
 		return res, err
 	}
 	// Wait for the replies: until none is pending, or none came for 30 s.
@@ -823,4 +859,78 @@ func rssMB() float64 {
 		}
 	}
 	return 0
+}
+
+// SwapResult is one hot swap under load.
+type SwapResult struct {
+	E2EResult
+	// Offered is the load's target rate; Load.PerSecond is what it reached.
+	Offered float64 `json:"offered_per_second"`
+	// SwapTook is from the swap command to the new version serving after
+	// its probation.
+	SwapTook time.Duration `json:"swap_took_ns"`
+}
+
+// swap replaces the echo plugin with a copy of itself (another file, so
+// another version to the manager) a quarter of the way into a paced
+// end-to-end load, and accounts for every reply: the figure is the rate
+// the load reached with nothing lost or duplicated across the swap. This
+// is the rate the cluster swap test used to gate on; there it is
+// behaviour only.
+func (r *runner) swap(ctx context.Context, busKind string) error {
+	o := r.o
+	o.Rate = o.SwapRate
+	if o.Rate <= 0 {
+		o.Rate = 2000
+	}
+	o.Events = 0
+	// The swap starts a quarter in and takes the probation window (1 s
+	// here, as in the cluster tests) plus a launch: the load outlasts it.
+	const probation = time.Second
+	o.Duration = max(o.Duration, 4*time.Second)
+	v2 := filepath.Join(o.Dir, fmt.Sprintf("echo-v2-%s-%d", busKind, r.run))
+	b, err := os.ReadFile(o.Plugins.GoEcho)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(v2, b, 0o755); err != nil {
+		return err
+	}
+	defer os.Remove(v2)
+	var took time.Duration
+	res, err := runE2E(ctx, o, r.appForRun("swap"), busKind, r.runTag(), r.plugEnv, r.logf, e2eHooks{probation: probation, during: func(ctx context.Context, c *Core) error {
+		select {
+		case <-time.After(o.Duration / 4):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		start := time.Now()
+		if err := c.Mgr.Swap(ctx, "echo", manager.Spec{Path: v2, Env: r.plugEnv}); err != nil {
+			return fmt.Errorf("swapping echo: %w", err)
+		}
+		took = time.Since(start)
+		for _, st := range c.Mgr.Status() {
+			if st.Name == "echo" && st.Spec.Path != v2 {
+				return fmt.Errorf("after the swap echo runs %s, not %s", st.Spec.Path, v2)
+			}
+		}
+		if took > o.Duration*3/4 {
+			return fmt.Errorf("the swap took %s, longer than the load after it started (%s): raise --duration", took, o.Duration*3/4)
+		}
+		return nil
+	}})
+	if err != nil {
+		return err
+	}
+	if res.Accounting.Lost > 0 || res.Accounting.Duplicated > 0 {
+		return fmt.Errorf("%d lost and %d duplicated across the swap", res.Accounting.Lost, res.Accounting.Duplicated)
+	}
+	sr := SwapResult{E2EResult: res, Offered: o.Rate, SwapTook: took}
+	r.logf("swap.%s: %.0f events/s reached of %.0f offered, swap took %s, lost %d, duplicated %d",
+		busKind, res.Load.PerSecond, o.Rate, took.Round(time.Millisecond), res.Accounting.Lost, res.Accounting.Duplicated)
+	r.rep.add(r.run, "swap."+busKind, fmt.Sprintf("events/s accepted while the echo plugin is hot-swapped, %.0f/s offered, %s bus (0 lost, 0 duplicated required)", o.Rate, busKind),
+		"events/s", res.Load.PerSecond, sr)
+	r.rep.add(r.run, "swap."+busKind+".share", "share of the offered rate the load reached across the swap, "+busKind, "x", res.Load.PerSecond/o.Rate, nil)
+	r.rep.add(r.run, "swap."+busKind+".took", "hot swap: command to the new version serving after probation, "+busKind, "ms", float64(took.Milliseconds()), nil)
+	return nil
 }
