@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=bin/larkway
 CORE=${LARKWAY_DEMO_LISTEN:-127.0.0.1:8090}
+METRICS=${LARKWAY_DEMO_METRICS:-127.0.0.1:8093}
 EMU=${LARKWAY_DEMO_EMULATOR:-127.0.0.1:8091}
 INTERVAL=${LARKWAY_DEMO_INTERVAL:-5}
 RUN=$(mktemp -d /tmp/larkway-demo.XXXXXX)
@@ -27,6 +28,7 @@ trap 'exit 0' INT TERM
 sum=$(sha256sum bin/plugins/echo | cut -d' ' -f1)
 cat >"$RUN/larkway.yaml" <<YAML
 listen: $CORE
+metrics: {listen: $METRICS}
 log_level: info
 bus:
   kind: memory
@@ -56,7 +58,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 curl -fsS "http://$CORE/readyz" >/dev/null || { say "the core did not become ready:"; tail -n 50 "$RUN/core.log"; exit 1; }
-say "ready — sending a sample message every ${INTERVAL}s; metrics at http://$CORE/metrics; Ctrl-C to stop"
+say "ready — sending a sample message every ${INTERVAL}s; metrics at http://$METRICS/metrics; Ctrl-C to stop"
 
 seen=0
 n=0

@@ -30,6 +30,7 @@ func startCore(t *testing.T) (adminURL, echoPath string) {
 	sum, _ := pluginhost.FileSHA256(echoPath)
 	cfg, err := config.Parse(strings.NewReader(fmt.Sprintf(`
 listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
 apps:
   - {id: cli_admin, secret: s, verification_token: vt, base_url: "http://127.0.0.1:1"}
 plugins:

@@ -39,6 +39,7 @@ func TestSIGTERMUnderLoadLosesNothing(t *testing.T) {
 	cfgPath := filepath.Join(dir, "larkway.yaml")
 	cfg := fmt.Sprintf(`
 listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
 bus: {kind: pulsar, pulsar: {url: %q}}
 redis: {addr: %q, key_prefix: "%s:"}
 apps:

@@ -49,13 +49,15 @@ type App struct {
 	tp        trace.TracerProvider
 	ready     atomic.Bool
 	mgr       atomic.Pointer[manager.Manager]
-	addr      chan string
-	adminAddr chan string
+	addr        chan string
+	adminAddr   chan string
+	metricsAddr chan string
 }
 
 // New prepares a core; it does no I/O. reg is the process's one registry.
 func New(cfg *config.Config, logger *slog.Logger, reg *prometheus.Registry, version string) *App {
-	return &App{cfg: cfg, logger: logger, reg: reg, version: version, addr: make(chan string, 1), adminAddr: make(chan string, 1)}
+	return &App{cfg: cfg, logger: logger, reg: reg, version: version, addr: make(chan string, 1), adminAddr: make(chan string, 1),
+		metricsAddr: make(chan string, 1)}
 }
 
 // SetTracerProvider replaces the configured tracing (tests record spans
@@ -67,6 +69,9 @@ func (a *App) Addr(ctx context.Context) (string, error) { return waitAddr(ctx, a
 
 // AdminAddr is Addr for the admin API (when enabled).
 func (a *App) AdminAddr(ctx context.Context) (string, error) { return waitAddr(ctx, a.adminAddr) }
+
+// MetricsAddr is Addr for the metrics listener.
+func (a *App) MetricsAddr(ctx context.Context) (string, error) { return waitAddr(ctx, a.metricsAddr) }
 
 func waitAddr(ctx context.Context, ch chan string) (string, error) {
 	select {
@@ -228,6 +233,26 @@ func (a *App) Run(ctx context.Context) error {
 		PublishTimeout: cfg.Ingest.PublishTimeout.D(), Replay: st.replay, Callbacks: st.cards,
 		CardBudget: cfg.Ingest.CardBudget.D(), Tracer: tracer}, b, a.logger, a.reg)
 
+	// Metrics first: a scrape sees the core start, and the last one after
+	// the drain still finds the listener (it is closed last).
+	mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s (metrics): %w", cfg.Metrics.Listen, err)
+	}
+	metricsSrv := &http.Server{Handler: a.metricsMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	metricsErr := make(chan error, 1)
+	go func() { metricsErr <- metricsSrv.Serve(mln) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = metricsSrv.Shutdown(sctx)
+		if err := <-metricsErr; !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Warn("serving metrics", "err", err)
+		}
+	}()
+	a.metricsAddr <- mln.Addr().String()
+	a.logger.Info("metrics listening", "addr", mln.Addr().String())
+
 	srv := &http.Server{Handler: a.publicMux(in, b, st), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -356,10 +381,17 @@ func (a *App) runLongConnections(ctx context.Context, b bus.Publisher, in *inges
 	wg.Wait()
 }
 
-// publicMux serves the webhooks, metrics and probes.
-func (a *App) publicMux(in http.Handler, b bus.Bus, st *stores) http.Handler {
+// metricsMux serves /metrics only.
+func (a *App) metricsMux() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	return mux
+}
+
+// publicMux serves Lark's paths and the probes, nothing else: metrics and
+// the admin API have listeners of their own.
+func (a *App) publicMux(in http.Handler, b bus.Bus, st *stores) http.Handler {
+	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !a.ready.Load() {

@@ -18,6 +18,7 @@ import (
 func clusterYAML(t *testing.T, appID, emuAddr, prefix, replica, plugins string) string {
 	return fmt.Sprintf(`
 listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
 replica_id: %s
 bus:
   kind: pulsar

@@ -32,6 +32,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 			s := runCore(t, fmt.Sprintf(`
 listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
 %s
 apps:
   - {id: %s, secret: secret, verification_token: vt, base_url: "http://%s"}

@@ -39,9 +39,10 @@ func emulator(t *testing.T, appID string) (*larkemu.Emulator, string) {
 
 // runningCore is one in-process core replica.
 type runningCore struct {
-	app   *app.App
-	addr  string
-	admin string
+	app     *app.App
+	addr    string
+	admin   string
+	metrics string
 	reg   *prometheus.Registry
 
 	once sync.Once
@@ -77,6 +78,9 @@ func runCore(t *testing.T, yaml string) *runningCore {
 	defer acancel()
 	if c.addr, err = a.Addr(actx); err != nil {
 		t.Fatalf("core did not listen: %v", err)
+	}
+	if c.metrics, err = a.MetricsAddr(actx); err != nil {
+		t.Fatalf("metrics did not listen: %v", err)
 	}
 	if cfg.Admin.Listen != "" {
 		if c.admin, err = a.AdminAddr(actx); err != nil {

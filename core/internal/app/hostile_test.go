@@ -37,6 +37,7 @@ func TestHostilePluginsAreContained(t *testing.T) {
 	hostile := testenv.BuildPlugin(t, "./core/internal/pluginhost/testdata/hostile", dir)
 	cfg, err := config.Parse(strings.NewReader(fmt.Sprintf(`
 listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
 apps:
   - {id: cli_hostile, secret: secret, verification_token: vt, base_url: "http://%s"}
 plugins:

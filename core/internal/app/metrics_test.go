@@ -3,10 +3,12 @@ package app_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,9 +59,22 @@ func TestMetricsAfterEndToEnd(t *testing.T) {
 		t.Fatalf("forged event: %d", code)
 	}
 	testenv.Eventually(t, 30*time.Second, "no reply", func() bool { return len(emu.Messages()) == 1 })
+	// Whoever reaches the webhook learns nothing from metric labels: the
+	// Lark-facing listener has no /metrics, the metrics listener has.
+	for _, path := range []string{"/metrics", "/metrics/", "/Metrics"} {
+		resp, err := http.Get("http://" + c.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || strings.Contains(string(b), "larkway_") {
+			t.Errorf("GET %s on the webhook listener: %d %q, want 404 and no metrics", path, resp.StatusCode, b)
+		}
+	}
 	var families map[string]*dto.MetricFamily
 	testenv.Eventually(t, 30*time.Second, "dedup hit not counted", func() bool {
-		families = scrape(t, c.addr)
+		families = scrape(t, c.metrics)
 		return sum(families["larkway_dispatch_dedup_hits_total"], "state", "done") >= 1
 	})
 	for _, name := range documentedMetrics(t) {
@@ -88,8 +103,8 @@ func TestMetricsAfterEndToEnd(t *testing.T) {
 	}
 	// Acks reach the broker's stats shortly after the reply.
 	testenv.Eventually(t, 30*time.Second, "backlog never drained to 0", func() bool {
-		f := scrape(t, c.addr)["larkway_dispatch_backlog_messages"]
-		return f != nil && sum(f, "", "") == 0 && sum(scrape(t, c.addr)["larkway_dispatch_backlog_scrape_errors"], "", "") == 0
+		f := scrape(t, c.metrics)["larkway_dispatch_backlog_messages"]
+		return f != nil && sum(f, "", "") == 0 && sum(scrape(t, c.metrics)["larkway_dispatch_backlog_scrape_errors"], "", "") == 0
 	})
 }
 

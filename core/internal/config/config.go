@@ -39,6 +39,16 @@ type Config struct {
 	Cluster     Cluster     `yaml:"cluster"`
 	Telemetry   Telemetry   `yaml:"telemetry"`
 	Actions     Actions     `yaml:"actions"`
+	Metrics     Metrics     `yaml:"metrics"`
+}
+
+// Metrics serves Prometheus metrics on a listener of their own: their
+// labels name apps, plugins and rejection reasons, which the Lark-facing
+// listener must not tell whoever reaches the webhook.
+type Metrics struct {
+	// Listen is the metrics address (default 127.0.0.1:8093, loopback).
+	// Kubernetes pods set 0.0.0.0:8093 so Prometheus can scrape them.
+	Listen string `yaml:"listen"`
 }
 
 // Actions tunes how plugin actions reach the Lark OpenAPI.
@@ -298,6 +308,9 @@ func (c *Config) applyDefaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	if c.Metrics.Listen == "" {
+		c.Metrics.Listen = "127.0.0.1:8093"
+	}
 	if c.Bus.Memory.MaxRetainedMB == 0 {
 		c.Bus.Memory.MaxRetainedMB = 64
 	}
@@ -523,6 +536,13 @@ func (c *Config) Validate() error {
 			bad("admin: a token (or token_env) of at least 16 characters is required when admin.listen is set")
 		}
 	}
+	if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+		bad("metrics.listen %q: %v", c.Metrics.Listen, err)
+	} else if sameListener(c.Metrics.Listen, c.Listen) {
+		bad("metrics.listen %q: must differ from listen (the Lark-facing listener serves no metrics)", c.Metrics.Listen)
+	} else if c.Admin.Listen != "" && sameListener(c.Metrics.Listen, c.Admin.Listen) {
+		bad("metrics.listen %q: must differ from admin.listen", c.Metrics.Listen)
+	}
 	if tr := c.Telemetry.Tracing; tr.Enabled {
 		if _, _, err := net.SplitHostPort(tr.Endpoint); err != nil {
 			bad("telemetry.tracing.endpoint %q: want host:port of an OTLP/HTTP collector", tr.Endpoint)
@@ -555,4 +575,16 @@ func (c *Config) Validate() error {
 		bad("supervision: quarantine_after and health_failures must not be negative")
 	}
 	return errors.Join(errs...)
+}
+
+// sameListener reports whether two listen addresses would bind the same
+// port (port 0 picks a free one each time, so never clashes).
+func sameListener(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || ap != bp || ap == "0" {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ah == bh || wild(ah) || wild(bh)
 }

@@ -36,7 +36,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Bus.Kind != "memory" || c.Listen != "127.0.0.1:8090" || c.Apps[0].EventPath != "/lark/events" ||
-		c.Dispatch.Deadline.D() != 10*time.Second || c.Ingest.MaxBodyBytes != 1<<20 {
+		c.Dispatch.Deadline.D() != 10*time.Second || c.Ingest.MaxBodyBytes != 1<<20 || c.Metrics.Listen != "127.0.0.1:8093" {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 }
@@ -64,6 +64,9 @@ func TestParseErrors(t *testing.T) {
 		{"not yaml", "{{{", "decoding config"},
 		{"wrong type", minimal + "dispatch:\n  max_attempts: many\n", "line 7"},
 		{"publish timeout too long", minimal + "ingest:\n  publish_timeout: 5s\n", "publish_timeout"},
+		{"metrics on the webhook port", minimal + "listen: 0.0.0.0:8090\nmetrics: {listen: 127.0.0.1:8090}\n", "metrics.listen"},
+		{"metrics on the admin port", minimal + "admin: {listen: 127.0.0.1:8092, token: 0123456789abcdef}\nmetrics: {listen: ':8092'}\n", "admin.listen"},
+		{"metrics address without port", minimal + "metrics: {listen: localhost}\n", "metrics.listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

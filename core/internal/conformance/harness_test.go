@@ -181,6 +181,7 @@ func startStack(t *testing.T, plugins string) *stack {
 
 	yaml := fmt.Sprintf(`
 listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
 apps:
   - {id: %s, secret: secret, verification_token: vt, base_url: "http://%s"}
 plugins:

@@ -532,6 +532,7 @@ func startCore(t *testing.T) *registered {
 	echo := testenv.BuildPlugin(t, "./plugins/echo", t.TempDir())
 	cfg, err := config.Parse(strings.NewReader(fmt.Sprintf(`
 listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
 bus:
   kind: memory
 admin:

@@ -68,6 +68,7 @@ func newRig(t *testing.T) *rig {
 	r.cfg = filepath.Join(r.dir, "larkway.yaml")
 	yaml := fmt.Sprintf(`
 listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
 bus: {kind: pulsar, pulsar: {url: %q, operation_timeout: 2s}}
 redis: {addr: %q, key_prefix: "%s:"}
 apps:

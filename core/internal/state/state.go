@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,79 +43,6 @@ type Store interface {
 	// now stored.
 	CompareAndSwap(ctx context.Context, plugin, key string, expected uint64, data []byte, ttl time.Duration) (bool, uint64, error)
 	Delete(ctx context.Context, plugin, key string) (bool, error)
-}
-
-// Memory is the embedded Store.
-type Memory struct {
-	mu      sync.Mutex
-	entries map[string]memEntry
-	rev     uint64
-	now     func() time.Time
-}
-
-type memEntry struct {
-	v       Value
-	expires time.Time
-}
-
-// NewMemory returns an empty store.
-func NewMemory() *Memory { return &Memory{entries: map[string]memEntry{}, now: time.Now} }
-
-func memKey(plugin, key string) string { return plugin + "\x00" + key }
-
-func (m *Memory) live(k string) (memEntry, bool) {
-	e, ok := m.entries[k]
-	if ok && !m.now().Before(e.expires) {
-		delete(m.entries, k)
-		return memEntry{}, false
-	}
-	return e, ok
-}
-
-// Get implements Store.
-func (m *Memory) Get(_ context.Context, plugin, key string) (Value, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e, ok := m.live(memKey(plugin, key))
-	// A copy: callers may modify what they read (append, say).
-	return Value{Data: append([]byte(nil), e.v.Data...), Revision: e.v.Revision}, ok, nil
-}
-
-// Set implements Store.
-func (m *Memory) Set(_ context.Context, plugin, key string, data []byte, ttl time.Duration) (uint64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.rev++
-	m.entries[memKey(plugin, key)] = memEntry{v: Value{Data: append([]byte(nil), data...), Revision: m.rev}, expires: m.now().Add(ttl)}
-	return m.rev, nil
-}
-
-// CompareAndSwap implements Store.
-func (m *Memory) CompareAndSwap(_ context.Context, plugin, key string, expected uint64, data []byte, ttl time.Duration) (bool, uint64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k := memKey(plugin, key)
-	e, ok := m.live(k)
-	cur := uint64(0)
-	if ok {
-		cur = e.v.Revision
-	}
-	if cur != expected {
-		return false, cur, nil
-	}
-	m.rev++
-	m.entries[k] = memEntry{v: Value{Data: append([]byte(nil), data...), Revision: m.rev}, expires: m.now().Add(ttl)}
-	return true, m.rev, nil
-}
-
-// Delete implements Store.
-func (m *Memory) Delete(_ context.Context, plugin, key string) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k := memKey(plugin, key)
-	_, ok := m.live(k)
-	delete(m.entries, k)
-	return ok, nil
 }
 
 // Redis keeps each key as a hash {d: data, r: revision} with a TTL;
@@ -236,7 +162,12 @@ func ttlOf(d interface{ AsDuration() time.Duration }, set bool) (time.Duration, 
 	return t, nil
 }
 
-func storeErr(err error) error { return status.Error(codes.Unavailable, err.Error()) }
+func storeErr(err error) error {
+	if errors.Is(err, ErrFull) {
+		return status.Error(codes.ResourceExhausted, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
 
 // Get implements StateService.
 func (s *Service) Get(ctx context.Context, req *pluginv1.GetRequest) (*pluginv1.GetResponse, error) {

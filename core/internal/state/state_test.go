@@ -2,6 +2,8 @@ package state
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -152,5 +154,79 @@ func TestServiceValidatesPluginInput(t *testing.T) {
 	}
 	if got, _ := svc.Delete(ctx, &pluginv1.DeleteRequest{Key: "k"}); !got.GetDeleted() {
 		t.Fatal("delete")
+	}
+}
+
+// Keys expire on their own: a key nobody asks for again is gone once its
+// TTL passed and any other call comes, and a rewritten key keeps only its
+// newest expiry (no stale bookkeeping piles up).
+func TestMemoryExpiresUnaskedKeys(t *testing.T) {
+	m := NewMemory()
+	now := time.Now()
+	m.now = func() time.Time { return now }
+	ctx := context.Background()
+	for i := range 1000 {
+		if _, err := m.Set(ctx, "p", fmt.Sprint("k", i), []byte("v"), time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 1000 { // rewriting one key keeps one entry
+		if _, err := m.Set(ctx, "p", "hot", []byte("v"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := m.Len(); n != 1001 {
+		t.Fatalf("%d keys, want 1001", n)
+	}
+	now = now.Add(2 * time.Second)
+	if _, _, err := m.Get(ctx, "q", "unrelated"); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	entries, heapLen, usage := len(m.entries), len(m.expiry), *m.usage["p"]
+	m.mu.Unlock()
+	if entries != 1 || heapLen != 1 || usage.entries != 1 || usage.bytes != len("v")+len(memKey("p", "hot")) {
+		t.Fatalf("after expiry: %d entries, heap %d, usage %+v; want only the hot key", entries, heapLen, usage)
+	}
+	now = now.Add(2 * time.Hour)
+	if m.Len() != 0 || len(m.usage) != 0 {
+		t.Fatalf("after every TTL: %d keys, usage %v", m.Len(), m.usage)
+	}
+}
+
+// A plugin at its bound is refused new keys (RESOURCE_EXHAUSTED), may still
+// rewrite and delete its own, and another plugin is unaffected.
+func TestMemoryBoundedPerPlugin(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemoryBounded(3, 1000)
+	for i := range 3 {
+		if _, err := m.Set(ctx, "greedy", fmt.Sprint("k", i), []byte("v"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Set(ctx, "greedy", "k3", []byte("v"), time.Hour); !errors.Is(err, ErrFull) {
+		t.Fatalf("fourth key: %v, want ErrFull", err)
+	}
+	if ok, _, err := m.CompareAndSwap(ctx, "greedy", "k4", 0, []byte("v"), time.Hour); ok || !errors.Is(err, ErrFull) {
+		t.Fatalf("fourth key by CAS: %v %v, want ErrFull", ok, err)
+	}
+	if _, err := m.Set(ctx, "greedy", "k0", []byte("rewritten"), time.Hour); err != nil {
+		t.Fatalf("rewriting an own key at the bound: %v", err)
+	}
+	if _, err := m.Set(ctx, "greedy", "k1", make([]byte, 2000), time.Hour); !errors.Is(err, ErrFull) {
+		t.Fatalf("over the byte bound: %v", err)
+	}
+	if _, err := m.Set(ctx, "other", "k", []byte("v"), time.Hour); err != nil {
+		t.Fatalf("another plugin: %v", err)
+	}
+	if ok, _ := m.Delete(ctx, "greedy", "k2"); !ok {
+		t.Fatal("delete")
+	}
+	if _, err := m.Set(ctx, "greedy", "k3", []byte("v"), time.Hour); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+	svc := NewService(m, func() string { return "greedy" })
+	if _, err := svc.Set(ctx, &pluginv1.SetRequest{Key: "k9", Value: []byte("v")}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("over the bound through the service: %v", err)
 	}
 }
