@@ -45,10 +45,10 @@ type App struct {
 	reg     *prometheus.Registry
 	version string
 
-	state     state.Store
-	tp        trace.TracerProvider
-	ready     atomic.Bool
-	mgr       atomic.Pointer[manager.Manager]
+	state       state.Store
+	tp          trace.TracerProvider
+	ready       atomic.Bool
+	mgr         atomic.Pointer[manager.Manager]
 	addr        chan string
 	adminAddr   chan string
 	metricsAddr chan string

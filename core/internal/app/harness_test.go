@@ -43,7 +43,7 @@ type runningCore struct {
 	addr    string
 	admin   string
 	metrics string
-	reg   *prometheus.Registry
+	reg     *prometheus.Registry
 
 	once sync.Once
 	err  error
