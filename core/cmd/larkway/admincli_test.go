@@ -45,7 +45,10 @@ supervision:
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), "test")
+	a, err := app.Build(context.Background(), cfg, app.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry(), Version: "test"})
+	if err != nil {
+		t.Fatalf("building the core: %v", err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	t.Cleanup(func() {
@@ -54,12 +57,7 @@ supervision:
 			t.Errorf("core: %v", err)
 		}
 	})
-	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-	defer acancel()
-	addr, err := a.AdminAddr(actx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := a.AdminAddr()
 	testenv.Eventually(t, 30*time.Second, "core not ready", func() bool { return a.Ready() && a.PluginsServing() })
 	return "http://" + addr, echoPath
 }

@@ -36,7 +36,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	logger.Info("starting larkway", "version", version, "config", *path)
-	return app.New(cfg, logger, reg, version).Run(ctx)
+	core, err := app.Build(ctx, cfg, app.Deps{Logger: logger, Registry: reg, Version: version})
+	if err != nil {
+		return err
+	}
+	return core.Run(ctx)
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

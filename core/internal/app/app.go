@@ -1,12 +1,13 @@
-// Package app wires the core together from a validated config and runs it
-// with the ordered drain the conventions ask for: not ready → stop HTTP
-// intake → stop pulling from the bus and finish in-flight deliveries → stop
-// plugins → close clients and the bus.
+// Package app turns a validated config into a core (Build: one place for
+// every component and default) and runs it (Core.Run: the ordered start
+// and drain the conventions ask for: not ready → stop HTTP intake → stop
+// pulling from the bus and finish in-flight deliveries → stop plugins →
+// close clients and the bus). `larkway serve` and `larkway bench` both
+// build their core here, so benchmarks measure what ships.
 package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/trace"
 
@@ -31,149 +31,272 @@ import (
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/ingest"
 	"github.com/larkway/larkway/core/internal/lark"
-	"github.com/larkway/larkway/core/internal/longconn"
 	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/pluginhost"
 	"github.com/larkway/larkway/core/internal/state"
 	"github.com/larkway/larkway/core/internal/telemetry"
 )
 
-// App is a running core.
-type App struct {
-	cfg     *config.Config
-	logger  *slog.Logger
-	reg     *prometheus.Registry
-	version string
-
-	state       state.Store
-	tp          trace.TracerProvider
-	ready       atomic.Bool
-	mgr         atomic.Pointer[manager.Manager]
-	addr        chan string
-	adminAddr   chan string
-	metricsAddr chan string
+// Deps are what a core takes from the process that hosts it.
+type Deps struct {
+	Logger *slog.Logger
+	// Registry is the process's one Prometheus registry.
+	Registry *prometheus.Registry
+	Version  string
+	// TracerProvider, if set, replaces the configured tracing (tests
+	// record spans in memory).
+	TracerProvider trace.TracerProvider
+	// WrapExecutor, if set, decorates the action executor the dispatcher
+	// calls (the bench counts deliveries with it).
+	WrapExecutor func(dispatch.Executor) dispatch.Executor
 }
 
-// New prepares a core; it does no I/O. reg is the process's one registry.
-func New(cfg *config.Config, logger *slog.Logger, reg *prometheus.Registry, version string) *App {
-	return &App{cfg: cfg, logger: logger, reg: reg, version: version, addr: make(chan string, 1), adminAddr: make(chan string, 1),
-		metricsAddr: make(chan string, 1)}
+// Core is a built core: every component constructed, every listener
+// bound, nothing served yet. Run serves it; Close releases what Build
+// opened when Run is never called (and is a no-op after Run).
+type Core struct {
+	cfg    *config.Config
+	logger *slog.Logger
+
+	st      *stores
+	bus     bus.Bus
+	clients []*lark.Client
+	exec    *action.Executor
+	disp    *dispatch.Dispatcher
+	mgr     *manager.Manager
+	rec     *cluster.Reconciler
+	ingest  *ingest.Server
+	specs   []manager.Spec
+
+	public, metrics, admin *http.Server
+	publicLn, metricsLn    net.Listener
+	adminLn                net.Listener
+
+	tracingShutdown func(context.Context) error
+	ready           atomic.Bool
+
+	ran     atomic.Bool
+	release sync.Once
 }
 
-// SetTracerProvider replaces the configured tracing (tests record spans
-// in memory). Call before Run.
-func (a *App) SetTracerProvider(tp trace.TracerProvider) { a.tp = tp }
-
-// Addr blocks until the HTTP server listens (or ctx ends) and returns its address.
-func (a *App) Addr(ctx context.Context) (string, error) { return waitAddr(ctx, a.addr) }
-
-// AdminAddr is Addr for the admin API (when enabled).
-func (a *App) AdminAddr(ctx context.Context) (string, error) { return waitAddr(ctx, a.adminAddr) }
-
-// MetricsAddr is Addr for the metrics listener.
-func (a *App) MetricsAddr(ctx context.Context) (string, error) { return waitAddr(ctx, a.metricsAddr) }
-
-func waitAddr(ctx context.Context, ch chan string) (string, error) {
-	select {
-	case s := <-ch:
-		ch <- s
-		return s, nil
-	case <-ctx.Done():
-		return "", ctx.Err()
+// Build constructs a core from cfg (validated by config.Load or Parse).
+// It connects to Redis when configured and binds the listeners, so their
+// addresses are known before Run; on error everything opened is closed.
+func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err error) {
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-}
-
-// Ready reports whether every plugin is subscribed and intake is open.
-func (a *App) Ready() bool { return a.ready.Load() }
-
-// PluginsServing reports whether every enabled plugin has a serving instance.
-func (a *App) PluginsServing() bool {
-	m := a.mgr.Load()
-	return m != nil && m.Ready()
-}
-
-func (a *App) openBus() (bus.Bus, error) {
-	switch a.cfg.Bus.Kind {
-	case "pulsar":
-		return buspulsar.New(buspulsar.Config{
-			URL:              a.cfg.Bus.Pulsar.URL,
-			AdminURL:         a.cfg.Bus.Pulsar.AdminURL,
-			OperationTimeout: a.cfg.Bus.Pulsar.OperationTimeout.D(),
-			Batching:         !a.cfg.Bus.Pulsar.DisableBatching,
-		}, a.logger.With("component", "bus"))
-	default:
-		return memory.New(a.logger.With("component", "bus"), memory.WithMaxRetainedBytes(int64(a.cfg.Bus.Memory.MaxRetainedMB)<<20)), nil
+	reg := deps.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
 	}
-}
-
-// Run serves until ctx ends, then drains in order and returns.
-func (a *App) Run(ctx context.Context) error {
-	cfg := a.cfg
-	st, err := a.openStores(ctx)
-	if err != nil {
-		return err
-	}
-	defer st.close()
-	a.state = st.state
-	// A nil tracer tells ingest and dispatch that tracing is off, so they
-	// skip building spans altogether.
-	tracingOn := a.tp != nil || cfg.Telemetry.Tracing.Enabled
-	if a.tp == nil {
-		tr := cfg.Telemetry.Tracing
-		tp, shutdown, err := telemetry.Provider(ctx, telemetry.Config{Enabled: tr.Enabled, Endpoint: tr.Endpoint,
-			Insecure: tr.Insecure, SampleRatio: tr.SampleRatio, ServiceVersion: a.version})
-		if err != nil {
-			return err
-		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = shutdown(sctx)
-		}()
-		a.tp = tp
-	}
-	var tracer trace.Tracer
-	if tracingOn {
-		tracer = a.tp.Tracer("github.com/larkway/larkway/core")
-	}
-	b, err := a.openBus()
-	if err != nil {
-		return fmt.Errorf("opening bus: %w", err)
-	}
+	c := &Core{cfg: cfg, logger: logger}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := b.Close(cctx); err != nil {
-			a.logger.Warn("closing bus", "err", err)
+		if err != nil {
+			c.close()
 		}
 	}()
+	if c.st, err = openStores(ctx, cfg.Redis); err != nil {
+		return nil, err
+	}
+
+	// A nil tracer tells ingest and dispatch that tracing is off, so they
+	// skip building spans altogether.
+	var tracer trace.Tracer
+	tp := deps.TracerProvider
+	if tp == nil {
+		tr := cfg.Telemetry.Tracing
+		if tp, c.tracingShutdown, err = telemetry.Provider(ctx, telemetry.Config{Enabled: tr.Enabled, Endpoint: tr.Endpoint,
+			Insecure: tr.Insecure, SampleRatio: tr.SampleRatio, ServiceVersion: deps.Version}); err != nil {
+			return nil, err
+		}
+	}
+	if deps.TracerProvider != nil || cfg.Telemetry.Tracing.Enabled {
+		tracer = tp.Tracer("github.com/larkway/larkway/core")
+	}
+
+	if c.bus, err = openBus(cfg.Bus, logger.With("component", "bus")); err != nil {
+		return nil, fmt.Errorf("opening bus: %w", err)
+	}
 
 	clients := map[string]action.Client{}
 	var topics []string
 	var ingestApps []ingest.App
-	larkMetrics := lark.NewMetrics(a.reg)
+	larkMetrics := lark.NewMetrics(reg)
 	var tokens lark.TokenCache // nil: per process
 	var shared redis.UniversalClient
-	if st.redis != nil {
-		tokens = lark.NewRedisTokenCache(st.redis, cfg.Redis.KeyPrefix+"lark:")
-		shared = st.redis
+	if c.st.redis != nil {
+		tokens = lark.NewRedisTokenCache(c.st.redis, cfg.Redis.KeyPrefix+"lark:")
+		shared = c.st.redis
 	}
 	for _, ac := range cfg.Apps {
 		cli, err := lark.New(lark.Config{AppID: ac.ID, AppSecret: ac.Secret, BaseURL: ac.BaseURL, Timeout: ac.Timeout.D()},
-			lark.Deps{Logger: a.logger.With("app", ac.ID), Tokens: tokens, Metrics: larkMetrics})
+			lark.Deps{Logger: logger.With("app", ac.ID), Tokens: tokens, Metrics: larkMetrics})
 		if err != nil {
-			return fmt.Errorf("creating Lark client for %s: %w", ac.ID, err)
+			return nil, fmt.Errorf("creating Lark client for %s: %w", ac.ID, err)
 		}
-		defer cli.Close(context.Background())
+		c.clients = append(c.clients, cli)
 		clients[ac.ID] = cli
 		topics = append(topics, envelope.Topic(ac.ID))
 		ingestApps = append(ingestApps, ingest.App{ID: ac.ID, VerificationToken: ac.VerificationToken,
 			EncryptKey: ac.EncryptKey, EventPath: ac.EventPath, CardPath: ac.CardPath})
 		if ac.EncryptKey == "" {
-			a.logger.Warn("app has no encrypt_key: events are authenticated by verification token only", "app", ac.ID)
+			logger.Warn("app has no encrypt_key: events are authenticated by verification token only", "app", ac.ID)
 		}
 	}
-	rl := cfg.Actions.RateLimits
+	if c.exec, err = action.New(action.Config{KeyPrefix: cfg.Redis.KeyPrefix + "action:", Limits: actionLimits(cfg.Actions.RateLimits)},
+		action.Deps{Clients: clients, Redis: shared, Logger: logger, Registerer: reg}); err != nil {
+		return nil, fmt.Errorf("creating the action executor: %w", err)
+	}
+	var exec dispatch.Executor = c.exec
+	if deps.WrapExecutor != nil {
+		exec = deps.WrapExecutor(exec)
+	}
+	dc := cfg.Dispatch
+	c.disp = dispatch.New(dispatch.Config{
+		Topics: topics, Deadline: dc.Deadline.D(), ActionTimeout: dc.ActionTimeout.D(), MaxAttempts: dc.MaxAttempts,
+		MaxInFlight: dc.MaxInFlight, Dedup: c.st.dedup, DoneTTL: dc.DoneTTL.D(), DeadLetters: c.st.dlq,
+		Callbacks: c.st.cards, Tracer: tracer, Backoff: retryBackoff(dc.RetryBackoff.D()),
+	}, c.bus, exec, logger, reg)
+	if bl, ok := c.bus.(dispatch.Backlogger); ok {
+		names := make([]string, 0, len(cfg.Plugins))
+		for _, pc := range cfg.Plugins {
+			names = append(names, pc.Name)
+		}
+		reg.MustRegister(dispatch.NewBacklogCollector(bl, topics, func() []string { return names }))
+	}
+
+	sv := cfg.Supervision
+	c.mgr = manager.New(manager.Config{
+		RestartBackoff: sv.RestartBackoff.D(), RestartBackoffMax: sv.RestartBackoffMax.D(),
+		QuarantineAfter: sv.QuarantineAfter, QuarantineWindow: sv.QuarantineWindow.D(),
+		HealthInterval: sv.HealthInterval.D(), HealthTimeout: sv.HealthTimeout.D(), HealthFailures: sv.HealthFailures,
+		ProbationWindow: sv.ProbationWindow.D(), DrainTimeout: sv.DrainTimeout.D(),
+	}, c.disp, manager.LauncherFunc(c.launch), logger, reg)
+	for _, pc := range cfg.Plugins {
+		if !pc.Disabled {
+			c.specs = append(c.specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Args: pc.Args, Env: pc.Env})
+		}
+	}
+	if c.rec, err = cluster.NewReconciler(cluster.Config{ReplicaID: cfg.ReplicaID, Version: deps.Version,
+		Interval: cfg.Cluster.ReconcileInterval.D()}, c.st.cluster, c.mgr, logger); err != nil {
+		return nil, fmt.Errorf("config: replica_id: %w", err)
+	}
+
+	c.ingest = ingest.New(ingest.Config{Apps: ingestApps, MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
+		PublishTimeout: cfg.Ingest.PublishTimeout.D(), Replay: c.st.replay, Callbacks: c.st.cards,
+		CardBudget: cfg.Ingest.CardBudget.D(), Tracer: tracer}, c.bus, logger, reg)
+
+	// Listeners: bound now so a bad address fails the build and their
+	// addresses are known before Run.
+	if c.metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+		return nil, fmt.Errorf("listening on %s (metrics): %w", cfg.Metrics.Listen, err)
+	}
+	c.metrics = &http.Server{Handler: metricsMux(reg), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	if c.publicLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	c.public = &http.Server{Handler: c.publicMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	if cfg.Admin.Listen != "" {
+		h, err := admin.New(cfg.Admin.Token, admin.Deps{Cluster: c.rec, Store: c.st.cluster, Local: c.mgr, DeadLetters: c.st.dlq, Replayer: c.disp}, logger)
+		if err != nil {
+			return nil, err
+		}
+		if c.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return nil, fmt.Errorf("listening on %s (admin): %w", cfg.Admin.Listen, err)
+		}
+		// Swaps wait out the probation window: no write timeout here.
+		c.admin = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	}
+	return c, nil
+}
+
+// Addr is the Lark-facing listener's address.
+func (c *Core) Addr() string { return c.publicLn.Addr().String() }
+
+// MetricsAddr is the metrics listener's address.
+func (c *Core) MetricsAddr() string { return c.metricsLn.Addr().String() }
+
+// AdminAddr is the admin API's address ("" when it is off).
+func (c *Core) AdminAddr() string {
+	if c.adminLn == nil {
+		return ""
+	}
+	return c.adminLn.Addr().String()
+}
+
+// Bus is the core's event bus (the bench publishes backlogs to it).
+func (c *Core) Bus() bus.Bus { return c.bus }
+
+// Manager runs the core's plugins (the bench disables, enables and swaps).
+func (c *Core) Manager() *manager.Manager { return c.mgr }
+
+// Ready reports whether every plugin is subscribed and intake is open.
+func (c *Core) Ready() bool { return c.ready.Load() }
+
+// PluginsServing reports whether every enabled plugin has a serving instance.
+func (c *Core) PluginsServing() bool { return c.mgr.Ready() }
+
+// Close releases what Build opened if Run was never called; after Run it
+// does nothing (Run releases on its way out). Idempotent.
+func (c *Core) Close() error {
+	if !c.ran.Load() {
+		c.close()
+	}
+	return nil
+}
+
+// close releases every resource Build may have opened, in the drain's
+// order for what is left: listeners, executor, Lark clients, bus, stores,
+// tracing. Safe on a partly built core; runs once.
+func (c *Core) close() {
+	c.release.Do(func() {
+		for _, ln := range []net.Listener{c.publicLn, c.metricsLn, c.adminLn} {
+			if ln != nil {
+				_ = ln.Close()
+			}
+		}
+		if c.exec != nil {
+			_ = c.exec.Close(context.Background())
+		}
+		for _, cli := range c.clients {
+			_ = cli.Close(context.Background())
+		}
+		if c.bus != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := c.bus.Close(cctx); err != nil {
+				c.logger.Warn("closing bus", "err", err)
+			}
+			cancel()
+		}
+		if c.st != nil {
+			c.st.close()
+		}
+		if c.tracingShutdown != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = c.tracingShutdown(sctx)
+			cancel()
+		}
+	})
+}
+
+func openBus(cfg config.Bus, logger *slog.Logger) (bus.Bus, error) {
+	switch cfg.Kind {
+	case "pulsar":
+		return buspulsar.New(buspulsar.Config{
+			URL:              cfg.Pulsar.URL,
+			AdminURL:         cfg.Pulsar.AdminURL,
+			OperationTimeout: cfg.Pulsar.OperationTimeout.D(),
+			Batching:         !cfg.Pulsar.DisableBatching,
+		}, logger)
+	default:
+		return memory.New(logger, memory.WithMaxRetainedBytes(int64(cfg.Memory.MaxRetainedMB)<<20)), nil
+	}
+}
+
+// actionLimits are Lark's documented limits with the config's overrides.
+func actionLimits(rl config.RateLimits) action.Limits {
 	limits := action.DefaultLimits()
 	limits.Disabled = rl.Disabled
 	if rl.AppPerSecond > 0 {
@@ -188,250 +311,27 @@ func (a *App) Run(ctx context.Context) error {
 	if rl.PerUser > 0 {
 		limits.PerUser = action.Limit{Count: rl.PerUser, Window: time.Second}
 	}
-	exec, err := action.New(action.Config{KeyPrefix: cfg.Redis.KeyPrefix + "action:", Limits: limits},
-		action.Deps{Clients: clients, Redis: shared, Logger: a.logger, Registerer: a.reg})
-	if err != nil {
-		return fmt.Errorf("creating the action executor: %w", err)
-	}
-	defer exec.Close(context.Background()) // after the dispatcher drained: waiting calls end
-	backoff := cfg.Dispatch.RetryBackoff.D()
-	disp := dispatch.New(dispatch.Config{
-		Topics: topics, Deadline: cfg.Dispatch.Deadline.D(), ActionTimeout: cfg.Dispatch.ActionTimeout.D(), MaxAttempts: cfg.Dispatch.MaxAttempts,
-		MaxInFlight: cfg.Dispatch.MaxInFlight, Dedup: st.dedup, DoneTTL: cfg.Dispatch.DoneTTL.D(), DeadLetters: st.dlq,
-		Callbacks: st.cards, Tracer: tracer,
-		Backoff: func(attempt int) time.Duration {
-			d := backoff
-			for i := 1; i < attempt && d < time.Minute; i++ {
-				d *= 2
-			}
-			return min(d, time.Minute)
-		},
-	}, b, exec, a.logger, a.reg)
-
-	if bl, ok := b.(dispatch.Backlogger); ok {
-		names := make([]string, 0, len(cfg.Plugins))
-		for _, pc := range cfg.Plugins {
-			names = append(names, pc.Name)
-		}
-		a.reg.MustRegister(dispatch.NewBacklogCollector(bl, topics, func() []string { return names }))
-	}
-	sv := cfg.Supervision
-	mgr := manager.New(manager.Config{
-		RestartBackoff: sv.RestartBackoff.D(), RestartBackoffMax: sv.RestartBackoffMax.D(),
-		QuarantineAfter: sv.QuarantineAfter, QuarantineWindow: sv.QuarantineWindow.D(),
-		HealthInterval: sv.HealthInterval.D(), HealthTimeout: sv.HealthTimeout.D(), HealthFailures: sv.HealthFailures,
-		ProbationWindow: sv.ProbationWindow.D(), DrainTimeout: sv.DrainTimeout.D(),
-	}, disp, manager.LauncherFunc(a.launch), a.logger, a.reg)
-	a.mgr.Store(mgr)
-	rec, err := cluster.NewReconciler(cluster.Config{ReplicaID: cfg.ReplicaID, Version: a.version,
-		Interval: cfg.Cluster.ReconcileInterval.D()}, st.cluster, mgr, a.logger)
-	if err != nil {
-		return fmt.Errorf("config: replica_id: %w", err)
-	}
-
-	in := ingest.New(ingest.Config{Apps: ingestApps, MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
-		PublishTimeout: cfg.Ingest.PublishTimeout.D(), Replay: st.replay, Callbacks: st.cards,
-		CardBudget: cfg.Ingest.CardBudget.D(), Tracer: tracer}, b, a.logger, a.reg)
-
-	// Metrics first: a scrape sees the core start, and the last one after
-	// the drain still finds the listener (it is closed last).
-	mln, err := net.Listen("tcp", cfg.Metrics.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s (metrics): %w", cfg.Metrics.Listen, err)
-	}
-	metricsSrv := &http.Server{Handler: a.metricsMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
-	metricsErr := make(chan error, 1)
-	go func() { metricsErr <- metricsSrv.Serve(mln) }()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = metricsSrv.Shutdown(sctx)
-		if err := <-metricsErr; !errors.Is(err, http.ErrServerClosed) {
-			a.logger.Warn("serving metrics", "err", err)
-		}
-	}()
-	a.metricsAddr <- mln.Addr().String()
-	a.logger.Info("metrics listening", "addr", mln.Addr().String())
-
-	srv := &http.Server{Handler: a.publicMux(in, b, st), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
-	}
-	a.addr <- ln.Addr().String()
-	a.logger.Info("listening", "addr", ln.Addr().String(), "bus", cfg.Bus.Kind, "replica", cfg.ReplicaID)
-	srvErr := make(chan error, 2)
-	go func() { srvErr <- srv.Serve(ln) }()
-
-	var adminSrv *http.Server
-	if cfg.Admin.Listen != "" {
-		h, err := admin.New(cfg.Admin.Token, admin.Deps{Cluster: rec, Store: st.cluster, Local: mgr, DeadLetters: st.dlq, Replayer: disp}, a.logger)
-		if err != nil {
-			_ = srv.Close()
-			return err
-		}
-		aln, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			_ = srv.Close()
-			return fmt.Errorf("listening on %s (admin): %w", cfg.Admin.Listen, err)
-		}
-		a.adminAddr <- aln.Addr().String()
-		// Swaps wait out the probation window: no write timeout here.
-		adminSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
-		go func() { srvErr <- adminSrv.Serve(aln) }()
-		a.logger.Info("admin API listening", "addr", aln.Addr().String())
-	}
-
-	// Plugins: a route and a supervisor each, until pluginCtx ends; the
-	// reconciler keeps them at the cluster's desired versions.
-	specs := make([]manager.Spec, 0, len(cfg.Plugins))
-	for _, pc := range cfg.Plugins {
-		if !pc.Disabled {
-			specs = append(specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Args: pc.Args, Env: pc.Env})
-		}
-	}
-	pluginCtx, stopPlugins := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopPlugins()
-	mgrDone := make(chan error, 1)
-	subscribed := make(chan struct{})
-	go func() { mgrDone <- mgr.Run(pluginCtx, specs, func() { close(subscribed) }) }()
-	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRec()
-	recDone := make(chan error, 1)
-
-	// Long connections are intake like the webhook: opened once plugins are
-	// subscribed, closed first on drain.
-	lcCtx, stopLC := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopLC()
-	lcDone := make(chan struct{})
-	var runErr error
-	select {
-	case <-subscribed:
-		a.ready.Store(true)
-		a.logger.Info("ready: every plugin is subscribed")
-		go func() { recDone <- rec.Run(recCtx) }()
-		go func() { defer close(lcDone); a.runLongConnections(lcCtx, b, in) }()
-		select {
-		case <-ctx.Done():
-		case err := <-srvErr:
-			runErr = fmt.Errorf("serving HTTP: %w", err)
-		case err := <-mgrDone:
-			mgrDone <- err
-			runErr = fmt.Errorf("plugins stopped: %w", err)
-		}
-	case <-ctx.Done():
-		recDone <- nil
-		close(lcDone)
-	case err := <-srvErr:
-		recDone <- nil
-		close(lcDone)
-		runErr = fmt.Errorf("serving HTTP: %w", err)
-	case err := <-mgrDone:
-		recDone <- nil
-		close(lcDone)
-		mgrDone <- err
-		runErr = fmt.Errorf("starting plugins: %w", err)
-	}
-
-	// Ordered drain.
-	a.ready.Store(false)
-	rec.SetDraining()
-	a.logger.Info("draining")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		a.logger.Warn("stopping HTTP intake", "err", err)
-	}
-	stopLC()
-	<-lcDone
-	stopRec()
-	if err := <-recDone; err != nil {
-		a.logger.Warn("leaving the cluster registry", "err", err)
-	}
-	stopPlugins() // dispatch stops pulling, finishes in-flight, then plugins stop
-	if err := <-mgrDone; err != nil {
-		a.logger.Warn("stopping plugins", "err", err)
-	}
-	if adminSrv != nil {
-		_ = adminSrv.Shutdown(sctx)
-	}
-	a.logger.Info("stopped")
-	return runErr
+	return limits
 }
 
-// runLongConnections keeps Lark's WebSocket connections of every app that
-// enables them until ctx ends.
-func (a *App) runLongConnections(ctx context.Context, b bus.Publisher, in *ingest.Server) {
-	var wg sync.WaitGroup
-	for _, ac := range a.cfg.Apps {
-		if !ac.LongConnection.Enabled {
-			continue
+// retryBackoff doubles first per attempt, up to a minute.
+func retryBackoff(first time.Duration) func(attempt int) time.Duration {
+	return func(attempt int) time.Duration {
+		d := first
+		for i := 1; i < attempt && d < time.Minute; i++ {
+			d *= 2
 		}
-		c := longconn.New(longconn.Config{AppID: ac.ID, AppSecret: ac.Secret, BaseURL: ac.BaseURL,
-			Connections: ac.LongConnection.Connections, PublishTimeout: a.cfg.Ingest.PublishTimeout.D()},
-			b, in, a.logger.With("component", "longconn", "app", ac.ID))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Run(ctx); err != nil {
-				a.logger.Error("long connection stopped", "app", ac.ID, "err", err)
-			}
-		}()
+		return min(d, time.Minute)
 	}
-	wg.Wait()
-}
-
-// metricsMux serves /metrics only.
-func (a *App) metricsMux() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
-	return mux
-}
-
-// publicMux serves Lark's paths and the probes, nothing else: metrics and
-// the admin API have listeners of their own.
-func (a *App) publicMux(in http.Handler, b bus.Bus, st *stores) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !a.ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		if err := b.Ping(r.Context()); err != nil {
-			http.Error(w, "bus: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if err := st.ping(r.Context()); err != nil {
-			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		// Plugin health is deliberately not part of readiness: events for a
-		// crashed or quarantined plugin wait in its subscription, and taking
-		// every replica out of service would stop the other plugins' events
-		// too. Plugin states are metrics and alerts (larkway_plugin_state).
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Until every plugin has its subscription, an accepted event could
-		// reach no subscriber: Lark gets a 503 and retries.
-		if !a.ready.Load() {
-			w.Header().Set("Content-Type", "application/json; charset=utf-8")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(`{"error":"starting or draining; retry later","reason":"not_ready"}` + "\n"))
-			return
-		}
-		in.ServeHTTP(w, r)
-	}))
-	return mux
 }
 
 // launch starts a plugin process for the manager.
-func (a *App) launch(ctx context.Context, s manager.Spec) (manager.Instance, error) {
+func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, error) {
 	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Env: s.Env,
-		State: state.NewService(a.state, func() string { return s.Name })}, a.logger.With("plugin", s.Name))
+		State: state.NewService(c.st.state, func() string { return s.Name })}, c.logger.With("plugin", s.Name))
 	if err != nil {
 		return nil, err
 	}
 	return inst, nil
 }
+

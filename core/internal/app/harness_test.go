@@ -39,7 +39,7 @@ func emulator(t *testing.T, appID string) (*larkemu.Emulator, string) {
 
 // runningCore is one in-process core replica.
 type runningCore struct {
-	app     *app.App
+	app     *app.Core
 	addr    string
 	admin   string
 	metrics string
@@ -61,7 +61,10 @@ func runCore(t *testing.T, yaml string) *runningCore {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reg := prometheus.NewRegistry()
-	a := app.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), reg, "test")
+	a, err := app.Build(context.Background(), cfg, app.Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), Registry: reg, Version: "test"})
+	if err != nil {
+		t.Fatalf("building the core: %v", err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	c := &runningCore{app: a, reg: reg}
@@ -74,19 +77,7 @@ func runCore(t *testing.T, yaml string) *runningCore {
 			t.Errorf("core stopped with %v", err)
 		}
 	})
-	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-	defer acancel()
-	if c.addr, err = a.Addr(actx); err != nil {
-		t.Fatalf("core did not listen: %v", err)
-	}
-	if c.metrics, err = a.MetricsAddr(actx); err != nil {
-		t.Fatalf("metrics did not listen: %v", err)
-	}
-	if cfg.Admin.Listen != "" {
-		if c.admin, err = a.AdminAddr(actx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.addr, c.metrics, c.admin = a.Addr(), a.MetricsAddr(), a.AdminAddr()
 	testenv.Eventually(t, 60*time.Second, "core never served", func() bool { return a.Ready() && a.PluginsServing() })
 	return c
 }

@@ -57,15 +57,13 @@ supervision:
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	a := app.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), reg, "test")
+	a, err := app.Build(context.Background(), cfg, app.Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), Registry: reg, Version: "test"})
+	if err != nil {
+		t.Fatalf("building the core: %v", err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-	defer acancel()
-	addr, err := a.Addr(actx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := a.Addr()
 	testenv.Eventually(t, 30*time.Second, "core not ready", a.Ready)
 	const n = 20
 	for i := range n {

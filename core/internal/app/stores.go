@@ -9,6 +9,7 @@ import (
 
 	"github.com/larkway/larkway/core/internal/callback"
 	"github.com/larkway/larkway/core/internal/cluster"
+	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/dlq"
 	"github.com/larkway/larkway/core/internal/ingest"
@@ -27,8 +28,7 @@ type stores struct {
 	cards   callback.Hub
 }
 
-func (a *App) openStores(ctx context.Context) (*stores, error) {
-	rc := a.cfg.Redis
+func openStores(ctx context.Context, rc config.Redis) (*stores, error) {
 	if rc.Addr == "" {
 		return &stores{dedup: dedup.NewMemory(), dlq: dlq.NewMemory(), cluster: cluster.NewMemory(),
 			replay: ingest.NewMemoryReplayCache(), state: state.NewMemory(), cards: callback.NewMemory()}, nil

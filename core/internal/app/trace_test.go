@@ -32,18 +32,16 @@ func TestOneTraceFromWebhookToLark(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := tracetest.NewSpanRecorder()
-	a := app.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), prometheus.NewRegistry(), "test")
-	a.SetTracerProvider(telemetry.NewSDKProvider(rec, 1, "test"))
+	a, err := app.Build(context.Background(), cfg, app.Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		Registry: prometheus.NewRegistry(), Version: "test", TracerProvider: telemetry.NewSDKProvider(rec, 1, "test")})
+	if err != nil {
+		t.Fatalf("building the core: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-	defer acancel()
-	addr, err := a.Addr(actx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := a.Addr()
 	testenv.Eventually(t, 30*time.Second, "not serving", func() bool { return a.Ready() && a.PluginsServing() })
 	c := &runningCore{addr: addr}
 	if code, err := c.post(messageEvent(appID, "ev_trace", "om_trace", "oc_trace", "/trace")); err != nil || code != 200 {

@@ -263,7 +263,7 @@ func (r *runner) startCore(ctx context.Context, busKind string, app App, plugins
 	if larkURL == "" {
 		larkURL = "http://127.0.0.1:1" // no action is ever sent
 	}
-	return StartCore(ctx, CoreOptions{Bus: busKind, PulsarURL: r.o.PulsarURL, App: app, LarkURL: larkURL,
+	return NewCore(ctx, CoreOptions{Bus: busKind, PulsarURL: r.o.PulsarURL, App: app, LarkURL: larkURL,
 		Plugins: plugins, UnlimitedActions: true, Observe: d.observe, Logger: r.o.Logger})
 }
 
@@ -517,8 +517,8 @@ func (r *runner) dispatch(ctx context.Context) error {
 		app := r.appForRun("dp")
 		var d deliveries
 		// Room for the whole backlog (the default bound is 64 MB).
-		core, err := StartCore(ctx, CoreOptions{Bus: "memory", App: app, LarkURL: "http://127.0.0.1:1", Plugins: []PluginSpec{p.spec},
-			UnlimitedActions: true, Observe: d.observe, Logger: r.o.Logger, MaxRetainedBytes: 4 << 30})
+		core, err := NewCore(ctx, CoreOptions{Bus: "memory", App: app, LarkURL: "http://127.0.0.1:1", Plugins: []PluginSpec{p.spec},
+			UnlimitedActions: true, Observe: d.observe, Logger: r.o.Logger, MaxRetainedMB: 4096})
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.key, err)
 		}
@@ -611,7 +611,7 @@ func runE2E(ctx context.Context, o Options, app App, busKind, tag string, env []
 	}
 	defer emu.Close()
 	var d deliveries
-	core, err := StartCore(ctx, CoreOptions{Bus: busKind, PulsarURL: o.PulsarURL, App: app, LarkURL: emu.URL(),
+	core, err := NewCore(ctx, CoreOptions{Bus: busKind, PulsarURL: o.PulsarURL, App: app, LarkURL: emu.URL(),
 		Plugins: []PluginSpec{{Name: "echo", Path: o.Plugins.GoEcho, Env: env}}, UnlimitedActions: true,
 		ProbationWindow: h.probation, Observe: d.observe, Logger: o.Logger})
 	if err != nil {

@@ -197,7 +197,10 @@ supervision:
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
 	logs := newLogRecorder()
-	a := app.New(cfg, slog.New(logs), prometheus.NewRegistry(), "conformance")
+	a, err := app.Build(context.Background(), cfg, app.Deps{Logger: slog.New(logs), Registry: prometheus.NewRegistry(), Version: "conformance"})
+	if err != nil {
+		t.Fatalf("building the core: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- a.Run(ctx) }()
@@ -218,11 +221,7 @@ supervision:
 			t.Errorf("core stopped with %v", err)
 		}
 	})
-	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-	defer acancel()
-	if s.addr, err = a.Addr(actx); err != nil {
-		t.Fatalf("core did not listen: %v", err)
-	}
+	s.addr = a.Addr()
 	testenv.Eventually(t, 60*time.Second, "the core never served its plugins", func() bool { return a.Ready() && a.PluginsServing() })
 	return s
 }

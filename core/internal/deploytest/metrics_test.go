@@ -554,7 +554,10 @@ plugins:
 	// What `larkway serve` adds to the registry it hands the app
 	// (core/cmd/larkway/serve.go).
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a := app.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), reg, "deploytest")
+	a, err := app.Build(context.Background(), cfg, app.Deps{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})), Registry: reg, Version: "deploytest"})
+	if err != nil {
+		t.Fatalf("building the core: %v", err)
+	}
 	runDone := make(chan error, 1)
 	go func() { runDone <- a.Run(ctx) }()
 	var once sync.Once
@@ -571,12 +574,7 @@ plugins:
 	}
 	t.Cleanup(stop)
 
-	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-	defer acancel()
-	addr, err := a.Addr(actx)
-	if err != nil {
-		t.Fatalf("core did not listen: %v", err)
-	}
+	addr := a.Addr()
 	testenv.Eventually(t, 60*time.Second, "core never became ready", func() bool { return a.Ready() && a.PluginsServing() })
 
 	post := func(body string) int {
