@@ -334,4 +334,3 @@ func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, er
 	}
 	return inst, nil
 }
-
