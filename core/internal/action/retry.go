@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/backoff"
 	"github.com/larkway/larkway/core/internal/lark"
 )
 
@@ -47,17 +47,9 @@ func (p RetryPolicy) Validate() error {
 	return nil
 }
 
-// backoff is the delay after the attempt-th failed call. Hand-written: the
-// formula is three lines, and a backoff library (cenkalti/backoff) would
-// bring its own retry loop, which this one must interleave with the rate
-// limiter and the breaker.
+// backoff is the delay after the attempt-th failed call, jittered.
 func (p RetryPolicy) backoff(attempt int) time.Duration {
-	d := p.BaseDelay
-	for i := 1; i < attempt && d < p.MaxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, p.MaxDelay)
-	return d/2 + rand.N(d/2+1)
+	return backoff.Policy{First: p.BaseDelay, Max: p.MaxDelay, Jitter: true}.Delay(attempt)
 }
 
 // sleep waits d or until ctx ends.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/admin"
+	"github.com/larkway/larkway/core/internal/backoff"
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/bus/memory"
 	buspulsar "github.com/larkway/larkway/core/internal/bus/pulsar"
@@ -157,7 +158,7 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	c.disp = dispatch.New(dispatch.Config{
 		Topics: topics, Deadline: dc.Deadline.D(), ActionTimeout: dc.ActionTimeout.D(), MaxAttempts: dc.MaxAttempts,
 		MaxInFlight: dc.MaxInFlight, Dedup: c.st.dedup, DoneTTL: dc.DoneTTL.D(), DeadLetters: c.st.dlq,
-		Callbacks: c.st.cards, Tracer: tracer, Backoff: retryBackoff(dc.RetryBackoff.D()),
+		Callbacks: c.st.cards, Tracer: tracer, Backoff: backoff.Policy{First: dc.RetryBackoff.D(), Max: time.Minute}.Func(),
 	}, c.bus, exec, logger, reg)
 	if bl, ok := c.bus.(dispatch.Backlogger); ok {
 		names := make([]string, 0, len(cfg.Plugins))
@@ -312,17 +313,6 @@ func actionLimits(rl config.RateLimits) action.Limits {
 		limits.PerUser = action.Limit{Count: rl.PerUser, Window: time.Second}
 	}
 	return limits
-}
-
-// retryBackoff doubles first per attempt, up to a minute.
-func retryBackoff(first time.Duration) func(attempt int) time.Duration {
-	return func(attempt int) time.Duration {
-		d := first
-		for i := 1; i < attempt && d < time.Minute; i++ {
-			d *= 2
-		}
-		return min(d, time.Minute)
-	}
 }
 
 // launch starts a plugin process for the manager.

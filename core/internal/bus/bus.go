@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/larkway/larkway/core/internal/backoff"
 )
 
 // ErrUnavailable classes failures where the bus could not take or hand out a
@@ -112,11 +114,7 @@ func (o SubscribeOptions) BackoffFor(attempt int) time.Duration {
 
 // DefaultBackoff doubles from 1 s up to 1 min.
 func DefaultBackoff(attempt int) time.Duration {
-	d := time.Second
-	for i := 1; i < attempt && d < time.Minute; i++ {
-		d *= 2
-	}
-	return min(d, time.Minute)
+	return backoff.Policy{First: time.Second, Max: time.Minute}.Delay(attempt)
 }
 
 // Consumer receives one subscription's messages.

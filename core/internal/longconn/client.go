@@ -47,7 +47,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -55,6 +54,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/larkway/larkway/core/internal/backoff"
 	"github.com/larkway/larkway/core/internal/bus"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
@@ -179,7 +179,7 @@ func (c *Client) runSlot(ctx context.Context, slot int, jobs chan<- *job) error 
 		if time.Since(started) >= healthyAfter(c.cfg) {
 			attempt = 0
 		}
-		wait := backoff(c.cfg.ReconnectMin, c.cfg.ReconnectMax, attempt)
+		wait := reconnectDelay(c.cfg.ReconnectMin, c.cfg.ReconnectMax, attempt)
 		attempt++
 		log.Warn("long connection lost; reconnecting", "err", err, "attempt", attempt, "backoff", wait)
 		t := time.NewTimer(wait)
@@ -196,18 +196,9 @@ func (c *Client) runSlot(ctx context.Context, slot int, jobs chan<- *job) error 
 // healthyAfter is how long a connection must last to reset the backoff.
 func healthyAfter(cfg Config) time.Duration { return min(30*time.Second, cfg.ReconnectMax) }
 
-// backoff is the wait before attempt n (from 0): min·2ⁿ capped at max, drawn
-// from the upper half of that step ("equal jitter") so slots and replicas
-// that failed together do not retry together.
-func backoff(lo, hi time.Duration, n int) time.Duration {
-	d := lo
-	for i := 0; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
+// reconnectDelay is the wait before attempt n (from 0): min·2ⁿ capped at
+// max, jittered so slots and replicas that failed together do not retry
+// together.
+func reconnectDelay(lo, hi time.Duration, n int) time.Duration {
+	return backoff.Policy{First: lo, Max: hi, Jitter: true}.Delay(n + 1)
 }

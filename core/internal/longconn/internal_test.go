@@ -80,13 +80,13 @@ func TestBackoff(t *testing.T) {
 	for n := range 10 {
 		step := min(lo<<n, hi)
 		for range 50 {
-			d := backoff(lo, hi, n)
+			d := reconnectDelay(lo, hi, n)
 			if d < step/2 || d > step {
 				t.Fatalf("backoff(attempt %d) = %s, want within [%s, %s]", n, d, step/2, step)
 			}
 		}
 	}
-	if d := backoff(0, 0, 3); d != 0 {
+	if d := reconnectDelay(0, 0, 3); d != 0 {
 		t.Errorf("zero backoff = %s", d)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/backoff"
 	"github.com/larkway/larkway/core/internal/dispatch"
 )
 
@@ -92,7 +93,8 @@ func (s *supervisor) spec() Spec {
 // run supervises until ctx ends, then drains and stops the instance.
 func (s *supervisor) run(ctx context.Context) {
 	defer close(s.exited)
-	backoff := s.m.cfg.RestartBackoff
+	restarts := backoff.Policy{First: s.m.cfg.RestartBackoff, Max: s.m.cfg.RestartBackoffMax}
+	attempt := 1
 	for ctx.Err() == nil {
 		switch s.status().State {
 		case StateDisabled, StateQuarantined:
@@ -108,7 +110,7 @@ func (s *supervisor) run(ctx context.Context) {
 				continue // a command changed the state; go round again
 			}
 			if time.Since(started) > s.m.cfg.QuarantineWindow {
-				backoff = s.m.cfg.RestartBackoff
+				attempt = 1
 			}
 		}
 		if ctx.Err() != nil {
@@ -117,8 +119,8 @@ func (s *supervisor) run(ctx context.Context) {
 		if s.crashed(err) {
 			continue
 		}
-		s.wait(ctx, backoff)
-		backoff = min(2*backoff, s.m.cfg.RestartBackoffMax)
+		s.wait(ctx, restarts.Delay(attempt))
+		attempt++
 	}
 	s.stop()
 	s.setState(StateStopped, nil)
