@@ -64,9 +64,9 @@ func TestApprovalEndToEnd(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("callback answered %d %s", code, body)
 		}
-		if took > 2500*time.Millisecond { // ingest.card_budget is 2 s; Lark allows 3 s
-			t.Errorf("callback answered after %s", took)
-		}
+		// A toast in body (checked by the caller) proves the answer came
+		// within ingest.card_budget: past it the answer is {}. The time
+		// itself depends on the machine and is not gated.
 		return body, took
 	}
 	body, took := click("ev_click_1", "approve", "ou_boss")

@@ -166,9 +166,9 @@ func runSuite(t *testing.T, l language, tr *transcript) {
 		if err := json.Unmarshal([]byte(body), &resp); err != nil || resp.Toast.Type != "success" || resp.Toast.Content != "poked by ou_clicker" || resp.Card != nil {
 			t.Fatalf("callback answered %s after %s, want the plugin's toast", body, took)
 		}
-		if took > 2500*time.Millisecond { // card_budget 2 s; Lark allows 3 s
-			t.Errorf("toast took %s", took)
-		}
+		// The plugin's toast in the response proves it came within
+		// card_budget (past it the answer is {}); the time is not gated
+		// here: it depends on the machine (make bench measures it).
 		barrier(t, "oc_card")
 		if m, u := len(s.emu.Messages()), len(s.emu.Updates()); m != msgs+1 || u != updates {
 			t.Errorf("the click produced %d messages and %d updates, want none", m-msgs-1, u-updates)
