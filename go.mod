@@ -3,6 +3,7 @@ module github.com/larkway/larkway
 go 1.26.8
 
 require (
+	github.com/agnivade/levenshtein v1.2.2
 	github.com/apache/pulsar-client-go v0.19.0
 	github.com/bytedance/sonic v1.15.5
 	github.com/goccy/go-json v0.10.5

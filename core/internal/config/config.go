@@ -285,6 +285,13 @@ func Parse(r io.Reader) (*Config, error) {
 	if len(b) > MaxConfigBytes {
 		return nil, fmt.Errorf("reading config: larger than %d bytes", MaxConfigBytes)
 	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	if err := checkShape(&doc); err != nil {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -113,4 +114,46 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted a config that does not validate")
 		}
 	})
+}
+
+// Typos and wrong kinds are answered with the YAML path and, for a typo,
+// the key meant; never with Go type names.
+func TestShapeErrorsNameThePath(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"top-level typo", minimal + "log_levl: debug\n", []string{`unknown key "log_levl"`, `did you mean "log_level"?`}},
+		{"nested typo", minimal + "dispatch:\n  max_atempts: 3\n", []string{`"dispatch.max_atempts"`, `did you mean "max_attempts"?`}},
+		{"typo in a list item", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    sha265: abc\n", []string{`"plugins[0].sha265"`, `did you mean "sha256"?`}},
+		{"typo in an app", "apps:\n  - id: a\n    secret: s\n    verification_tokn: v\n", []string{`"apps[0].verification_tokn"`, `"verification_token"`}},
+		{"no suggestion for a stranger", minimal + "kubernetes: {}\n", []string{`unknown key "kubernetes"`}},
+		{"wrong kind", minimal + "dispatch:\n  max_attempts: many\n", []string{"line 7", "dispatch.max_attempts", `want a whole number, got "many"`}},
+		{"list where a mapping goes", minimal + "bus: [memory]\n", []string{"bus: want a mapping"}},
+		{"mapping where a list goes", minimal + "plugins: {name: x}\n", []string{"plugins: want a list"}},
+		{"bool", minimal + "actions:\n  rate_limits:\n    disabled: perhaps\n", []string{"actions.rate_limits.disabled", "want true or false"}},
+		{"two at once", minimal + "listn: x\nbus:\n  kindd: memory\n", []string{`"listn"`, `"listen"`, `"bus.kindd"`, `"kind"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tt.yaml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			for _, goName := range []string{"config.", "!!str", "unmarshal", "type "} {
+				if strings.Contains(err.Error(), goName) {
+					t.Errorf("error %q names Go internals (%q)", err, goName)
+				}
+			}
+		})
+	}
+	if s := suggest("kubernetes", yamlFields(reflect.TypeOf(Config{}))); s != "" {
+		t.Errorf("suggested %q for an unrelated key", s)
+	}
 }
