@@ -14,7 +14,7 @@ import (
 	"unicode/utf8"
 )
 
-// Body codes and messages, as Lark sends them (lark-platform.md §4, §5.3;
+// Body codes and messages, as Lark sends them (docs/lark-platform.md#error-codes;
 // status and wording of the auth errors observed on open.feishu.cn).
 const (
 	codeOK                    = 0
@@ -573,7 +573,8 @@ func (e *Emulator) expireUUIDsLocked(now time.Time) {
 	}
 }
 
-// messageData is the documented send/reply response "data" (§4.2).
+// messageData is the documented send/reply response "data"
+// (docs/lark-platform.md#messages).
 type messageData struct {
 	MessageID  string          `json:"message_id"`
 	RootID     string          `json:"root_id,omitempty"`

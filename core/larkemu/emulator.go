@@ -3,7 +3,8 @@
 // with WithOpenBaseUrl, works unmodified. Tests, `make run` and benchmarks
 // use it in place of the unreachable Lark cloud.
 //
-// Emulated (lark-platform.md §2.3, §4, §5):
+// Emulated (docs/lark-platform.md#openapi, docs/lark-platform.md#delayed-card-update,
+// docs/lark-platform.md#rate-limits):
 //
 //	POST   /open-apis/auth/v3/tenant_access_token/internal          tenant_access_token for a self-built app
 //	POST   /open-apis/im/v1/messages?receive_id_type=…              send a message
@@ -66,7 +67,8 @@ const DefaultTokenTTL = 2 * time.Hour
 const UUIDTTL = time.Hour
 
 // DefaultCardTokenTTL is how long a card callback's token can update the
-// card (30 minutes), and CardTokenUses how many times (lark-platform.md §2.3).
+// card (30 minutes), and CardTokenUses how many times
+// (docs/lark-platform.md#delayed-card-update).
 const (
 	DefaultCardTokenTTL = 30 * time.Minute
 	CardTokenUses       = 2

@@ -16,7 +16,7 @@ type Limit struct {
 func (l Limit) zero() bool { return l.Count <= 0 || l.Window <= 0 }
 
 // RateLimits are the frequency limits the emulator enforces
-// (lark-platform.md §5.1, §5.2).
+// (docs/lark-platform.md#rate-limits).
 type RateLimits struct {
 	// AppPerSecond and AppPerMinute limit each app's calls to each API
 	// (50 per second and 1 000 per minute for messaging): HTTP 429, code
@@ -152,8 +152,8 @@ func (e *Emulator) allowApp(w http.ResponseWriter, appID, api string) bool {
 }
 
 // writeGatewayLimit answers as Lark's gateway does when a limit trips
-// (lark-platform.md §5.1): HTTP 429, code 99991400, and the window's limit
-// and the whole seconds until it recovers.
+// (docs/lark-platform.md#gateway-limit-response): HTTP 429, code 99991400,
+// and the window's limit and the whole seconds until it recovers.
 func (e *Emulator) writeGatewayLimit(w http.ResponseWriter, limit int, reset time.Duration) {
 	secs := max(1, int(math.Ceil(reset.Seconds())))
 	w.Header().Set("x-ogw-ratelimit-limit", strconv.Itoa(limit))

@@ -15,8 +15,8 @@ type Limit struct {
 func (l Limit) zero() bool { return l.Count == 0 && l.Window == 0 }
 
 // Limits are the OpenAPI frequency limits the executor keeps to, across
-// every replica sharing the Redis (lark-platform.md §5). Zero fields take
-// DefaultLimits' values.
+// every replica sharing the Redis (docs/lark-platform.md#rate-limits). Zero
+// fields take DefaultLimits' values.
 type Limits struct {
 	// Disabled turns client-side limiting off: actions go out as fast as
 	// they come (benchmarks, an unlimited emulator).

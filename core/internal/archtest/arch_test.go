@@ -1,6 +1,8 @@
-// Package archtest keeps the dependency rules of docs/conventions: plugins →
-// sdk → proto/gen, nothing outside core imports core, and each vendor SDK is
-// owned by one package.
+// Package archtest keeps the rules of docs/architecture.md#rules: the
+// dependency rules (plugins → sdk → proto/gen, nothing outside core imports
+// core, each vendor SDK owned by one package), and the repository standing
+// alone (every cited docs/….md#section exists, no document outside the
+// repository is cited).
 package archtest
 
 import (

@@ -33,8 +33,9 @@ var (
 	ErrContentTooLarge = errors.New("message content too large")
 )
 
-// OpenAPI body codes this package treats specially (lark-platform.md §4.2,
-// §5). Codes not listed here are business errors and terminal.
+// OpenAPI body codes this package treats specially
+// (docs/lark-platform.md#error-codes). Codes not listed here are business
+// errors and terminal.
 const (
 	CodeOK = 0
 	// Token endpoint.
@@ -58,7 +59,8 @@ const (
 	CodeCustomBotRateLimited = 11232  // create message service trigger rate limit
 )
 
-// HTTP headers of Lark's gateway rate limiting (lark-platform.md §5.1).
+// HTTP headers of Lark's gateway rate limiting
+// (docs/lark-platform.md#gateway-limit-response).
 const (
 	HeaderRateLimitLimit = "x-ogw-ratelimit-limit"
 	HeaderRateLimitReset = "x-ogw-ratelimit-reset"

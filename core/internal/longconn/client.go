@@ -1,10 +1,10 @@
 // Package longconn receives a Lark app's events and card callbacks over
 // Lark's long connection (WebSocket "long connection mode",
-// lark-platform.md §3), publishes them to the bus, and acknowledges each
-// frame only after the bus has durably stored it — the same contract as the
-// webhook (core/internal/ingest): an ack with code 200 always means
-// "stored", anything else gets code 500 so Lark redelivers (15 s, 5 min,
-// 1 h, 6 h).
+// docs/lark-platform.md#long-connection), publishes them to the bus, and
+// acknowledges each frame only after the bus has durably stored it — the same
+// contract as the webhook (core/internal/ingest): an ack with code 200 always
+// means "stored", anything else gets code 500 so Lark redelivers (15 s,
+// 5 min, 1 h, 6 h).
 //
 // This is our own client rather than oapi-sdk-go's ws package, because
 // v3.2.2's client:

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// MaxConnections is Lark's limit of long connections per app (§3.8); the
-// 51st handshake is refused with Handshake-Autherrcode 1000040350.
+// MaxConnections is Lark's limit of long connections per app
+// (docs/lark-platform.md#long-connection); the 51st handshake is refused with
+// Handshake-Autherrcode 1000040350 (docs/lark-platform.md#handshake).
 const MaxConnections = 50
 
 // Bounds for the ping interval Lark's ClientConfig asks for (seconds on the
