@@ -109,7 +109,7 @@ func TestLegacyCardCallback(t *testing.T) {
 		body   string
 	}{
 		{"signed click answered with the card", func() *http.Request { return signedCard(legacyCard, "vt", testNow, "n1") }, 200, answer.CardJson},
-		{"unsigned click", func() *http.Request { return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(legacyCard)) }, 401, "missing_signature"},
+		{"unsigned click", func() *http.Request { return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(legacyCard)) }, 401, "unauthenticated"},
 		{"signed with the wrong token", func() *http.Request { return signedCard(legacyCard, "forged", testNow, "n2") }, 401, "bad_signature"},
 		{"stale", func() *http.Request { return signedCard(legacyCard, "vt", testNow.Add(-time.Hour), "n3") }, 401, "stale_timestamp"},
 		{"challenge", func() *http.Request {
@@ -117,7 +117,14 @@ func TestLegacyCardCallback(t *testing.T) {
 		}, 200, `"challenge":"x"`},
 		{"challenge wrong token", func() *http.Request {
 			return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(`{"challenge":"x","token":"no","type":"url_verification"}`))
-		}, 401, "bad_token"},
+		}, 401, "unauthenticated"},
+		{"unsigned not json", func() *http.Request { return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(`<xml/>`)) }, 401, "unauthenticated"},
+		{"unsigned encrypted without key", func() *http.Request {
+			return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(`{"encrypt":"AAAA"}`))
+		}, 401, "unauthenticated"},
+		{"signed challenge", func() *http.Request {
+			return signedCard(`{"challenge":"y","token":"vt","type":"url_verification"}`, "vt", testNow, "n7")
+		}, 200, `"challenge":"y"`},
 		{"no message id", func() *http.Request { return signedCard(`{"action":{}}`, "vt", testNow, "n4") }, 400, "malformed"},
 		{"not json", func() *http.Request { return signedCard(`<xml/>`, "vt", testNow, "n5") }, 400, "not_json"},
 		{"encrypted without key", func() *http.Request { return signedCard(`{"encrypt":"AAAA"}`, "vt", testNow, "n6") }, 400, "undecryptable"},
