@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,11 +30,20 @@ const legacyCard = `{"open_id":"ou_1","open_message_id":"om_card","open_chat_id"
 type answeringPublisher struct {
 	hub    callback.Hub
 	answer *pluginv1.CardResponse
+	mu     sync.Mutex // got is appended by server goroutines in HTTP tests
 	got    []bus.Message
 }
 
+func (p *answeringPublisher) stored() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.got)
+}
+
 func (p *answeringPublisher) Publish(ctx context.Context, _ string, m bus.Message) error {
+	p.mu.Lock()
 	p.got = append(p.got, m)
+	p.mu.Unlock()
 	ev, _ := envelope.Decode(m.Payload)
 	if p.answer != nil && ev.GetCardAction().GetAwaitsResponse() {
 		go func() { _, _ = p.hub.Deliver(context.Background(), ev.GetEventId(), p.answer) }()
