@@ -87,7 +87,7 @@ func TestMetricsAfterEndToEnd(t *testing.T) {
 		ok   bool
 	}{
 		{"one stored event per post", sum(families["larkway_ingest_requests_total"], "outcome", "stored") == 2},
-		{"the forged event rejected", sum(families["larkway_ingest_rejections_total"], "reason", "bad_token") == 1},
+		{"the forged event rejected", sum(families["larkway_ingest_rejections_total"], "reason", "unauthenticated") == 1},
 		{"publish latency observed", histCount(families["larkway_ingest_publish_duration_seconds"]) == 2},
 		{"one delivery done", sum(families["larkway_dispatch_results_total"], "outcome", "done") == 1},
 		{"plugin latency observed", histCount(families["larkway_dispatch_plugin_duration_seconds"]) >= 1},

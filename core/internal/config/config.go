@@ -175,7 +175,9 @@ type App struct {
 	EncryptKeyEnv string `yaml:"encrypt_key_env"`
 	// EventPath is the webhook path for events (default /lark/events).
 	EventPath string `yaml:"event_path"`
-	// CardPath is the legacy card callback URL path (default /lark/cards).
+	// CardPath is the legacy card callback URL path (card.action.trigger_v1).
+	// Empty (the default) serves no legacy card URL: it is on only where an
+	// app configures it.
 	CardPath string `yaml:"card_path"`
 	// LongConnection receives events over Lark's WebSocket instead of (or
 	// beside) the webhook.
@@ -337,9 +339,6 @@ func (c *Config) applyDefaults() {
 		if a.EventPath == "" {
 			a.EventPath = "/lark/events"
 		}
-		if a.CardPath == "" {
-			a.CardPath = "/lark/cards"
-		}
 		if a.LongConnection.Connections == 0 {
 			a.LongConnection.Connections = 1
 		}
@@ -477,6 +476,9 @@ func (c *Config) Validate() error {
 			bad("%s: verification_token is required: it authenticates every event", p)
 		}
 		for field, path := range map[string]string{"event_path": a.EventPath, "card_path": a.CardPath} {
+			if field == "card_path" && path == "" {
+				continue // no legacy card URL
+			}
 			if !strings.HasPrefix(path, "/") {
 				bad("%s.%s %q: must start with /", p, field, path)
 			}

@@ -42,6 +42,27 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// The legacy card URL is served only where an app configures card_path.
+func TestCardPathOptIn(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"off by default", minimal, ""},
+		{"configured", minimal + "    card_path: /lark/cards\n", "/lark/cards"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(strings.NewReader(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Apps[0].CardPath; got != tt.want {
+				t.Fatalf("card_path %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -57,6 +78,8 @@ func TestParseErrors(t *testing.T) {
 		{"negative memory bound", minimal + "bus:\n  memory:\n    max_retained_mb: -1\n", "bus.memory.max_retained_mb"},
 		{"pulsar without url", minimal + "bus:\n  kind: pulsar\n", "bus.pulsar.url"},
 		{"bad duration", minimal + "dispatch:\n  deadline: soon\n", "not a duration"},
+		{"card path not absolute", minimal + "    card_path: lark/cards\n", "apps[0].card_path"},
+		{"card path on the event path", minimal + "    card_path: /lark/events\n", "used by another app or path"},
 		{"duplicate path", "apps:\n  - {id: a, secret: s, verification_token: v}\n  - {id: b, secret: s, verification_token: v}\n", "used by another app or path"},
 		{"bad sha", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    sha256: abc\n", "64 hex"},
 		{"plugin without name", minimal + "plugins:\n  - path: /bin/x\n", "plugins[0].name"},

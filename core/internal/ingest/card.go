@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -123,12 +124,15 @@ func toastType(t pluginv1.ToastType) string {
 	return "info"
 }
 
-// legacyCardHandler serves the card request URL (card.action.trigger_v1).
-// Its body carries the delayed-update token in "token", not the
-// verification token, so authenticity rests on the SHA-1 signature over
-// timestamp + nonce + verification token + body, which is required (only
-// url_verification, which carries the verification token, may come
-// unsigned), together with the replay window and nonce cache.
+// legacyCardHandler serves the card request URL (card.action.trigger_v1),
+// which exists only if the app configures it. Its body carries the
+// delayed-update token in "token", not the verification token, so a click
+// is authenticated only by the SHA-1 signature over timestamp + nonce +
+// verification token + raw body, with the replay window and nonce cache.
+// That signature is checked on the raw bytes before anything is decrypted
+// or parsed. The only request that may come unsigned is url_verification,
+// which carries the verification token; an unsigned request that is not
+// exactly that gets the uniform unauthenticated answer, whatever failed.
 func (s *Server) legacyCardHandler(st *appState) http.Handler {
 	app := st.App
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -136,22 +140,25 @@ func (s *Server) legacyCardHandler(st *appState) http.Handler {
 		if !ok {
 			return
 		}
-		var outer envelope.Probe
-		if err := json.Unmarshal(body, &outer); err != nil {
-			s.reject(w, app.ID, http.StatusBadRequest, "not_json", "body is not a JSON object")
+		if header(r.Header, HeaderSignature) == "" {
+			challenge, rej := legacyCardChallenge(st, body)
+			if rej != nil {
+				s.refuse(w, st, rej)
+				return
+			}
+			st.challenged.Inc()
+			writeJSON(w, http.StatusOK, map[string]string{"challenge": challenge})
 			return
 		}
-		plain := body
-		if outer.Encrypt != "" {
-			if app.EncryptKey == "" {
-				s.reject(w, app.ID, http.StatusBadRequest, "undecryptable", "encrypted body, but this app has no encrypt key configured")
-				return
-			}
-			var err error
-			if plain, err = Decrypt(outer.Encrypt, app.EncryptKey); err != nil {
-				s.reject(w, app.ID, http.StatusBadRequest, "undecryptable", "body could not be decrypted with this app's encrypt key")
-				return
-			}
+		if rej := s.checkCardSignature(r.Context(), st, r.Header, body); rej != nil {
+			s.refuse(w, st, rej)
+			return
+		}
+		// Authenticated: from here on, answers may say what went wrong.
+		plain, rej := openLegacyCard(st, body)
+		if rej != nil {
+			s.refuse(w, st, rej)
+			return
 		}
 		var probe envelope.Probe
 		if err := json.Unmarshal(plain, &probe); err != nil {
@@ -163,12 +170,8 @@ func (s *Server) legacyCardHandler(st *appState) http.Handler {
 				s.reject(w, app.ID, http.StatusUnauthorized, "bad_token", "verification token does not match")
 				return
 			}
-			s.metrics.requests.WithLabelValues(app.ID, "challenge", "200").Inc()
+			st.challenged.Inc()
 			writeJSON(w, http.StatusOK, map[string]string{"challenge": probe.Challenge})
-			return
-		}
-		if rej := s.checkCardSignature(r.Context(), st, r.Header, body); rej != nil {
-			s.reject(w, app.ID, rej.status, rej.reason, rej.msg)
 			return
 		}
 		ev, err := envelope.NormalizeLegacyCard(app.ID, plain)
@@ -178,6 +181,58 @@ func (s *Server) legacyCardHandler(st *appState) http.Handler {
 		}
 		s.cardCallback(r.Context(), w, app, ev, true)
 	})
+}
+
+// openLegacyCard is a signed card body's plaintext: decrypted if it is the
+// encrypted wrapper, else the body itself.
+func openLegacyCard(st *appState, body []byte) ([]byte, *rejection) {
+	var outer envelope.Probe
+	if err := json.Unmarshal(body, &outer); err != nil {
+		return nil, &rejection{http.StatusBadRequest, "not_json", "body is not a JSON object", ""}
+	}
+	if outer.Encrypt == "" {
+		return body, nil
+	}
+	if st.block == nil {
+		return nil, &rejection{http.StatusBadRequest, "undecryptable", "encrypted body, but this app has no encrypt key configured", ""}
+	}
+	plain, err := decrypt(make([]byte, base64.StdEncoding.DecodedLen(len(outer.Encrypt))), []byte(outer.Encrypt), st.block)
+	if err != nil {
+		return nil, &rejection{http.StatusBadRequest, "undecryptable", "body could not be decrypted with this app's encrypt key", ""}
+	}
+	return plain, nil
+}
+
+// legacyCardChallenge is the challenge to echo if the unsigned body is a
+// url_verification (encrypted when the app has an Encrypt Key, as Lark
+// then sends it) carrying the verification token; any failure is the
+// uniform unauthenticated rejection.
+func legacyCardChallenge(st *appState, body []byte) (string, *rejection) {
+	var outer envelope.Probe
+	if err := json.Unmarshal(body, &outer); err != nil {
+		return "", unauthenticated("unsigned card body is not a JSON object")
+	}
+	plain := body
+	if outer.Encrypt != "" {
+		if st.block == nil {
+			return "", unauthenticated("unsigned card body is encrypted, but this app has no encrypt key configured")
+		}
+		var err error
+		if plain, err = decrypt(make([]byte, base64.StdEncoding.DecodedLen(len(outer.Encrypt))), []byte(outer.Encrypt), st.block); err != nil {
+			return "", unauthenticated("unsigned card body could not be decrypted")
+		}
+	}
+	var probe envelope.Probe
+	if err := json.Unmarshal(plain, &probe); err != nil {
+		return "", unauthenticated("unsigned decrypted card body is not a JSON object")
+	}
+	if !probe.IsChallenge() {
+		return "", unauthenticated("unsigned card body is not url_verification")
+	}
+	if !tokenOK(probe.Token, st.VerificationToken) {
+		return "", unauthenticated("verification token does not match")
+	}
+	return probe.Challenge, nil
 }
 
 func (s *Server) checkCardSignature(ctx context.Context, app *appState, h http.Header, body []byte) *rejection {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,11 +30,20 @@ const legacyCard = `{"open_id":"ou_1","open_message_id":"om_card","open_chat_id"
 type answeringPublisher struct {
 	hub    callback.Hub
 	answer *pluginv1.CardResponse
+	mu     sync.Mutex // got is appended by server goroutines in HTTP tests
 	got    []bus.Message
 }
 
+func (p *answeringPublisher) stored() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.got)
+}
+
 func (p *answeringPublisher) Publish(ctx context.Context, _ string, m bus.Message) error {
+	p.mu.Lock()
 	p.got = append(p.got, m)
+	p.mu.Unlock()
 	ev, _ := envelope.Decode(m.Payload)
 	if p.answer != nil && ev.GetCardAction().GetAwaitsResponse() {
 		go func() { _, _ = p.hub.Deliver(context.Background(), ev.GetEventId(), p.answer) }()
@@ -109,7 +119,7 @@ func TestLegacyCardCallback(t *testing.T) {
 		body   string
 	}{
 		{"signed click answered with the card", func() *http.Request { return signedCard(legacyCard, "vt", testNow, "n1") }, 200, answer.CardJson},
-		{"unsigned click", func() *http.Request { return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(legacyCard)) }, 401, "missing_signature"},
+		{"unsigned click", func() *http.Request { return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(legacyCard)) }, 401, "unauthenticated"},
 		{"signed with the wrong token", func() *http.Request { return signedCard(legacyCard, "forged", testNow, "n2") }, 401, "bad_signature"},
 		{"stale", func() *http.Request { return signedCard(legacyCard, "vt", testNow.Add(-time.Hour), "n3") }, 401, "stale_timestamp"},
 		{"challenge", func() *http.Request {
@@ -117,7 +127,14 @@ func TestLegacyCardCallback(t *testing.T) {
 		}, 200, `"challenge":"x"`},
 		{"challenge wrong token", func() *http.Request {
 			return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(`{"challenge":"x","token":"no","type":"url_verification"}`))
-		}, 401, "bad_token"},
+		}, 401, "unauthenticated"},
+		{"unsigned not json", func() *http.Request { return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(`<xml/>`)) }, 401, "unauthenticated"},
+		{"unsigned encrypted without key", func() *http.Request {
+			return httptest.NewRequest("POST", "/lark/cards", strings.NewReader(`{"encrypt":"AAAA"}`))
+		}, 401, "unauthenticated"},
+		{"signed challenge", func() *http.Request {
+			return signedCard(`{"challenge":"y","token":"vt","type":"url_verification"}`, "vt", testNow, "n7")
+		}, 200, `"challenge":"y"`},
 		{"no message id", func() *http.Request { return signedCard(`{"action":{}}`, "vt", testNow, "n4") }, 400, "malformed"},
 		{"not json", func() *http.Request { return signedCard(`<xml/>`, "vt", testNow, "n5") }, 400, "not_json"},
 		{"encrypted without key", func() *http.Request { return signedCard(`{"encrypt":"AAAA"}`, "vt", testNow, "n6") }, 400, "undecryptable"},

@@ -88,13 +88,17 @@ type appState struct {
 	cardNonceScope  string
 	stored          prometheus.Counter
 	challenged      prometheus.Counter
-	spanOpts        []trace.SpanStartOption
+	// The uniform rejection's rejections_total and requests_total series.
+	unauthenticated, unauthenticatedReq prometheus.Counter
+	spanOpts                            []trace.SpanStartOption
 }
 
 func (s *Server) newAppState(a App) *appState {
 	st := &appState{App: a, eventNonceScope: a.ID + ":", cardNonceScope: a.ID + ":card:",
-		stored:     s.metrics.requests.WithLabelValues(a.ID, "stored", "200"),
-		challenged: s.metrics.requests.WithLabelValues(a.ID, "challenge", "200"),
+		stored:             s.metrics.requests.WithLabelValues(a.ID, "stored", "200"),
+		challenged:         s.metrics.requests.WithLabelValues(a.ID, "challenge", "200"),
+		unauthenticated:    s.metrics.rejected.WithLabelValues(a.ID, reasonUnauthenticated),
+		unauthenticatedReq: s.metrics.requests.WithLabelValues(a.ID, "rejected", strconv.Itoa(http.StatusUnauthorized)),
 		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("larkway.app", a.ID))},
 	}
@@ -280,7 +284,7 @@ func (s *Server) eventHandler(app *appState) http.Handler {
 			defer body.Release()
 		}
 		if rej != nil {
-			s.reject(w, app.ID, rej.status, rej.reason, rej.msg)
+			s.refuse(w, app, rej)
 			return
 		}
 		if body.IsChallenge() {
@@ -353,68 +357,154 @@ type rejection struct {
 	status int
 	reason string
 	msg    string
+	// cause is what went wrong inside an unauthenticated rejection: it is
+	// logged at debug level only, never answered.
+	cause string
 }
 
-// authenticate returns the decoded plaintext body, or why not:
-//   - with an Encrypt Key, the body must be encrypted and, unless it is a
-//     url_verification (Lark sends those without signature headers), signed:
-//     the timestamp must be within the skew window, the SHA-256 signature
-//     must match (constant time), and the nonce must be new — checked in
-//     that order so forged requests cannot fill the nonce cache;
-//   - the verification token is checked on every body, encrypted or not.
+// reasonUnauthenticated labels the one answer every request gets that no
+// signature authenticates and that fails before its verification token has
+// been checked (see unauthenticated).
+const reasonUnauthenticated = "unauthenticated"
+
+// unauthenticatedBody is that answer's whole body: precomputed, so it is
+// byte for byte the same whatever failed.
+var unauthenticatedBody = func() []byte {
+	b, _ := json.Marshal(errorBody{Error: "request could not be authenticated", Reason: reasonUnauthenticated})
+	return append(b, '\n')
+}()
+
+// unauthenticated is the rejection of a request that arrived unsigned (the
+// url_verification challenge, an app without an Encrypt Key, the legacy card
+// URL's challenge) and failed anywhere before it proved the verification
+// token: bad base64 or padding, JSON, the wrong type, the wrong token. Each
+// of those answered differently once, which made the webhook a CBC padding
+// oracle: the status, body, headers and metric label must not tell them apart.
+func unauthenticated(cause string) *rejection {
+	return &rejection{status: http.StatusUnauthorized, reason: reasonUnauthenticated, cause: cause}
+}
+
+// refuse answers rej: the uniform answer for unauthenticated ones, else
+// rej's own status and reason.
+func (s *Server) refuse(w http.ResponseWriter, app *appState, rej *rejection) {
+	if rej.reason != reasonUnauthenticated {
+		s.reject(w, app.ID, rej.status, rej.reason, rej.msg)
+		return
+	}
+	s.logger.Debug("unauthenticated request refused", "app", app.ID, "cause", rej.cause)
+	app.unauthenticated.Inc()
+	app.unauthenticatedReq.Inc()
+	w.Header()["Content-Type"] = jsonContentType
+	w.WriteHeader(http.StatusUnauthorized)
+	_, _ = w.Write(unauthenticatedBody)
+}
+
+// authenticate returns the decoded plaintext body, or why not.
+//
+// With an Encrypt Key, Lark signs every request but the url_verification
+// challenge. A signed request (X-Lark-Signature present) is authenticated on
+// its raw bytes first — timestamp within the skew window, SHA-256 signature
+// in constant time, nonce unseen, in that order so forged requests cannot
+// fill the nonce cache — and only then decrypted, parsed and its token
+// checked; those later failures may say what went wrong, as only a holder
+// of the Encrypt Key can reach them. A request without X-Lark-Signature can
+// only be the challenge, and any failure of it is unauthenticated(…).
+//
+// Without an Encrypt Key nothing is signed or encrypted: the verification
+// token in the plaintext is the only proof, and every failure before it is
+// unauthenticated(…) too.
 //
 // The plaintext is decrypted into rb.plain.
 func (s *Server) authenticate(ctx context.Context, app *appState, h http.Header, raw []byte, rb *reqBuf) (*envelope.Body, *rejection) {
 	if app.block == nil {
 		body, err := envelope.Parse(app.ID, raw)
 		if err != nil {
-			return nil, &rejection{http.StatusBadRequest, "not_json", "body is not a JSON object"}
+			return nil, unauthenticated("body is not a JSON object")
 		}
 		if body.Encrypted() != "" {
-			return nil, &rejection{http.StatusBadRequest, "undecryptable", "encrypted body, but this app has no encrypt key configured"}
+			return body, unauthenticated("encrypted body, but this app has no encrypt key configured")
 		}
-		return body, checkToken(body, app)
+		if !tokenOK(body.VerificationToken(), app.VerificationToken) {
+			return body, unauthenticated("verification token does not match")
+		}
+		return body, nil
 	}
-	enc, ok := encryptField(raw)
-	if !ok {
-		var outer envelope.Probe
-		if err := json.Unmarshal(raw, &outer); err != nil {
-			return nil, &rejection{http.StatusBadRequest, "not_json", "body is not a JSON object"}
-		}
-		enc = []byte(outer.Encrypt)
+	if header(h, HeaderSignature) == "" {
+		return authenticateChallenge(app, raw, rb)
+	}
+	if rej := s.checkSigned(ctx, h, app.eventNonceScope, func(dst []byte, ts, nonce string) []byte {
+		dst, rb.scratch = appendEventSignature(dst, rb.scratch, ts, nonce, app.EncryptKey, raw)
+		return dst
+	}); rej != nil {
+		return nil, rej
+	}
+	enc, err := wrapped(raw)
+	if err != nil {
+		return nil, &rejection{http.StatusBadRequest, "not_json", "body is not a JSON object", ""}
 	}
 	if len(enc) == 0 {
-		return nil, &rejection{http.StatusBadRequest, "not_encrypted", "this app has an encrypt key: Lark sends encrypted bodies"}
+		return nil, &rejection{http.StatusBadRequest, "not_encrypted", "this app has an encrypt key: Lark sends encrypted bodies", ""}
 	}
-	signed := header(h, HeaderSignature) != ""
-	if signed {
-		if rej := s.checkSigned(ctx, h, app.eventNonceScope, func(dst []byte, ts, nonce string) []byte {
-			dst, rb.scratch = appendEventSignature(dst, rb.scratch, ts, nonce, app.EncryptKey, raw)
-			return dst
-		}); rej != nil {
-			return nil, rej
-		}
-	}
-	if n := base64.StdEncoding.DecodedLen(len(enc)); cap(rb.plain) < n {
-		rb.plain = make([]byte, n)
-	}
-	plain, err := decrypt(rb.plain[:cap(rb.plain)], enc, app.block)
+	plain, err := open(app, enc, rb)
 	if err != nil {
-		return nil, &rejection{http.StatusBadRequest, "undecryptable", "body could not be decrypted with this app's encrypt key"}
+		return nil, &rejection{http.StatusBadRequest, "undecryptable", "body could not be decrypted with this app's encrypt key", ""}
 	}
 	body, err := envelope.Parse(app.ID, plain)
 	if err != nil {
-		return nil, &rejection{http.StatusBadRequest, "not_json", "decrypted body is not a JSON object"}
-	}
-	if !signed && !body.IsChallenge() {
-		return nil, &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Signature is required"}
+		return nil, &rejection{http.StatusBadRequest, "not_json", "decrypted body is not a JSON object", ""}
 	}
 	return body, checkToken(body, app)
 }
 
+// authenticateChallenge accepts an unsigned body on an app with an Encrypt
+// Key only if it decrypts to a url_verification carrying the verification
+// token; whatever fails, the rejection is the same.
+func authenticateChallenge(app *appState, raw []byte, rb *reqBuf) (*envelope.Body, *rejection) {
+	enc, err := wrapped(raw)
+	if err != nil || len(enc) == 0 {
+		return nil, unauthenticated("unsigned body is not Lark's encrypted wrapper")
+	}
+	plain, err := open(app, enc, rb)
+	if err != nil {
+		return nil, unauthenticated("unsigned body could not be decrypted")
+	}
+	body, err := envelope.Parse(app.ID, plain)
+	if err != nil {
+		return nil, unauthenticated("unsigned decrypted body is not a JSON object")
+	}
+	if !body.IsChallenge() {
+		return body, unauthenticated("unsigned body is not url_verification")
+	}
+	if !tokenOK(body.VerificationToken(), app.VerificationToken) {
+		return body, unauthenticated("verification token does not match")
+	}
+	return body, nil
+}
+
+// wrapped is the "encrypt" field of raw ("" if absent): read without a JSON
+// decode when raw is exactly Lark's wrapper.
+func wrapped(raw []byte) ([]byte, error) {
+	if enc, ok := encryptField(raw); ok {
+		return enc, nil
+	}
+	var outer envelope.Probe
+	if err := json.Unmarshal(raw, &outer); err != nil {
+		return nil, err
+	}
+	return []byte(outer.Encrypt), nil
+}
+
+// open decrypts enc with app's key into rb.plain (grown as needed).
+func open(app *appState, enc []byte, rb *reqBuf) ([]byte, error) {
+	if n := base64.StdEncoding.DecodedLen(len(enc)); cap(rb.plain) < n {
+		rb.plain = make([]byte, n)
+	}
+	return decrypt(rb.plain[:cap(rb.plain)], enc, app.block)
+}
+
 func checkToken(body *envelope.Body, app *appState) *rejection {
 	if !tokenOK(body.VerificationToken(), app.VerificationToken) {
-		return &rejection{http.StatusUnauthorized, "bad_token", "verification token does not match"}
+		return &rejection{http.StatusUnauthorized, "bad_token", "verification token does not match", ""}
 	}
 	return nil
 }
@@ -423,30 +513,31 @@ func checkToken(body *envelope.Body, app *appState) *rejection {
 // skew window, the signature (appended to its dst by sign) compared in
 // constant time, then the nonce unseen — in that order, so forged requests
 // cannot fill the nonce cache. scope prefixes the nonce (app, and events
-// or cards).
+// or cards). It reads only the headers and the raw body, so its answers
+// depend on nothing a decryption would reveal.
 func (s *Server) checkSigned(ctx context.Context, h http.Header, scope string, sign func(dst []byte, ts, nonce string) []byte) *rejection {
 	ts, nonce, sig := header(h, HeaderTimestamp), header(h, HeaderNonce), header(h, HeaderSignature)
 	if ts == "" || nonce == "" || sig == "" {
-		return &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Request-Timestamp, X-Lark-Request-Nonce and X-Lark-Signature are required"}
+		return &rejection{http.StatusUnauthorized, "missing_signature", "X-Lark-Request-Timestamp, X-Lark-Request-Nonce and X-Lark-Signature are required", ""}
 	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
-		return &rejection{http.StatusUnauthorized, "stale_timestamp", "X-Lark-Request-Timestamp is not Unix seconds"}
+		return &rejection{http.StatusUnauthorized, "stale_timestamp", "X-Lark-Request-Timestamp is not Unix seconds", ""}
 	}
 	if d := s.cfg.Now().Sub(time.Unix(sec, 0)); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
-		return &rejection{http.StatusUnauthorized, "stale_timestamp", "request timestamp is outside the accepted window"}
+		return &rejection{http.StatusUnauthorized, "stale_timestamp", "request timestamp is outside the accepted window", ""}
 	}
 	var want [64]byte
 	if !signatureMatches(sig, sign(want[:0], ts, nonce)) {
-		return &rejection{http.StatusUnauthorized, "bad_signature", "signature does not match"}
+		return &rejection{http.StatusUnauthorized, "bad_signature", "signature does not match", ""}
 	}
 	seen, err := s.cfg.Replay.Seen(ctx, scope+nonce, 2*s.cfg.ClockSkew)
 	if err != nil {
 		// Without the replay store we cannot tell a replay: Lark retries.
-		return &rejection{http.StatusServiceUnavailable, "replay_store_unavailable", "nonce store unavailable; retry later"}
+		return &rejection{http.StatusServiceUnavailable, "replay_store_unavailable", "nonce store unavailable; retry later", ""}
 	}
 	if seen {
-		return &rejection{http.StatusUnauthorized, "replayed_nonce", "nonce already used"}
+		return &rejection{http.StatusUnauthorized, "replayed_nonce", "nonce already used", ""}
 	}
 	return nil
 }

@@ -72,9 +72,17 @@ func TestEncryptedWebhook(t *testing.T) {
 			b, h := sealed(t, event, testKey, testNow, "n7")
 			return strings.Replace(b, `"encrypt":"`, `"encrypt":"A`, 1), h
 		}, 401, "bad_signature"},
-		{"missing signature", func(t *testing.T) (string, http.Header) {
+		// Unsigned, only url_verification can pass; anything else gets the
+		// one unauthenticated answer.
+		{"unsigned event", func(t *testing.T) (string, http.Header) {
 			b, _ := sealed(t, event, testKey, testNow, "n8")
 			return b, http.Header{}
+		}, 401, "unauthenticated"},
+		{"signature without timestamp and nonce", func(t *testing.T) (string, http.Header) {
+			b, h := sealed(t, event, testKey, testNow, "n8")
+			h.Del(HeaderTimestamp)
+			h.Del(HeaderNonce)
+			return b, h
 		}, 401, "missing_signature"},
 		{"missing nonce", func(t *testing.T) (string, http.Header) {
 			b, h := sealed(t, event, testKey, testNow, "n9")
@@ -86,7 +94,19 @@ func TestEncryptedWebhook(t *testing.T) {
 			h.Set(HeaderTimestamp, "yesterday")
 			return b, h
 		}, 401, "stale_timestamp"},
-		{"plaintext when a key is set", func(t *testing.T) (string, http.Header) { return event, http.Header{} }, 400, "not_encrypted"},
+		{"unsigned plaintext when a key is set", func(t *testing.T) (string, http.Header) { return event, http.Header{} }, 401, "unauthenticated"},
+		{"signed plaintext when a key is set", func(t *testing.T) (string, http.Header) {
+			h := http.Header{}
+			h.Set(HeaderTimestamp, strconv.FormatInt(testNow.Unix(), 10))
+			h.Set(HeaderNonce, "n13")
+			h.Set(HeaderSignature, EventSignature(h.Get(HeaderTimestamp), "n13", testKey, []byte(event)))
+			return event, h
+		}, 400, "not_encrypted"},
+		{"unsigned challenge with the wrong token", func(t *testing.T) (string, http.Header) {
+			b, _ := sealed(t, `{"challenge":"c9","token":"forged","type":"url_verification"}`, testKey, testNow, "x")
+			return b, http.Header{}
+		}, 401, "unauthenticated"},
+		{"signed challenge", func(t *testing.T) (string, http.Header) { return sealed(t, challenge, testKey, testNow, "n14") }, 200, ""},
 		{"encrypted challenge without headers", func(t *testing.T) (string, http.Header) {
 			b, _ := sealed(t, challenge, testKey, testNow, "x")
 			return b, http.Header{}
