@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -239,22 +240,64 @@ func (a *App) Run(ctx context.Context) error {
 	go func() { srvErr <- srv.Serve(ln) }()
 
 	var adminSrv *http.Server
-	if cfg.Admin.Listen != "" {
-		h, err := admin.New(cfg.Admin.Token, admin.Deps{Cluster: rec, Store: st.cluster, Local: mgr, DeadLetters: st.dlq, Replayer: disp}, a.logger)
+	if ac := cfg.Admin; ac.Listen != "" {
+		acfg := admin.Config{PluginDir: ac.PluginDir, PluginPaths: map[string]string{}}
+		for _, pc := range cfg.Plugins {
+			acfg.PluginPaths[pc.Name] = pc.Path
+		}
+		if ac.Token != "" {
+			// The single token of older configs keeps its full power.
+			acfg.Tokens = append(acfg.Tokens, admin.Token{Name: "admin.token", Secret: ac.Token, Role: admin.RoleOperator})
+		}
+		for _, t := range ac.Tokens {
+			role, err := admin.ParseRole(t.Role)
+			if err != nil {
+				_ = srv.Close()
+				return fmt.Errorf("config: admin.tokens %s: %w", t.Name, err)
+			}
+			acfg.Tokens = append(acfg.Tokens, admin.Token{Name: t.Name, Secret: t.Token, Role: role})
+		}
+		if ac.JWT.Enabled() {
+			// ctx ends the JWK Set's refresh; keys already read keep
+			// verifying during the drain.
+			v, err := admin.NewJWT(ctx, admin.JWTConfig{JWKSFile: ac.JWT.JWKSFile, JWKSURL: ac.JWT.JWKSURL,
+				Issuer: ac.JWT.Issuer, Audience: ac.JWT.Audience, RoleClaim: ac.JWT.RoleClaim}, a.logger)
+			if err != nil {
+				_ = srv.Close()
+				return err
+			}
+			acfg.JWT = v
+		}
+		h, err := admin.New(acfg, admin.Deps{Cluster: rec, Store: st.cluster, Local: mgr, DeadLetters: st.dlq, Replayer: disp}, a.logger)
 		if err != nil {
 			_ = srv.Close()
 			return err
 		}
-		aln, err := net.Listen("tcp", cfg.Admin.Listen)
+		var tlsCfg *tls.Config
+		if ac.TLS.Enabled() {
+			if tlsCfg, err = admin.ServerTLS(admin.TLSConfig{CertFile: ac.TLS.CertFile, KeyFile: ac.TLS.KeyFile,
+				ClientCAFile: ac.TLS.ClientCAFile}, a.logger); err != nil {
+				_ = srv.Close()
+				return err
+			}
+		}
+		aln, err := net.Listen("tcp", ac.Listen)
 		if err != nil {
 			_ = srv.Close()
-			return fmt.Errorf("listening on %s (admin): %w", cfg.Admin.Listen, err)
+			return fmt.Errorf("listening on %s (admin): %w", ac.Listen, err)
 		}
 		a.adminAddr <- aln.Addr().String()
 		// Swaps wait out the probation window: no write timeout here.
-		adminSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
-		go func() { srvErr <- adminSrv.Serve(aln) }()
-		a.logger.Info("admin API listening", "addr", aln.Addr().String())
+		adminSrv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+		go func() {
+			if tlsCfg != nil {
+				srvErr <- adminSrv.ServeTLS(aln, "", "") // the certificate comes from tlsCfg
+				return
+			}
+			srvErr <- adminSrv.Serve(aln)
+		}()
+		a.logger.Info("admin API listening", "addr", aln.Addr().String(), "tls", tlsCfg != nil,
+			"mtls", tlsCfg != nil && tlsCfg.ClientCAs != nil, "tokens", len(acfg.Tokens), "jwt", acfg.JWT != nil)
 	}
 
 	// Plugins: a route and a supervisor each, until pluginCtx ends; the
