@@ -140,7 +140,7 @@ func TestRolesByRoute(t *testing.T) {
 	roleList := claims("erin", "")
 	roleList["role"] = []any{"viewer", "operator"}
 	callers := []struct {
-		name, auth string
+		name, auth  string
 		read, write int
 	}{
 		{"viewer token", "Bearer " + viewerToken, 200, 403},
