@@ -94,3 +94,29 @@ func TestAdminClientTLS(t *testing.T) {
 		})
 	}
 }
+
+// serve --check refuses an admin API on a non-loopback address without
+// TLS, and says how an accepted one is exposed.
+func TestServeCheckAdmin(t *testing.T) {
+	pki := admintest.NewPKI(t)
+	tests := []struct {
+		name, admin string
+		code        int
+		want        string
+	}{
+		{"all interfaces without TLS", "admin: {listen: 0.0.0.0:8092, token: operator-token-0123456789}\n", 1, "admin.tls"},
+		{"all interfaces with TLS", "admin:\n  listen: 0.0.0.0:8092\n  plugin_dir: /opt/plugins\n  tls: {cert_file: " + pki.ServerCert + ", key_file: " + pki.ServerKey +
+			", client_ca_file: " + pki.CAFile + "}\n  tokens: [{name: ci, token: operator-token-0123456789, role: operator}]\n",
+			0, "admin API: HTTPS with client certificates on 0.0.0.0:8092; callers: ci (operator); swaps from /opt/plugins"},
+		{"loopback", "admin: {listen: 127.0.0.1:8092, token: operator-token-0123456789}\n", 0,
+			"admin API: plain HTTP (loopback) on 127.0.0.1:8092; callers: admin.token (operator)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runCLI(t, "serve", "--check", "--config", writeConfig(t, validConfig+tt.admin))
+			if code != tt.code || !strings.Contains(out+errOut, tt.want) {
+				t.Fatalf("code %d (want %d, %q)\nstdout %s\nstderr %s", code, tt.code, tt.want, out, errOut)
+			}
+		})
+	}
+}
