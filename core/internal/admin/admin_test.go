@@ -65,7 +65,7 @@ func (r *replayer) Replay(_ context.Context, e dlq.Entry) error {
 
 // pluginDir makes a directory holding the configured echo plugin and the
 // versions tests swap to; it returns its real path.
-func pluginDir(t *testing.T) string {
+func pluginDir(t testing.TB) string {
 	t.Helper()
 	dir, err := filepath.EvalSymlinks(t.TempDir())
 	if err != nil {

@@ -74,7 +74,7 @@ func (s *syncBuffer) String() string {
 
 // authServer serves with a viewer and an operator token, JWTs from keys
 // (read from a JWKS file), and echo configured in dir.
-func authServer(t *testing.T, keys *admintest.Keys, dir string) (*Server, *fakeCluster, *replayer, *syncBuffer) {
+func authServer(t testing.TB, keys *admintest.Keys, dir string) (*Server, *fakeCluster, *replayer, *syncBuffer) {
 	t.Helper()
 	v, err := NewJWT(context.Background(), JWTConfig{
 		JWKSFile: admintest.WriteFile(t, t.TempDir(), "jwks.json", keys.JWKS), Issuer: issuer, Audience: audience,
@@ -516,4 +516,40 @@ func TestSwapPluginDir(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestJWKSRedirectStaysOnHTTPS(t *testing.T) {
+	req := httptest.NewRequest(http.MethodGet, "http://idp.example.test/jwks.json", nil)
+	if err := httpsOnly(req, nil); err == nil {
+		t.Fatal("a redirect to plain http was followed")
+	}
+	req = httptest.NewRequest(http.MethodGet, "https://idp.example.test/jwks.json", nil)
+	if err := httpsOnly(req, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Any Authorization header: 200 only for a configured static token, 401
+// otherwise, never a panic (JWTs in it are parsed too).
+func FuzzAuthorization(f *testing.F) {
+	f.Add("Bearer " + operatorToken)
+	f.Add("bearer " + viewerToken)
+	f.Add("Bearer eyJhbGciOiJFUzI1NiIsImtpZCI6ImVjIn0.eyJzdWIiOiJ4In0.c2ln")
+	f.Add("Bearer a.b.c")
+	f.Add("Basic dXNlcjpwYXNz")
+	f.Add("")
+	s, _, _, _ := authServer(f, admintest.NewKeys(f), pluginDir(f))
+	f.Fuzz(func(t *testing.T, h string) {
+		rec := call(s, "GET", "/v1/plugins", h, "")
+		switch rec.Code {
+		case 200:
+			tok, ok := bearer(h)
+			if !ok || (tok != operatorToken && tok != viewerToken) {
+				t.Fatalf("%q authenticated", h)
+			}
+		case 401:
+		default:
+			t.Fatalf("%q: status %d", h, rec.Code)
+		}
+	})
 }

@@ -77,7 +77,7 @@ func NewJWT(ctx context.Context, c JWTConfig, logger *slog.Logger) (*JWT, error)
 	} else {
 		client := c.HTTPClient
 		if client == nil {
-			client = &http.Client{Timeout: 10 * time.Second}
+			client = &http.Client{Timeout: 10 * time.Second, CheckRedirect: httpsOnly}
 		}
 		keys, err = keyfunc.NewDefaultOverrideCtx(ctx, []string{c.JWKSURL}, keyfunc.Override{
 			Client:          client,
@@ -112,6 +112,18 @@ func NewJWT(ctx context.Context, c JWTConfig, logger *slog.Logger) (*JWT, error)
 		),
 		roleClaim: c.RoleClaim,
 	}, nil
+}
+
+// httpsOnly refuses a redirect of the JWKS URL to plain HTTP, where the
+// keys could be swapped in transit.
+func httpsOnly(req *http.Request, via []*http.Request) error {
+	if req.URL.Scheme != "https" {
+		return fmt.Errorf("refusing a redirect to %s: the JWK Set must come over https", req.URL.Redacted())
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
 }
 
 func jwksFromFile(path string) (keyfunc.Keyfunc, error) {
