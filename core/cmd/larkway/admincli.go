@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -14,6 +16,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/larkway/larkway/core/internal/config"
 )
 
 // adminClient talks to a core's admin API.
@@ -33,7 +37,60 @@ func adminFlags(fs *flag.FlagSet) (*string, *string) {
 		fs.String("token", os.Getenv("LARKWAY_ADMIN_TOKEN"), "admin bearer token (env LARKWAY_ADMIN_TOKEN)")
 }
 
-func newAdminClient(base, token string) (*adminClient, error) {
+// adminTLS are the client's TLS settings for an https:// admin API.
+type adminTLS struct {
+	caFile, certFile, keyFile, serverName *string
+}
+
+// adminValueFlags are the admin flags that take a value (for splitArgs).
+var adminValueFlags = map[string]bool{"admin": true, "token": true, "ca-file": true, "cert-file": true, "key-file": true, "tls-server-name": true}
+
+// adminTLSFlags registers the client TLS flags (defaults from the environment).
+func adminTLSFlags(fs *flag.FlagSet) *adminTLS {
+	return &adminTLS{
+		caFile:   fs.String("ca-file", os.Getenv("LARKWAY_ADMIN_CA_FILE"), "PEM CA bundle that signed the admin API's certificate (env LARKWAY_ADMIN_CA_FILE; default: the system roots)"),
+		certFile: fs.String("cert-file", os.Getenv("LARKWAY_ADMIN_CERT_FILE"), "client certificate (PEM) for mutual TLS (env LARKWAY_ADMIN_CERT_FILE)"),
+		keyFile:  fs.String("key-file", os.Getenv("LARKWAY_ADMIN_KEY_FILE"), "client certificate's key (PEM) (env LARKWAY_ADMIN_KEY_FILE)"),
+		serverName: fs.String("tls-server-name", os.Getenv("LARKWAY_ADMIN_TLS_SERVER_NAME"),
+			"name to verify the server certificate against, e.g. through kubectl port-forward (env LARKWAY_ADMIN_TLS_SERVER_NAME)"),
+	}
+}
+
+func (o *adminTLS) set() bool {
+	return o != nil && (*o.caFile != "" || *o.certFile != "" || *o.keyFile != "" || *o.serverName != "")
+}
+
+// config builds the client TLS configuration.
+func (o *adminTLS) config() (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o == nil {
+		return c, nil
+	}
+	c.ServerName = *o.serverName
+	if *o.caFile != "" {
+		pem, err := os.ReadFile(*o.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --ca-file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", *o.caFile)
+		}
+	}
+	if (*o.certFile == "") != (*o.keyFile == "") {
+		return nil, fmt.Errorf("%w: --cert-file and --key-file go together", errUsage)
+	}
+	if *o.certFile != "" {
+		kp, err := tls.LoadX509KeyPair(*o.certFile, *o.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading the client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{kp}
+	}
+	return c, nil
+}
+
+func newAdminClient(base, token string, tlsOpts *adminTLS) (*adminClient, error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%w: --admin %q: want http(s)://host:port", errUsage, base)
@@ -41,8 +98,23 @@ func newAdminClient(base, token string) (*adminClient, error) {
 	if token == "" {
 		return nil, fmt.Errorf("%w: an admin token is required (--token or LARKWAY_ADMIN_TOKEN)", errUsage)
 	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if u.Scheme == "http" {
+		if tlsOpts.set() {
+			return nil, fmt.Errorf("%w: TLS flags need an https:// --admin URL", errUsage)
+		}
+		// The core serves plain HTTP on loopback only; anywhere else the
+		// token would cross the network in clear.
+		if !config.IsLoopbackHost(u.Hostname()) {
+			return nil, fmt.Errorf("%w: --admin %q: refusing to send the admin token over plain http to a non-loopback host; use https://", errUsage, base)
+		}
+	} else {
+		if tr.TLSClientConfig, err = tlsOpts.config(); err != nil {
+			return nil, err
+		}
+	}
 	// Swaps wait for the new version's probation window.
-	return &adminClient{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{Timeout: 5 * time.Minute}}, nil
+	return &adminClient{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{Timeout: 5 * time.Minute, Transport: tr}}, nil
 }
 
 // call sends a request and decodes a JSON answer into out (if not nil).
@@ -97,6 +169,7 @@ const pluginUsage = `Usage:
   larkway plugin disable NAME | enable NAME            stop / start it cluster-wide
   larkway plugin drain NAME                            stop it on the replica behind --admin only
 Flags (all subcommands): --admin URL --token TOKEN [--json]
+TLS (https:// --admin): --ca-file FILE [--cert-file FILE --key-file FILE] [--tls-server-name NAME]
 `
 
 const dlqUsage = `Usage:
@@ -105,6 +178,7 @@ const dlqUsage = `Usage:
   larkway dlq replay PLUGIN (ID... | --all)    deliver them again, to this plugin only
   larkway dlq purge PLUGIN (ID... | --all)     delete them
 Flags (all subcommands): --admin URL --token TOKEN [--json]
+TLS (https:// --admin): --ca-file FILE [--cert-file FILE --key-file FILE] [--tls-server-name NAME]
 `
 
 // splitArgs separates positional arguments from flags, so flags may follow
@@ -115,7 +189,7 @@ func splitArgs(args []string, valueFlags map[string]bool) (pos, flags []string) 
 		if strings.HasPrefix(a, "-") {
 			flags = append(flags, a)
 			name := strings.TrimLeft(a, "-")
-			if !strings.Contains(name, "=") && valueFlags[name] && i+1 < len(args) {
+			if !strings.Contains(name, "=") && (valueFlags[name] || adminValueFlags[name]) && i+1 < len(args) {
 				i++
 				flags = append(flags, args[i])
 			}
@@ -137,6 +211,7 @@ func pluginCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	sub := args[0]
 	fs := newFlags("plugin "+sub, stderr)
 	base, token := adminFlags(fs)
+	tlsOpts := adminTLSFlags(fs)
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	file := fs.String("file", "", "swap: the new plugin file")
 	sum := fs.String("sha256", "", "swap: the new file's SHA-256 (hex)")
@@ -152,7 +227,7 @@ func pluginCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) != n {
 		return fmt.Errorf("%w: plugin %s takes %d argument(s)\n%s", errUsage, sub, n, pluginUsage)
 	}
-	c, err := newAdminClient(*base, *token)
+	c, err := newAdminClient(*base, *token, tlsOpts)
 	if err != nil {
 		return err
 	}
@@ -257,6 +332,7 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	sub := args[0]
 	fs := newFlags("dlq "+sub, stderr)
 	base, token := adminFlags(fs)
+	tlsOpts := adminTLSFlags(fs)
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	limit := fs.Int("limit", 100, "list: at most this many")
 	all := fs.Bool("all", false, "replay/purge: every dead letter of the plugin")
@@ -268,7 +344,7 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("%w: dlq %s needs a plugin name\n%s", errUsage, sub, dlqUsage)
 	}
 	plugin := url.PathEscape(pos[0])
-	c, err := newAdminClient(*base, *token)
+	c, err := newAdminClient(*base, *token, tlsOpts)
 	if err != nil {
 		return err
 	}

@@ -75,13 +75,22 @@ func TestPluginAndDLQCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"allowed_actions"`) {
 		t.Fatalf("describe: %d %s", code, out)
 	}
-	// Swap to a copy of the binary at another path (a "new version").
-	v2 := filepath.Join(t.TempDir(), "echo-v2")
+	// Swap to a copy of the binary at another path (a "new version"); it
+	// must be in the plugin's directory: a copy elsewhere is refused.
+	v2 := filepath.Join(filepath.Dir(echo), "echo-v2")
 	b, _ := os.ReadFile(echo)
 	if err := os.WriteFile(v2, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	sum, _ := pluginhost.FileSHA256(v2)
+	elsewhere := filepath.Join(t.TempDir(), "echo-v2")
+	if err := os.WriteFile(elsewhere, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runCLI(t, with("plugin", "swap", "echo", "--file", elsewhere, "--sha256", sum)...)
+	if code != 1 || !strings.Contains(errOut, "path_not_allowed") {
+		t.Fatalf("swap from outside the plugin directory: %d %s", code, errOut)
+	}
 	code, out, errOut = runCLI(t, with("plugin", "swap", "echo", "--file", v2, "--sha256", sum)...)
 	if code != 0 || !strings.Contains(out, "swap echo: ok") {
 		t.Fatalf("swap: %d %s %s", code, out, errOut)

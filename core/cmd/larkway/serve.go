@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -30,6 +31,9 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: ok (%d apps, %d plugins, bus %s)\n", *path, len(cfg.Apps), len(cfg.Plugins), cfg.Bus.Kind)
+		if cfg.Admin.Listen != "" {
+			fmt.Fprintln(stdout, adminSummary(cfg.Admin))
+		}
 		return nil
 	}
 	logger := newLogger(stderr, cfg.LogLevel)
@@ -50,4 +54,30 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 		w = os.Stderr
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// adminSummary says how the admin API is exposed and who may call it.
+func adminSummary(a config.Admin) string {
+	transport := "plain HTTP (loopback)"
+	switch {
+	case a.TLS.ClientCAFile != "":
+		transport = "HTTPS with client certificates"
+	case a.TLS.Enabled():
+		transport = "HTTPS"
+	}
+	var who []string
+	if a.Token != "" {
+		who = append(who, "admin.token (operator)")
+	}
+	for _, t := range a.Tokens {
+		who = append(who, t.Name+" ("+t.Role+")")
+	}
+	if a.JWT.Enabled() {
+		who = append(who, "JWTs from "+a.JWT.Issuer+" for "+a.JWT.Audience)
+	}
+	dir := a.PluginDir
+	if dir == "" {
+		dir = "each plugin's own directory"
+	}
+	return fmt.Sprintf("admin API: %s on %s; callers: %s; swaps from %s", transport, a.Listen, strings.Join(who, ", "), dir)
 }

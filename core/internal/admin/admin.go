@@ -14,13 +14,15 @@
 //	POST   /v1/dlq/{plugin}/replay         {"ids": [...]} or {"all": true}
 //	DELETE /v1/dlq/{plugin}                {"ids": [...]} or {"all": true}: purge
 //
-// Every request needs "Authorization: Bearer <token>"; errors are JSON
+// Every request needs "Authorization: Bearer <token>" (a static token or a
+// JWT; 401 otherwise). A viewer may only GET; an operator may also change
+// (403 otherwise). Every change is logged with its principal. Swaps take
+// files from the plugin directory only. Errors are JSON
 // {"error": "...", "reason": "..."}.
 package admin
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -71,23 +73,44 @@ type Deps struct {
 	Replayer    Replayer
 }
 
+// Config is who may call the API and what swaps may run.
+type Config struct {
+	// Tokens are the static bearer tokens.
+	Tokens []Token
+	// JWT verifies JWT bearer tokens; nil accepts static tokens only.
+	JWT Verifier
+	// PluginDir is the only directory swaps may take files from; empty
+	// means the directory of the plugin's path in PluginPaths.
+	PluginDir string
+	// PluginPaths are the configured plugin paths by name.
+	PluginPaths map[string]string
+}
+
 // Server is the admin HTTP handler.
 type Server struct {
-	token  []byte
-	deps   Deps
-	logger *slog.Logger
-	mux    *http.ServeMux
+	tokens      []staticToken
+	jwt         Verifier
+	pluginDir   string
+	pluginPaths map[string]string
+	deps        Deps
+	logger      *slog.Logger
+	mux         *http.ServeMux
 }
 
 // maxBody bounds admin request bodies.
 const maxBody = 64 << 10
 
-// New returns the handler. token must be non-empty.
-func New(token string, deps Deps, logger *slog.Logger) (*Server, error) {
-	if token == "" {
-		return nil, errors.New("admin API needs a token")
+// New returns the handler. It needs at least one token or a JWT verifier.
+func New(cfg Config, deps Deps, logger *slog.Logger) (*Server, error) {
+	if len(cfg.Tokens) == 0 && cfg.JWT == nil {
+		return nil, errors.New("admin API needs a token or JWT verification")
 	}
-	s := &Server{token: []byte(token), deps: deps, logger: logger.With("component", "admin"), mux: http.NewServeMux()}
+	tokens, err := hashTokens(cfg.Tokens)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{tokens: tokens, jwt: cfg.JWT, pluginDir: cfg.PluginDir, pluginPaths: cfg.PluginPaths,
+		deps: deps, logger: logger.With("component", "admin"), mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /v1/plugins", s.listPlugins)
 	s.mux.HandleFunc("GET /v1/plugins/{name}", s.describePlugin)
 	s.mux.HandleFunc("POST /v1/plugins/{name}/{op}", s.pluginOp)
@@ -98,19 +121,53 @@ func New(token string, deps Deps, logger *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP authenticates, then routes.
+// ServeHTTP authenticates (401), routes (404), authorizes (403), then
+// serves; every change is logged with its principal.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), s.token) != 1 {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="larkway-admin"`)
-		writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+	p, err := s.authenticate(r)
+	if err != nil {
+		s.logger.Warn("admin request refused", "status", http.StatusUnauthorized, "method", r.Method, "path", r.URL.Path,
+			"remote", r.RemoteAddr, "err", err)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="larkway-admin", error="invalid_token"`)
+		writeError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 		return
 	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		writeError(w, http.StatusNotFound, "not_found", "no such admin endpoint: "+r.Method+" "+r.URL.Path)
 		return
 	}
-	s.mux.ServeHTTP(w, r)
+	attrs := []any{"principal", p.Name, "role", string(p.Role), "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		attrs = append(attrs, "client_cert", r.TLS.PeerCertificates[0].Subject.String())
+	}
+	if !p.Role.allows(r.Method) {
+		s.logger.Warn("admin request forbidden", append(attrs, "status", http.StatusForbidden)...)
+		msg := fmt.Sprintf("%s (role %q) may not %s %s: only the operator role may change anything", p.Name, p.Role, r.Method, r.URL.Path)
+		if p.Role == RoleNone {
+			msg = fmt.Sprintf("%s carries no admin role (viewer or operator)", p.Name)
+		}
+		writeError(w, http.StatusForbidden, "forbidden", msg)
+		return
+	}
+	r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(sw, r)
+	s.logger.Info("admin change", append(attrs, "status", sw.status)...)
+}
+
+// statusWriter remembers the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 type errorBody struct {
@@ -298,7 +355,14 @@ func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "bad_request", "sha256 must be 64 hex digits: the new file is pinned")
 			return
 		}
-		err = s.deps.Cluster.Swap(ctx, name, manager.Spec{Name: name, Path: req.Path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env})
+		path, perr := s.swapPath(name, req.Path)
+		if perr != nil {
+			writeError(w, perr.status, perr.reason, perr.msg)
+			return
+		}
+		p, _ := PrincipalFrom(ctx)
+		s.logger.Info("admin swap", "principal", p.Name, "plugin", name, "path", path, "sha256", strings.ToLower(req.SHA256))
+		err = s.deps.Cluster.Swap(ctx, name, manager.Spec{Name: name, Path: path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env})
 	case "rollback":
 		err = s.deps.Cluster.Rollback(ctx, name)
 	case "disable":
@@ -321,7 +385,8 @@ func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeError(w, http.StatusConflict, "failed", err.Error())
 	default:
-		s.logger.Info("admin operation done", "plugin", name, "op", r.PathValue("op"))
+		p, _ := PrincipalFrom(ctx)
+		s.logger.Info("admin operation done", "principal", p.Name, "plugin", name, "op", r.PathValue("op"))
 		views, _, verr := s.views(ctx)
 		if verr != nil || views[name] == nil {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -61,14 +63,40 @@ func (r *replayer) Replay(_ context.Context, e dlq.Entry) error {
 	return nil
 }
 
-func setup(t *testing.T) (*Server, *fakeCluster, *dlq.Memory, *replayer) {
+// pluginDir makes a directory holding the configured echo plugin and the
+// versions tests swap to; it returns its real path.
+func pluginDir(t testing.TB) string {
+	t.Helper()
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"echo", "echo2", "v2", "v3"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// setup serves with the operator token "secret-token", echo configured at
+// <dir>/echo, and three dead letters.
+func setup(t *testing.T) (*Server, *fakeCluster, *dlq.Memory, *replayer, string) {
+	t.Helper()
+	dir := pluginDir(t)
+	s, fc, idx, rp := setupWith(t, Config{Tokens: []Token{{Name: "ops", Secret: "secret-token", Role: RoleOperator}},
+		PluginPaths: map[string]string{"echo": filepath.Join(dir, "echo")}})
+	return s, fc, idx, rp, dir
+}
+
+func setupWith(t *testing.T, cfg Config) (*Server, *fakeCluster, *dlq.Memory, *replayer) {
 	t.Helper()
 	fc, idx, rp := &fakeCluster{}, dlq.NewMemory(), &replayer{}
 	for i := range 3 {
 		_ = idx.Add(context.Background(), dlq.Entry{ID: fmt.Sprintf("d%d", i), Plugin: "echo", Reason: "boom", Payload: []byte{},
 			DeadAt: time.Unix(int64(i), 0)})
 	}
-	s, err := New("secret-token", Deps{Cluster: fc, Store: cluster.NewMemory(), Local: &fakeLocal{}, DeadLetters: idx, Replayer: rp},
+	s, err := New(cfg, Deps{Cluster: fc, Store: cluster.NewMemory(), Local: &fakeLocal{}, DeadLetters: idx, Replayer: rp},
 		slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -103,8 +131,10 @@ func TestRequests(t *testing.T) {
 		{"bad name", "GET", "/v1/plugins/..%2Fetc", "secret-token", "", 400, "bad_name"},
 		{"unknown endpoint", "GET", "/v2/x", "secret-token", "", 404, "not_found"},
 		{"unknown op", "POST", "/v1/plugins/echo/explode", "secret-token", "", 404, "not_found"},
-		{"swap", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"/p/echo2","sha256":"` + sha + `"}`, 200, ""},
-		{"swap without sha", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"/p/echo2"}`, 400, "bad_request"},
+		{"swap", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"@DIR@/echo2","sha256":"` + sha + `"}`, 200, ""},
+		{"swap missing file", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"@DIR@/nope","sha256":"` + sha + `"}`, 400, "bad_path"},
+		{"swap the directory", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"@DIR@","sha256":"` + sha + `"}`, 403, "path_not_allowed"},
+		{"swap without sha", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"@DIR@/echo2"}`, 400, "bad_request"},
 		{"swap bad sha", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"/p","sha256":"zz"}`, 400, "bad_request"},
 		{"swap without path", "POST", "/v1/plugins/echo/swap", "secret-token", `{"sha256":"` + sha + `"}`, 400, "bad_request"},
 		{"swap unknown field", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"/p","sha256":"` + sha + `","force":true}`, 400, "bad_request"},
@@ -127,8 +157,8 @@ func TestRequests(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, _, _, _ := setup(t)
-			rec := do(s, tt.method, tt.path, tt.token, tt.body)
+			s, _, _, _, dir := setup(t)
+			rec := do(s, tt.method, tt.path, tt.token, strings.ReplaceAll(tt.body, "@DIR@", dir))
 			if rec.Code != tt.status {
 				t.Fatalf("status %d, want %d: %s", rec.Code, tt.status, rec.Body)
 			}
@@ -147,13 +177,13 @@ func TestRequests(t *testing.T) {
 }
 
 func TestOperationsReachTheCluster(t *testing.T) {
-	s, fc, idx, rp := setup(t)
-	do(s, "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"/p/v2","sha256":"`+strings.ToUpper(sha)+`"}`)
-	if len(fc.ops) != 1 || fc.ops[0] != "swap echo /p/v2 "+sha {
+	s, fc, idx, rp, dir := setup(t)
+	do(s, "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"`+dir+`/v2","sha256":"`+strings.ToUpper(sha)+`"}`)
+	if len(fc.ops) != 1 || fc.ops[0] != "swap echo "+dir+"/v2 "+sha {
 		t.Fatalf("ops %v", fc.ops)
 	}
 	fc.fail = fmt.Errorf("x: %w", manager.ErrRolledBack)
-	if rec := do(s, "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"/p/v3","sha256":"`+sha+`"}`); rec.Code != 409 || !strings.Contains(rec.Body.String(), "rolled_back") {
+	if rec := do(s, "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"`+dir+`/v3","sha256":"`+sha+`"}`); rec.Code != 409 || !strings.Contains(rec.Body.String(), "rolled_back") {
 		t.Fatalf("failed swap: %d %s", rec.Code, rec.Body)
 	}
 	fc.fail = manager.ErrUnknownPlugin
@@ -174,8 +204,21 @@ func TestOperationsReachTheCluster(t *testing.T) {
 	}
 }
 
-func TestNeedsToken(t *testing.T) {
-	if _, err := New("", Deps{}, slog.New(slog.DiscardHandler)); err == nil {
-		t.Fatal("empty token accepted")
+func TestNewRefusesBadCredentials(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"nothing", Config{}},
+		{"empty secret", Config{Tokens: []Token{{Name: "a", Role: RoleOperator}}}},
+		{"no name", Config{Tokens: []Token{{Secret: "secret-token-0123", Role: RoleOperator}}}},
+		{"no role", Config{Tokens: []Token{{Name: "a", Secret: "secret-token-0123"}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := New(tt.cfg, Deps{}, slog.New(slog.DiscardHandler)); err == nil {
+				t.Fatal("accepted")
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -74,7 +75,11 @@ type Core struct {
 	adminLn                net.Listener
 
 	tracingShutdown func(context.Context) error
-	ready           atomic.Bool
+	// background ends what Build started that outlives it (the JWK Set's
+	// refresh); close cancels it.
+	background context.Context
+	stopBg     context.CancelFunc
+	ready      atomic.Bool
 
 	ran     atomic.Bool
 	release sync.Once
@@ -93,6 +98,7 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 		reg = prometheus.NewRegistry()
 	}
 	c := &Core{cfg: cfg, logger: logger}
+	c.background, c.stopBg = context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		if err != nil {
 			c.close()
@@ -199,18 +205,68 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	c.public = &http.Server{Handler: c.publicMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
-	if cfg.Admin.Listen != "" {
-		h, err := admin.New(cfg.Admin.Token, admin.Deps{Cluster: c.rec, Store: c.st.cluster, Local: c.mgr, DeadLetters: c.st.dlq, Replayer: c.disp}, logger)
-		if err != nil {
+	if ac := cfg.Admin; ac.Listen != "" {
+		if err := c.buildAdmin(cfg, logger); err != nil {
 			return nil, err
 		}
-		if c.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-			return nil, fmt.Errorf("listening on %s (admin): %w", cfg.Admin.Listen, err)
-		}
-		// Swaps wait out the probation window: no write timeout here.
-		c.admin = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 	}
 	return c, nil
+}
+
+// buildAdmin builds the admin API: its credentials and roles, the swap
+// confinement, TLS, and its listener.
+func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger) error {
+	ac := cfg.Admin
+	acfg := admin.Config{PluginDir: ac.PluginDir, PluginPaths: map[string]string{}}
+	for _, pc := range cfg.Plugins {
+		acfg.PluginPaths[pc.Name] = pc.Path
+	}
+	if ac.Token != "" {
+		// The single token of older configs keeps its full power.
+		acfg.Tokens = append(acfg.Tokens, admin.Token{Name: "admin.token", Secret: ac.Token, Role: admin.RoleOperator})
+	}
+	for _, t := range ac.Tokens {
+		role, err := admin.ParseRole(t.Role)
+		if err != nil {
+			return fmt.Errorf("config: admin.tokens %s: %w", t.Name, err)
+		}
+		acfg.Tokens = append(acfg.Tokens, admin.Token{Name: t.Name, Secret: t.Token, Role: role})
+	}
+	if ac.JWT.Enabled() {
+		// The JWK Set's refresh runs until the core is released; keys
+		// already read keep verifying during the drain.
+		v, err := admin.NewJWT(c.background, admin.JWTConfig{JWKSFile: ac.JWT.JWKSFile, JWKSURL: ac.JWT.JWKSURL,
+			Issuer: ac.JWT.Issuer, Audience: ac.JWT.Audience, RoleClaim: ac.JWT.RoleClaim}, logger)
+		if err != nil {
+			return err
+		}
+		acfg.JWT = v
+	}
+	h, err := admin.New(acfg, admin.Deps{Cluster: c.rec, Store: c.st.cluster, Local: c.mgr, DeadLetters: c.st.dlq, Replayer: c.disp}, logger)
+	if err != nil {
+		return err
+	}
+	var tlsCfg *tls.Config
+	if ac.TLS.Enabled() {
+		if tlsCfg, err = admin.ServerTLS(admin.TLSConfig{CertFile: ac.TLS.CertFile, KeyFile: ac.TLS.KeyFile,
+			ClientCAFile: ac.TLS.ClientCAFile}, logger); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", ac.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s (admin): %w", ac.Listen, err)
+	}
+	if tlsCfg != nil {
+		// The certificate comes from tlsCfg (reloaded when rotated).
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	c.adminLn = ln
+	// Swaps wait out the probation window: no write timeout here.
+	c.admin = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+	logger.Info("admin API configured", "addr", ln.Addr().String(), "tls", tlsCfg != nil,
+		"mtls", tlsCfg != nil && tlsCfg.ClientCAs != nil, "tokens", len(acfg.Tokens), "jwt", acfg.JWT != nil)
+	return nil
 }
 
 // Addr is the Lark-facing listener's address.
@@ -253,6 +309,7 @@ func (c *Core) Close() error {
 // tracing. Safe on a partly built core; runs once.
 func (c *Core) close() {
 	c.release.Do(func() {
+		c.stopBg()
 		for _, ln := range []net.Listener{c.publicLn, c.metricsLn, c.adminLn} {
 			if ln != nil {
 				_ = ln.Close()

@@ -88,12 +88,81 @@ type Tracing struct {
 
 // Admin configures the admin API (larkway plugin …, larkway dlq …).
 type Admin struct {
-	// Listen enables the API on this address; empty disables it.
+	// Listen enables the API on this address; empty disables it. An address
+	// that is not loopback (127.0.0.0/8, ::1, localhost) needs TLS: the API
+	// can execute plugin files and read dead letters.
 	Listen string `yaml:"listen"`
-	// Token authenticates requests (Authorization: Bearer TOKEN); required
-	// when Listen is set. Prefer TokenEnv.
+	// Token is one operator token (Authorization: Bearer TOKEN), kept for
+	// compatibility; it is logged as the principal "admin.token". Prefer
+	// Tokens, which carry a name and a role.
 	Token    string `yaml:"token"`
 	TokenEnv string `yaml:"token_env"`
+	// Tokens are static bearer tokens, each with a name and a role.
+	Tokens []AdminToken `yaml:"tokens"`
+	// JWT also accepts signed JWTs as bearer tokens.
+	JWT AdminJWT `yaml:"jwt"`
+	// TLS serves the API over HTTPS (mutual TLS with client_ca_file).
+	TLS AdminTLS `yaml:"tls"`
+	// PluginDir is the only directory swaps may take plugin files from
+	// (symlinks and .. resolved). Empty: the directory of the plugin's
+	// configured path.
+	PluginDir string `yaml:"plugin_dir"`
+}
+
+// AdminToken is a static admin bearer token: exactly one of Token,
+// TokenEnv (an environment variable) or TokenFile (a file, trailing
+// whitespace trimmed).
+type AdminToken struct {
+	// Name is logged as the principal of every change made with it.
+	Name      string `yaml:"name"`
+	Token     string `yaml:"token"`
+	TokenEnv  string `yaml:"token_env"`
+	TokenFile string `yaml:"token_file"`
+	// Role is viewer (GET only) or operator (also swap, rollback, drain,
+	// enable/disable, dead-letter replay and purge).
+	Role string `yaml:"role"`
+}
+
+// AdminJWT verifies JWT bearer tokens (RS256, ES256 or EdDSA only) against
+// a JWK Set; exp is required, nbf is honoured, iss and aud must match.
+type AdminJWT struct {
+	// JWKSFile or JWKSURL (https) holds the verification keys; set one.
+	// The URL is re-read hourly and when a token names an unknown key.
+	JWKSFile string `yaml:"jwks_file"`
+	JWKSURL  string `yaml:"jwks_url"`
+	Issuer   string `yaml:"issuer"`
+	Audience string `yaml:"audience"`
+	// RoleClaim names the claim holding viewer or operator (default
+	// "role"); a list of roles grants the highest one in it.
+	RoleClaim string `yaml:"role_claim"`
+}
+
+// Enabled reports whether any JWT setting is given.
+func (j AdminJWT) Enabled() bool {
+	return j.JWKSFile != "" || j.JWKSURL != "" || j.Issuer != "" || j.Audience != ""
+}
+
+// AdminTLS is the admin API's server certificate and, optionally, the CA
+// that client certificates must chain to.
+type AdminTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile turns on mutual TLS: clients must present a certificate
+	// signed by one of these CAs.
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// Enabled reports whether the API is served over TLS.
+func (t AdminTLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" || t.ClientCAFile != "" }
+
+// IsLoopbackHost reports whether host is localhost or a loopback IP
+// (127.0.0.0/8, ::1). An empty host (all interfaces) is not.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Supervision tunes plugin supervision.
@@ -389,6 +458,9 @@ func (c *Config) applyDefaults() {
 	if c.Ingest.PublishTimeout == 0 {
 		c.Ingest.PublishTimeout = Duration(2 * time.Second)
 	}
+	if c.Admin.JWT.Enabled() && c.Admin.JWT.RoleClaim == "" {
+		c.Admin.JWT.RoleClaim = "role"
+	}
 }
 
 func (c *Config) resolveSecrets() error {
@@ -419,7 +491,46 @@ func (c *Config) resolveSecrets() error {
 	if err := get("admin.token_env", c.Admin.TokenEnv, &c.Admin.Token); err != nil {
 		return err
 	}
+	for i := range c.Admin.Tokens {
+		if err := c.Admin.Tokens[i].resolve(fmt.Sprintf("admin.tokens[%d]", i), get); err != nil {
+			return err
+		}
+	}
 	return get("redis.password_env", c.Redis.PasswordEnv, &c.Redis.Password)
+}
+
+// maxTokenFileBytes bounds an admin token file.
+const maxTokenFileBytes = 4 << 10
+
+// resolve fills Token from TokenEnv or TokenFile; exactly one source.
+func (t *AdminToken) resolve(p string, get func(field, env string, dst *string) error) error {
+	n := 0
+	for _, s := range []string{t.Token, t.TokenEnv, t.TokenFile} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("config: %s: give exactly one of token, token_env or token_file", p)
+	}
+	if t.TokenFile != "" {
+		f, err := os.Open(t.TokenFile)
+		if err != nil {
+			return fmt.Errorf("config: %s.token_file: %w", p, err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxTokenFileBytes+1))
+		if err != nil {
+			return fmt.Errorf("config: %s.token_file: reading: %w", p, err)
+		}
+		if len(b) > maxTokenFileBytes {
+			return fmt.Errorf("config: %s.token_file: larger than %d bytes", p, maxTokenFileBytes)
+		}
+		// Secret files usually end with a newline.
+		t.Token = strings.TrimSpace(string(b))
+		return nil
+	}
+	return get(p+".token_env", t.TokenEnv, &t.Token)
 }
 
 var (
@@ -538,12 +649,7 @@ func (c *Config) Validate() error {
 		bad("ingest.publish_timeout %s: want > 0 and ≤ 2.5s (Lark waits 3 s)", pt)
 	}
 	if c.Admin.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
-			bad("admin.listen %q: %v", c.Admin.Listen, err)
-		}
-		if len(c.Admin.Token) < 16 {
-			bad("admin: a token (or token_env) of at least 16 characters is required when admin.listen is set")
-		}
+		errs = append(errs, c.Admin.validate()...)
 	}
 	if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 		bad("metrics.listen %q: %v", c.Metrics.Listen, err)
@@ -596,4 +702,71 @@ func sameListener(a, b string) bool {
 	}
 	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	return ah == bh || wild(ah) || wild(bh)
+}
+
+// adminTokenMin is the shortest static admin token accepted.
+const adminTokenMin = 16
+
+var adminTokenNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
+
+// validate checks the admin API's settings (when it is enabled).
+func (a *Admin) validate() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("config: "+format, args...)) }
+	host, _, err := net.SplitHostPort(a.Listen)
+	if err != nil {
+		bad("admin.listen %q: %v", a.Listen, err)
+	} else if !IsLoopbackHost(host) && !a.TLS.Enabled() {
+		bad("admin.listen %q is not a loopback address: set admin.tls (cert_file, key_file) to serve the admin API over TLS, or listen on 127.0.0.1", a.Listen)
+	}
+	if a.TLS.Enabled() {
+		if a.TLS.CertFile == "" || a.TLS.KeyFile == "" {
+			bad("admin.tls: cert_file and key_file are both required")
+		}
+	}
+	if a.Token == "" && len(a.Tokens) == 0 && !a.JWT.Enabled() {
+		bad("admin: admin.listen is set but no credential is: give admin.tokens, admin.jwt or admin.token (or token_env)")
+	}
+	if a.Token != "" && len(a.Token) < adminTokenMin {
+		bad("admin.token: at least %d characters", adminTokenMin)
+	}
+	names, values := map[string]bool{}, map[string]bool{a.Token: a.Token != ""}
+	for i, t := range a.Tokens {
+		p := fmt.Sprintf("admin.tokens[%d]", i)
+		if !adminTokenNameRE.MatchString(t.Name) {
+			bad("%s.name %q: want letters, digits and . _ @ - (it names the principal in logs)", p, t.Name)
+		}
+		if names[t.Name] {
+			bad("%s.name %q: duplicate", p, t.Name)
+		}
+		names[t.Name] = true
+		switch t.Role {
+		case "viewer", "operator":
+		default:
+			bad("%s.role %q: want viewer or operator", p, t.Role)
+		}
+		if len(t.Token) < adminTokenMin {
+			bad("%s: the token must have at least %d characters", p, adminTokenMin)
+		} else if values[t.Token] {
+			bad("%s: the same token is given twice", p)
+		}
+		values[t.Token] = true
+	}
+	if j := a.JWT; j.Enabled() {
+		if (j.JWKSFile == "") == (j.JWKSURL == "") {
+			bad("admin.jwt: give exactly one of jwks_file or jwks_url")
+		}
+		if j.JWKSURL != "" {
+			if u, err := url.Parse(j.JWKSURL); err != nil || u.Scheme != "https" || u.Host == "" {
+				bad("admin.jwt.jwks_url %q: want https://host/path", j.JWKSURL)
+			}
+		}
+		if j.Issuer == "" {
+			bad("admin.jwt.issuer is required: tokens from another issuer must not be accepted")
+		}
+		if j.Audience == "" {
+			bad("admin.jwt.audience is required: tokens minted for another service must not be accepted")
+		}
+	}
+	return errs
 }

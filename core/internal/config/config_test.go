@@ -180,3 +180,111 @@ func TestShapeErrorsNameThePath(t *testing.T) {
 		t.Errorf("suggested %q for an unrelated key", s)
 	}
 }
+
+func TestAdminConfig(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("file-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LARKWAY_TEST_ADMIN_TOKEN", "env-token-0123456789")
+	const tok = "  token: operator-token-0123456789\n"
+	const tlsKeys = "  tls: {cert_file: /etc/tls/tls.crt, key_file: /etc/tls/tls.key}\n"
+	tests := []struct {
+		name  string
+		admin string
+		want  []string // substrings of the error; none: valid
+	}{
+		{"loopback v4", "  listen: 127.0.0.1:8092\n" + tok, nil},
+		{"loopback v4 elsewhere in 127/8", "  listen: 127.3.2.1:8092\n" + tok, nil},
+		{"loopback v6", "  listen: '[::1]:8092'\n" + tok, nil},
+		{"localhost", "  listen: localhost:8092\n" + tok, nil},
+		{"all interfaces", "  listen: 0.0.0.0:8092\n" + tok, []string{"admin.listen", "admin.tls"}},
+		{"empty host", "  listen: ':8081'\n" + tok, []string{"admin.listen", "admin.tls"}},
+		{"all v6 interfaces", "  listen: '[::]:8092'\n" + tok, []string{"admin.listen", "admin.tls"}},
+		{"private address", "  listen: 10.1.2.3:8092\n" + tok, []string{"admin.listen", "admin.tls"}},
+		{"hostname", "  listen: admin.internal:8092\n" + tok, []string{"admin.listen", "admin.tls"}},
+		{"all interfaces with TLS", "  listen: 0.0.0.0:8092\n" + tok + tlsKeys, nil},
+		{"mutual TLS", "  listen: 0.0.0.0:8092\n" + tok + "  tls: {cert_file: /c, key_file: /k, client_ca_file: /ca}\n", nil},
+		{"TLS without key", "  listen: 0.0.0.0:8092\n" + tok + "  tls: {cert_file: /c}\n", []string{"admin.tls: cert_file and key_file"}},
+		{"client CA alone", "  listen: 0.0.0.0:8092\n" + tok + "  tls: {client_ca_file: /ca}\n", []string{"admin.tls: cert_file and key_file"}},
+		{"unknown TLS key", "  listen: 0.0.0.0:8092\n" + tok + "  tls: {cert: /c}\n", []string{"cert"}},
+		{"not host:port", "  listen: 8092\n" + tok, []string{"admin.listen"}},
+		{"no credential", "  listen: 127.0.0.1:8092\n", []string{"no credential"}},
+		{"short legacy token", "  listen: 127.0.0.1:8092\n  token: short\n", []string{"admin.token"}},
+		{"legacy token from env", "  listen: 127.0.0.1:8092\n  token_env: LARKWAY_TEST_ADMIN_TOKEN\n", nil},
+		{"tokens", "  listen: 127.0.0.1:8092\n  tokens:\n" +
+			"    - {name: ci, token_env: LARKWAY_TEST_ADMIN_TOKEN, role: operator}\n" +
+			"    - {name: dash, token_file: " + tokenFile + ", role: viewer}\n" +
+			"    - {name: oncall, token: literal-token-0123456789, role: operator}\n", nil},
+		{"token role missing", "  listen: 127.0.0.1:8092\n  tokens: [{name: a, token: literal-token-0123456789}]\n", []string{"admin.tokens[0].role"}},
+		{"token role unknown", "  listen: 127.0.0.1:8092\n  tokens: [{name: a, token: literal-token-0123456789, role: admin}]\n", []string{"admin.tokens[0].role \"admin\""}},
+		{"token without name", "  listen: 127.0.0.1:8092\n  tokens: [{token: literal-token-0123456789, role: viewer}]\n", []string{"admin.tokens[0].name"}},
+		{"token duplicate name", "  listen: 127.0.0.1:8092\n  tokens:\n    - {name: a, token: literal-token-0123456789, role: viewer}\n    - {name: a, token: other-token-0123456789, role: viewer}\n", []string{"admin.tokens[1].name \"a\": duplicate"}},
+		{"token given twice", "  listen: 127.0.0.1:8092\n  token: literal-token-0123456789\n  tokens: [{name: a, token: literal-token-0123456789, role: viewer}]\n", []string{"admin.tokens[0]: the same token"}},
+		{"token short", "  listen: 127.0.0.1:8092\n  tokens: [{name: a, token: short, role: viewer}]\n", []string{"admin.tokens[0]: the token must have at least 16"}},
+		{"token two sources", "  listen: 127.0.0.1:8092\n  tokens: [{name: a, token: literal-token-0123456789, token_env: LARKWAY_TEST_ADMIN_TOKEN, role: viewer}]\n", []string{"admin.tokens[0]: give exactly one"}},
+		{"token no source", "  listen: 127.0.0.1:8092\n  tokens: [{name: a, role: viewer}]\n", []string{"admin.tokens[0]: give exactly one"}},
+		{"token env unset", "  listen: 127.0.0.1:8092\n  tokens: [{name: a, token_env: LARKWAY_TEST_UNSET_VAR, role: viewer}]\n", []string{"admin.tokens[0].token_env", "LARKWAY_TEST_UNSET_VAR"}},
+		{"token file missing", "  listen: 127.0.0.1:8092\n  tokens: [{name: a, token_file: " + filepath.Join(dir, "nope") + ", role: viewer}]\n", []string{"admin.tokens[0].token_file"}},
+		{"jwt only", "  listen: 127.0.0.1:8092\n  jwt: {jwks_file: /jwks.json, issuer: https://idp, audience: larkway}\n", nil},
+		{"jwt url", "  listen: 127.0.0.1:8092\n  jwt: {jwks_url: 'https://idp/.well-known/jwks.json', issuer: https://idp, audience: larkway}\n", nil},
+		{"jwt plain http url", "  listen: 127.0.0.1:8092\n  jwt: {jwks_url: 'http://idp/jwks.json', issuer: https://idp, audience: larkway}\n", []string{"admin.jwt.jwks_url"}},
+		{"jwt file and url", "  listen: 127.0.0.1:8092\n  jwt: {jwks_file: /j, jwks_url: 'https://idp/j', issuer: https://idp, audience: larkway}\n", []string{"admin.jwt: give exactly one of jwks_file or jwks_url"}},
+		{"jwt no keys", "  listen: 127.0.0.1:8092\n  jwt: {issuer: https://idp, audience: larkway}\n", []string{"admin.jwt: give exactly one"}},
+		{"jwt no issuer", "  listen: 127.0.0.1:8092\n  jwt: {jwks_file: /j, audience: larkway}\n", []string{"admin.jwt.issuer"}},
+		{"jwt no audience", "  listen: 127.0.0.1:8092\n  jwt: {jwks_file: /j, issuer: https://idp}\n", []string{"admin.jwt.audience"}},
+		{"disabled: nothing checked", "  listen: ''\n  tokens: [{name: a, token: literal-token-0123456789, role: viewer}]\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(strings.NewReader(minimal + "admin:\n" + tt.admin))
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if c.Admin.JWT.Enabled() && c.Admin.JWT.RoleClaim != "role" {
+					t.Errorf("role_claim default %q", c.Admin.JWT.RoleClaim)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted, want an error mentioning %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err = %v, want it to mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestAdminTokenSources(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("file-token-0123456789\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LARKWAY_TEST_ADMIN_TOKEN", "env-token-0123456789")
+	c, err := Parse(strings.NewReader(minimal + "admin:\n  listen: 127.0.0.1:1\n  tokens:\n" +
+		"    - {name: e, token_env: LARKWAY_TEST_ADMIN_TOKEN, role: operator}\n" +
+		"    - {name: f, token_file: " + file + ", role: viewer}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Admin.Tokens; got[0].Token != "env-token-0123456789" || got[1].Token != "file-token-0123456789" {
+		t.Fatalf("tokens %+v", got)
+	}
+}
+
+func TestIsLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.0.0.1": true, "127.255.0.9": true, "::1": true, "localhost": true, "LOCALHOST": true,
+		"": false, "0.0.0.0": false, "::": false, "10.0.0.1": false, "128.0.0.1": false, "example.com": false,
+		"localhost.example.com": false, "::ffff:10.0.0.1": false,
+	} {
+		if got := IsLoopbackHost(host); got != want {
+			t.Errorf("IsLoopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
