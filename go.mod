@@ -10,6 +10,8 @@ require (
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/go-plugin v1.8.0
 	github.com/larksuite/oapi-sdk-go/v3 v3.2.2
+	github.com/larkway/larkway/proto v0.0.0-00010101000000-000000000000
+	github.com/larkway/larkway/sdk/go v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
@@ -124,4 +126,11 @@ require (
 	k8s.io/utils v0.0.0-20250321185631-1f6e0b77f77e // indirect
 	sigs.k8s.io/json v0.0.0-20241010143419-9aa6b5e7a4b3 // indirect
 	sigs.k8s.io/structured-merge-diff/v4 v4.4.2 // indirect
+)
+
+// The contract and the SDK are modules of their own (plugins must not import
+// the core's graph); the core builds against the copies in this repository.
+replace (
+	github.com/larkway/larkway/proto => ./proto
+	github.com/larkway/larkway/sdk/go => ./sdk/go
 )
