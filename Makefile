@@ -15,11 +15,15 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
 GO_PLUGINS := echo commands approval
+# Every module of the workspace (go.work: the core, proto, sdk/go, plugins).
+# ./... alone stops at a nested module's go.mod, even in workspace mode.
+GO_PKGS = $(patsubst $(CURDIR)%,.%/...,$(shell go list -m -f '{{.Dir}}'))
 TEST_TIMEOUT ?= 30m
 
 .PHONY: build
 build: ## build the larkway binary and the example plugins into bin/
 	go build -ldflags "$(LDFLAGS)" -o bin/larkway ./core/cmd/larkway
+	go build $(GO_PKGS)
 	@for p in $(GO_PLUGINS); do go build -o bin/plugins/$$p ./plugins/$$p; done
 
 .PHONY: tools
@@ -44,7 +48,7 @@ generate: tools ## regenerate proto/gen (the only writer of generated code)
 lint: tools ## buf lint, gofmt, go vet
 	buf lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	go vet ./...
+	go vet $(GO_PKGS)
 
 .PHONY: run
 run: build ## the whole system on the embedded bus, with the echo plugin and the Lark emulator
@@ -67,7 +71,7 @@ test: tools build ## start real Redis and Pulsar, run every test against them, s
 	scripts/redis.sh start; scripts/pulsar.sh start; \
 	eval "$$(scripts/env.sh)"; \
 	sdk/python/test.sh; \
-	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) ./...; \
+	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) $(GO_PKGS); \
 	go test -tags faults -count=1 -timeout 20m ./core/internal/faults; \
 	scripts/fuzz.sh
 

@@ -198,13 +198,16 @@ func TestConcurrentClicksDecideOnce(t *testing.T) {
 	outs := make([]larkway.Outcome, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() {
+		// Not wg.Go: the example plugins build with the SDK's minimum Go (1.24).
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			button := "Approve"
 			if i%2 == 1 {
 				button = "Reject"
 			}
 			outs[i] = click(t, p, b[button], "ou_clicker")
-		})
+		}()
 	}
 	wg.Wait()
 	updates, already := 0, 0

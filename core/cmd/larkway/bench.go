@@ -187,27 +187,35 @@ func benchNeedsPlugins(sc []string) bool {
 	return false
 }
 
-// benchPluginBinary returns given, or builds pkg into dir.
+// benchPluginBinary returns given, or builds pkg (relative to root) into dir.
+// It builds in the package's directory, so the package's own module decides
+// (the plugins are a module of their own) with or without go.work.
 func benchPluginBinary(given, root, pkg, dir string) (string, error) {
 	if given != "" {
 		return filepath.Abs(given)
 	}
 	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = root
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = filepath.Join(root, filepath.FromSlash(pkg))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building %s: %v\n%s", pkg, err, b)
 	}
 	return out, nil
 }
 
-// benchModuleRoot is the larkway source tree this is run in.
+// benchModuleRoot is the larkway source tree this is run in: the directory
+// of its go.work (found from any of its modules' directories), or of the
+// current module's go.mod without the workspace.
 func benchModuleRoot() (string, error) {
-	b, err := exec.Command("go", "env", "GOMOD").Output()
+	b, err := exec.Command("go", "env", "GOWORK", "GOMOD").Output()
 	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+		return "", fmt.Errorf("go env GOWORK GOMOD: %w", err)
 	}
-	mod := strings.TrimSpace(string(b))
+	work, mod, _ := strings.Cut(string(b), "\n") // one line each, GOWORK possibly empty
+	work, mod = strings.TrimSpace(work), strings.TrimSpace(mod)
+	if work != "" && work != "off" {
+		return filepath.Dir(work), nil
+	}
 	if mod == "" || mod == os.DevNull {
 		return "", fmt.Errorf("not inside a Go module")
 	}

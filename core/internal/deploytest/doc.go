@@ -20,5 +20,7 @@
 //     dashboards name is registered by a real core started in-process.
 //
 // This package lives under core/internal so it may use the core's config
-// and app packages.
+// and app packages. It is a module of its own (in go.work) so that what only
+// these tests need (Kubernetes API types, kustomize, the Prometheus server's
+// parsers) stays out of the core's go.mod.
 package deploytest

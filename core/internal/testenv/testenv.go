@@ -88,26 +88,35 @@ func Eventually(t testing.TB, timeout time.Duration, reason string, cond func() 
 	}
 }
 
-// BuildPlugin compiles the Go package at pkg (relative to the module root,
-// e.g. "./plugins/echo") into dir and returns the binary's path.
+// BuildPlugin compiles the Go package at pkg (relative to the repository
+// root, e.g. "./plugins/echo") into dir and returns the binary's path. It
+// builds in the package's directory, so the package's own module decides (the
+// plugins are a module of their own) with or without the workspace.
 func BuildPlugin(t testing.TB, pkg, dir string) string {
 	t.Helper()
-	root := ModuleRoot(t)
 	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = root
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = filepath.Join(ModuleRoot(t), filepath.FromSlash(pkg))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building %s: %v\n%s", pkg, err, b)
 	}
 	return out
 }
 
-// ModuleRoot is the repository root (where go.mod is).
+// ModuleRoot is the repository root: the directory of go.work, above every
+// module of the repository (tests run in their package's directory).
 func ModuleRoot(t testing.TB) string {
 	t.Helper()
-	b, err := exec.Command("go", "env", "GOMOD").Output()
+	wd, err := os.Getwd()
 	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
+		t.Fatalf("getting the working directory: %v", err)
 	}
-	return filepath.Dir(strings.TrimSpace(string(b)))
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir
+		}
+		if filepath.Dir(dir) == dir {
+			t.Fatalf("no go.work in %s or above: testenv needs the larkway repository", wd)
+		}
+	}
 }
