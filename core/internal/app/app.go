@@ -28,6 +28,7 @@ import (
 	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/dispatch"
+	"github.com/larkway/larkway/core/internal/dispatch/backlog"
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/ingest"
 	"github.com/larkway/larkway/core/internal/lark"
@@ -208,12 +209,12 @@ func (a *App) Run(ctx context.Context) error {
 		},
 	}, b, exec, a.logger, a.reg)
 
-	if bl, ok := b.(dispatch.Backlogger); ok {
+	if bl, ok := b.(bus.Backlogger); ok {
 		names := make([]string, 0, len(cfg.Plugins))
 		for _, pc := range cfg.Plugins {
 			names = append(names, pc.Name)
 		}
-		a.reg.MustRegister(dispatch.NewBacklogCollector(bl, topics, func() []string { return names }))
+		a.reg.MustRegister(backlog.NewCollector(bl, topics, func() []string { return names }))
 	}
 	sv := cfg.Supervision
 	mgr := manager.New(manager.Config{

@@ -70,6 +70,10 @@ func (c *countingExec) Execute(context.Context, action.Request) ([]*pluginv1.Ref
 	return nil, nil
 }
 
+func (c *countingExec) SendFallback(context.Context, string, *pluginv1.Event, string) error {
+	return nil
+}
+
 // BenchmarkDeliver is one event through the whole dispatch path per op:
 // bus → per-chat queue → claim → the plugin's stream (batched) → result →
 // settle, with an in-process no-op plugin over bufconn and 64 chats.
@@ -130,50 +134,4 @@ func BenchmarkDeliver(b *testing.B) {
 		b.Fatalf("route ended: %v", err)
 	}
 	b.StopTimer()
-}
-
-// BenchmarkEncodeDelivery is the per-delivery wire encoding.
-func BenchmarkEncodeDelivery(b *testing.B) {
-	event := make([]byte, 600)
-	deadline := time.Now().Add(10 * time.Second)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := encodeDelivery("plugin-1a2b3c", 1, deadline, nil, event); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkRequest wraps 16 encoded deliveries as one batched request.
-func BenchmarkRequest(b *testing.B) {
-	event := make([]byte, 600)
-	ws := make([]wireDelivery, 16)
-	for i := range ws {
-		w, err := encodeDelivery(fmt.Sprintf("plugin-%d", i), 1, time.Now(), nil, event)
-		if err != nil {
-			b.Fatal(err)
-		}
-		ws[i] = w
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		_ = request(ws)
-	}
-}
-
-// BenchmarkKeyedQueue is one put, take and done on a queue of 64 chats.
-func BenchmarkKeyedQueue(b *testing.B) {
-	q := newKeyedQueue(256)
-	dels := make([]*bus.Delivery, 64)
-	for i := range dels {
-		dels[i] = &bus.Delivery{Message: bus.Message{Key: fmt.Sprintf("oc_%d", i)}}
-	}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		q.put(dels[i%64])
-		d, _ := q.take()
-		q.done(d)
-		i++
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -197,6 +198,10 @@ func (r *recordingExec) Execute(_ context.Context, req action.Request) ([]*plugi
 	return refused, nil
 }
 
+func (r *recordingExec) SendFallback(context.Context, string, *pluginv1.Event, string) error {
+	return nil
+}
+
 func (r *recordingExec) texts(chat string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -218,6 +223,7 @@ type harness struct {
 	session *Session
 	topic   string
 	index   *dlq.Memory
+	reg     *prometheus.Registry
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -230,10 +236,21 @@ func manifest() *pluginv1.Manifest {
 
 func start(t *testing.T, m *pluginv1.Manifest, deadline time.Duration) *harness {
 	t.Helper()
-	h := &harness{bus: memory.New(slog.New(slog.DiscardHandler)), exec: &recordingExec{}, topic: "events-test", index: dlq.NewMemory()}
+	return startWith(t, m, deadline, nil)
+}
+
+// startWith is start with configure changing the dispatcher's Config.
+func startWith(t *testing.T, m *pluginv1.Manifest, deadline time.Duration, configure func(*Config)) *harness {
+	t.Helper()
+	h := &harness{bus: memory.New(slog.New(slog.DiscardHandler)), exec: &recordingExec{}, topic: "events-test", index: dlq.NewMemory(),
+		reg: prometheus.NewRegistry()}
 	t.Cleanup(func() { _ = h.bus.Close(context.Background()) })
-	h.disp = New(Config{Topics: []string{h.topic}, Deadline: deadline, MaxAttempts: 3, MaxInFlight: 4,
-		Backoff: func(int) time.Duration { return 10 * time.Millisecond }, DeadLetters: h.index}, h.bus, h.exec, slog.New(slog.DiscardHandler), nil)
+	cfg := Config{Topics: []string{h.topic}, Deadline: deadline, MaxAttempts: 3, MaxInFlight: 4,
+		Backoff: func(int) time.Duration { return 10 * time.Millisecond }, DeadLetters: h.index}
+	if configure != nil {
+		configure(&cfg)
+	}
+	h.disp = New(cfg, h.bus, h.exec, slog.New(slog.DiscardHandler), h.reg)
 	h.plugin = newFakePlugin(t, m)
 	h.serve(t)
 	return h
@@ -332,10 +349,10 @@ func TestDoneExecutesActions(t *testing.T) {
 
 func TestRetryThenDeadLetterWithReason(t *testing.T) {
 	h := start(t, manifest(), 5*time.Second)
-	dlq := h.deadLetters(t)
+	dl := h.deadLetters(t)
 	h.publish(t, "oc_1", "retry")
-	d := receive(t, dlq)
-	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "after 3 attempts") || !strings.Contains(r, "not now") {
+	d := receive(t, dl)
+	if r := d.Properties[dlq.PropReason]; !strings.Contains(r, "after 3 attempts") || !strings.Contains(r, "not now") {
 		t.Fatalf("reason %q", r)
 	}
 	h.plugin.mu.Lock()
@@ -351,10 +368,10 @@ func TestRetryThenDeadLetterWithReason(t *testing.T) {
 
 func TestFailedGoesStraightToDeadLetters(t *testing.T) {
 	h := start(t, manifest(), 5*time.Second)
-	dlq := h.deadLetters(t)
+	dl := h.deadLetters(t)
 	h.publish(t, "oc_1", "fail")
-	d := receive(t, dlq)
-	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "cannot handle") {
+	d := receive(t, dl)
+	if r := d.Properties[dlq.PropReason]; !strings.Contains(r, "cannot handle") {
 		t.Fatalf("reason %q", r)
 	}
 	if ev, err := envelope.Decode(d.Payload); err != nil || ev.GetMessage().GetText() != "fail" {
@@ -364,10 +381,10 @@ func TestFailedGoesStraightToDeadLetters(t *testing.T) {
 
 func TestTimeoutIsRetried(t *testing.T) {
 	h := start(t, manifest(), 100*time.Millisecond)
-	dlq := h.deadLetters(t)
+	dl := h.deadLetters(t)
 	h.publish(t, "oc_1", "hang")
-	d := receive(t, dlq)
-	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "deadline exceeded") {
+	d := receive(t, dl)
+	if r := d.Properties[dlq.PropReason]; !strings.Contains(r, "deadline exceeded") {
 		t.Fatalf("reason %q", r)
 	}
 }
