@@ -199,7 +199,7 @@ func (a *App) Run(ctx context.Context) error {
 	disp := dispatch.New(dispatch.Config{
 		Topics: topics, Deadline: cfg.Dispatch.Deadline.D(), ActionTimeout: cfg.Dispatch.ActionTimeout.D(), MaxAttempts: cfg.Dispatch.MaxAttempts,
 		MaxInFlight: cfg.Dispatch.MaxInFlight, Dedup: st.dedup, DoneTTL: cfg.Dispatch.DoneTTL.D(), DeadLetters: st.dlq,
-		Callbacks: st.cards, Tracer: tracer,
+		Callbacks: st.cards, Tracer: tracer, MaxRetryAfter: cfg.Dispatch.MaxRetryAfter.D(),
 		Backoff: func(attempt int) time.Duration {
 			d := backoff
 			for i := 1; i < attempt && d < time.Minute; i++ {

@@ -41,6 +41,16 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestMaxRetryAfterDefault(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Dispatch.MaxRetryAfter.D(); got != time.Minute {
+		t.Errorf("dispatch.max_retry_after defaults to %s, want 1m", got)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -56,6 +66,8 @@ func TestParseErrors(t *testing.T) {
 		{"negative memory bound", minimal + "bus:\n  memory:\n    max_retained_mb: -1\n", "bus.memory.max_retained_mb"},
 		{"pulsar without url", minimal + "bus:\n  kind: pulsar\n", "bus.pulsar.url"},
 		{"bad duration", minimal + "dispatch:\n  deadline: soon\n", "not a duration"},
+		{"max_retry_after too long", minimal + "dispatch:\n  max_retry_after: 2h\n", "dispatch.max_retry_after"},
+		{"negative max_retry_after", minimal + "dispatch:\n  max_retry_after: -1s\n", "dispatch.max_retry_after"},
 		{"duplicate path", "apps:\n  - {id: a, secret: s, verification_token: v}\n  - {id: b, secret: s, verification_token: v}\n", "used by another app or path"},
 		{"bad sha", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    sha256: abc\n", "64 hex"},
 		{"plugin without name", minimal + "plugins:\n  - path: /bin/x\n", "plugins[0].name"},

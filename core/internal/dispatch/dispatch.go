@@ -40,6 +40,10 @@ type Executor interface {
 	SendFallback(ctx context.Context, plugin string, ev *pluginv1.Event, text string) error
 }
 
+// DefaultMaxRetryAfter is Config.MaxRetryAfter's default: the longest
+// redelivery delay bus.DefaultBackoff reaches.
+const DefaultMaxRetryAfter = time.Minute
+
 // Config tunes delivery.
 type Config struct {
 	// Topics to consume (one per app).
@@ -54,6 +58,15 @@ type Config struct {
 	MaxInFlight int
 	// Backoff is the redelivery delay per attempt (nil: bus default).
 	Backoff func(attempt int) time.Duration
+	// MaxRetryAfter caps the delay a plugin may ask for with a RETRY
+	// result's retry_after (default DefaultMaxRetryAfter). The redelivery
+	// waits for the longer of the backoff and retry_after so capped.
+	MaxRetryAfter time.Duration
+	// AfterFunc runs f once d has passed and returns a function that stops
+	// it, as time.AfterFunc does (nil: time.AfterFunc). It holds a retry the
+	// plugin asked to delay; tests pass a fake clock. It must not run f
+	// before it returns.
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// Dedup claims (plugin, dedup key) around each delivery (nil: in-process).
 	Dedup dedup.Store
 	// DoneTTL is how long a handled event is remembered (default 24 h).
@@ -87,6 +100,12 @@ func New(cfg Config, b interface {
 	if cfg.ActionTimeout <= 0 {
 		cfg.ActionTimeout = 30 * time.Second
 	}
+	if cfg.MaxRetryAfter <= 0 {
+		cfg.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+	}
 	tracing := cfg.Tracer != nil
 	if !tracing {
 		cfg.Tracer = noop.NewTracerProvider().Tracer("")
@@ -110,4 +129,9 @@ func DeadLetterTopic(topic, plugin string) string { return topic + "-" + Subscri
 // and removes it from the index.
 func (d *Dispatcher) Replay(ctx context.Context, e dlq.Entry) error {
 	return dlq.Replay(ctx, d.bus, d.cfg.DeadLetters, e)
+}
+
+// backoff is the bus's redelivery delay after a Nack of attempt.
+func (d *Dispatcher) backoff(attempt int) time.Duration {
+	return bus.SubscribeOptions{Backoff: d.cfg.Backoff}.BackoffFor(attempt)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/bus"
@@ -25,7 +27,11 @@ import (
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
-// fakePlugin answers deliveries by the message text: "retry", "fail",
+// retryAfter is what the fake plugin asks for with "slowdown".
+const retryAfter = 30 * time.Second
+
+// fakePlugin answers deliveries by the message text: "retry", "slowdown"
+// (retry, no sooner than retryAfter), "fail",
 // "hang" (never answers), "forbidden" (an action outside the manifest),
 // "end" (closes the stream); anything else: done with a reply.
 type fakePlugin struct {
@@ -160,6 +166,8 @@ func (f *fakePlugin) answer(stream pluginv1.PluginService_HandleServer, d *plugi
 	switch {
 	case text == "retry":
 		res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_RETRY, "not now"
+	case text == "slowdown":
+		res.Outcome, res.Error, res.RetryAfter = pluginv1.Outcome_OUTCOME_RETRY, "rate limited", durationpb.New(retryAfter)
 	case text == "fail":
 		res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_FAILED, "cannot handle"
 	case text == "hang":
@@ -223,6 +231,7 @@ type harness struct {
 	session *Session
 	topic   string
 	index   *dlq.Memory
+	spy     *nackSpy
 	reg     *prometheus.Registry
 	cancel  context.CancelFunc
 	done    chan error
@@ -245,15 +254,46 @@ func startWith(t *testing.T, m *pluginv1.Manifest, deadline time.Duration, confi
 	h := &harness{bus: memory.New(slog.New(slog.DiscardHandler)), exec: &recordingExec{}, topic: "events-test", index: dlq.NewMemory(),
 		reg: prometheus.NewRegistry()}
 	t.Cleanup(func() { _ = h.bus.Close(context.Background()) })
+	h.spy = &nackSpy{Bus: h.bus}
 	cfg := Config{Topics: []string{h.topic}, Deadline: deadline, MaxAttempts: 3, MaxInFlight: 4,
 		Backoff: func(int) time.Duration { return 10 * time.Millisecond }, DeadLetters: h.index}
 	if configure != nil {
 		configure(&cfg)
 	}
-	h.disp = New(cfg, h.bus, h.exec, slog.New(slog.DiscardHandler), h.reg)
+	h.disp = New(cfg, h.spy, h.exec, slog.New(slog.DiscardHandler), h.reg)
 	h.plugin = newFakePlugin(t, m)
 	h.serve(t)
 	return h
+}
+
+// nackSpy is the bus, counting the nacks of the deliveries it hands out.
+type nackSpy struct {
+	*memory.Bus
+	nacks atomic.Int32
+}
+
+func (b *nackSpy) Subscribe(ctx context.Context, o bus.SubscribeOptions) (bus.Consumer, error) {
+	c, err := b.Bus.Subscribe(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return spyConsumer{Consumer: c, spy: b}, nil
+}
+
+type spyConsumer struct {
+	bus.Consumer
+	spy *nackSpy
+}
+
+func (c spyConsumer) Receive(ctx context.Context) (*bus.Delivery, error) {
+	d, err := c.Consumer.Receive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return bus.NewDelivery(d.Message, d.ID, d.Topic, d.Attempt, d.PublishTime, d.Ack, func() error {
+		c.spy.nacks.Add(1)
+		return d.Nack()
+	}), nil
 }
 
 func (h *harness) serve(t *testing.T) {

@@ -13,7 +13,7 @@ const (
 	// the event is acknowledged.
 	OutcomeDone Outcome = iota // done
 	// OutcomeRetry: the plugin answered RETRY; redelivered after the
-	// backoff.
+	// backoff or its retry_after, whichever is longer.
 	OutcomeRetry // retry
 	// OutcomeFailed: the plugin answered FAILED (or nothing valid); the
 	// event is dead-lettered.

@@ -228,7 +228,7 @@ func (s *Session) settle(del *bus.Delivery, lease dedup.Lease, span trace.Span, 
 	case OutcomeFailed:
 		s.deadLetter(del, reason(out, res, err))
 	default:
-		s.retry(del, reason(out, res, err))
+		s.retry(del, reason(out, res, err), s.retryWait(out, res, del.Attempt))
 	}
 }
 
@@ -259,13 +259,14 @@ func (s *Session) logFor(del *bus.Delivery) *slog.Logger {
 	return s.d.logger.With("plugin", s.name, "msg_id", del.ID, "attempt", del.Attempt)
 }
 
-// retry nacks, or dead-letters once the attempts are used up.
-func (s *Session) retry(del *bus.Delivery, reason string) {
+// retry redelivers the event wait after the bus's backoff, or dead-letters
+// it once the attempts are used up.
+func (s *Session) retry(del *bus.Delivery, reason string, wait time.Duration) {
 	if del.Attempt >= s.d.cfg.MaxAttempts {
 		s.deadLetter(del, fmt.Sprintf("after %d attempts: %s", del.Attempt, reason))
 		return
 	}
-	_ = del.Nack()
+	s.r.holds.nackAfter(del, wait)
 }
 
 // deadLetter moves the message to the plugin's dead-letter topic with the

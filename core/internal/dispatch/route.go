@@ -20,9 +20,10 @@ import (
 // are handled one at a time, in order, while different chats proceed in
 // parallel on whichever workers are free.
 type Route struct {
-	d    *Dispatcher
-	name string
-	m    *pluginMetrics
+	d     *Dispatcher
+	name  string
+	m     *pluginMetrics
+	holds *holds // retries waiting out a plugin's retry_after
 
 	mu      sync.Mutex
 	cur     *Session
@@ -33,7 +34,7 @@ type Route struct {
 func (d *Dispatcher) Route(name string) *Route {
 	// Resolving the series starts them at zero, so dashboards and alerts
 	// see the plugin (and rates work) before anything happens.
-	return &Route{d: d, name: name, m: d.metrics.forPlugin(name), changed: make(chan struct{})}
+	return &Route{d: d, name: name, m: d.metrics.forPlugin(name), holds: newHolds(d.cfg.AfterFunc), changed: make(chan struct{})}
 }
 
 // Name is the plugin's name.
@@ -124,6 +125,9 @@ func (r *Route) Run(ctx context.Context, subscribed func()) error {
 		readers.Wait()
 		work.Close()
 		workers.Wait()
+		// Retries still waiting out a retry_after go back to the bus now:
+		// closing a consumer waits for what it handed out.
+		r.holds.flush()
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		for _, c := range consumers {
