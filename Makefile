@@ -43,6 +43,7 @@ generate: tools ## regenerate proto/gen (the only writer of generated code)
 	buf lint
 	buf generate
 	sdk/python/generate.sh
+	go generate ./core/...
 
 .PHONY: lint
 lint: tools ## buf lint, gofmt, go vet

@@ -30,6 +30,7 @@ import (
 	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/dispatch"
+	"github.com/larkway/larkway/core/internal/dispatch/backlog"
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/ingest"
 	"github.com/larkway/larkway/core/internal/lark"
@@ -164,14 +165,14 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	c.disp = dispatch.New(dispatch.Config{
 		Topics: topics, Deadline: dc.Deadline.D(), ActionTimeout: dc.ActionTimeout.D(), MaxAttempts: dc.MaxAttempts,
 		MaxInFlight: dc.MaxInFlight, Dedup: c.st.dedup, DoneTTL: dc.DoneTTL.D(), DeadLetters: c.st.dlq,
-		Callbacks: c.st.cards, Tracer: tracer, Backoff: backoff.Policy{First: dc.RetryBackoff.D(), Max: time.Minute}.Func(),
+		Callbacks: c.st.cards, Tracer: tracer, MaxRetryAfter: dc.MaxRetryAfter.D(), Backoff: backoff.Policy{First: dc.RetryBackoff.D(), Max: time.Minute}.Func(),
 	}, c.bus, exec, logger, reg)
-	if bl, ok := c.bus.(dispatch.Backlogger); ok {
+	if bl, ok := c.bus.(bus.Backlogger); ok {
 		names := make([]string, 0, len(cfg.Plugins))
 		for _, pc := range cfg.Plugins {
 			names = append(names, pc.Name)
 		}
-		reg.MustRegister(dispatch.NewBacklogCollector(bl, topics, func() []string { return names }))
+		reg.MustRegister(backlog.NewCollector(bl, topics, func() []string { return names }))
 	}
 
 	sv := cfg.Supervision

@@ -74,6 +74,10 @@ type observed struct {
 	fn   func(plugin string, req action.Request, err error)
 }
 
+func (o observed) SendFallback(ctx context.Context, plugin string, ev *pluginv1.Event, text string) error {
+	return o.next.SendFallback(ctx, plugin, ev, text)
+}
+
 func (o observed) Execute(ctx context.Context, req action.Request) ([]*pluginv1.RefusedAction, error) {
 	refused, err := o.next.Execute(ctx, req)
 	o.fn(req.Plugin, req, err)

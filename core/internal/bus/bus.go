@@ -133,6 +133,12 @@ type Subscriber interface {
 	Subscribe(ctx context.Context, opts SubscribeOptions) (Consumer, error)
 }
 
+// Backlogger reports a subscription's unacknowledged messages; both
+// implementations provide it (Pulsar from the broker's topic stats).
+type Backlogger interface {
+	Backlog(ctx context.Context, topic, subscription string) (int64, error)
+}
+
 // Bus is a whole implementation: publish, subscribe, and an idempotent Close
 // that flushes pending publishes and releases connections.
 type Bus interface {

@@ -296,6 +296,11 @@ type Dispatch struct {
 	MaxInFlight int `yaml:"max_in_flight"`
 	// RetryBackoff is the first redelivery delay; it doubles per attempt.
 	RetryBackoff Duration `yaml:"retry_backoff"`
+	// MaxRetryAfter caps the minimum delay a plugin may ask for with a
+	// RETRY result's retry_after (RetryAfter in the SDKs): the retry is
+	// redelivered after the longer of the backoff and retry_after capped at
+	// this (default 1m, the backoff's own ceiling; at most 1h).
+	MaxRetryAfter Duration `yaml:"max_retry_after"`
 	// DoneTTL is how long a handled event is remembered for deduplication
 	// (default 24h, longer than Lark's ~7.1 h retry window).
 	DoneTTL Duration `yaml:"done_ttl"`
@@ -432,6 +437,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Dispatch.RetryBackoff == 0 {
 		c.Dispatch.RetryBackoff = Duration(time.Second)
+	}
+	if c.Dispatch.MaxRetryAfter == 0 {
+		c.Dispatch.MaxRetryAfter = Duration(time.Minute)
 	}
 	if c.Dispatch.DoneTTL == 0 {
 		c.Dispatch.DoneTTL = Duration(24 * time.Hour)
@@ -638,6 +646,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Dispatch.MaxInFlight < 1 {
 		bad("dispatch.max_in_flight %d: want ≥ 1", c.Dispatch.MaxInFlight)
+	}
+	// A held retry stays unacknowledged on the bus meanwhile; an hour is
+	// also the longest rate-limit reset Lark announces.
+	if d := c.Dispatch.MaxRetryAfter.D(); d < 0 || d > time.Hour {
+		bad("dispatch.max_retry_after %s: want 0 (default 1m) .. 1h", d)
 	}
 	if c.Ingest.MaxBodyBytes < 1024 || c.Ingest.MaxBodyBytes > 64<<20 {
 		bad("ingest.max_body_bytes %d: want 1 KiB..64 MiB", c.Ingest.MaxBodyBytes)

@@ -63,6 +63,16 @@ func TestCardPathOptIn(t *testing.T) {
 	}
 }
 
+func TestMaxRetryAfterDefault(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Dispatch.MaxRetryAfter.D(); got != time.Minute {
+		t.Errorf("dispatch.max_retry_after defaults to %s, want 1m", got)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -80,6 +90,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad duration", minimal + "dispatch:\n  deadline: soon\n", "not a duration"},
 		{"card path not absolute", minimal + "    card_path: lark/cards\n", "apps[0].card_path"},
 		{"card path on the event path", minimal + "    card_path: /lark/events\n", "used by another app or path"},
+		{"max_retry_after too long", minimal + "dispatch:\n  max_retry_after: 2h\n", "dispatch.max_retry_after"},
+		{"negative max_retry_after", minimal + "dispatch:\n  max_retry_after: -1s\n", "dispatch.max_retry_after"},
 		{"duplicate path", "apps:\n  - {id: a, secret: s, verification_token: v}\n  - {id: b, secret: s, verification_token: v}\n", "used by another app or path"},
 		{"bad sha", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    sha256: abc\n", "64 hex"},
 		{"plugin without name", minimal + "plugins:\n  - path: /bin/x\n", "plugins[0].name"},

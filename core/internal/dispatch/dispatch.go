@@ -1,13 +1,18 @@
 // Package dispatch streams events from the bus to plugin instances and turns
 // their results into actions, acks, retries and dead letters. Each plugin has
 // its own bus subscription, so its backlog, retries and position are its own.
+//
+// A Route consumes a plugin's subscription and runs its workers (route.go);
+// each delivery goes through the pipeline in pipeline.go (claim → deliver →
+// card answer → execute → settle) to the plugin's current Session, whose
+// stream is package stream. Per-chat order is package keyed, matching
+// package match, card tagging package cardtag; dead letters are indexed and
+// replayed by package dlq.
 package dispatch
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,32 +27,22 @@ import (
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
-// ErrStreamBroken is returned when the plugin's Handle stream fails: the
-// process died or stopped answering. Unfinished deliveries are redelivered.
-var ErrStreamBroken = errors.New("plugin stream broken")
-
-// Message properties the dispatcher sets.
-const (
-	// PropDeadLetterReason says why a message was dead-lettered.
-	PropDeadLetterReason = "larkway-dead-letter-reason"
-	// PropOnlyPlugin limits a replayed event to the plugin it was replayed for.
-	PropOnlyPlugin = "larkway-only-plugin"
-)
-
-// DeadLetterIndexSubscription is the subscription copying dead letters into
-// the index.
-const DeadLetterIndexSubscription = "larkway-dlq-index"
-
 // Plugin is a running plugin instance.
 type Plugin interface {
 	Manifest() *pluginv1.Manifest
 	Service() pluginv1.PluginServiceClient
 }
 
-// Executor performs a result's actions.
+// Executor performs a result's actions, and the manifest's fallback reply
+// when an event is dead-lettered.
 type Executor interface {
 	Execute(ctx context.Context, req action.Request) ([]*pluginv1.RefusedAction, error)
+	SendFallback(ctx context.Context, plugin string, ev *pluginv1.Event, text string) error
 }
+
+// DefaultMaxRetryAfter is Config.MaxRetryAfter's default: the longest
+// redelivery delay bus.DefaultBackoff reaches.
+const DefaultMaxRetryAfter = time.Minute
 
 // Config tunes delivery.
 type Config struct {
@@ -63,6 +58,15 @@ type Config struct {
 	MaxInFlight int
 	// Backoff is the redelivery delay per attempt (nil: bus default).
 	Backoff func(attempt int) time.Duration
+	// MaxRetryAfter caps the delay a plugin may ask for with a RETRY
+	// result's retry_after (default DefaultMaxRetryAfter). The redelivery
+	// waits for the longer of the backoff and retry_after so capped.
+	MaxRetryAfter time.Duration
+	// AfterFunc runs f once d has passed and returns a function that stops
+	// it, as time.AfterFunc does (nil: time.AfterFunc). It holds a retry the
+	// plugin asked to delay; tests pass a fake clock. It must not run f
+	// before it returns.
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// Dedup claims (plugin, dedup key) around each delivery (nil: in-process).
 	Dedup dedup.Store
 	// DoneTTL is how long a handled event is remembered (default 24 h).
@@ -85,16 +89,7 @@ type Dispatcher struct {
 	exec    Executor
 	logger  *slog.Logger
 	metrics *metrics
-	seq     atomic.Uint64
 	tracing bool // a tracer was configured
-}
-
-type metrics struct {
-	deliveries *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
-	inFlight   *prometheus.GaugeVec
-	dead       *prometheus.CounterVec
-	dedupHits  *prometheus.CounterVec
 }
 
 // New returns a dispatcher; it does no I/O.
@@ -102,29 +97,14 @@ func New(cfg Config, b interface {
 	bus.Publisher
 	bus.Subscriber
 }, exec Executor, logger *slog.Logger, reg prometheus.Registerer) *Dispatcher {
-	m := &metrics{
-		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "larkway_dispatch_results_total", Help: "Delivery outcomes by plugin.",
-		}, []string{"plugin", "outcome"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "larkway_dispatch_plugin_duration_seconds", Help: "Time from delivery to result, by plugin.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}, []string{"plugin"}),
-		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "larkway_dispatch_in_flight", Help: "Deliveries awaiting a result, by plugin.",
-		}, []string{"plugin"}),
-		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "larkway_dispatch_dead_letters_total", Help: "Events dead-lettered, by plugin.",
-		}, []string{"plugin"}),
-		dedupHits: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "larkway_dispatch_dedup_hits_total", Help: "Redeliveries skipped or deferred by the dedup store, by plugin and state.",
-		}, []string{"plugin", "state"}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.deliveries, m.latency, m.inFlight, m.dead, m.dedupHits)
-	}
 	if cfg.ActionTimeout <= 0 {
 		cfg.ActionTimeout = 30 * time.Second
+	}
+	if cfg.MaxRetryAfter <= 0 {
+		cfg.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 	}
 	tracing := cfg.Tracer != nil
 	if !tracing {
@@ -136,7 +116,7 @@ func New(cfg Config, b interface {
 	if cfg.DoneTTL <= 0 {
 		cfg.DoneTTL = dedup.DefaultDoneTTL
 	}
-	return &Dispatcher{cfg: cfg, bus: b, exec: exec, logger: logger.With("component", "dispatch"), metrics: m, tracing: tracing}
+	return &Dispatcher{cfg: cfg, bus: b, exec: exec, logger: logger.With("component", "dispatch"), metrics: newMetrics(reg), tracing: tracing}
 }
 
 // Subscription is the bus subscription name of a plugin.
@@ -145,21 +125,13 @@ func Subscription(plugin string) string { return "plugin-" + plugin }
 // DeadLetterTopic is where a plugin's failed events of topic go.
 func DeadLetterTopic(topic, plugin string) string { return topic + "-" + Subscription(plugin) + "-DLQ" }
 
-// sessionMetrics are one plugin's series, resolved once: WithLabelValues
-// hashes its labels on every call, several times per delivery otherwise.
-type sessionMetrics struct {
-	done, retry, failed, timeout, streamError, actionRetry, unknownResult prometheus.Counter
-	dedupDone, dedupBusy                                                  prometheus.Counter
-	inFlight                                                              prometheus.Gauge
-	latency                                                               prometheus.Observer
+// Replay publishes a dead letter back to its topic for its plugin alone
+// and removes it from the index.
+func (d *Dispatcher) Replay(ctx context.Context, e dlq.Entry) error {
+	return dlq.Replay(ctx, d.bus, d.cfg.DeadLetters, e)
 }
 
-func (m *metrics) forPlugin(name string) sessionMetrics {
-	o := func(outcome string) prometheus.Counter { return m.deliveries.WithLabelValues(name, outcome) }
-	return sessionMetrics{
-		done: o("done"), retry: o("retry"), failed: o("failed"), timeout: o("timeout"),
-		streamError: o("stream_error"), actionRetry: o("action_retry"), unknownResult: o("unknown_result"),
-		dedupDone: m.dedupHits.WithLabelValues(name, "done"), dedupBusy: m.dedupHits.WithLabelValues(name, "busy"),
-		inFlight: m.inFlight.WithLabelValues(name), latency: m.latency.WithLabelValues(name),
-	}
+// backoff is the bus's redelivery delay after a Nack of attempt.
+func (d *Dispatcher) backoff(attempt int) time.Duration {
+	return bus.SubscribeOptions{Backoff: d.cfg.Backoff}.BackoffFor(attempt)
 }

@@ -8,12 +8,15 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/bus"
@@ -24,7 +27,11 @@ import (
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
-// fakePlugin answers deliveries by the message text: "retry", "fail",
+// retryAfter is what the fake plugin asks for with "slowdown".
+const retryAfter = 30 * time.Second
+
+// fakePlugin answers deliveries by the message text: "retry", "slowdown"
+// (retry, no sooner than retryAfter), "fail",
 // "hang" (never answers), "forbidden" (an action outside the manifest),
 // "end" (closes the stream); anything else: done with a reply.
 type fakePlugin struct {
@@ -159,6 +166,8 @@ func (f *fakePlugin) answer(stream pluginv1.PluginService_HandleServer, d *plugi
 	switch {
 	case text == "retry":
 		res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_RETRY, "not now"
+	case text == "slowdown":
+		res.Outcome, res.Error, res.RetryAfter = pluginv1.Outcome_OUTCOME_RETRY, "rate limited", durationpb.New(retryAfter)
 	case text == "fail":
 		res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_FAILED, "cannot handle"
 	case text == "hang":
@@ -197,6 +206,10 @@ func (r *recordingExec) Execute(_ context.Context, req action.Request) ([]*plugi
 	return refused, nil
 }
 
+func (r *recordingExec) SendFallback(context.Context, string, *pluginv1.Event, string) error {
+	return nil
+}
+
 func (r *recordingExec) texts(chat string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -218,6 +231,8 @@ type harness struct {
 	session *Session
 	topic   string
 	index   *dlq.Memory
+	spy     *nackSpy
+	reg     *prometheus.Registry
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -230,13 +245,55 @@ func manifest() *pluginv1.Manifest {
 
 func start(t *testing.T, m *pluginv1.Manifest, deadline time.Duration) *harness {
 	t.Helper()
-	h := &harness{bus: memory.New(slog.New(slog.DiscardHandler)), exec: &recordingExec{}, topic: "events-test", index: dlq.NewMemory()}
+	return startWith(t, m, deadline, nil)
+}
+
+// startWith is start with configure changing the dispatcher's Config.
+func startWith(t *testing.T, m *pluginv1.Manifest, deadline time.Duration, configure func(*Config)) *harness {
+	t.Helper()
+	h := &harness{bus: memory.New(slog.New(slog.DiscardHandler)), exec: &recordingExec{}, topic: "events-test", index: dlq.NewMemory(),
+		reg: prometheus.NewRegistry()}
 	t.Cleanup(func() { _ = h.bus.Close(context.Background()) })
-	h.disp = New(Config{Topics: []string{h.topic}, Deadline: deadline, MaxAttempts: 3, MaxInFlight: 4,
-		Backoff: func(int) time.Duration { return 10 * time.Millisecond }, DeadLetters: h.index}, h.bus, h.exec, slog.New(slog.DiscardHandler), nil)
+	h.spy = &nackSpy{Bus: h.bus}
+	cfg := Config{Topics: []string{h.topic}, Deadline: deadline, MaxAttempts: 3, MaxInFlight: 4,
+		Backoff: func(int) time.Duration { return 10 * time.Millisecond }, DeadLetters: h.index}
+	if configure != nil {
+		configure(&cfg)
+	}
+	h.disp = New(cfg, h.spy, h.exec, slog.New(slog.DiscardHandler), h.reg)
 	h.plugin = newFakePlugin(t, m)
 	h.serve(t)
 	return h
+}
+
+// nackSpy is the bus, counting the nacks of the deliveries it hands out.
+type nackSpy struct {
+	*memory.Bus
+	nacks atomic.Int32
+}
+
+func (b *nackSpy) Subscribe(ctx context.Context, o bus.SubscribeOptions) (bus.Consumer, error) {
+	c, err := b.Bus.Subscribe(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return spyConsumer{Consumer: c, spy: b}, nil
+}
+
+type spyConsumer struct {
+	bus.Consumer
+	spy *nackSpy
+}
+
+func (c spyConsumer) Receive(ctx context.Context) (*bus.Delivery, error) {
+	d, err := c.Consumer.Receive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return bus.NewDelivery(d.Message, d.ID, d.Topic, d.Attempt, d.PublishTime, d.Ack, func() error {
+		c.spy.nacks.Add(1)
+		return d.Nack()
+	}), nil
 }
 
 func (h *harness) serve(t *testing.T) {
@@ -332,10 +389,10 @@ func TestDoneExecutesActions(t *testing.T) {
 
 func TestRetryThenDeadLetterWithReason(t *testing.T) {
 	h := start(t, manifest(), 5*time.Second)
-	dlq := h.deadLetters(t)
+	dl := h.deadLetters(t)
 	h.publish(t, "oc_1", "retry")
-	d := receive(t, dlq)
-	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "after 3 attempts") || !strings.Contains(r, "not now") {
+	d := receive(t, dl)
+	if r := d.Properties[dlq.PropReason]; !strings.Contains(r, "after 3 attempts") || !strings.Contains(r, "not now") {
 		t.Fatalf("reason %q", r)
 	}
 	h.plugin.mu.Lock()
@@ -351,10 +408,10 @@ func TestRetryThenDeadLetterWithReason(t *testing.T) {
 
 func TestFailedGoesStraightToDeadLetters(t *testing.T) {
 	h := start(t, manifest(), 5*time.Second)
-	dlq := h.deadLetters(t)
+	dl := h.deadLetters(t)
 	h.publish(t, "oc_1", "fail")
-	d := receive(t, dlq)
-	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "cannot handle") {
+	d := receive(t, dl)
+	if r := d.Properties[dlq.PropReason]; !strings.Contains(r, "cannot handle") {
 		t.Fatalf("reason %q", r)
 	}
 	if ev, err := envelope.Decode(d.Payload); err != nil || ev.GetMessage().GetText() != "fail" {
@@ -364,10 +421,10 @@ func TestFailedGoesStraightToDeadLetters(t *testing.T) {
 
 func TestTimeoutIsRetried(t *testing.T) {
 	h := start(t, manifest(), 100*time.Millisecond)
-	dlq := h.deadLetters(t)
+	dl := h.deadLetters(t)
 	h.publish(t, "oc_1", "hang")
-	d := receive(t, dlq)
-	if r := d.Properties[PropDeadLetterReason]; !strings.Contains(r, "deadline exceeded") {
+	d := receive(t, dl)
+	if r := d.Properties[dlq.PropReason]; !strings.Contains(r, "deadline exceeded") {
 		t.Fatalf("reason %q", r)
 	}
 }

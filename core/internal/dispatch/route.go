@@ -2,14 +2,13 @@ package dispatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/dispatch/keyed"
 	"github.com/larkway/larkway/core/internal/dlq"
-	"github.com/larkway/larkway/core/internal/envelope"
 )
 
 // Route consumes one plugin's subscription on every topic and hands each
@@ -17,12 +16,14 @@ import (
 // restart, hot swap) while the Route, its bus consumers and its per-chat
 // order stay: a delivery that finds no instance waits for one.
 //
-// MaxInFlight workers take deliveries from a keyedQueue: a chat's events are
-// handled one at a time, in order, while different chats proceed in
+// MaxInFlight workers take deliveries from a keyed.Queue: a chat's events
+// are handled one at a time, in order, while different chats proceed in
 // parallel on whichever workers are free.
 type Route struct {
-	d    *Dispatcher
-	name string
+	d     *Dispatcher
+	name  string
+	m     *pluginMetrics
+	holds *holds // retries waiting out a plugin's retry_after
 
 	mu      sync.Mutex
 	cur     *Session
@@ -31,11 +32,9 @@ type Route struct {
 
 // Route returns a new route for the plugin named name.
 func (d *Dispatcher) Route(name string) *Route {
-	// Start every series at zero, so dashboards and alerts see the plugin
-	// (and rates work) before anything happens.
-	d.metrics.forPlugin(name)
-	d.metrics.dead.WithLabelValues(name)
-	return &Route{d: d, name: name, changed: make(chan struct{})}
+	// Resolving the series starts them at zero, so dashboards and alerts
+	// see the plugin (and rates work) before anything happens.
+	return &Route{d: d, name: name, m: d.metrics.forPlugin(name), holds: newHolds(d.cfg.AfterFunc), changed: make(chan struct{})}
 }
 
 // Name is the plugin's name.
@@ -65,13 +64,13 @@ func (r *Route) Attach(ctx context.Context, p Plugin) (*Session, *Session, error
 	if got := p.Manifest().GetName(); got != r.name {
 		return nil, nil, fmt.Errorf("attaching to route %s: plugin describes itself as %q", r.name, got)
 	}
-	s, err := r.d.openSession(ctx, p)
+	s, err := r.open(ctx, p)
 	if err != nil {
 		return nil, nil, err
 	}
 	prev := r.setCurrent(s)
 	if prev != nil {
-		prev.detach()
+		prev.st.Detach()
 	}
 	return s, prev, nil
 }
@@ -85,7 +84,7 @@ func (r *Route) Detach(s *Session) {
 	if isCur {
 		r.setCurrent(nil)
 	}
-	s.detach()
+	s.st.Detach()
 }
 
 // acquire waits for a current session that accepts a delivery.
@@ -94,7 +93,7 @@ func (r *Route) acquire(ctx context.Context) (*Session, error) {
 		r.mu.Lock()
 		s, changed := r.cur, r.changed
 		r.mu.Unlock()
-		if s != nil && s.acquire() {
+		if s != nil && s.st.Acquire() {
 			return s, nil
 		}
 		select {
@@ -114,7 +113,7 @@ func (r *Route) Run(ctx context.Context, subscribed func()) error {
 	n := d.cfg.MaxInFlight
 	// Up to 4 deliveries a worker wait, so a worker that finishes finds
 	// another chat's delivery ready; the bus holds the rest.
-	work := newKeyedQueue(4 * n)
+	work := keyed.New(4 * n)
 	var workers sync.WaitGroup
 	for range n {
 		workers.Add(1)
@@ -124,8 +123,11 @@ func (r *Route) Run(ctx context.Context, subscribed func()) error {
 	var readers sync.WaitGroup
 	stop := func() {
 		readers.Wait()
-		work.close()
+		work.Close()
 		workers.Wait()
+		// Retries still waiting out a retry_after go back to the bus now:
+		// closing a consumer waits for what it handed out.
+		r.holds.flush()
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		for _, c := range consumers {
@@ -154,21 +156,21 @@ func (r *Route) Run(ctx context.Context, subscribed func()) error {
 				if err != nil {
 					return
 				}
-				work.put(del)
+				work.Put(del)
 			}
 		}()
 	}
 	if d.cfg.DeadLetters != nil {
 		for _, topic := range d.cfg.Topics {
 			c, err := d.bus.Subscribe(ctx, bus.SubscribeOptions{Topic: DeadLetterTopic(topic, r.name),
-				Subscription: DeadLetterIndexSubscription, MaxDeliveries: 0})
+				Subscription: dlq.IndexSubscription, MaxDeliveries: 0})
 			if err != nil {
 				stop()
 				return fmt.Errorf("subscribing to %s's dead letters on %s: %w", r.name, topic, err)
 			}
 			consumers = append(consumers, c)
 			readers.Add(1)
-			go func() { defer readers.Done(); r.indexDeadLetters(ctx, c, topic) }()
+			go func() { defer readers.Done(); dlq.Index(ctx, c, d.cfg.DeadLetters, r.name, topic, d.logger) }()
 		}
 	}
 	if subscribed != nil {
@@ -179,66 +181,19 @@ func (r *Route) Run(ctx context.Context, subscribed func()) error {
 	return nil
 }
 
-// indexDeadLetters copies the plugin's dead letters into the admin index.
-func (r *Route) indexDeadLetters(ctx context.Context, c bus.Consumer, topic string) {
-	for {
-		del, err := c.Receive(ctx)
-		if err != nil {
-			return
-		}
-		props := make(map[string]string, len(del.Properties))
-		for k, v := range del.Properties {
-			props[k] = v
-		}
-		e := dlq.Entry{ID: del.ID, Plugin: r.name, Topic: topic, Key: del.Key, Reason: props[PropDeadLetterReason],
-			EventID: props[envelope.PropEventID], EventType: props[envelope.PropEventType], Payload: del.Payload,
-			Properties: props, DeadAt: del.PublishTime}
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err = r.d.cfg.DeadLetters.Add(actx, e)
-		cancel()
-		if err != nil {
-			r.d.logger.Warn("indexing dead letter failed; will retry", "plugin", r.name, "err", err)
-			_ = del.Nack()
-			continue
-		}
-		_ = del.Ack()
-	}
-}
-
-// Replay publishes a dead letter back to its topic for this plugin alone
-// and removes it from the index.
-func (d *Dispatcher) Replay(ctx context.Context, e dlq.Entry) error {
-	props := make(map[string]string, len(e.Properties)+1)
-	for k, v := range e.Properties {
-		if k != PropDeadLetterReason {
-			props[k] = v
-		}
-	}
-	props[PropOnlyPlugin] = e.Plugin
-	if err := d.bus.Publish(ctx, e.Topic, bus.Message{Key: e.Key, Payload: e.Payload, Properties: props}); err != nil {
-		return fmt.Errorf("replaying %s/%s: %w", e.Plugin, e.ID, err)
-	}
-	if d.cfg.DeadLetters != nil {
-		if err := d.cfg.DeadLetters.Delete(ctx, e.Plugin, e.ID); err != nil && !errors.Is(err, dlq.ErrNotFound) {
-			return fmt.Errorf("replayed %s/%s but could not remove it from the index: %w", e.Plugin, e.ID, err)
-		}
-	}
-	return nil
-}
-
 // worker handles deliveries one at a time, a chat's in order (see
-// keyedQueue). On shutdown it finishes what is queued if an instance is
+// keyed.Queue). On shutdown it finishes what is queued if an instance is
 // serving (routes stop before instances do); with none (crashed,
 // quarantined, disabled) it nacks them for redelivery at once.
-func (r *Route) worker(ctx context.Context, work *keyedQueue) {
+func (r *Route) worker(ctx context.Context, work *keyed.Queue) {
 	for {
-		del, ok := work.take()
+		del, ok := work.Take()
 		if !ok {
 			return
 		}
 		var s *Session
 		if ctx.Err() != nil {
-			if cur := r.Current(); cur != nil && cur.acquire() {
+			if cur := r.Current(); cur != nil && cur.st.Acquire() {
 				s = cur
 			}
 		} else if cur, err := r.acquire(ctx); err == nil {
@@ -246,11 +201,11 @@ func (r *Route) worker(ctx context.Context, work *keyedQueue) {
 		}
 		if s == nil {
 			_ = del.Nack()
-			work.done(del)
+			work.Done(del)
 			continue
 		}
 		s.process(ctx, del)
-		s.release()
-		work.done(del)
+		s.st.Release()
+		work.Done(del)
 	}
 }

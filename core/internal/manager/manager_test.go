@@ -33,6 +33,8 @@ func (c *counter) Execute(_ context.Context, req action.Request) ([]*pluginv1.Re
 	return nil, nil
 }
 
+func (c *counter) SendFallback(context.Context, string, *pluginv1.Event, string) error { return nil }
+
 func (c *counter) total() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -1,4 +1,7 @@
-package dispatch
+// Package keyed is the per-chat work queue between a plugin's bus consumers
+// and its workers: a chat's deliveries are handled one at a time, in order,
+// while different chats proceed in parallel.
+package keyed
 
 import (
 	"sync"
@@ -6,15 +9,15 @@ import (
 	"github.com/larkway/larkway/core/internal/bus"
 )
 
-// keyedQueue hands deliveries to workers in order per key (chat), any key
+// Queue hands deliveries to workers in order per key (chat), any key
 // to any idle worker: a key is held by one worker at a time, and its next
-// delivery becomes available once that worker is done with it.
+// delivery becomes available once that worker is Done with it.
 //
 // Static sharding (hash of the key modulo workers) was simpler, but a shard
 // holding two busy chats ran at half the pace of the others, and a full
 // shard stopped the bus reader for every other chat; with 100 chats over 64
 // workers the busiest shard bounded the whole plugin's throughput.
-type keyedQueue struct {
+type Queue struct {
 	mu      sync.Mutex
 	more    sync.Cond // a key became ready, or the queue closed
 	room    sync.Cond // queued dropped below max
@@ -31,16 +34,17 @@ type keyState struct {
 	held    bool // a worker is handling this key's delivery
 }
 
-func newKeyedQueue(max int) *keyedQueue {
-	q := &keyedQueue{keys: make(map[string]*keyState), max: max}
+// New returns a queue holding at most max deliveries.
+func New(max int) *Queue {
+	q := &Queue{keys: make(map[string]*keyState), max: max}
 	q.more.L = &q.mu
 	q.room.L = &q.mu
 	return q
 }
 
-// put queues del behind its key's earlier deliveries, waiting while max
+// Put queues del behind its key's earlier deliveries, waiting while max
 // deliveries are queued (the bus keeps the rest until there is room).
-func (q *keyedQueue) put(del *bus.Delivery) {
+func (q *Queue) Put(del *bus.Delivery) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for q.queued >= q.max && !q.closing {
@@ -61,9 +65,9 @@ func (q *keyedQueue) put(del *bus.Delivery) {
 	}
 }
 
-// take waits for the next delivery of a key no worker holds, and holds its
-// key until done. ok is false once the queue is closed and empty.
-func (q *keyedQueue) take() (del *bus.Delivery, ok bool) {
+// Take waits for the next delivery of a key no worker holds, and holds its
+// key until Done. ok is false once the queue is closed and empty.
+func (q *Queue) Take() (del *bus.Delivery, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.ready) == 0 {
@@ -88,8 +92,8 @@ func (q *keyedQueue) take() (del *bus.Delivery, ok bool) {
 	return del, true
 }
 
-// done releases del's key: its next delivery, if any, becomes available.
-func (q *keyedQueue) done(del *bus.Delivery) {
+// Done releases del's key: its next delivery, if any, becomes available.
+func (q *Queue) Done(del *bus.Delivery) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	k := q.keys[del.Key]
@@ -105,9 +109,9 @@ func (q *keyedQueue) done(del *bus.Delivery) {
 	q.more.Signal()
 }
 
-// close lets take return false once everything queued is taken; put no
+// Close lets Take return false once everything queued is taken; Put no
 // longer waits for room.
-func (q *keyedQueue) close() {
+func (q *Queue) Close() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.closing = true

@@ -1,36 +1,24 @@
-package dispatch
+// Package match decides from a plugin's manifest which events concern it.
+package match
 
 import (
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 
+	"github.com/larkway/larkway/core/internal/dispatch/cardtag"
 	"github.com/larkway/larkway/core/internal/envelope"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 	"github.com/larkway/larkway/sdk/go/contract"
 )
 
-// matcher decides whether an event concerns a plugin, from its manifest's
+// Matcher decides whether an event concerns a plugin, from its manifest's
 // subscriptions: any subscription may match; inside one, every non-empty field
-// must match and values within a field are alternatives.
-type matcher struct {
+// must match and values within a field are alternatives. A card click goes
+// only to the plugin whose card it was (see cardtag), if any.
+type Matcher struct {
 	name string
 	subs []compiledSub
-}
-
-// cardOwner reads the plugin tag from a clicked component's value.
-func cardOwner(valueJSON string) string {
-	if !strings.Contains(valueJSON, CardTag) {
-		return ""
-	}
-	var v map[string]any
-	if json.Unmarshal([]byte(valueJSON), &v) != nil {
-		return ""
-	}
-	owner, _ := v[CardTag].(string)
-	return owner
 }
 
 type compiledSub struct {
@@ -38,8 +26,9 @@ type compiledSub struct {
 	patterns               []*regexp.Regexp
 }
 
-func newMatcher(m *pluginv1.Manifest) (*matcher, error) {
-	out := &matcher{name: m.GetName()}
+// New compiles m's subscriptions.
+func New(m *pluginv1.Manifest) (*Matcher, error) {
+	out := &Matcher{name: m.GetName()}
 	for i, s := range m.GetSubscriptions() {
 		cs := compiledSub{types: s.GetEventTypes(), commands: s.GetCommands(), chats: s.GetChatIds()}
 		for _, p := range s.GetTextPatterns() {
@@ -54,13 +43,10 @@ func newMatcher(m *pluginv1.Manifest) (*matcher, error) {
 	return out, nil
 }
 
-// CardTag is the key the core adds to the values of cards a plugin sends,
-// so a click on them goes back to that plugin alone.
-const CardTag = "_larkway_plugin"
-
-func (m *matcher) match(ev *envelope.Head) bool {
+// Match reports whether ev concerns the plugin.
+func (m *Matcher) Match(ev *envelope.Head) bool {
 	if ev.Card && m.name != "" {
-		if owner := cardOwner(ev.CardValueJSON); owner != "" && owner != m.name {
+		if owner := cardtag.Owner(ev.CardValueJSON); owner != "" && owner != m.name {
 			return false
 		}
 	}

@@ -1,6 +1,7 @@
-package dispatch
+package stream
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -109,5 +110,34 @@ func TestEncodeDeliveryMatchesMarshal(t *testing.T) {
 		if _, err := encodeDelivery(d.GetDeliveryId(), 1, time.Unix(1, 0), d.GetTraceContext(), event); err == nil {
 			t.Errorf("invalid UTF-8 in the %s was encoded", name)
 		}
+	}
+}
+
+// BenchmarkEncodeDelivery is the per-delivery wire encoding.
+func BenchmarkEncodeDelivery(b *testing.B) {
+	event := make([]byte, 600)
+	deadline := time.Now().Add(10 * time.Second)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeDelivery("plugin-1a2b3c", 1, deadline, nil, event); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRequest wraps 16 encoded deliveries as one batched request.
+func BenchmarkRequest(b *testing.B) {
+	event := make([]byte, 600)
+	ws := make([]wireDelivery, 16)
+	for i := range ws {
+		w, err := encodeDelivery(fmt.Sprintf("plugin-%d", i), 1, time.Now(), nil, event)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ws[i] = w
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = request(ws)
 	}
 }

@@ -1,6 +1,7 @@
-package dispatch
+package keyed
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,23 +13,23 @@ func keyedDel(key, id string) *bus.Delivery {
 	return &bus.Delivery{Message: bus.Message{Key: key}, ID: id}
 }
 
-func mustTake(t *testing.T, q *keyedQueue, want string) *bus.Delivery {
+func mustTake(t *testing.T, q *Queue, want string) *bus.Delivery {
 	t.Helper()
-	d, ok := q.take()
+	d, ok := q.Take()
 	if !ok || d.ID != want {
 		t.Fatalf("take = %v, %v; want %s", d, ok, want)
 	}
 	return d
 }
 
-func readyKeys(q *keyedQueue) []string {
+func readyKeys(q *Queue) []string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return append([]string(nil), q.ready...)
 }
 
 // waitFull waits until a put is waiting for room.
-func waitFull(t *testing.T, q *keyedQueue) {
+func waitFull(t *testing.T, q *Queue) {
 	t.Helper()
 	testenv.Eventually(t, 5*time.Second, "put did not wait for room", func() bool {
 		q.mu.Lock()
@@ -38,37 +39,37 @@ func waitFull(t *testing.T, q *keyedQueue) {
 }
 
 // A held chat's next delivery waits for done; other chats' do not.
-func TestKeyedQueueOrderPerKey(t *testing.T) {
-	q := newKeyedQueue(10)
+func TestQueueOrderPerKey(t *testing.T) {
+	q := New(10)
 	for _, d := range []*bus.Delivery{keyedDel("a", "a1"), keyedDel("a", "a2"), keyedDel("b", "b1"), keyedDel("a", "a3")} {
-		q.put(d)
+		q.Put(d)
 	}
 	a1 := mustTake(t, q, "a1")
 	b1 := mustTake(t, q, "b1") // a is held: b goes first
 	if r := readyKeys(q); len(r) != 0 {
 		t.Fatalf("ready %v while a is held and b is empty", r)
 	}
-	q.done(b1)
+	q.Done(b1)
 	if r := readyKeys(q); len(r) != 0 {
 		t.Fatalf("ready %v after b's only delivery", r)
 	}
-	q.done(a1)
+	q.Done(a1)
 	a2 := mustTake(t, q, "a2")
-	q.close()
-	q.done(a2)
+	q.Close()
+	q.Done(a2)
 	mustTake(t, q, "a3")
-	if _, ok := q.take(); ok {
+	if _, ok := q.Take(); ok {
 		t.Fatal("take after close and empty returned a delivery")
 	}
 }
 
 // put waits while max deliveries are queued, until a take makes room.
-func TestKeyedQueueBound(t *testing.T) {
-	q := newKeyedQueue(2)
-	q.put(keyedDel("a", "a1"))
-	q.put(keyedDel("b", "b1"))
+func TestQueueBound(t *testing.T) {
+	q := New(2)
+	q.Put(keyedDel("a", "a1"))
+	q.Put(keyedDel("b", "b1"))
 	put := make(chan struct{})
-	go func() { q.put(keyedDel("c", "c1")); close(put) }()
+	go func() { q.Put(keyedDel("c", "c1")); close(put) }()
 	waitFull(t, q)
 	q.mu.Lock()
 	queued := q.queued
@@ -83,25 +84,42 @@ func TestKeyedQueueBound(t *testing.T) {
 }
 
 // close wakes workers waiting on an empty queue, and puts waiting for room.
-func TestKeyedQueueCloseWakesWaiters(t *testing.T) {
-	q := newKeyedQueue(1)
-	q.put(keyedDel("a", "a1"))
+func TestQueueCloseWakesWaiters(t *testing.T) {
+	q := New(1)
+	q.Put(keyedDel("a", "a1"))
 	put := make(chan struct{})
-	go func() { q.put(keyedDel("b", "b1")); close(put) }()
+	go func() { q.Put(keyedDel("b", "b1")); close(put) }()
 	waitFull(t, q)
-	q.close()
+	q.Close()
 	<-put
 	mustTake(t, q, "a1")
 	mustTake(t, q, "b1")
-	if _, ok := q.take(); ok {
+	if _, ok := q.Take(); ok {
 		t.Fatal("take returned a delivery from a closed, empty queue")
 	}
 
-	idle := newKeyedQueue(1)
+	idle := New(1)
 	ended := make(chan bool)
-	go func() { _, ok := idle.take(); ended <- ok }() // waits, or sees the close
-	idle.close()
+	go func() { _, ok := idle.Take(); ended <- ok }() // waits, or sees the close
+	idle.Close()
 	if ok := <-ended; ok {
 		t.Fatal("take returned a delivery from a closed, empty queue")
+	}
+}
+
+// BenchmarkKeyedQueue is one put, take and done on a queue of 64 chats.
+func BenchmarkKeyedQueue(b *testing.B) {
+	q := New(256)
+	dels := make([]*bus.Delivery, 64)
+	for i := range dels {
+		dels[i] = &bus.Delivery{Message: bus.Message{Key: fmt.Sprintf("oc_%d", i)}}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		q.Put(dels[i%64])
+		d, _ := q.Take()
+		q.Done(d)
+		i++
 	}
 }

@@ -1,7 +1,6 @@
-package dispatch
+package cardtag
 
 import (
-	"github.com/larkway/larkway/core/internal/envelope"
 	"strings"
 	"testing"
 
@@ -20,38 +19,43 @@ func TestTagCard(t *testing.T) {
 		{`{"value":"a string value is left alone"}`, `{"value":"a string value is left alone"}`},
 	}
 	for _, tt := range tests {
-		if got := tagCard(tt.in, "p"); got != tt.want {
-			t.Errorf("tagCard(%s)\n got %s\nwant %s", tt.in, got, tt.want)
+		if got := Card(tt.in, "p"); got != tt.want {
+			t.Errorf("Card(%s)\n got %s\nwant %s", tt.in, got, tt.want)
 		}
-	}
-}
-
-func TestCardClicksGoToTheirOwner(t *testing.T) {
-	m, _ := newMatcher(&pluginv1.Manifest{Name: "approval", Subscriptions: []*pluginv1.Subscription{{EventTypes: []string{"card.action.trigger"}}}})
-	click := func(value string) *envelope.Head {
-		return &envelope.Head{EventType: "card.action.trigger", Card: true, CardValueJSON: value}
-	}
-	if !m.match(click(`{"_larkway_plugin":"approval","x":1}`)) || !m.match(click(`{"x":1}`)) || !m.match(click(``)) {
-		t.Fatal("own or untagged click not matched")
-	}
-	if m.match(click(`{"_larkway_plugin":"other"}`)) {
-		t.Fatal("another plugin's card click matched")
 	}
 }
 
 func TestTagCardsDoesNotAlias(t *testing.T) {
 	orig := []*pluginv1.Action{{Kind: &pluginv1.Action_Reply{Reply: &pluginv1.ReplyMessage{MsgType: "interactive", ContentJson: `{"value":{}}`}}}}
-	out := tagCards(orig, "p")
+	out := Actions(orig, "p")
 	if orig[0].GetReply().GetContentJson() != `{"value":{}}` || !strings.Contains(out[0].GetReply().GetContentJson(), "_larkway_plugin") {
 		t.Fatalf("orig %v out %v", orig, out)
+	}
+}
+
+// Owner reads back what Card wrote, and nothing from untagged or broken values.
+func TestOwner(t *testing.T) {
+	tests := []struct{ name, value, want string }{
+		{"tagged", `{"_larkway_plugin":"approval","x":1}`, "approval"},
+		{"untagged", `{"x":1}`, ""},
+		{"empty", ``, ""},
+		{"not JSON", `{"_larkway_plugin":`, ""},
+		{"not a string", `{"_larkway_plugin":7}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Owner(tt.value); got != tt.want {
+				t.Fatalf("Owner(%s) = %q, want %q", tt.value, got, tt.want)
+			}
+		})
 	}
 }
 
 func FuzzTagCard(f *testing.F) {
 	f.Add(`{"elements":[{"value":{"a":1}}]}`)
 	f.Fuzz(func(t *testing.T, s string) {
-		out := tagCard(s, "p")
-		if out != s && !strings.Contains(out, CardTag) {
+		out := Card(s, "p")
+		if out != s && !strings.Contains(out, Key) {
 			t.Fatalf("changed without tagging: %q -> %q", s, out)
 		}
 	})
