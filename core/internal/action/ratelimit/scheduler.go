@@ -118,7 +118,7 @@ type Scheduler struct {
 	limits  Limits
 	log     *slog.Logger
 	metrics *metrics
-	ctx     context.Context // cancelled by close: ends the pumps' store calls
+	ctx     context.Context // cancelled by Close: ends the pumps' store calls
 	cancel  context.CancelFunc
 
 	mu     sync.Mutex
@@ -161,8 +161,8 @@ type waiter struct {
 }
 
 // New returns a scheduler under limits (zero fields take DefaultLimits'
-// values). It does no I/O and starts no goroutines: each app's queue starts
-// with its first call.
+// values; the caller validates them with Limits.Validate). It does no I/O
+// and starts no goroutines: each app's queue starts with its first call.
 func New(limits Limits, deps Deps) *Scheduler {
 	var store rateStore = newMemoryRateStore()
 	if deps.Redis != nil {
