@@ -1,15 +1,17 @@
-// Package action carries out the actions plugins return, on the Lark OpenAPI,
-// with permission checks against the plugin's manifest and deterministic
-// idempotency keys so a redelivered event can never post twice.
+// Package action executes the actions plugins return on the Lark OpenAPI:
+// it checks each against the plugin's manifest, plans the call (with a
+// deterministic idempotency key, so a redelivered event can never post
+// twice), performs it, retries what is worth retrying and dead-letters what
+// exhausts its retries.
 //
 // Each call to Lark goes through, outermost first: retry (exponential
-// backoff with jitter, retryable failures only) → rate limit (a priority
-// queue per app, under the app's per-API, per-chat, per-user and per-card
-// limits) → circuit breaker (per app and endpoint) → the lark.Client. With
-// a Redis client the limits, "blocked until" marks and breakers are shared
-// by every replica; without one (embedded mode) they live in the process
-// and behave the same. Actions that exhaust their retries go to the
-// DeadLetters.
+// backoff with jitter, retryable failures only) → rate limit (package
+// ratelimit: a priority queue per app, under the app's per-API, per-chat,
+// per-user and per-card limits) → circuit breaker (package breaker, per app
+// and endpoint) → the lark.Client. With a Redis client the limits,
+// "blocked until" marks and breakers are shared by every replica; without
+// one (embedded mode) they live in the process and behave the same.
+// Actions that exhaust their retries go to the DeadLetters.
 package action
 
 import (
@@ -29,6 +31,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/larkway/larkway/core/internal/action/breaker"
+	"github.com/larkway/larkway/core/internal/action/ratelimit"
 	"github.com/larkway/larkway/core/internal/lark"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
@@ -92,13 +96,14 @@ type Request struct {
 // Config tunes an Executor. The zero value uses Lark's limits and the
 // default retry and breaker settings.
 type Config struct {
-	Limits  Limits
+	Limits  ratelimit.Limits
 	Retry   RetryPolicy
-	Breaker BreakerSettings
+	Breaker breaker.Settings
 	// KeyPrefix prefixes every Redis key the executor uses (default
 	// "larkway:action:"): rate limits under <prefix>{rl}:, blocks under
 	// <prefix>{rl}:block:, breakers under <prefix>cb:, and the dead-letter
-	// list <prefix>dead-letters.
+	// list <prefix>dead-letters. Replicas of different versions share these
+	// keys during a rolling deploy: the layout stays as it is.
 	KeyPrefix string
 }
 
@@ -106,9 +111,9 @@ type Config struct {
 const DefaultKeyPrefix = "larkway:action:"
 
 func (c Config) withDefaults() Config {
-	c.Limits = c.Limits.withDefaults()
+	c.Limits = c.Limits.WithDefaults()
 	c.Retry = c.Retry.withDefaults()
-	c.Breaker = c.Breaker.withDefaults()
+	c.Breaker = c.Breaker.WithDefaults()
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = DefaultKeyPrefix
 	}
@@ -144,8 +149,8 @@ type Executor struct {
 	clients   map[string]Client
 	logger    *slog.Logger
 	metrics   *metrics
-	limiter   *scheduler
-	breakers  breakerStore
+	limiter   *ratelimit.Scheduler
+	breakers  breaker.Store
 	dead      DeadLetters
 	closeOnce sync.Once
 }
@@ -164,25 +169,22 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 	logger = logger.With("component", "action")
 	m := newMetrics(deps.Registerer)
 	e := &Executor{cfg: cfg, clients: deps.Clients, logger: logger, metrics: m, dead: deps.DeadLetters}
-	onState := func(key string, state int) {
+	onState := func(key string, state breaker.State) {
 		app, api := splitBreakerKey(key)
 		m.breakerState.WithLabelValues(app, api).Set(float64(state))
 	}
-	var store rateStore
 	if deps.Redis != nil {
-		store = newRedisRateStore(deps.Redis, cfg.KeyPrefix)
-		e.breakers = &redisBreakers{client: deps.Redis, prefix: cfg.KeyPrefix, settings: cfg.Breaker, onState: onState}
+		e.breakers = breaker.NewRedis(deps.Redis, cfg.KeyPrefix, cfg.Breaker, onState)
 		if e.dead == nil {
 			e.dead = NewRedisDeadLetters(deps.Redis, cfg.KeyPrefix+"dead-letters", 0)
 		}
 	} else {
-		store = newMemoryRateStore()
-		e.breakers = newMemoryBreakers(cfg.Breaker, onState)
+		e.breakers = breaker.NewMemory(cfg.Breaker, onState)
 		if e.dead == nil {
 			e.dead = &MemoryDeadLetters{}
 		}
 	}
-	e.limiter = newScheduler(store, cfg.Limits, logger, m)
+	e.limiter = ratelimit.New(cfg.Limits, ratelimit.Deps{Redis: deps.Redis, KeyPrefix: cfg.KeyPrefix, Logger: logger, Registerer: deps.Registerer})
 	return e, nil
 }
 
@@ -190,7 +192,7 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 // ErrClosed, and later Executes ask for redelivery. It is idempotent and
 // waits for the queues' goroutines.
 func (e *Executor) Close(context.Context) error {
-	e.closeOnce.Do(e.limiter.close)
+	e.closeOnce.Do(e.limiter.Close)
 	return nil
 }
 
@@ -274,15 +276,15 @@ func (e *Executor) SendFallback(ctx context.Context, plugin string, ev *pluginv1
 	}
 	content, _ := json.Marshal(map[string]string{"text": text}) // cannot fail
 	uuid := IdempotencyKey(app, ev.GetDedupKey(), plugin, -1)
-	c := call{priority: PriorityHigh, client: cli}
+	c := call{priority: ratelimit.PriorityHigh, client: cli}
 	switch target := eventMessageID(ev); {
 	case target != "":
 		r := lark.ReplyRequest{MessageID: target, MsgType: "text", Content: string(content), UUID: uuid}
-		c.api, c.target = lark.APIReply, chatScope(ev.GetChatId())
+		c.api, c.target = lark.APIReply, ratelimit.ChatScope(ev.GetChatId())
 		c.do = func(ctx context.Context) error { _, err := cli.Reply(ctx, r); return err }
 	case ev.GetChatId() != "":
 		r := lark.SendRequest{ReceiveIDType: lark.ReceiveIDChatID, ReceiveID: ev.GetChatId(), MsgType: "text", Content: string(content), UUID: uuid}
-		c.api, c.target = lark.APISend, chatScope(ev.GetChatId())
+		c.api, c.target = lark.APISend, ratelimit.ChatScope(ev.GetChatId())
 		c.do = func(ctx context.Context) error { _, err := cli.Send(ctx, r); return err }
 	default:
 		e.metrics.fallbacks.WithLabelValues(plugin, "failed").Inc()
@@ -304,14 +306,14 @@ var errExhausted = errors.New("retries exhausted")
 
 func isRetryableExit(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, ErrClosed) || errors.Is(err, ErrLimiterUnavailable) || errors.Is(err, ErrBreakerOpen)
+		errors.Is(err, ErrClosed) || errors.Is(err, ratelimit.ErrUnavailable) || errors.Is(err, breaker.ErrOpen)
 }
 
 // call is one OpenAPI call an action makes.
 type call struct {
 	api      string // lark.API*
 	target   string // rate-limit scope of the chat, user or card, or ""
-	priority Priority
+	priority ratelimit.Priority
 	do       func(ctx context.Context) error
 	client   Client
 }
@@ -319,18 +321,18 @@ type call struct {
 // perform makes c, retrying retryable failures. It returns the number of
 // calls made and nil, the last call's non-retryable error, an error
 // wrapping errExhausted, or — when ctx ends or the executor closes first —
-// an error wrapping that (and ErrBreakerOpen if the breaker kept it out).
+// an error wrapping that (and breaker.ErrOpen if the breaker kept it out).
 func (e *Executor) perform(ctx context.Context, app string, c call) (attempts int, err error) {
-	t := ticket{app: app, api: c.api, target: c.target, priority: c.priority}
+	t := ratelimit.Ticket{App: app, API: c.api, Target: c.target, Priority: c.priority}
 	breakerKey := app + "|" + c.api
 	for {
 		// The breaker is asked before the rate-limit wait, so that nothing
 		// but the call itself comes between the limiter's grant and Lark.
-		var done func(context.Context, callOutcome) int
+		var done func(context.Context, breaker.Outcome) breaker.State
 		if !e.cfg.Breaker.Disabled {
 			var retryAfter time.Duration
-			done, _, retryAfter, err = e.breakers.allow(ctx, breakerKey)
-			if errors.Is(err, ErrBreakerOpen) {
+			done, _, retryAfter, err = e.breakers.Allow(ctx, breakerKey)
+			if errors.Is(err, breaker.ErrOpen) {
 				e.metrics.retries.WithLabelValues(app, c.api, "breaker_open").Inc()
 				if retryAfter <= 0 {
 					retryAfter = e.cfg.Retry.backoff(max(attempts, 1))
@@ -352,9 +354,12 @@ func (e *Executor) perform(ctx context.Context, app string, c call) (attempts in
 			// a failure here is left for the call itself to report.
 			_ = w.WarmToken(ctx)
 		}
-		if err := e.limiter.wait(ctx, t); err != nil {
+		if err := e.limiter.Wait(ctx, t); err != nil {
 			if done != nil {
-				done(context.WithoutCancel(ctx), outcomeIgnored) // give a half-open probe back
+				done(context.WithoutCancel(ctx), breaker.OutcomeIgnored) // give a half-open probe back
+			}
+			if errors.Is(err, ratelimit.ErrClosed) {
+				err = ErrClosed // only Close closes the limiter
 			}
 			return attempts, err
 		}
@@ -396,7 +401,7 @@ func (e *Executor) throttled(ctx context.Context, app string, c call, err error)
 	if !errors.As(err, &ae) {
 		return
 	}
-	key, scopeName := "app:"+app+":"+c.api, "app"
+	key, scopeName := ratelimit.APIScope(app, c.api), "app"
 	if ae.ChatRateLimited() && c.target != "" {
 		key, scopeName = c.target, "target"
 	}
@@ -406,9 +411,7 @@ func (e *Executor) throttled(ctx context.Context, app string, c call, err error)
 	}
 	e.metrics.throttled.WithLabelValues(app, c.api, scopeName).Inc()
 	e.logger.Warn("Lark refused a call for frequency; slowing the scope", "app_id", app, "api", c.api, "scope", key, "for", d, "code", ae.Code)
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
-	defer cancel()
-	e.limiter.block(bctx, key, time.Now().Add(d))
+	e.limiter.Block(context.WithoutCancel(ctx), key, time.Now().Add(d))
 }
 
 func (e *Executor) deadLetter(req Request, i int, a *pluginv1.Action, kind string, attempts int, cause error) error {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/action/ratelimit"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
@@ -21,7 +22,7 @@ func BenchmarkExecutorReplies(b *testing.B) {
 		redis bool
 	}{{"embedded", false}, {"redis", true}} {
 		b.Run(mode.name, func(b *testing.B) {
-			c := newCluster(b, clusterOpts{redis: mode.redis, cfg: Config{Limits: Limits{Disabled: true}}})
+			c := newCluster(b, clusterOpts{redis: mode.redis, cfg: Config{Limits: ratelimit.Limits{Disabled: true}}})
 			ex := c.execs[0]
 			var n atomic.Int64
 			b.ReportAllocs()
@@ -55,9 +56,9 @@ func BenchmarkExecutorRepliesLimited(b *testing.B) {
 		redis bool
 	}{{"embedded", false}, {"redis", true}} {
 		b.Run(mode.name, func(b *testing.B) {
-			c := newCluster(b, clusterOpts{redis: mode.redis, cfg: Config{Limits: Limits{
-				AppPerSecond: Limit{1_000_000, time.Second}, AppPerMinute: Limit{60_000_000, time.Minute},
-				PerChat: Limit{1000, time.Second}}}})
+			c := newCluster(b, clusterOpts{redis: mode.redis, cfg: Config{Limits: ratelimit.Limits{
+				AppPerSecond: ratelimit.Limit{Count: 1_000_000, Window: time.Second}, AppPerMinute: ratelimit.Limit{Count: 60_000_000, Window: time.Minute},
+				PerChat: ratelimit.Limit{Count: 1000, Window: time.Second}}}})
 			ex := c.execs[0]
 			var n atomic.Int64
 			b.ReportAllocs()

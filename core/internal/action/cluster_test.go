@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/action/breaker"
+	"github.com/larkway/larkway/core/internal/action/ratelimit"
 	"github.com/larkway/larkway/core/internal/testenv"
 	"github.com/larkway/larkway/core/larkemu"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -166,7 +168,7 @@ func measureRate(msgs []larkemu.Message) (float64, time.Duration) {
 func testThroughput(t *testing.T, n int, factor float64) {
 	emuLimits := larkemu.LarkLimits().Compressed(factor)
 	c := newCluster(t, clusterOpts{replicas: 3, redis: true, emu: &emuLimits,
-		cfg: Config{Limits: DefaultLimits().Compressed(factor)}})
+		cfg: Config{Limits: ratelimit.DefaultLimits().Compressed(factor)}})
 	events := hotChatLoad(c, n, 8, "tp")
 	start := time.Now()
 	runReplies(t, c, events, nil)
@@ -208,7 +210,7 @@ func TestThroughputAcrossReplicasAtRealLimits(t *testing.T) { testThroughput(t, 
 // limits in process.
 func TestEmbeddedModeKeepsLimits(t *testing.T) {
 	emuLimits := larkemu.LarkLimits().Compressed(5)
-	c := newCluster(t, clusterOpts{emu: &emuLimits, cfg: Config{Limits: DefaultLimits().Compressed(5)}})
+	c := newCluster(t, clusterOpts{emu: &emuLimits, cfg: Config{Limits: ratelimit.DefaultLimits().Compressed(5)}})
 	events := hotChatLoad(c, 600, 8, "em")
 	runReplies(t, c, events, nil)
 	if got := c.emu.Throttled(); got != 0 {
@@ -230,7 +232,7 @@ func TestRateLimitStormIsObeyed(t *testing.T) {
 	// 5x, as the throughput tests: at 10x a scheduling stall on a loaded CI
 	// machine outgrew the margin and Lark throttled a hot-chat reply.
 	emuLimits := larkemu.LarkLimits().Compressed(5)
-	c := newCluster(t, clusterOpts{replicas: 3, redis: true, emu: &emuLimits, cfg: Config{Limits: DefaultLimits().Compressed(5)}})
+	c := newCluster(t, clusterOpts{replicas: 3, redis: true, emu: &emuLimits, cfg: Config{Limits: ratelimit.DefaultLimits().Compressed(5)}})
 	events := hotChatLoad(c, 600, 8, "st")
 	var delivered atomic.Int64
 	done := make(chan struct{})
@@ -283,7 +285,7 @@ func TestTokenInvalidationMidRun(t *testing.T) {
 	// 5x, as the throughput tests: at 10x a scheduling stall on a loaded CI
 	// machine outgrew the margin and Lark throttled a hot-chat reply.
 	emuLimits := larkemu.LarkLimits().Compressed(5)
-	c := newCluster(t, clusterOpts{replicas: 3, redis: true, emu: &emuLimits, cfg: Config{Limits: DefaultLimits().Compressed(5)}})
+	c := newCluster(t, clusterOpts{replicas: 3, redis: true, emu: &emuLimits, cfg: Config{Limits: ratelimit.DefaultLimits().Compressed(5)}})
 	events := hotChatLoad(c, 600, 8, "tk")
 	done := make(chan struct{})
 	go func() { defer close(done); runReplies(t, c, events, nil) }()
@@ -318,19 +320,19 @@ func TestTokenInvalidationMidRun(t *testing.T) {
 func TestServerErrorStormOpensTheBreaker(t *testing.T) {
 	const openFor = 300 * time.Millisecond
 	c := newCluster(t, clusterOpts{replicas: 3, redis: true, cfg: Config{
-		Limits:  Limits{Disabled: true},
+		Limits:  ratelimit.Limits{Disabled: true},
 		Retry:   RetryPolicy{MaxAttempts: 1000, BaseDelay: 5 * time.Millisecond, MaxDelay: 20 * time.Millisecond},
-		Breaker: BreakerSettings{FailureThreshold: 5, OpenFor: openFor, HalfOpenProbes: 1},
+		Breaker: breaker.Settings{FailureThreshold: 5, OpenFor: openFor, HalfOpenProbes: 1},
 	}})
 	c.emu.SetFaults(larkemu.Faults{ErrorRate: 1, ErrorStatus: 503})
 	events := hotChatLoad(c, 30, 10, "br")
 	done := make(chan struct{})
 	go func() { defer close(done); runReplies(t, c, events, nil) }()
 
-	breakerState := func(i int) int {
-		return int(testenv.MetricValue(t, c.regs[i], "larkway_action_breaker_state", "app_id", appA, "endpoint", "im.message.reply"))
+	breakerState := func(i int) breaker.State {
+		return breaker.State(testenv.MetricValue(t, c.regs[i], "larkway_action_breaker_state", "app_id", appA, "endpoint", "im.message.reply"))
 	}
-	testenv.Eventually(t, 10*time.Second, "the breaker did not open", func() bool { return breakerState(0) == stateOpen })
+	testenv.Eventually(t, 10*time.Second, "the breaker did not open", func() bool { return breakerState(0) == breaker.StateOpen })
 	openedAt := time.Now()
 	// While Lark fails, only probes get through: one per OpenFor, whichever
 	// replica sends it. (Calls allowed before the breaker opened may still
@@ -352,7 +354,7 @@ func TestServerErrorStormOpensTheBreaker(t *testing.T) {
 		}
 	}
 	for i := range c.execs {
-		if s := breakerState(i); s != stateOpen && s != stateHalfOpen {
+		if s := breakerState(i); s != breaker.StateOpen && s != breaker.StateHalfOpen {
 			t.Fatalf("replica %d sees the breaker %v, want open or half-open", i, s)
 		}
 	}
@@ -362,7 +364,7 @@ func TestServerErrorStormOpensTheBreaker(t *testing.T) {
 	took := time.Since(recovered)
 	assertExactlyOnce(t, c, events)
 	for i := range c.execs {
-		if s := breakerState(i); s != stateClosed {
+		if s := breakerState(i); s != breaker.StateClosed {
 			t.Fatalf("replica %d sees the breaker %v after recovery, want closed", i, s)
 		}
 	}
@@ -429,8 +431,8 @@ func allAllowed() []pluginv1.ActionKind { return allowAll }
 // final delivery goes to the Redis dead letters with its error; the dispatcher's fallback reply then
 // reaches the user, once however often it is sent.
 func TestDeadLetterAndFallback(t *testing.T) {
-	c := newCluster(t, clusterOpts{redis: true, cfg: Config{Limits: Limits{Disabled: true}, Retry: fastRetry(),
-		Breaker: BreakerSettings{FailureThreshold: 100}}})
+	c := newCluster(t, clusterOpts{redis: true, cfg: Config{Limits: ratelimit.Limits{Disabled: true}, Retry: fastRetry(),
+		Breaker: breaker.Settings{FailureThreshold: 100}}})
 	c.emu.SetFaults(larkemu.Faults{ErrorRate: 1, ErrorStatus: 502})
 	ev := messageEvent("om_dl", "oc_dl")
 	refused, err := c.execs[0].Execute(t.Context(), Request{Plugin: "p", Allowed: allowReply, Event: ev, Actions: []*pluginv1.Action{reply("lost")}, Attempts: 5, FinalAttempt: true})

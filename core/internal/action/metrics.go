@@ -2,11 +2,11 @@ package action
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// metrics are the executor's larkway_action_* metrics.
+// metrics are the executor's larkway_action_* metrics; the rate limiter
+// registers its own larkway_action_ratelimit_wait_seconds and
+// larkway_action_ratelimit_queue_depth.
 type metrics struct {
 	executions   *prometheus.CounterVec
-	rateWait     *prometheus.HistogramVec
-	queueDepth   *prometheus.GaugeVec
 	throttled    *prometheus.CounterVec
 	breakerState *prometheus.GaugeVec
 	retries      *prometheus.CounterVec
@@ -20,15 +20,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "larkway_action_executions_total",
 			Help: "Actions by plugin, kind and outcome (done, refused, failed, dead_lettered, retry).",
 		}, []string{"plugin", "kind", "outcome"}),
-		rateWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "larkway_action_ratelimit_wait_seconds",
-			Help:    "Time an OpenAPI call waited in the rate-limit queue, by app and API.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
-		}, []string{"app_id", "api"}),
-		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "larkway_action_ratelimit_queue_depth",
-			Help: "Calls waiting in this process's rate-limit queue, by app.",
-		}, []string{"app_id"}),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "larkway_action_ratelimit_throttled_total",
 			Help: "Calls Lark refused for frequency (99991400, 230020), by app, API and scope (app, target).",
@@ -51,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"plugin", "outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.executions, m.rateWait, m.queueDepth, m.throttled, m.breakerState, m.retries, m.deadLetters, m.fallbacks)
+		reg.MustRegister(m.executions, m.throttled, m.breakerState, m.retries, m.deadLetters, m.fallbacks)
 	}
 	return m
 }

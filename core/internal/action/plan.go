@@ -3,6 +3,7 @@ package action
 import (
 	"context"
 
+	"github.com/larkway/larkway/core/internal/action/ratelimit"
 	"github.com/larkway/larkway/core/internal/lark"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
@@ -30,16 +31,16 @@ func (e *Executor) plan(req Request, i int, a *pluginv1.Action, cli Client) (cal
 		err = r.Validate()
 		// A reply lands in the replied-to message's chat: the event's (a
 		// plugin replying elsewhere is limited as if in the event's chat).
-		c = call{api: lark.APIReply, target: chatScope(ev.GetChatId()), priority: PriorityHigh,
+		c = call{api: lark.APIReply, target: ratelimit.ChatScope(ev.GetChatId()), priority: ratelimit.PriorityHigh,
 			do: func(ctx context.Context) error { _, err := cli.Reply(ctx, r); return err }}
 	case *pluginv1.Action_Send:
 		s := k.Send
 		r := lark.SendRequest{ReceiveIDType: s.GetReceiveIdType(), ReceiveID: s.GetReceiveId(), MsgType: s.GetMsgType(),
 			Content: s.GetContentJson(), UUID: uuid}
 		err = r.Validate()
-		target := "user:" + r.ReceiveIDType + ":" + r.ReceiveID
+		target := ratelimit.UserScope(r.ReceiveIDType, r.ReceiveID)
 		if r.ReceiveIDType == lark.ReceiveIDChatID {
-			target = chatScope(r.ReceiveID)
+			target = ratelimit.ChatScope(r.ReceiveID)
 		}
 		c = call{api: lark.APISend, target: target, priority: sendPriority(ev, r),
 			do: func(ctx context.Context) error { _, err := cli.Send(ctx, r); return err }}
@@ -50,7 +51,7 @@ func (e *Executor) plan(req Request, i int, a *pluginv1.Action, cli Client) (cal
 		}
 		r := lark.UpdateCardRequest{MessageID: id, Card: k.UpdateCard.GetCardJson()}
 		err = r.Validate()
-		c = call{api: lark.APIUpdateCard, target: "message:" + id, priority: PriorityHigh,
+		c = call{api: lark.APIUpdateCard, target: ratelimit.CardScope(id), priority: ratelimit.PriorityHigh,
 			do: func(ctx context.Context) error { return cli.UpdateCard(ctx, r) }}
 	case *pluginv1.Action_DelayedCardUpdate:
 		tok := k.DelayedCardUpdate.GetToken()
@@ -62,7 +63,7 @@ func (e *Executor) plan(req Request, i int, a *pluginv1.Action, cli Client) (cal
 		}
 		r := lark.DelayedCardUpdateRequest{Token: tok, Card: k.DelayedCardUpdate.GetCardJson(), OpenIDs: k.DelayedCardUpdate.GetOpenIds()}
 		err = r.Validate()
-		c = call{api: lark.APIDelayedCardUpdate, priority: PriorityHigh,
+		c = call{api: lark.APIDelayedCardUpdate, priority: ratelimit.PriorityHigh,
 			do: func(ctx context.Context) error { return cli.DelayedUpdateCard(ctx, r) }}
 	case *pluginv1.Action_AddReaction:
 		id := k.AddReaction.GetMessageId()
@@ -71,17 +72,17 @@ func (e *Executor) plan(req Request, i int, a *pluginv1.Action, cli Client) (cal
 		}
 		r := lark.AddReactionRequest{MessageID: id, EmojiType: k.AddReaction.GetEmojiType()}
 		err = r.Validate()
-		c = call{api: lark.APIAddReaction, priority: PriorityNormal,
+		c = call{api: lark.APIAddReaction, priority: ratelimit.PriorityNormal,
 			do: func(ctx context.Context) error { _, err := cli.AddReaction(ctx, r); return err }}
 	case *pluginv1.Action_RemoveReaction:
 		r := lark.RemoveReactionRequest{MessageID: k.RemoveReaction.GetMessageId(), ReactionID: k.RemoveReaction.GetReactionId()}
 		err = r.Validate()
-		c = call{api: lark.APIRemoveReaction, priority: PriorityNormal,
+		c = call{api: lark.APIRemoveReaction, priority: ratelimit.PriorityNormal,
 			do: func(ctx context.Context) error { return cli.RemoveReaction(ctx, r) }}
 	case *pluginv1.Action_RawCall:
 		r := lark.RawRequest{Method: k.RawCall.GetMethod(), Path: k.RawCall.GetPath(), Body: []byte(k.RawCall.GetBodyJson())}
 		err = r.Validate()
-		c = call{api: lark.APIRaw, priority: PriorityNormal,
+		c = call{api: lark.APIRaw, priority: ratelimit.PriorityNormal,
 			do: func(ctx context.Context) error { _, err := cli.Raw(ctx, r); return err }}
 	default:
 		kind, _ := kindOf(a)
@@ -103,23 +104,16 @@ func eventMessageID(ev *pluginv1.Event) string {
 	return ev.GetCardAction().GetOpenMessageId()
 }
 
-func chatScope(chatID string) string {
-	if chatID == "" {
-		return ""
-	}
-	return "chat:" + chatID
-}
-
 // sendPriority: a send into the event's own chat or to its sender answers a
 // person; any other send is a broadcast.
-func sendPriority(ev *pluginv1.Event, r lark.SendRequest) Priority {
+func sendPriority(ev *pluginv1.Event, r lark.SendRequest) ratelimit.Priority {
 	s := ev.GetSender()
 	switch {
 	case r.ReceiveIDType == lark.ReceiveIDChatID && r.ReceiveID == ev.GetChatId() && r.ReceiveID != "",
 		r.ReceiveIDType == lark.ReceiveIDOpenID && r.ReceiveID == s.GetOpenId() && r.ReceiveID != "",
 		r.ReceiveIDType == lark.ReceiveIDUserID && r.ReceiveID == s.GetUserId() && r.ReceiveID != "",
 		r.ReceiveIDType == lark.ReceiveIDUnionID && r.ReceiveID == s.GetUnionId() && r.ReceiveID != "":
-		return PriorityHigh
+		return ratelimit.PriorityHigh
 	}
-	return PriorityLow
+	return ratelimit.PriorityLow
 }

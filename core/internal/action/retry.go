@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/action/breaker"
 	"github.com/larkway/larkway/core/internal/backoff"
 	"github.com/larkway/larkway/core/internal/lark"
 )
@@ -69,27 +70,27 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // classify says how a call's error counts for the breaker and whether it is
 // worth retrying.
-func classify(err error) (o callOutcome, retryable, rateLimited bool) {
+func classify(err error) (o breaker.Outcome, retryable, rateLimited bool) {
 	if err == nil {
-		return outcomeSuccess, false, false
+		return breaker.OutcomeSuccess, false, false
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return outcomeIgnored, false, false
+		return breaker.OutcomeIgnored, false, false
 	}
 	if errors.Is(err, lark.ErrTransport) {
-		return outcomeFailure, true, false
+		return breaker.OutcomeFailure, true, false
 	}
 	var ae *lark.APIError
 	if errors.As(err, &ae) {
 		switch {
 		case ae.RateLimited():
-			return outcomeIgnored, true, true
+			return breaker.OutcomeIgnored, true, true
 		case ae.ServerError():
-			return outcomeFailure, true, false
+			return breaker.OutcomeFailure, true, false
 		case ae.TokenInvalid():
-			return outcomeIgnored, true, false
+			return breaker.OutcomeIgnored, true, false
 		}
-		return outcomeSuccess, ae.Retryable(), false
+		return breaker.OutcomeSuccess, ae.Retryable(), false
 	}
-	return outcomeIgnored, lark.IsRetryable(err), false
+	return breaker.OutcomeIgnored, lark.IsRetryable(err), false
 }

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/larkway/larkway/core/internal/action"
+	"github.com/larkway/larkway/core/internal/action/ratelimit"
 	"github.com/larkway/larkway/core/internal/admin"
 	"github.com/larkway/larkway/core/internal/backoff"
 	"github.com/larkway/larkway/core/internal/bus"
@@ -355,20 +356,20 @@ func openBus(cfg config.Bus, logger *slog.Logger) (bus.Bus, error) {
 }
 
 // actionLimits are Lark's documented limits with the config's overrides.
-func actionLimits(rl config.RateLimits) action.Limits {
-	limits := action.DefaultLimits()
+func actionLimits(rl config.RateLimits) ratelimit.Limits {
+	limits := ratelimit.DefaultLimits()
 	limits.Disabled = rl.Disabled
 	if rl.AppPerSecond > 0 {
-		limits.AppPerSecond = action.Limit{Count: rl.AppPerSecond, Window: time.Second}
+		limits.AppPerSecond = ratelimit.Limit{Count: rl.AppPerSecond, Window: time.Second}
 	}
 	if rl.AppPerMinute > 0 {
-		limits.AppPerMinute = action.Limit{Count: rl.AppPerMinute, Window: time.Minute}
+		limits.AppPerMinute = ratelimit.Limit{Count: rl.AppPerMinute, Window: time.Minute}
 	}
 	if rl.PerChat > 0 {
-		limits.PerChat = action.Limit{Count: rl.PerChat, Window: time.Second}
+		limits.PerChat = ratelimit.Limit{Count: rl.PerChat, Window: time.Second}
 	}
 	if rl.PerUser > 0 {
-		limits.PerUser = action.Limit{Count: rl.PerUser, Window: time.Second}
+		limits.PerUser = ratelimit.Limit{Count: rl.PerUser, Window: time.Second}
 	}
 	return limits
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/larkway/larkway/core/internal/action"
+	"github.com/larkway/larkway/core/internal/action/ratelimit"
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/lark"
@@ -727,7 +728,7 @@ func (r *runner) actions(ctx context.Context) error {
 		return err
 	}
 	defer cli.Close(context.Background())
-	exec, err := action.New(action.Config{Limits: action.Limits{Disabled: true}},
+	exec, err := action.New(action.Config{Limits: ratelimit.Limits{Disabled: true}},
 		action.Deps{Clients: map[string]action.Client{app.ID: cli}, Logger: r.o.Logger})
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package action
+package ratelimit
 
 import (
 	"errors"
@@ -14,7 +14,7 @@ type Limit struct {
 
 func (l Limit) zero() bool { return l.Count == 0 && l.Window == 0 }
 
-// Limits are the OpenAPI frequency limits the executor keeps to, across
+// Limits are the OpenAPI frequency limits a Scheduler keeps to, across
 // every replica sharing the Redis (docs/lark-platform.md#rate-limits). Zero
 // fields take DefaultLimits' values.
 type Limits struct {
@@ -58,7 +58,7 @@ func DefaultLimits() Limits {
 // BlockFor) divided by factor, counts and Margin unchanged — the client side
 // of larkemu's RateLimits.Compressed.
 func (l Limits) Compressed(factor float64) Limits {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	c := func(x Limit) Limit { return Limit{x.Count, time.Duration(float64(x.Window) / factor)} }
 	l.AppPerSecond, l.AppPerMinute = c(l.AppPerSecond), c(l.AppPerMinute)
 	l.PerChat, l.PerUser, l.PerMessageUpdate = c(l.PerChat), c(l.PerUser), c(l.PerMessageUpdate)
@@ -66,7 +66,8 @@ func (l Limits) Compressed(factor float64) Limits {
 	return l
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults fills l's zero fields from DefaultLimits.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	for _, p := range []struct{ got, def *Limit }{
 		{&l.AppPerSecond, &d.AppPerSecond}, {&l.AppPerMinute, &d.AppPerMinute},
@@ -102,7 +103,7 @@ func (l Limits) Validate() error {
 	return errors.Join(errs...)
 }
 
-// gcra turns "Count per Window" into the GCRA limit the executor enforces.
+// gcra turns "Count per Window" into the GCRA limit the Scheduler enforces.
 // A GCRA with emission interval T and burst B admits fewer than B + Δ/T
 // calls in any interval Δ; with T = (Window+Margin) / (Count-B+1) that is at
 // most Count calls in any Window+Margin, so Lark sees at most Count in any

@@ -1,4 +1,4 @@
-package action
+package ratelimit
 
 import (
 	"context"
@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 
 	"github.com/larkway/larkway/core/internal/testenv"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // gateStore grants a slot only when the test releases one, refuses the
 // scopes in full (as known full, for an hour), and records every scope
@@ -58,7 +61,7 @@ const gatePoll = 20 * time.Millisecond
 
 func (g *gateStore) block(context.Context, string, time.Time) error { return nil }
 
-func (g *gateStore) release(s *scheduler, app string, n int) {
+func (g *gateStore) release(s *Scheduler, app string, n int) {
 	g.mu.Lock()
 	g.slots += n
 	g.availableAt = time.Now().Add(gatePoll / 2).Truncate(gatePoll).Add(gatePoll)
@@ -81,13 +84,13 @@ func (g *gateStore) askedFor(target string) int {
 	return n
 }
 
-func newTestScheduler(t *testing.T, store rateStore) *scheduler {
+func newTestScheduler(t *testing.T, store rateStore) *Scheduler {
 	s := newScheduler(store, DefaultLimits(), slog.New(slog.DiscardHandler), newMetrics(prometheus.NewRegistry()))
-	t.Cleanup(s.close)
+	t.Cleanup(s.Close)
 	return s
 }
 
-func queued(s *scheduler, app string) int {
+func queued(s *Scheduler, app string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if q := s.queues[app]; q != nil {
@@ -106,7 +109,7 @@ func TestSchedulerPriority(t *testing.T) {
 	var wg sync.WaitGroup
 	enqueue := func(name string, p Priority, n int) {
 		wg.Go(func() {
-			if err := s.wait(t.Context(), ticket{app: "a", api: "reply", target: "chat:" + name, priority: p}); err != nil {
+			if err := s.Wait(t.Context(), Ticket{App: "a", API: "reply", Target: "chat:" + name, Priority: p}); err != nil {
 				t.Error(err)
 			}
 			order <- name
@@ -137,14 +140,14 @@ func TestSchedulerHotChat(t *testing.T) {
 	hotCtx, cancelHot := context.WithCancel(t.Context())
 	defer cancelHot()
 	go func() {
-		errs <- s.wait(hotCtx, ticket{app: "a", api: "reply", target: "chat:hot", priority: PriorityHigh})
+		errs <- s.Wait(hotCtx, Ticket{App: "a", API: "reply", Target: "chat:hot", Priority: PriorityHigh})
 	}()
 	testenv.Eventually(t, 5*time.Second, "hot waiter not tried", func() bool { return g.askedFor("chat:hot") == 1 })
 	go func() {
-		errs <- s.wait(hotCtx, ticket{app: "a", api: "send", target: "chat:hot", priority: PriorityLow})
+		errs <- s.Wait(hotCtx, Ticket{App: "a", API: "send", Target: "chat:hot", Priority: PriorityLow})
 	}()
 	testenv.Eventually(t, 5*time.Second, "second hot waiter not queued", func() bool { return queued(s, "a") == 2 })
-	if err := s.wait(t.Context(), ticket{app: "a", api: "reply", target: "chat:cold", priority: PriorityLow}); err != nil {
+	if err := s.Wait(t.Context(), Ticket{App: "a", API: "reply", Target: "chat:cold", Priority: PriorityLow}); err != nil {
 		t.Fatalf("a call to another chat waited behind the hot chat: %v", err)
 	}
 	if got := g.askedFor("chat:hot"); got != 1 {
@@ -165,14 +168,14 @@ func TestSchedulerClose(t *testing.T) {
 	g := &gateStore{}
 	s := newScheduler(g, DefaultLimits(), slog.New(slog.DiscardHandler), newMetrics(nil))
 	errs := make(chan error, 1)
-	go func() { errs <- s.wait(context.Background(), ticket{app: "a", api: "reply"}) }()
+	go func() { errs <- s.Wait(context.Background(), Ticket{App: "a", API: "reply"}) }()
 	testenv.Eventually(t, 5*time.Second, "waiter not queued", func() bool { return queued(s, "a") == 1 })
-	s.close()
-	s.close() // idempotent
+	s.Close()
+	s.Close() // idempotent
 	if err := <-errs; !errors.Is(err, ErrClosed) {
 		t.Fatalf("waiter after close: %v", err)
 	}
-	if err := s.wait(context.Background(), ticket{app: "a", api: "reply"}); !errors.Is(err, ErrClosed) {
+	if err := s.Wait(context.Background(), Ticket{App: "a", API: "reply"}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("wait after close: %v", err)
 	}
 }
@@ -183,9 +186,9 @@ func TestSchedulerStoreDown(t *testing.T) {
 	s := newTestScheduler(t, failingStore{})
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
-	err := s.wait(ctx, ticket{app: "a", api: "reply"})
-	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrLimiterUnavailable) {
-		t.Fatalf("wait = %v, want DeadlineExceeded and ErrLimiterUnavailable", err)
+	err := s.Wait(ctx, Ticket{App: "a", API: "reply"})
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("wait = %v, want DeadlineExceeded and ErrUnavailable", err)
 	}
 }
 

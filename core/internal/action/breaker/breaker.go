@@ -1,4 +1,9 @@
-package action
+// Package breaker keeps circuit breakers, one per key (the executor keys
+// them by app and endpoint), so that calls stop going to a failing Lark
+// endpoint and probes find out when it recovers. Memory keeps them in the
+// process (gobreaker); Redis shares them with every replica through the
+// same state machine.
+package breaker
 
 import (
 	"context"
@@ -11,15 +16,13 @@ import (
 	"github.com/sony/gobreaker/v2"
 )
 
-// ErrBreakerOpen is returned while an app's endpoint's circuit breaker is
-// open (or half-open with its probes out). Retryable: the call was not
-// made.
-var ErrBreakerOpen = errors.New("circuit breaker open")
+// ErrOpen is returned while a key's breaker is open (or half-open with its
+// probes out). Retryable: the call was not made.
+var ErrOpen = errors.New("circuit breaker open")
 
-// BreakerSettings configure the circuit breaker kept per app and endpoint.
-// Zero fields take defaults.
-type BreakerSettings struct {
-	// Disabled turns the breakers off.
+// Settings configure every breaker of a Store. Zero fields take defaults.
+type Settings struct {
+	// Disabled turns the breakers off: the caller does not ask a Store.
 	Disabled bool
 	// FailureThreshold is the number of consecutive failures (5xx,
 	// timeouts, transport errors) that opens a breaker. Default 5.
@@ -32,7 +35,8 @@ type BreakerSettings struct {
 	HalfOpenProbes int
 }
 
-func (b BreakerSettings) withDefaults() BreakerSettings {
+// WithDefaults fills b's zero fields.
+func (b Settings) WithDefaults() Settings {
 	if b.FailureThreshold == 0 {
 		b.FailureThreshold = 5
 	}
@@ -46,7 +50,7 @@ func (b BreakerSettings) withDefaults() BreakerSettings {
 }
 
 // Validate reports problems with b (after defaults).
-func (b BreakerSettings) Validate() error {
+func (b Settings) Validate() error {
 	if b.FailureThreshold < 1 || b.OpenFor <= 0 || b.HalfOpenProbes < 1 {
 		return fmt.Errorf("action: breaker failure_threshold (%d) and half_open_probes (%d) must be at least 1 and open_for (%s) positive",
 			b.FailureThreshold, b.HalfOpenProbes, b.OpenFor)
@@ -54,58 +58,75 @@ func (b BreakerSettings) Validate() error {
 	return nil
 }
 
-// callOutcome is how a call counts for a breaker.
-type callOutcome int
+// Outcome is how a call counts for a breaker. Its values are passed to the
+// Redis scripts: keep them.
+type Outcome int
 
 const (
-	// outcomeIgnored: neither success nor failure (rate limited, token
+	// OutcomeIgnored: neither success nor failure (rate limited, token
 	// refetch, cancelled by the caller).
-	outcomeIgnored callOutcome = iota
-	// outcomeSuccess: Lark answered, even with a business error.
-	outcomeSuccess
-	// outcomeFailure: Lark failed (5xx, timeout, transport).
-	outcomeFailure
+	OutcomeIgnored Outcome = iota
+	// OutcomeSuccess: Lark answered, even with a business error.
+	OutcomeSuccess
+	// OutcomeFailure: Lark failed (5xx, timeout, transport).
+	OutcomeFailure
 )
 
-// Breaker states, numbered as gobreaker numbers them (the
-// larkway_action_breaker_state gauge's values).
+// State is a breaker's state, numbered as gobreaker numbers them (the
+// values of the Redis hash's st field and of the executor's
+// larkway_action_breaker_state gauge).
+type State int
+
+// Breaker states.
 const (
-	stateClosed   = int(gobreaker.StateClosed)
-	stateHalfOpen = int(gobreaker.StateHalfOpen)
-	stateOpen     = int(gobreaker.StateOpen)
+	StateClosed   = State(gobreaker.StateClosed)
+	StateHalfOpen = State(gobreaker.StateHalfOpen)
+	StateOpen     = State(gobreaker.StateOpen)
 )
 
-// breakerStore keeps the breakers: Redis for every replica (redisBreakers)
-// or the process (memoryBreakers). Safe for concurrent use; no goroutines.
-type breakerStore interface {
-	// allow admits a call to key. It returns ErrBreakerOpen (with how long
-	// until a probe may go, if known) when the breaker refuses.
-	allow(ctx context.Context, key string) (done func(ctx context.Context, o callOutcome) int, state int, retryAfter time.Duration, err error)
+func (s State) String() string { return gobreaker.State(s).String() }
+
+// Store keeps the breakers: Redis for every replica (*Redis) or the process
+// (*Memory). Safe for concurrent use; no goroutines.
+type Store interface {
+	// Allow admits a call to key, returning done to report the call's
+	// outcome with (it returns the state after it). It returns ErrOpen
+	// (with how long until a probe may go, if known) when the breaker
+	// refuses, or another error when the store fails.
+	Allow(ctx context.Context, key string) (done func(ctx context.Context, o Outcome) State, state State, retryAfter time.Duration, err error)
 }
 
-// memoryBreakers are gobreaker TwoStepCircuitBreakers, one per key.
-type memoryBreakers struct {
-	settings BreakerSettings
-	onState  func(key string, state int)
+// OnState is told a key's breaker state each time a Store sees it.
+type OnState func(key string, state State)
+
+// Memory keeps gobreaker TwoStepCircuitBreakers, one per key.
+type Memory struct {
+	settings Settings
+	onState  OnState
 
 	mu       sync.Mutex
 	breakers map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]
 	openedAt map[string]time.Time
 }
 
-var _ breakerStore = (*memoryBreakers)(nil)
+var _ Store = (*Memory)(nil)
 
 var (
 	errCallFailed  = errors.New("call failed")
 	errCallIgnored = errors.New("call ignored")
 )
 
-func newMemoryBreakers(s BreakerSettings, onState func(string, int)) *memoryBreakers {
-	return &memoryBreakers{settings: s, onState: onState,
+// NewMemory returns breakers kept in the process, with s's defaults filled
+// (onState nil: not told).
+func NewMemory(s Settings, onState OnState) *Memory {
+	if onState == nil {
+		onState = func(string, State) {}
+	}
+	return &Memory{settings: s.WithDefaults(), onState: onState,
 		breakers: make(map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]), openedAt: make(map[string]time.Time)}
 }
 
-func (m *memoryBreakers) get(key string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+func (m *Memory) get(key string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if b, ok := m.breakers[key]; ok {
@@ -123,37 +144,38 @@ func (m *memoryBreakers) get(key string) *gobreaker.TwoStepCircuitBreaker[struct
 				m.openedAt[name] = time.Now()
 				m.mu.Unlock()
 			}
-			m.onState(name, int(to))
+			m.onState(name, State(to))
 		},
 	})
 	m.breakers[key] = b
 	return b
 }
 
-func (m *memoryBreakers) allow(_ context.Context, key string) (func(context.Context, callOutcome) int, int, time.Duration, error) {
+// Allow implements Store.
+func (m *Memory) Allow(_ context.Context, key string) (func(context.Context, Outcome) State, State, time.Duration, error) {
 	b := m.get(key)
 	done, err := b.Allow()
-	m.onState(key, int(b.State()))
+	m.onState(key, State(b.State()))
 	if err != nil {
 		m.mu.Lock()
 		retry := max(time.Until(m.openedAt[key].Add(m.settings.OpenFor)), 0)
 		m.mu.Unlock()
-		return nil, int(b.State()), retry, fmt.Errorf("%w: %w", ErrBreakerOpen, err)
+		return nil, State(b.State()), retry, fmt.Errorf("%w: %w", ErrOpen, err)
 	}
-	return func(_ context.Context, o callOutcome) int {
+	return func(_ context.Context, o Outcome) State {
 		switch o {
-		case outcomeSuccess:
+		case OutcomeSuccess:
 			done(nil)
-		case outcomeFailure:
+		case OutcomeFailure:
 			done(errCallFailed)
 		default:
 			done(errCallIgnored)
 		}
-		return int(b.State())
-	}, int(b.State()), 0, nil
+		return State(b.State())
+	}, State(b.State()), 0, nil
 }
 
-// redisBreakers keep each breaker's state in a Redis hash, changed by two
+// Redis keeps each breaker's state in a Redis hash, changed by two
 // scripts that run atomically: allow (may turn open into half-open and
 // hands out probes) and record (counts the outcome and changes state). The
 // state machine is gobreaker's — consecutive failures open, probes in
@@ -165,14 +187,29 @@ func (m *memoryBreakers) allow(_ context.Context, key string) (func(context.Cont
 // endpoint at a few calls a second, far under the 50/s to be used); it reads
 // the shared state before taking that lock, so concurrent updates get lost;
 // and it polls a busy lock with 500 ms sleeps and takes no context.
-type redisBreakers struct {
+//
+// The hash (<prefix>cb:<key>: fields st, gen, until, fails, succ, probes,
+// probe_until) and the scripts' meaning of it are shared by every replica,
+// including replicas of the previous version during a rolling deploy:
+// change them only in a way both versions read alike.
+type Redis struct {
 	client   redis.UniversalClient
 	prefix   string
-	settings BreakerSettings
-	onState  func(key string, state int)
+	settings Settings
+	onState  OnState
 }
 
-var _ breakerStore = (*redisBreakers)(nil)
+var _ Store = (*Redis)(nil)
+
+// NewRedis returns breakers shared through client, under
+// prefix+"cb:"+key, with s's defaults filled (onState nil: not told). It
+// does no I/O.
+func NewRedis(client redis.UniversalClient, prefix string, s Settings, onState OnState) *Redis {
+	if onState == nil {
+		onState = func(string, State) {}
+	}
+	return &Redis{client: client, prefix: prefix, settings: s.WithDefaults(), onState: onState}
+}
 
 // breakerKeep is how long an idle breaker's hash lives.
 const breakerKeep = 24 * time.Hour
@@ -252,7 +289,8 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return st`)
 
-func (r *redisBreakers) allow(ctx context.Context, key string) (func(context.Context, callOutcome) int, int, time.Duration, error) {
+// Allow implements Store.
+func (r *Redis) Allow(ctx context.Context, key string) (func(context.Context, Outcome) State, State, time.Duration, error) {
 	k := r.prefix + "cb:" + key
 	probeTTL := max(r.settings.OpenFor, 10*time.Second)
 	res, err := breakerAllowScript.Run(ctx, r.client, []string{k}, r.settings.HalfOpenProbes, probeTTL.Milliseconds(), breakerKeep.Milliseconds()).Int64Slice()
@@ -260,22 +298,20 @@ func (r *redisBreakers) allow(ctx context.Context, key string) (func(context.Con
 		err = fmt.Errorf("unexpected script answer %v", res)
 	}
 	if err != nil {
-		return nil, stateClosed, 0, fmt.Errorf("reading circuit breaker %s: %w", key, err)
+		return nil, StateClosed, 0, fmt.Errorf("reading circuit breaker %s: %w", key, err)
 	}
-	state, gen := int(res[1]), res[2]
+	state, gen := State(res[1]), res[2]
 	r.onState(key, state)
 	if res[0] == 0 {
-		return nil, state, time.Duration(res[3]) * time.Millisecond, fmt.Errorf("%w: %s is %s", ErrBreakerOpen, key, stateName(state))
+		return nil, state, time.Duration(res[3]) * time.Millisecond, fmt.Errorf("%w: %s is %s", ErrOpen, key, state)
 	}
-	return func(ctx context.Context, o callOutcome) int {
+	return func(ctx context.Context, o Outcome) State {
 		st, err := breakerRecordScript.Run(ctx, r.client, []string{k}, gen, int(o), r.settings.FailureThreshold,
 			r.settings.OpenFor.Milliseconds(), r.settings.HalfOpenProbes, breakerKeep.Milliseconds()).Int()
 		if err != nil {
 			return state // the outcome is lost; the breaker errs on the side of staying as it was
 		}
-		r.onState(key, st)
-		return st
+		r.onState(key, State(st))
+		return State(st)
 	}, state, 0, nil
 }
-
-func stateName(s int) string { return gobreaker.State(s).String() }

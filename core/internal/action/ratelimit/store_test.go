@@ -1,6 +1,9 @@
-package action
+package ratelimit
 
 import (
+	"regexp"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -81,5 +84,51 @@ func TestRedisRateStoreDown(t *testing.T) {
 	s := newRedisRateStore(rdb, "x:")
 	if ok, _, _, err := s.acquire(t.Context(), []scope{sc("a", gcraLimit{Rate: 1, Period: time.Second, Burst: 1})}); ok || err == nil {
 		t.Fatalf("acquire with Redis down = %v, %v", ok, err)
+	}
+}
+
+// TestRedisKeyLayout pins the Redis keys and values a Scheduler uses:
+// replicas of two versions share them during a rolling deploy.
+func TestRedisKeyLayout(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	t.Cleanup(func() { _ = rdb.Close() })
+	prefix := testenv.Name(t, "lw") + ":"
+	s := New(Limits{}, Deps{Redis: rdb, KeyPrefix: prefix})
+	t.Cleanup(s.Close)
+	ctx := t.Context()
+	for _, target := range []string{ChatScope("oc_1"), UserScope("open_id", "ou_1"), CardScope("om_1")} {
+		if err := s.Wait(ctx, Ticket{App: "cli_a", API: "im.message.reply", Target: target, Priority: PriorityHigh}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Block(ctx, APIScope("cli_a", "im.message.send"), time.Now().Add(time.Minute))
+	s.Block(ctx, ChatScope("oc_2"), time.Now().Add(time.Minute))
+
+	keys, err := rdb.Keys(ctx, prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(keys)
+	want := []string{
+		"{rl}:app:cli_a:im.message.reply:m", "{rl}:app:cli_a:im.message.reply:s",
+		"{rl}:block:app:cli_a:im.message.send", "{rl}:block:chat:oc_2",
+		"{rl}:chat:oc_1", "{rl}:message:om_1", "{rl}:user:open_id:ou_1",
+	}
+	for i := range want {
+		want[i] = prefix + want[i]
+	}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("keys\n%q\nwant\n%q", keys, want)
+	}
+	// A GCRA key holds its theoretical arrival time: seconds since
+	// 2017-01-01 UTC, six decimals, a little after now.
+	v, err := rdb.Get(ctx, prefix+"{rl}:chat:oc_1").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tat, err := strconv.ParseFloat(v, 64)
+	since2017 := time.Since(time.Date(2017, 1, 1, 0, 0, 0, 0, time.UTC)).Seconds()
+	if err != nil || !regexp.MustCompile(`^\d+\.\d{6}$`).MatchString(v) || tat < since2017-60 || tat > since2017+60 {
+		t.Fatalf("GCRA value %q, want seconds since 2017 (about %.0f)", v, since2017)
 	}
 }

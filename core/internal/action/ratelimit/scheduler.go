@@ -1,4 +1,4 @@
-package action
+package ratelimit
 
 import (
 	"cmp"
@@ -9,6 +9,9 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 // Priority orders actions waiting for the same rate limits.
@@ -34,21 +37,60 @@ func (p Priority) String() string {
 	return "low"
 }
 
-// ErrLimiterUnavailable classes a failure of the rate limiter's store
-// (Redis down); it comes with the context error of a wait that ran out
-// while the store failed. Retryable: the call was not made.
-var ErrLimiterUnavailable = errors.New("rate limiter unavailable")
+// ErrUnavailable classes a failure of the rate limiter's store (Redis
+// down); it comes with the context error of a wait that ran out while the
+// store failed. Retryable: the call was not made.
+var ErrUnavailable = errors.New("rate limiter unavailable")
 
-// ticket is what a call needs from the limiter.
-type ticket struct {
-	app, api string
-	// target is the chat, user or card scope ("chat:oc_…", "user:open_id:ou_…",
-	// "message:om_…"), or empty.
-	target   string
-	priority Priority
+// ErrClosed is returned by Wait after Close, and to the calls waiting when
+// it is called.
+var ErrClosed = errors.New("rate limiter closed")
+
+// Ticket is what a call needs from the limiter.
+type Ticket struct {
+	// App is the Lark app ID, API the endpoint (lark.API*).
+	App, API string
+	// Target is the chat, user or card scope (ChatScope, UserScope,
+	// CardScope), or empty.
+	Target   string
+	Priority Priority
 }
 
-// scheduler makes calls wait, in priority order, until every rate limit
+// ChatScope is the target scope of messages into a chat, or "" for no
+// chat.
+func ChatScope(chatID string) string {
+	if chatID == "" {
+		return ""
+	}
+	return "chat:" + chatID
+}
+
+// UserScope is the target scope of messages to a user, by receive ID type
+// (open_id, user_id, union_id).
+func UserScope(idType, id string) string { return "user:" + idType + ":" + id }
+
+// CardScope is the target scope of updates to a card message.
+func CardScope(messageID string) string { return "message:" + messageID }
+
+// APIScope is the scope of an app's API — both its windows — for Block.
+func APIScope(app, api string) string { return "app:" + app + ":" + api }
+
+// Deps are a Scheduler's collaborators.
+type Deps struct {
+	// Redis shares the limits and blocks with every replica; nil keeps them
+	// in the process (one replica only).
+	Redis redis.UniversalClient
+	// KeyPrefix prefixes the Redis keys: <prefix>{rl}:<scope> and
+	// <prefix>{rl}:block:<scope>.
+	KeyPrefix string
+	// Logger (nil: discarded).
+	Logger *slog.Logger
+	// Registerer gets the larkway_action_ratelimit_wait_seconds and
+	// larkway_action_ratelimit_queue_depth metrics (nil: not registered).
+	Registerer prometheus.Registerer
+}
+
+// Scheduler makes calls wait, in priority order, until every rate limit
 // they are under admits them. Each app has one queue, served by one pump
 // goroutine that asks the rateStore for slots.
 //
@@ -71,12 +113,12 @@ type ticket struct {
 //
 // When the store fails, calls keep waiting (their contexts bound the wait)
 // and the pump retries with backoff: limits are never skipped.
-type scheduler struct {
+type Scheduler struct {
 	store   rateStore
 	limits  Limits
 	log     *slog.Logger
 	metrics *metrics
-	ctx     context.Context // cancelled by close: ends the pumps' store calls
+	ctx     context.Context // cancelled by Close: ends the pumps' store calls
 	cancel  context.CancelFunc
 
 	mu     sync.Mutex
@@ -88,11 +130,11 @@ type scheduler struct {
 
 type appQueue struct {
 	app   string
-	lanes map[string]*lane // by api and target; guarded by scheduler.mu
+	lanes map[string]*lane // by api and target; guarded by Scheduler.mu
 	n     int              // waiters in all lanes
 	wake  chan struct{}
 	// storeErr is the store's last failure, when it happened within
-	// storeErrFresh; guarded by scheduler.mu.
+	// storeErrFresh; guarded by Scheduler.mu.
 	storeErr   error
 	storeErrAt time.Time
 }
@@ -111,16 +153,31 @@ type waiter struct {
 	scopes   []scope
 	urgent   []scope    // scopes when the target is the bottleneck
 	target   string     // the target scope's key, or ""
-	done     chan error // buffered; written once, under scheduler.mu
+	done     chan error // buffered; written once, under Scheduler.mu
 
 	// appInterval and targetInterval are the emission intervals of the
 	// tightest app scope and of the target scope.
 	appInterval, targetInterval time.Duration
 }
 
-func newScheduler(store rateStore, limits Limits, log *slog.Logger, m *metrics) *scheduler {
+// New returns a scheduler under limits (zero fields take DefaultLimits'
+// values; the caller validates them with Limits.Validate). It does no I/O
+// and starts no goroutines: each app's queue starts with its first call.
+func New(limits Limits, deps Deps) *Scheduler {
+	var store rateStore = newMemoryRateStore()
+	if deps.Redis != nil {
+		store = newRedisRateStore(deps.Redis, deps.KeyPrefix)
+	}
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return newScheduler(store, limits.WithDefaults(), logger, newMetrics(deps.Registerer))
+}
+
+func newScheduler(store rateStore, limits Limits, log *slog.Logger, m *metrics) *Scheduler {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &scheduler{store: store, limits: limits, log: log, metrics: m, ctx: ctx, cancel: cancel, queues: make(map[string]*appQueue)}
+	return &Scheduler{store: store, limits: limits, log: log, metrics: m, ctx: ctx, cancel: cancel, queues: make(map[string]*appQueue)}
 }
 
 // appHeadroom is how many burst slots of an app's API limits are held back
@@ -143,45 +200,46 @@ func urgency(p Priority) int {
 // target, not the app, limits it: that target's slots come seldom and are
 // lost when not used on time, so such a call should win the next app slot
 // — in any replica, since urgency works through the shared GCRA state.
-func (s *scheduler) scopes(t ticket, bottleneck bool) []scope {
-	u := urgency(t.priority)
+func (s *Scheduler) scopes(t Ticket, bottleneck bool) []scope {
+	u := urgency(t.Priority)
 	if bottleneck {
 		u++
 	}
-	api := "app:" + t.app + ":" + t.api
+	api := APIScope(t.App, t.API)
 	out := []scope{
 		newScope(api+":s", api, gcra(s.limits.AppPerSecond, s.limits.Margin, appHeadroom, u)),
 		newScope(api+":m", api, gcra(s.limits.AppPerMinute, s.limits.Margin, appHeadroom, u)),
 	}
-	if t.target != "" {
+	if t.Target != "" {
 		var l Limit
 		switch {
-		case hasPrefix(t.target, "chat:"):
+		case hasPrefix(t.Target, "chat:"):
 			l = s.limits.PerChat
-		case hasPrefix(t.target, "user:"):
+		case hasPrefix(t.Target, "user:"):
 			l = s.limits.PerUser
 		default:
 			l = s.limits.PerMessageUpdate
 		}
 		// Targets allow a handful a second: no headroom to spare.
-		out = append(out, newScope(t.target, t.target, gcra(l, s.limits.Margin, 0, 0)))
+		out = append(out, newScope(t.Target, t.Target, gcra(l, s.limits.Margin, 0, 0)))
 	}
 	return out
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
 
-// wait blocks until t may be sent, ctx ends (its error) or the scheduler
-// closes (ErrClosed).
-func (s *scheduler) wait(ctx context.Context, t ticket) error {
+// Wait blocks until t may be sent, ctx ends (its error, with
+// ErrUnavailable if the store was failing) or the scheduler closes
+// (ErrClosed).
+func (s *Scheduler) Wait(ctx context.Context, t Ticket) error {
 	if s.limits.Disabled {
 		return nil
 	}
-	w := &waiter{priority: t.priority, lane: t.api + "|" + t.target, scopes: s.scopes(t, false), target: t.target, done: make(chan error, 1)}
+	w := &waiter{priority: t.Priority, lane: t.API + "|" + t.Target, scopes: s.scopes(t, false), target: t.Target, done: make(chan error, 1)}
 	for _, sc := range w.scopes[:2] {
 		w.appInterval = max(w.appInterval, sc.interval())
 	}
-	if t.target != "" {
+	if t.Target != "" {
 		w.urgent = s.scopes(t, true)
 		w.targetInterval = w.scopes[2].interval()
 	}
@@ -190,10 +248,10 @@ func (s *scheduler) wait(ctx context.Context, t ticket) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	q := s.queues[t.app]
+	q := s.queues[t.App]
 	if q == nil {
-		q = &appQueue{app: t.app, lanes: make(map[string]*lane), wake: make(chan struct{}, 1)}
-		s.queues[t.app] = q
+		q = &appQueue{app: t.App, lanes: make(map[string]*lane), wake: make(chan struct{}, 1)}
+		s.queues[t.App] = q
 		s.wg.Add(1)
 		go s.pump(q)
 	}
@@ -207,12 +265,12 @@ func (s *scheduler) wait(ctx context.Context, t ticket) error {
 	i, _ := slices.BinarySearchFunc(l.waiters, w, compareWaiters)
 	l.waiters = slices.Insert(l.waiters, i, w)
 	q.n++
-	s.metrics.queueDepth.WithLabelValues(t.app).Set(float64(q.n))
+	s.metrics.queueDepth.WithLabelValues(t.App).Set(float64(q.n))
 	s.mu.Unlock()
 	signal(q.wake)
 
 	start := time.Now()
-	defer func() { s.metrics.rateWait.WithLabelValues(t.app, t.api).Observe(time.Since(start).Seconds()) }()
+	defer func() { s.metrics.rateWait.WithLabelValues(t.App, t.API).Observe(time.Since(start).Seconds()) }()
 	select {
 	case err := <-w.done:
 		return err
@@ -228,7 +286,7 @@ func (s *scheduler) wait(ctx context.Context, t ticket) error {
 			<-w.done // granted meanwhile: the slot goes unused
 		}
 		if storeErr != nil {
-			return fmt.Errorf("%w (%w: %w)", ctx.Err(), ErrLimiterUnavailable, storeErr)
+			return fmt.Errorf("%w (%w: %w)", ctx.Err(), ErrUnavailable, storeErr)
 		}
 		return ctx.Err()
 	}
@@ -249,7 +307,7 @@ func signal(c chan struct{}) {
 }
 
 // removeLocked takes w off q, reporting whether it was there.
-func (s *scheduler) removeLocked(q *appQueue, w *waiter) bool {
+func (s *Scheduler) removeLocked(q *appQueue, w *waiter) bool {
 	l := q.lanes[w.lane]
 	if l == nil {
 		return false
@@ -268,7 +326,7 @@ func (s *scheduler) removeLocked(q *appQueue, w *waiter) bool {
 }
 
 // finish hands err to w if it is still waiting.
-func (s *scheduler) finish(q *appQueue, w *waiter, err error) bool {
+func (s *Scheduler) finish(q *appQueue, w *waiter, err error) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.removeLocked(q, w) {
@@ -281,7 +339,7 @@ func (s *scheduler) finish(q *appQueue, w *waiter, err error) bool {
 // storeTimeout bounds one rateStore call.
 const storeTimeout = 2 * time.Second
 
-func (s *scheduler) pump(q *appQueue) {
+func (s *Scheduler) pump(q *appQueue) {
 	defer s.wg.Done()
 	notBefore := make(map[string]time.Time) // scope.nb -> when the store said it frees
 	timer := time.NewTimer(time.Hour)
@@ -381,7 +439,7 @@ func (s *scheduler) pump(q *appQueue) {
 
 // setStoreErr remembers the store's last failure, for callers whose wait
 // ends while it fails.
-func (s *scheduler) setStoreErr(q *appQueue, err error) {
+func (s *Scheduler) setStoreErr(q *appQueue, err error) {
 	s.mu.Lock()
 	q.storeErr = err
 	q.storeErrAt = time.Now()
@@ -413,7 +471,7 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-func (s *scheduler) failAll(q *appQueue) {
+func (s *Scheduler) failAll(q *appQueue) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range q.lanes {
@@ -426,18 +484,23 @@ func (s *scheduler) failAll(q *appQueue) {
 	s.metrics.queueDepth.WithLabelValues(q.app).Set(0)
 }
 
-// block slows key for every replica until until.
-func (s *scheduler) block(ctx context.Context, key string, until time.Time) {
+// Block slows scope — APIScope(app, api) or a Ticket's Target — for every
+// replica until until: Wait admits no call under it before then. The store
+// call is bounded by ctx and storeTimeout; a failure is logged.
+func (s *Scheduler) Block(ctx context.Context, scope string, until time.Time) {
 	if s.limits.Disabled {
 		return
 	}
-	if err := s.store.block(ctx, key, until); err != nil {
-		s.log.Warn("recording a rate-limit block failed", "scope", key, "error", err)
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if err := s.store.block(ctx, scope, until); err != nil {
+		s.log.Warn("recording a rate-limit block failed", "scope", scope, "error", err)
 	}
 }
 
-// close stops the pumps; waiting calls get ErrClosed. Idempotent.
-func (s *scheduler) close() {
+// Close stops the pumps; waiting calls get ErrClosed. It is idempotent and
+// waits for the pumps' goroutines.
+func (s *Scheduler) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()

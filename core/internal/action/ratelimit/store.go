@@ -1,4 +1,4 @@
-package action
+package ratelimit
 
 import (
 	"context"
@@ -111,6 +111,13 @@ func (m *memoryRateStore) block(_ context.Context, key string, until time.Time) 
 // redisRateStore shares limits across replicas. Each scope is a GCRA key
 // holding its theoretical arrival time; a block is a key whose TTL is what
 // remains of it.
+//
+// The keys (<prefix>{rl}:<scope key> holding the time as seconds since
+// 2017-01-01 with six decimals, <prefix>{rl}:block:<block key>) and the
+// scope keys' names (see Scheduler.scopes and the *Scope functions) are
+// shared by every replica, including replicas of the previous version
+// during a rolling deploy: change them only in a way both versions read
+// alike.
 //
 // The GCRA is go-redis/redis_rate's (same formula, same clock, same state),
 // but run by one script over all of a call's scopes instead of redis_rate's
