@@ -366,6 +366,12 @@ func (s *supervisor) crashed(err error) bool {
 	name := s.st.Name
 	s.mu.Unlock()
 	s.m.metrics.restarts.WithLabelValues(name).Inc()
+	if errors.Is(err, ErrUnverified) {
+		s.m.metrics.quarantines.WithLabelValues(name).Inc()
+		s.log.Error("plugin quarantined: a file does not match its pin; restore the file, or swap to a spec pinning the new one", "err", err)
+		s.setState(StateQuarantined, err)
+		return true
+	}
 	if n >= s.m.cfg.QuarantineAfter {
 		s.m.metrics.quarantines.WithLabelValues(name).Inc()
 		s.log.Error("plugin quarantined: enable or swap it to try again", "crashes", n, "window", s.m.cfg.QuarantineWindow.String(), "err", err)
