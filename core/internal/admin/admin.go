@@ -275,6 +275,8 @@ type swapRequest struct {
 	SHA256 string   `json:"sha256"`
 	Args   []string `json:"args,omitempty"`
 	Env    []string `json:"env,omitempty"`
+	// Files pins the new version's scripts; checked at launch.
+	Files []manager.File `json:"files,omitempty"`
 }
 
 func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
@@ -298,7 +300,7 @@ func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "bad_request", "sha256 must be 64 hex digits: the new file is pinned")
 			return
 		}
-		err = s.deps.Cluster.Swap(ctx, name, manager.Spec{Name: name, Path: req.Path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env})
+		err = s.deps.Cluster.Swap(ctx, name, manager.Spec{Name: name, Path: req.Path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env, Files: req.Files})
 	case "rollback":
 		err = s.deps.Cluster.Rollback(ctx, name)
 	case "disable":

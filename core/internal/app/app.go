@@ -262,7 +262,11 @@ func (a *App) Run(ctx context.Context) error {
 	specs := make([]manager.Spec, 0, len(cfg.Plugins))
 	for _, pc := range cfg.Plugins {
 		if !pc.Disabled {
-			specs = append(specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Args: pc.Args, Env: pc.Env})
+			files := make([]manager.File, len(pc.Files))
+			for i, f := range pc.Files {
+				files[i] = manager.File{Path: f.Path, SHA256: f.SHA256}
+			}
+			specs = append(specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Files: files, Args: pc.Args, Env: pc.Env})
 		}
 	}
 	pluginCtx, stopPlugins := context.WithCancel(context.WithoutCancel(ctx))
@@ -396,8 +400,15 @@ func (a *App) publicMux(in http.Handler, b bus.Bus, st *stores) http.Handler {
 
 // launch starts a plugin process for the manager.
 func (a *App) launch(ctx context.Context, s manager.Spec) (manager.Instance, error) {
-	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Env: s.Env,
+	files := make([]pluginhost.File, len(s.Files))
+	for i, f := range s.Files {
+		files[i] = pluginhost.File{Path: f.Path, SHA256: f.SHA256}
+	}
+	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Files: files, Env: s.Env,
 		State: state.NewService(a.state, func() string { return s.Name })}, a.logger.With("plugin", s.Name))
+	if errors.Is(err, pluginhost.ErrChecksum) {
+		return nil, fmt.Errorf("%w: %w", manager.ErrUnverified, err) // the supervisor quarantines
+	}
 	if err != nil {
 		return nil, err
 	}

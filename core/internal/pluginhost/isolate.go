@@ -224,7 +224,7 @@ func FileSHA256(path string) (string, error) {
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("reading %s: %w", path, err)
+		return "", err // an *os.PathError: it names the file
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
