@@ -71,9 +71,16 @@ func TestPluginEnvironmentIsAllowListed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var seen []string
-	if err := json.Unmarshal(b, &seen); err != nil {
+	var rep struct {
+		PID     int      `json:"pid"`
+		Environ []string `json:"environ"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
+	}
+	seen := rep.Environ
+	if rep.PID != inst.PID() {
+		t.Fatalf("report from pid %d, plugin is %d", rep.PID, inst.PID())
 	}
 	checkEnv(t, "plugin's os.Environ", seen, configured)
 	for _, want := range []string{"TZ=Asia/Shanghai", "LC_ALL=C.UTF-8", "PASSED_THROUGH=listed-by-the-plugin-config", "PATH=" + os.Getenv("PATH"),

@@ -9,8 +9,8 @@
 //	crash-once      exits while handling its first delivery (HOSTILE_MARKER
 //	                file records that it did), then replies "echo: TEXT"
 //	garbage-stdout  prints garbage instead of the handshake
-//	report-env      writes its environment (JSON) to the file HOSTILE_REPORT,
-//	                then serves normally
+//	report-env      writes its pid and environment (JSON) to the file
+//	                HOSTILE_REPORT, then serves normally
 package main
 
 import (
@@ -102,7 +102,7 @@ func (g *grpcPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.Clien
 func main() {
 	mode := os.Getenv("HOSTILE_MODE")
 	if mode == "report-env" {
-		b, _ := json.Marshal(os.Environ())
+		b, _ := json.Marshal(map[string]any{"pid": os.Getpid(), "environ": os.Environ()})
 		if err := os.WriteFile(os.Getenv("HOSTILE_REPORT"), b, 0o600); err != nil {
 			os.Exit(4)
 		}
