@@ -348,3 +348,38 @@ func TestUnverifiedFileQuarantinesAtOnce(t *testing.T) {
 		t.Fatalf("status %+v: want quarantined on the first refusal, naming the file", st)
 	}
 }
+
+// A swap whose new version fails probation while the old one no longer
+// starts (its pinned file changed meanwhile) leaves nothing serving: the
+// supervisor treats that as a crash — here quarantining at once — instead
+// of watching an instance that is gone.
+func TestProbationRollbackToUnstartableOldVersion(t *testing.T) {
+	cfg := fast()
+	cfg.ProbationWindow = 5 * time.Second
+	e := newEnv(t, cfg)
+	e.start(Spec{Name: "p", Path: "v1"})
+	errc := make(chan error, 1)
+	go func() { errc <- e.mgr.Swap(context.Background(), "p", Spec{Path: "v2"}) }()
+	testenv.Eventually(t, 5*time.Second, "v2 not started", func() bool { return e.latest("v2") != nil })
+	e.mu.Lock()
+	e.failStart["v1"] = fmt.Errorf("%w: file v1/main.py", ErrUnverified)
+	e.mu.Unlock()
+	e.latest("v2").Crash()
+	if err := <-errc; !errors.Is(err, ErrRolledBack) || !errors.Is(err, ErrUnverified) {
+		t.Fatalf("err = %v", err)
+	}
+	testenv.Eventually(t, 5*time.Second, "not quarantined", func() bool { return e.state() == StateQuarantined })
+	if st := e.mgr.Status()[0]; st.Spec.Path != "v1" || !strings.Contains(st.LastError, "v1/main.py") {
+		t.Fatalf("status %+v", st)
+	}
+	// Restored, it serves again, and the events held meanwhile with it.
+	id := e.publish("oc_r")
+	e.mu.Lock()
+	e.failStart["v1"] = nil
+	e.mu.Unlock()
+	if err := e.mgr.Enable(context.Background(), "p"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "not serving again", func() bool { return e.state() == StateServing })
+	e.exactlyOnce([]string{id})
+}
