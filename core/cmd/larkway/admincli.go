@@ -168,7 +168,8 @@ const pluginUsage = `Usage:
   larkway plugin rollback NAME                         back to the version before the last swap
   larkway plugin disable NAME | enable NAME            stop / start it cluster-wide
   larkway plugin drain NAME                            stop it on the replica behind --admin only
-Flags (all subcommands): --admin URL --token TOKEN [--json]
+  larkway plugin pin EXECUTABLE [FILE...]              print the sha256/files: pins to paste into the config
+Flags (all subcommands but pin): --admin URL --token TOKEN [--json]
 TLS (https:// --admin): --ca-file FILE [--cert-file FILE --key-file FILE] [--tls-server-name NAME]
 `
 
@@ -209,6 +210,9 @@ func pluginCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	}
 	sub := args[0]
+	if sub == "pin" { // local: no admin API
+		return pinCmd(args[1:], stdout, stderr)
+	}
 	fs := newFlags("plugin "+sub, stderr)
 	base, token := adminFlags(fs)
 	tlsOpts := adminTLSFlags(fs)

@@ -27,6 +27,7 @@ Usage:
   larkway send [flags]                     post a sample message event to a running core
   larkway plugin list|describe|swap|rollback|disable|enable|drain ...
                                            manage plugins through the admin API
+  larkway plugin pin EXECUTABLE [FILE...]  print the pins of a plugin's files for the config
   larkway dlq list|show|replay|purge ...   inspect and replay dead letters
   larkway bench [flags]                    load generator and benchmarks with reference points
   larkway version                          print the version

@@ -332,6 +332,8 @@ type swapRequest struct {
 	SHA256 string   `json:"sha256"`
 	Args   []string `json:"args,omitempty"`
 	Env    []string `json:"env,omitempty"`
+	// Files pins the new version's scripts; checked at launch.
+	Files []manager.File `json:"files,omitempty"`
 }
 
 func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
@@ -360,9 +362,17 @@ func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
 			writeError(w, perr.status, perr.reason, perr.msg)
 			return
 		}
+		// Pinned scripts must come from the same place as the plugin: the
+		// hash proves what they are, the directory who may have put them.
+		for _, f := range req.Files {
+			if _, ferr := s.swapPath(name, f.Path); ferr != nil {
+				writeError(w, ferr.status, ferr.reason, "files: "+ferr.msg)
+				return
+			}
+		}
 		p, _ := PrincipalFrom(ctx)
 		s.logger.Info("admin swap", "principal", p.Name, "plugin", name, "path", path, "sha256", strings.ToLower(req.SHA256))
-		err = s.deps.Cluster.Swap(ctx, name, manager.Spec{Name: name, Path: path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env})
+		err = s.deps.Cluster.Swap(ctx, name, manager.Spec{Name: name, Path: path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env, Files: req.Files})
 	case "rollback":
 		err = s.deps.Cluster.Rollback(ctx, name)
 	case "disable":

@@ -23,6 +23,7 @@ func TestAdminAPIOverMutualTLS(t *testing.T) {
 	appID := uniqueApp(t, "admintls")
 	c := runCore(t, fmt.Sprintf(`
 listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
 apps:
   - {id: %s, secret: secret, verification_token: vt, base_url: "http://127.0.0.1:1"}
 admin:

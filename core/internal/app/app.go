@@ -9,6 +9,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -185,7 +186,11 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	}, c.disp, manager.LauncherFunc(c.launch), logger, reg)
 	for _, pc := range cfg.Plugins {
 		if !pc.Disabled {
-			c.specs = append(c.specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Args: pc.Args, Env: pc.Env})
+			files := make([]manager.File, len(pc.Files))
+			for i, f := range pc.Files {
+				files[i] = manager.File{Path: f.Path, SHA256: f.SHA256}
+			}
+			c.specs = append(c.specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Files: files, Args: pc.Args, Env: pc.Env})
 		}
 	}
 	if c.rec, err = cluster.NewReconciler(cluster.Config{ReplicaID: cfg.ReplicaID, Version: deps.Version,
@@ -294,8 +299,9 @@ func (c *Core) Manager() *manager.Manager { return c.mgr }
 // Ready reports whether every plugin is subscribed and intake is open.
 func (c *Core) Ready() bool { return c.ready.Load() }
 
-// PluginsServing reports whether every enabled plugin has a serving instance.
-func (c *Core) PluginsServing() bool { return c.mgr.Ready() }
+// PluginsServing reports whether the core is ready and every enabled
+// plugin has a serving instance (before Run none has).
+func (c *Core) PluginsServing() bool { return c.ready.Load() && c.mgr.Ready() }
 
 // Close releases what Build opened if Run was never called; after Run it
 // does nothing (Run releases on its way out). Idempotent.
@@ -376,8 +382,15 @@ func actionLimits(rl config.RateLimits) ratelimit.Limits {
 
 // launch starts a plugin process for the manager.
 func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, error) {
-	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Env: s.Env,
+	files := make([]pluginhost.File, len(s.Files))
+	for i, f := range s.Files {
+		files[i] = pluginhost.File{Path: f.Path, SHA256: f.SHA256}
+	}
+	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Files: files, Env: s.Env,
 		State: state.NewService(c.st.state, func() string { return s.Name })}, c.logger.With("plugin", s.Name))
+	if errors.Is(err, pluginhost.ErrChecksum) {
+		return nil, fmt.Errorf("%w: %w", manager.ErrUnverified, err) // the supervisor quarantines
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -184,6 +185,36 @@ func TestReplicaIDValidated(t *testing.T) {
 	for _, id := range []string{"", "a b", "x*"} {
 		if _, err := NewReconciler(Config{ReplicaID: id}, NewMemory(), newFake("p"), slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("%q accepted", id)
+		}
+	}
+}
+
+// A desired spec differing only in its pinned files, args or env is a
+// different version: replicas must apply it.
+func TestSameSpec(t *testing.T) {
+	base := manager.Spec{Name: "p", Path: "/p", SHA256: "aa", Args: []string{"main.py"}, Env: []string{"A=1"},
+		Files: []manager.File{{Path: "/main.py", SHA256: "bb"}}}
+	with := func(f func(*manager.Spec)) manager.Spec {
+		s := base
+		s.Args, s.Env, s.Files = slices.Clone(base.Args), slices.Clone(base.Env), slices.Clone(base.Files)
+		f(&s)
+		return s
+	}
+	tests := []struct {
+		name string
+		b    manager.Spec
+		same bool
+	}{
+		{"identical", with(func(*manager.Spec) {}), true},
+		{"file re-pinned", with(func(s *manager.Spec) { s.Files[0].SHA256 = "cc" }), false},
+		{"file added", with(func(s *manager.Spec) { s.Files = append(s.Files, manager.File{Path: "/x", SHA256: "dd"}) }), false},
+		{"args", with(func(s *manager.Spec) { s.Args = []string{"other.py"} }), false},
+		{"env", with(func(s *manager.Spec) { s.Env = nil }), false},
+		{"sha", with(func(s *manager.Spec) { s.SHA256 = "ee" }), false},
+	}
+	for _, tt := range tests {
+		if got := sameSpec(base, tt.b); got != tt.same {
+			t.Errorf("%s: sameSpec = %v, want %v", tt.name, got, tt.same)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,7 +155,8 @@ func (r *Reconciler) apply(ctx context.Context, name string, cur manager.Status,
 }
 
 func sameSpec(a, b manager.Spec) bool {
-	return a.Path == b.Path && a.SHA256 == b.SHA256 && fmt.Sprint(a.Args) == fmt.Sprint(b.Args) && fmt.Sprint(a.Env) == fmt.Sprint(b.Env)
+	return a.Path == b.Path && a.SHA256 == b.SHA256 && slices.Equal(a.Args, b.Args) && slices.Equal(a.Env, b.Env) &&
+		slices.Equal(a.Files, b.Files) // a swap that only re-pins files must reach every replica
 }
 
 // ErrNotApplied wraps a local failure: the desired state was not changed.

@@ -275,11 +275,28 @@ type Plugin struct {
 	Args []string `yaml:"args"`
 	// SHA256 pins the file (hex); strongly recommended.
 	SHA256 string `yaml:"sha256"`
-	// Env adds KEY=VALUE variables.
+	// Files pins more files the plugin runs — an interpreter's script, the
+	// modules it imports — checked at every launch like SHA256
+	// (`larkway plugin pin` prints them).
+	Files []PluginFile `yaml:"files"`
+	// Env is the plugin's environment beyond PATH, HOME, LANG, LC_*, TZ
+	// and TMPDIR (nothing else of the core's is passed): KEY=VALUE sets
+	// KEY, a bare KEY passes the core's own value of KEY.
 	Env []string `yaml:"env"`
 	// Disabled keeps the entry but does not run it.
 	Disabled bool `yaml:"disabled"`
 }
+
+// PluginFile pins one file a plugin runs to its SHA-256.
+type PluginFile struct {
+	Path   string `yaml:"path"`
+	SHA256 string `yaml:"sha256"`
+}
+
+var (
+	sha256RE  = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
 
 // Dispatch tunes delivery to plugins.
 type Dispatch struct {
@@ -626,12 +643,25 @@ func (c *Config) Validate() error {
 		if pl.Path == "" {
 			bad("%s.path is required", p)
 		}
-		if pl.SHA256 != "" && !regexp.MustCompile(`^[0-9a-fA-F]{64}$`).MatchString(pl.SHA256) {
+		if pl.SHA256 != "" && !sha256RE.MatchString(pl.SHA256) {
 			bad("%s.sha256: want 64 hex digits", p)
 		}
+		pinned := map[string]bool{}
+		for j, f := range pl.Files {
+			fp := fmt.Sprintf("%s.files[%d]", p, j)
+			if f.Path == "" {
+				bad("%s.path is required", fp)
+			} else if pinned[f.Path] {
+				bad("%s.path %q: pinned twice", fp, f.Path)
+			}
+			pinned[f.Path] = true
+			if !sha256RE.MatchString(f.SHA256) {
+				bad("%s.sha256: want 64 hex digits (larkway plugin pin prints it)", fp)
+			}
+		}
 		for _, e := range pl.Env {
-			if !strings.Contains(e, "=") {
-				bad("%s.env %q: want KEY=VALUE", p, e)
+			if k, _, _ := strings.Cut(e, "="); !envNameRE.MatchString(k) {
+				bad("%s.env %q: want KEY=VALUE, or KEY to pass the core's own value", p, e)
 			}
 		}
 	}

@@ -94,6 +94,14 @@ func TestParseErrors(t *testing.T) {
 		{"negative max_retry_after", minimal + "dispatch:\n  max_retry_after: -1s\n", "dispatch.max_retry_after"},
 		{"duplicate path", "apps:\n  - {id: a, secret: s, verification_token: v}\n  - {id: b, secret: s, verification_token: v}\n", "used by another app or path"},
 		{"bad sha", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    sha256: abc\n", "64 hex"},
+		{"file without path", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    files: [{sha256: " + sha + "}]\n", "plugins[0].files[0].path is required"},
+		{"file without sha", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    files: [{path: main.py}]\n", "plugins[0].files[0].sha256: want 64 hex"},
+		{"file sha too short", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    files: [{path: main.py, sha256: " + sha[:63] + "}]\n", "plugins[0].files[0].sha256"},
+		{"file sha not hex", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    files: [{path: main.py, sha256: " + strings.Repeat("g", 64) + "}]\n", "plugins[0].files[0].sha256"},
+		{"file pinned twice", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    files: [{path: a.py, sha256: " + sha + "}, {path: a.py, sha256: " + sha + "}]\n", "plugins[0].files[1].path \"a.py\": pinned twice"},
+		{"unknown file key", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    files: [{path: a.py, sha: x}]\n", "sha"},
+		{"bad env name", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    env: [\"=v\"]\n", "plugins[0].env"},
+		{"env name with space", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    env: [\"MY VAR\"]\n", "plugins[0].env"},
 		{"plugin without name", minimal + "plugins:\n  - path: /bin/x\n", "plugins[0].name"},
 		{"duplicate plugin", minimal + "plugins:\n  - {name: x, path: /a}\n  - {name: x, path: /b}\n", "duplicate"},
 		{"missing env", "apps:\n  - {id: a, secret_env: LARKWAY_TEST_UNSET_VAR, verification_token: v}\n", "LARKWAY_TEST_UNSET_VAR"},
@@ -111,6 +119,27 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
 			}
 		})
+	}
+}
+
+const sha = "0123456789abcdef0123456789abcdef0123456789ABCDEF0123456789abcdef"
+
+func TestPluginPins(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal + `plugins:
+  - name: py-echo
+    path: .tools/pyenv/bin/python
+    sha256: ` + sha + `
+    args: [plugins/py-echo/main.py]
+    files:
+      - {path: plugins/py-echo/main.py, sha256: ` + sha + `}
+    env: [LARKWAY_LOG_LEVEL=debug, OPENAI_API_KEY]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Plugins[0]
+	if len(p.Files) != 1 || p.Files[0] != (PluginFile{Path: "plugins/py-echo/main.py", SHA256: sha}) || len(p.Env) != 2 {
+		t.Fatalf("plugin %+v", p)
 	}
 }
 

@@ -30,15 +30,28 @@ var (
 	ErrUnknownPlugin = errors.New("unknown plugin")
 	ErrRolledBack    = errors.New("swap rolled back")
 	ErrStopped       = errors.New("manager stopped")
+	// ErrUnverified is wrapped by a Launcher refusing a file that does not
+	// match its pin. Restarting cannot help until the file or the pin
+	// changes, so the supervisor quarantines the plugin at once.
+	ErrUnverified = errors.New("plugin file does not match its pin")
 )
 
 // Spec is what to run for a plugin.
 type Spec struct {
-	Name   string   `json:"name"`
-	Path   string   `json:"path"`
-	SHA256 string   `json:"sha256,omitempty"`
-	Args   []string `json:"args,omitempty"`
-	Env    []string `json:"env,omitempty"`
+	Name   string `json:"name"`
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256,omitempty"`
+	// Files pins more files the plugin runs (an interpreter's script),
+	// checked at every launch like SHA256.
+	Files []File   `json:"files,omitempty"`
+	Args  []string `json:"args,omitempty"`
+	Env   []string `json:"env,omitempty"`
+}
+
+// File is one pinned file of a Spec.
+type File struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
 }
 
 // Instance is a running plugin process.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,7 +52,7 @@ type env struct {
 
 	mu        sync.Mutex
 	instances map[string][]*plugintest.Plugin // by spec path
-	failStart map[string]bool
+	failStart map[string]error                // by spec path
 }
 
 func manifest(version string) *pluginv1.Manifest {
@@ -64,20 +65,30 @@ const topic = "events-mgr"
 
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
+	return newEnvWith(t, cfg, nil, slog.New(slog.DiscardHandler))
+}
+
+// newEnvWith runs the manager on launcher (nil: in-process test plugins)
+// and logger.
+func newEnvWith(t *testing.T, cfg Config, launcher Launcher, logger *slog.Logger) *env {
+	t.Helper()
 	e := &env{t: t, bus: memory.New(slog.New(slog.DiscardHandler)), exec: &counter{byEvent: map[string]int{}},
-		instances: map[string][]*plugintest.Plugin{}, failStart: map[string]bool{}}
+		instances: map[string][]*plugintest.Plugin{}, failStart: map[string]error{}}
 	t.Cleanup(func() { _ = e.bus.Close(context.Background()) })
 	disp := dispatch.New(dispatch.Config{Topics: []string{topic}, Deadline: 2 * time.Second, MaxAttempts: 20, MaxInFlight: 4,
 		Backoff: func(int) time.Duration { return 20 * time.Millisecond }}, e.bus, e.exec, slog.New(slog.DiscardHandler), nil)
-	e.mgr = New(cfg, disp, LauncherFunc(e.launch), slog.New(slog.DiscardHandler), nil)
+	if launcher == nil {
+		launcher = LauncherFunc(e.launch)
+	}
+	e.mgr = New(cfg, disp, launcher, logger, nil)
 	return e
 }
 
 func (e *env) launch(_ context.Context, s Spec) (Instance, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.failStart[s.Path] {
-		return nil, errors.New("exec format error")
+	if err := e.failStart[s.Path]; err != nil {
+		return nil, err
 	}
 	p := plugintest.New(e.t, manifest(s.Path), plugintest.ReplyWithText)
 	e.instances[s.Path] = append(e.instances[s.Path], p)
@@ -100,7 +111,14 @@ func (e *env) launches(path string) int {
 	return len(e.instances[path])
 }
 
+var errExec = errors.New("exec format error")
+
 func (e *env) start(spec Spec) {
+	e.t.Helper()
+	e.startWithin(spec, 5*time.Second)
+}
+
+func (e *env) startWithin(spec Spec, timeout time.Duration) {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
@@ -112,8 +130,8 @@ func (e *env) start(spec Spec) {
 	case err := <-e.done:
 		e.t.Fatalf("run: %v", err)
 	}
-	testenv.Eventually(e.t, 5*time.Second, "plugin never served", func() bool { return e.state() == StateServing })
 	e.t.Cleanup(func() { e.stop() })
+	testenv.Eventually(e.t, timeout, "plugin never served", func() bool { return e.state() == StateServing })
 }
 
 func (e *env) stop() {
@@ -200,13 +218,13 @@ func TestQuarantineAfterRepeatedCrashes(t *testing.T) {
 	e := newEnv(t, fast())
 	e.start(Spec{Name: "p", Path: "v1"})
 	e.mu.Lock()
-	e.failStart["v1"] = true
+	e.failStart["v1"] = errExec
 	e.mu.Unlock()
 	e.latest("v1").Crash()
 	testenv.Eventually(t, 5*time.Second, "not quarantined", func() bool { return e.state() == StateQuarantined })
 	id := e.publish("oc_q") // waits in the subscription
 	e.mu.Lock()
-	e.failStart["v1"] = false
+	e.failStart["v1"] = nil
 	e.mu.Unlock()
 	if err := e.mgr.Enable(context.Background(), "p"); err != nil {
 		t.Fatal(err)
@@ -256,7 +274,7 @@ func TestSwapToBrokenVersionKeepsTheOld(t *testing.T) {
 	e := newEnv(t, fast())
 	e.start(Spec{Name: "p", Path: "v1"})
 	e.mu.Lock()
-	e.failStart["bad"] = true
+	e.failStart["bad"] = errExec
 	e.mu.Unlock()
 	err := e.mgr.Swap(context.Background(), "p", Spec{Path: "bad"})
 	if !errors.Is(err, ErrRolledBack) {
@@ -314,4 +332,56 @@ func TestUnknownPlugin(t *testing.T) {
 	if err := e.mgr.Rollback(context.Background(), "p"); err == nil {
 		t.Fatal("rollback without a previous version succeeded")
 	}
+}
+
+// A file that no longer matches its pin will not match on the next try
+// either: the first refusal quarantines, without the restart loop.
+func TestUnverifiedFileQuarantinesAtOnce(t *testing.T) {
+	e := newEnv(t, fast())
+	e.start(Spec{Name: "p", Path: "v1"})
+	e.mu.Lock()
+	e.failStart["v1"] = fmt.Errorf("starting: %w: file main.py: expected sha256 00, actual 11", ErrUnverified)
+	e.mu.Unlock()
+	e.latest("v1").Crash()
+	testenv.Eventually(t, 5*time.Second, "not quarantined", func() bool { return e.state() == StateQuarantined })
+	// Two restarts counted: the crash, then the one refused start (fast()
+	// quarantines after three otherwise).
+	if st := e.mgr.Status()[0]; st.Restarts != 2 || !strings.Contains(st.LastError, "main.py") {
+		t.Fatalf("status %+v: want quarantined on the first refusal, naming the file", st)
+	}
+}
+
+// A swap whose new version fails probation while the old one no longer
+// starts (its pinned file changed meanwhile) leaves nothing serving: the
+// supervisor treats that as a crash — here quarantining at once — instead
+// of watching an instance that is gone.
+func TestProbationRollbackToUnstartableOldVersion(t *testing.T) {
+	cfg := fast()
+	cfg.ProbationWindow = 5 * time.Second
+	e := newEnv(t, cfg)
+	e.start(Spec{Name: "p", Path: "v1"})
+	errc := make(chan error, 1)
+	go func() { errc <- e.mgr.Swap(context.Background(), "p", Spec{Path: "v2"}) }()
+	testenv.Eventually(t, 5*time.Second, "v2 not started", func() bool { return e.latest("v2") != nil })
+	e.mu.Lock()
+	e.failStart["v1"] = fmt.Errorf("%w: file v1/main.py", ErrUnverified)
+	e.mu.Unlock()
+	e.latest("v2").Crash()
+	if err := <-errc; !errors.Is(err, ErrRolledBack) || !errors.Is(err, ErrUnverified) {
+		t.Fatalf("err = %v", err)
+	}
+	testenv.Eventually(t, 5*time.Second, "not quarantined", func() bool { return e.state() == StateQuarantined })
+	if st := e.mgr.Status()[0]; st.Spec.Path != "v1" || !strings.Contains(st.LastError, "v1/main.py") {
+		t.Fatalf("status %+v", st)
+	}
+	// Restored, it serves again, and the events held meanwhile with it.
+	id := e.publish("oc_r")
+	e.mu.Lock()
+	e.failStart["v1"] = nil
+	e.mu.Unlock()
+	if err := e.mgr.Enable(context.Background(), "p"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "not serving again", func() bool { return e.state() == StateServing })
+	e.exactlyOnce([]string{id})
 }

@@ -182,42 +182,57 @@ func (s *supervisor) serve(ctx context.Context) error {
 				return fmt.Errorf("%d health checks failed: %w", failures, err)
 			}
 		case c := <-s.cmds:
-			if changed := s.handle(ctx, c); changed {
+			changed, lost := s.handle(ctx, c)
+			if changed {
 				return nil
+			}
+			if lost != nil {
+				return lost
 			}
 		}
 	}
 }
 
 // handle runs a command while serving; it reports whether the instance was
-// stopped (the run loop then re-evaluates the state).
-func (s *supervisor) handle(ctx context.Context, c command) bool {
+// stopped (the run loop then re-evaluates the state), or why nothing serves
+// any more: a swap rolled back to an old version that did not restart (its
+// pinned file changed, say), which the run loop then handles as a crash.
+func (s *supervisor) handle(ctx context.Context, c command) (changed bool, lost error) {
+	swap := func(spec Spec) error {
+		err := s.swap(ctx, spec)
+		c.done <- err
+		s.mu.Lock()
+		serving := s.inst != nil
+		s.mu.Unlock()
+		if !serving {
+			return err
+		}
+		return nil
+	}
 	switch c.kind {
 	case cmdSwap:
-		c.done <- s.swap(ctx, c.spec)
-		return false
+		return false, swap(c.spec)
 	case cmdRollback:
 		s.mu.Lock()
 		prev := s.st.Previous
 		s.mu.Unlock()
 		if prev == nil {
 			c.done <- errors.New("no previous version to roll back to")
-			return false
+			return false, nil
 		}
-		c.done <- s.swap(ctx, *prev)
-		return false
+		return false, swap(*prev)
 	case cmdDisable:
 		s.setState(StateDraining, nil)
 		s.stop()
 		s.setState(StateDisabled, nil)
 		c.done <- nil
-		return true
+		return true, nil
 	case cmdEnable:
 		c.done <- nil // already running
-		return false
+		return false, nil
 	}
 	c.done <- fmt.Errorf("unknown command %d", c.kind)
-	return false
+	return false, nil
 }
 
 // idle waits in a disabled or quarantined state for a command that starts
@@ -308,7 +323,7 @@ func (s *supervisor) swap(ctx context.Context, spec Spec) error {
 			// The old version will not start either: the run loop's
 			// restart and quarantine logic takes over (on the old spec).
 			s.setState(StateCrashed, rerr)
-			return fmt.Errorf("%w: new version failed probation (%v) and the old one did not restart: %v", ErrRolledBack, err, rerr)
+			return fmt.Errorf("%w: new version failed probation (%v) and the old one did not restart: %w", ErrRolledBack, err, rerr)
 		}
 		return fmt.Errorf("%w: new version failed probation: %v", ErrRolledBack, err)
 	}
@@ -368,6 +383,12 @@ func (s *supervisor) crashed(err error) bool {
 	name := s.st.Name
 	s.mu.Unlock()
 	s.m.metrics.restarts.WithLabelValues(name).Inc()
+	if errors.Is(err, ErrUnverified) {
+		s.m.metrics.quarantines.WithLabelValues(name).Inc()
+		s.log.Error("plugin quarantined: a file does not match its pin; restore the file, or swap to a spec pinning the new one", "err", err)
+		s.setState(StateQuarantined, err)
+		return true
+	}
 	if n >= s.m.cfg.QuarantineAfter {
 		s.m.metrics.quarantines.WithLabelValues(name).Inc()
 		s.log.Error("plugin quarantined: enable or swap it to try again", "crashes", n, "window", s.m.cfg.QuarantineWindow.String(), "err", err)

@@ -5,12 +5,9 @@ package pluginhost
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"regexp"
 	"sync"
@@ -39,7 +36,13 @@ type Config struct {
 	Args []string
 	// SHA256 pins the file's checksum (hex). Empty launches unpinned.
 	SHA256 string
-	// Env adds variables to the plugin's environment.
+	// Files pins more files the plugin runs (an interpreter's script and
+	// modules). Pinned files run from verified private copies; an argument
+	// naming one is rewritten to its copy.
+	Files []File
+	// Env is the plugin's environment beyond the allow-listed variables of
+	// the core (PATH, HOME, LANG, LC_*, TZ, TMPDIR): KEY=VALUE sets KEY, a
+	// bare KEY passes the core's own value through.
 	Env []string
 	// StartTimeout bounds the handshake (default 10 s).
 	StartTimeout time.Duration
@@ -58,13 +61,16 @@ type Instance struct {
 	svc      pluginv1.PluginServiceClient
 	manifest *pluginv1.Manifest
 	logger   *slog.Logger
+	cmd      *exec.Cmd
+	staged   staged
 
 	closeOnce sync.Once
 }
 
-// Launch starts the plugin, completes go-plugin's handshake (with automatic
-// mTLS), and reads and validates its manifest. On any error the process is
-// killed before Launch returns.
+// Launch verifies the plugin's pinned files, starts it from their verified
+// copies with an allow-listed environment, completes go-plugin's handshake
+// (with automatic mTLS), and reads and validates its manifest. On any error
+// the process is killed and the copies removed before Launch returns.
 func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, error) {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 10 * time.Second
@@ -72,28 +78,20 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 	if cfg.DescribeTimeout <= 0 {
 		cfg.DescribeTimeout = 5 * time.Second
 	}
-	var secure *plugin.SecureConfig
-	if cfg.SHA256 != "" {
-		sum, err := hex.DecodeString(cfg.SHA256)
-		if err != nil || len(sum) != sha256.Size {
-			return nil, fmt.Errorf("launching %s: sha256 %q is not 64 hex digits", cfg.Path, cfg.SHA256)
-		}
-		// go-plugin checks the checksum too, but only inside Start; checking
-		// here gives a clear, classed error before anything is executed. The
-		// check consumes its hash.Hash, so go-plugin gets a fresh one.
-		pre := &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
-		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
-		if ok, err := pre.Check(cfg.Path); err != nil {
-			return nil, fmt.Errorf("launching %s: checking checksum: %w", cfg.Path, err)
-		} else if !ok {
-			return nil, fmt.Errorf("launching %s: %w", cfg.Path, ErrChecksum)
-		}
-	} else {
-		logger.Warn("plugin checksum not pinned; set sha256 in production", "path", cfg.Path)
+	if cfg.SHA256 == "" {
+		logger.Warn("plugin executable not pinned; set sha256 in production", "path", cfg.Path)
+	}
+	hardenHost(logger)
+	// Verification happens here, not through go-plugin's SecureConfig: that
+	// hashes cmd.Path and then executes it by path, the window stage closes.
+	st, err := stage(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("launching %s: %w", cfg.Path, err)
 	}
 	gp := &grpcPlugin{}
-	cmd := exec.Command(cfg.Path, cfg.Args...)
-	cmd.Env = append(os.Environ(), cfg.Env...)
+	cmd := exec.Command(st.exe, st.args...)
+	cmd.Args[0] = cfg.Path // what the plugin sees as its name; see stage
+	cmd.Env = pluginEnv(cfg.Env)
 	stderr := newLineLogger(logger)
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig: plugin.HandshakeConfig{
@@ -101,9 +99,12 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 			MagicCookieKey:   contract.MagicCookieKey,
 			MagicCookieValue: contract.MagicCookieValue,
 		},
-		Plugins:          plugin.PluginSet{contract.PluginName: gp},
-		Cmd:              cmd,
-		SecureConfig:     secure,
+		Plugins: plugin.PluginSet{contract.PluginName: gp},
+		Cmd:     cmd,
+		// go-plugin would otherwise append the core's whole environment
+		// (secrets included) to cmd.Env; it still adds its handshake
+		// variables (magic cookie, ports, protocol versions, client cert).
+		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     cfg.StartTimeout,
@@ -112,29 +113,29 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 		Logger:           newHCLogger(logger),
 		GRPCDialOptions:  []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20))},
 	})
-	inst := &Instance{client: client, logger: logger}
+	inst := &Instance{client: client, logger: logger, cmd: cmd, staged: st}
 	rpc, err := client.Client()
 	if err != nil {
-		client.Kill()
+		inst.Close()
 		return nil, fmt.Errorf("launching %s: %w", cfg.Path, err)
 	}
 	raw, err := rpc.Dispense(contract.PluginName)
 	if err != nil {
-		client.Kill()
+		inst.Close()
 		return nil, fmt.Errorf("dispensing %s: %w", cfg.Path, err)
 	}
 	inst.rpc = rpc
 	inst.svc = raw.(pluginv1.PluginServiceClient)
 	gc, ok := rpc.(*plugin.GRPCClient)
 	if !ok {
-		client.Kill()
+		inst.Close()
 		return nil, fmt.Errorf("launching %s: not a gRPC plugin", cfg.Path)
 	}
 	inst.health = healthpb.NewHealthClient(gc.Conn)
 	hctx, hcancel := context.WithTimeout(ctx, cfg.DescribeTimeout)
 	defer hcancel()
 	if err := inst.Ping(hctx); err != nil {
-		client.Kill()
+		inst.Close()
 		return nil, fmt.Errorf("health-checking %s: %w", cfg.Path, err)
 	}
 	var stateID uint32
@@ -151,11 +152,11 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 	resp, err := inst.svc.Describe(dctx, &pluginv1.DescribeRequest{CoreContractVersion: contract.ContractVersion, StateBrokerId: stateID,
 		AcceptsResultBatches: true})
 	if err != nil {
-		client.Kill()
+		inst.Close()
 		return nil, fmt.Errorf("describing %s: %w", cfg.Path, err)
 	}
 	if err := ValidateManifest(resp.GetManifest()); err != nil {
-		client.Kill()
+		inst.Close()
 		return nil, fmt.Errorf("describing %s: %w", cfg.Path, err)
 	}
 	inst.manifest = resp.GetManifest()
@@ -185,10 +186,17 @@ func (i *Instance) Ping(ctx context.Context) error {
 // Exited reports whether the process has ended.
 func (i *Instance) Exited() bool { return i.client.Exited() }
 
+// PID is the plugin process's id.
+func (i *Instance) PID() int { return i.cmd.Process.Pid }
+
 // Close asks the plugin to exit and kills it if it has not after go-plugin's
-// grace period. Callers drain in-flight deliveries first. Idempotent.
+// grace period, then removes its private copies. Callers drain in-flight
+// deliveries first. Idempotent.
 func (i *Instance) Close() {
-	i.closeOnce.Do(i.client.Kill)
+	i.closeOnce.Do(func() {
+		i.client.Kill()
+		i.staged.cleanup()
+	})
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -225,16 +233,6 @@ func ValidateManifest(m *pluginv1.Manifest) error {
 		}
 	}
 	return nil
-}
-
-// FileSHA256 returns the hex SHA-256 of a file, for pinning.
-func FileSHA256(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:]), nil
 }
 
 // grpcPlugin dispenses the plugin's client and keeps the broker, over

@@ -24,18 +24,17 @@ var (
 
 func echoPlugin(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		var err error
-		buildDir, err = os.MkdirTemp("", "pluginhost-test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		echoPath = testenv.BuildPlugin(t, "./plugins/echo", buildDir)
-	})
+	buildOnce.Do(func() { echoPath = testenv.BuildPlugin(t, "./plugins/echo", buildDir) })
 	return echoPath
 }
 
 func TestMain(m *testing.M) {
+	// Made here, not on first use: tests point TMPDIR at their own
+	// directories, which are removed when they end.
+	var err error
+	if buildDir, err = os.MkdirTemp("", "pluginhost-test"); err != nil {
+		panic(err)
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

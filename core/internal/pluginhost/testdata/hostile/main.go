@@ -9,10 +9,13 @@
 //	crash-once      exits while handling its first delivery (HOSTILE_MARKER
 //	                file records that it did), then replies "echo: TEXT"
 //	garbage-stdout  prints garbage instead of the handshake
+//	report-env      writes its pid and environment (JSON) to the file
+//	                HOSTILE_REPORT, then serves normally
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -98,6 +101,12 @@ func (g *grpcPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.Clien
 
 func main() {
 	mode := os.Getenv("HOSTILE_MODE")
+	if mode == "report-env" {
+		b, _ := json.Marshal(map[string]any{"pid": os.Getpid(), "environ": os.Environ()})
+		if err := os.WriteFile(os.Getenv("HOSTILE_REPORT"), b, 0o600); err != nil {
+			os.Exit(4)
+		}
+	}
 	if mode == "garbage-stdout" {
 		fmt.Println("hello, I am definitely a plugin")
 		time.Sleep(time.Hour)
