@@ -320,3 +320,57 @@ func slug(heading string) string {
 	}
 	return b.String()
 }
+
+// testName is a Go test, fuzz target or benchmark named in backquotes.
+var testName = regexp.MustCompile("`((?:Test|Fuzz|Benchmark)[A-Z]\\w*)`")
+
+// The docs promise behaviour by naming the tests that hold it (the security
+// model above all): every name must be a test that exists, so a renamed or
+// deleted test cannot leave a promise behind without proof.
+func TestDocsNameRealTests(t *testing.T) {
+	root := repoRoot(t)
+	defined := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func ((?:Test|Fuzz|Benchmark)\w*)\(`)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == ".tools" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, m := range decl.FindAllSubmatch(b, -1) {
+			defined[string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := 0
+	for _, doc := range docs {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range testName.FindAllSubmatch(b, -1) {
+			named++
+			if !defined[string(m[1])] {
+				t.Errorf("%s names %s, which no _test.go file defines", filepath.Base(doc), m[1])
+			}
+		}
+	}
+	if named < 20 {
+		t.Errorf("only %d tests named in docs/: the security model names more", named)
+	}
+}
