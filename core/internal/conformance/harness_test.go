@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -47,36 +46,10 @@ func languages(t *testing.T) []language {
 		{name: "go", plugin: "conf-go", launch: pluginhost.Config{
 			Path: testenv.BuildPlugin(t, "./core/internal/conformance/testdata/goplugin", t.TempDir())}},
 		{name: "python", plugin: "conf-py", launch: pluginhost.Config{
-			Path: pythonWithSDK(t), Args: []string{filepath.Join(root, "core/internal/conformance/testdata/pyplugin/main.py")}}},
+			Path: testenv.PythonWithSDK(t), Args: []string{filepath.Join(root, "core/internal/conformance/testdata/pyplugin/main.py")}}},
 	}
 }
 
-// pythonWithSDK is the venv Python sdk/python/test.sh creates, with this
-// repository's SDK installed; the test fails, saying how to create it, when
-// it is missing.
-func pythonWithSDK(t testing.TB) string {
-	t.Helper()
-	root := testenv.ModuleRoot(t)
-	env := os.Getenv("LARKWAY_PYENV")
-	if env == "" {
-		env = ".tools/pyenv"
-	}
-	if !filepath.IsAbs(env) {
-		env = filepath.Join(root, env)
-	}
-	py := filepath.Join(env, "bin", "python")
-	if _, err := os.Stat(py); err != nil {
-		t.Fatalf("the Python SDK's venv is missing (%s): run sdk/python/test.sh (or make test) to create it before go test", py)
-	}
-	out, err := exec.Command(py, "-c", "import larkway, sys; larkway.State; print(larkway.__file__)").CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s cannot import this repository's Python SDK: run sdk/python/test.sh (or make test) to install it:\n%s", py, out)
-	}
-	if want := filepath.Join(root, "sdk", "python"); !strings.HasPrefix(strings.TrimSpace(string(out)), want) {
-		t.Fatalf("%s imports larkway from %s, not from %s: run sdk/python/test.sh (or make test) to install this repository's SDK", py, strings.TrimSpace(string(out)), want)
-	}
-	return py
-}
 
 // logRecord is one log record of the core (plugin stderr lines included,
 // re-logged under plugin=<name>).

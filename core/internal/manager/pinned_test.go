@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,32 +17,6 @@ import (
 	"github.com/larkway/larkway/core/internal/testenv"
 )
 
-// pythonWithSDK is the venv Python sdk/python/test.sh creates, with this
-// repository's SDK installed; the test fails, saying how to create it, when
-// it is missing (as the conformance suite does).
-func pythonWithSDK(t *testing.T) string {
-	t.Helper()
-	root := testenv.ModuleRoot(t)
-	env := os.Getenv("LARKWAY_PYENV")
-	if env == "" {
-		env = ".tools/pyenv"
-	}
-	if !filepath.IsAbs(env) {
-		env = filepath.Join(root, env)
-	}
-	py := filepath.Join(env, "bin", "python")
-	if _, err := os.Stat(py); err != nil {
-		t.Fatalf("the Python SDK's venv is missing (%s): run sdk/python/test.sh (or make test) to create it before go test", py)
-	}
-	out, err := exec.Command(py, "-c", "import larkway; print(larkway.__file__)").CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s cannot import this repository's Python SDK: run sdk/python/test.sh (or make test) to install it:\n%s", py, out)
-	}
-	if want := filepath.Join(root, "sdk", "python"); !strings.HasPrefix(strings.TrimSpace(string(out)), want) {
-		t.Fatalf("%s imports larkway from %s, not from %s: run sdk/python/test.sh (or make test) to install this repository's SDK", py, strings.TrimSpace(string(out)), want)
-	}
-	return py
-}
 
 // logRecorder keeps every record's message and attributes.
 type logRecorder struct {
@@ -126,7 +99,7 @@ func (l *realLauncher) lastPID() int {
 // against its pins; and once its script is replaced on disk, the restart
 // after a crash is refused and the plugin quarantined, saying which file.
 func TestPinnedPythonPluginQuarantinedWhenScriptReplaced(t *testing.T) {
-	py := pythonWithSDK(t)
+	py := testenv.PythonWithSDK(t)
 	main := filepath.Join(testenv.ModuleRoot(t), "plugins", "py-echo", "main.py")
 	dir := t.TempDir()
 	script := filepath.Join(dir, "v1", "main.py")

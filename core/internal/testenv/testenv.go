@@ -120,3 +120,31 @@ func ModuleRoot(t testing.TB) string {
 		}
 	}
 }
+
+// PythonWithSDK is the venv Python that sdk/python/test.sh creates
+// (LARKWAY_PYENV, default .tools/pyenv), with this repository's Python SDK
+// installed. A test that needs it fails, saying how to create it, when it
+// is missing: a Python plugin test must never skip silently.
+func PythonWithSDK(t testing.TB) string {
+	t.Helper()
+	root := ModuleRoot(t)
+	env := os.Getenv("LARKWAY_PYENV")
+	if env == "" {
+		env = ".tools/pyenv"
+	}
+	if !filepath.IsAbs(env) {
+		env = filepath.Join(root, env)
+	}
+	py := filepath.Join(env, "bin", "python")
+	if _, err := os.Stat(py); err != nil {
+		t.Fatalf("the Python SDK's venv is missing (%s): run sdk/python/test.sh (or make test) to create it before go test", py)
+	}
+	out, err := exec.Command(py, "-c", "import larkway, sys; larkway.State; print(larkway.__file__)").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s cannot import this repository's Python SDK: run sdk/python/test.sh (or make test) to install it:\n%s", py, out)
+	}
+	if want := filepath.Join(root, "sdk", "python"); !strings.HasPrefix(strings.TrimSpace(string(out)), want) {
+		t.Fatalf("%s imports larkway from %s, not from %s: run sdk/python/test.sh (or make test) to install this repository's SDK", py, strings.TrimSpace(string(out)), want)
+	}
+	return py
+}
