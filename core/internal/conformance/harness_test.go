@@ -50,7 +50,6 @@ func languages(t *testing.T) []language {
 	}
 }
 
-
 // logRecord is one log record of the core (plugin stderr lines included,
 // re-logged under plugin=<name>).
 type logRecord struct {

@@ -17,7 +17,6 @@ import (
 	"github.com/larkway/larkway/core/internal/testenv"
 )
 
-
 // logRecorder keeps every record's message and attributes.
 type logRecorder struct {
 	mu    *sync.Mutex
