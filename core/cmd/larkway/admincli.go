@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +18,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/larkway/larkway/core/internal/config"
 )
@@ -27,37 +31,52 @@ type adminClient struct {
 	http  *http.Client
 }
 
-// adminFlags registers --admin and --token (defaults from the environment).
-func adminFlags(fs *flag.FlagSet) (*string, *string) {
+// adminOptions are the flags of every plugin and dlq command but plugin
+// pin: where the admin API is, how to reach it, how to print its answers.
+type adminOptions struct {
+	base, token string
+	json        bool
+	tls         adminTLS
+}
+
+// register adds the admin flags to c as persistent flags, with their
+// defaults from the environment. The token's is read only after parsing,
+// so that help never prints it.
+func (o *adminOptions) register(c *cobra.Command) {
 	base := os.Getenv("LARKWAY_ADMIN_URL")
 	if base == "" {
 		base = "http://127.0.0.1:8092"
 	}
-	return fs.String("admin", base, "admin API URL (env LARKWAY_ADMIN_URL)"),
-		fs.String("token", os.Getenv("LARKWAY_ADMIN_TOKEN"), "admin bearer token (env LARKWAY_ADMIN_TOKEN)")
+	fs := c.PersistentFlags()
+	fs.StringVar(&o.base, "admin", base, "admin API `URL` (env LARKWAY_ADMIN_URL)")
+	fs.StringVar(&o.token, "token", "", "admin bearer `TOKEN` (default: env LARKWAY_ADMIN_TOKEN)")
+	fs.BoolVar(&o.json, "json", false, "print the API's JSON")
+	fs.StringVar(&o.tls.caFile, "ca-file", os.Getenv("LARKWAY_ADMIN_CA_FILE"), "PEM `FILE` of the CAs that signed the admin API's certificate (env LARKWAY_ADMIN_CA_FILE; default: the system roots)")
+	fs.StringVar(&o.tls.certFile, "cert-file", os.Getenv("LARKWAY_ADMIN_CERT_FILE"), "client certificate PEM `FILE` for mutual TLS (env LARKWAY_ADMIN_CERT_FILE)")
+	fs.StringVar(&o.tls.keyFile, "key-file", os.Getenv("LARKWAY_ADMIN_KEY_FILE"), "client certificate's key PEM `FILE` (env LARKWAY_ADMIN_KEY_FILE)")
+	fs.StringVar(&o.tls.serverName, "tls-server-name", os.Getenv("LARKWAY_ADMIN_TLS_SERVER_NAME"),
+		"`NAME` to verify the server certificate against, e.g. through kubectl port-forward (env LARKWAY_ADMIN_TLS_SERVER_NAME)")
+	for _, f := range []string{"ca-file", "cert-file", "key-file"} {
+		_ = c.MarkPersistentFlagFilename(f)
+	}
+}
+
+// client is the admin API client the flags describe.
+func (o *adminOptions) client(c *cobra.Command) (*adminClient, error) {
+	token := o.token
+	if !c.Flags().Changed("token") {
+		token = os.Getenv("LARKWAY_ADMIN_TOKEN")
+	}
+	return newAdminClient(o.base, token, &o.tls)
 }
 
 // adminTLS are the client's TLS settings for an https:// admin API.
 type adminTLS struct {
-	caFile, certFile, keyFile, serverName *string
-}
-
-// adminValueFlags are the admin flags that take a value (for splitArgs).
-var adminValueFlags = map[string]bool{"admin": true, "token": true, "ca-file": true, "cert-file": true, "key-file": true, "tls-server-name": true}
-
-// adminTLSFlags registers the client TLS flags (defaults from the environment).
-func adminTLSFlags(fs *flag.FlagSet) *adminTLS {
-	return &adminTLS{
-		caFile:   fs.String("ca-file", os.Getenv("LARKWAY_ADMIN_CA_FILE"), "PEM CA bundle that signed the admin API's certificate (env LARKWAY_ADMIN_CA_FILE; default: the system roots)"),
-		certFile: fs.String("cert-file", os.Getenv("LARKWAY_ADMIN_CERT_FILE"), "client certificate (PEM) for mutual TLS (env LARKWAY_ADMIN_CERT_FILE)"),
-		keyFile:  fs.String("key-file", os.Getenv("LARKWAY_ADMIN_KEY_FILE"), "client certificate's key (PEM) (env LARKWAY_ADMIN_KEY_FILE)"),
-		serverName: fs.String("tls-server-name", os.Getenv("LARKWAY_ADMIN_TLS_SERVER_NAME"),
-			"name to verify the server certificate against, e.g. through kubectl port-forward (env LARKWAY_ADMIN_TLS_SERVER_NAME)"),
-	}
+	caFile, certFile, keyFile, serverName string
 }
 
 func (o *adminTLS) set() bool {
-	return o != nil && (*o.caFile != "" || *o.certFile != "" || *o.keyFile != "" || *o.serverName != "")
+	return o != nil && (o.caFile != "" || o.certFile != "" || o.keyFile != "" || o.serverName != "")
 }
 
 // config builds the client TLS configuration.
@@ -66,22 +85,22 @@ func (o *adminTLS) config() (*tls.Config, error) {
 	if o == nil {
 		return c, nil
 	}
-	c.ServerName = *o.serverName
-	if *o.caFile != "" {
-		pem, err := os.ReadFile(*o.caFile)
+	c.ServerName = o.serverName
+	if o.caFile != "" {
+		pem, err := os.ReadFile(o.caFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading --ca-file: %w", err)
 		}
 		c.RootCAs = x509.NewCertPool()
 		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", *o.caFile)
+			return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", o.caFile)
 		}
 	}
-	if (*o.certFile == "") != (*o.keyFile == "") {
-		return nil, fmt.Errorf("%w: --cert-file and --key-file go together", errUsage)
+	if (o.certFile == "") != (o.keyFile == "") {
+		return nil, usagef("--cert-file and --key-file go together")
 	}
-	if *o.certFile != "" {
-		kp, err := tls.LoadX509KeyPair(*o.certFile, *o.keyFile)
+	if o.certFile != "" {
+		kp, err := tls.LoadX509KeyPair(o.certFile, o.keyFile)
 		if err != nil {
 			return nil, fmt.Errorf("loading the client certificate: %w", err)
 		}
@@ -93,20 +112,20 @@ func (o *adminTLS) config() (*tls.Config, error) {
 func newAdminClient(base, token string, tlsOpts *adminTLS) (*adminClient, error) {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: --admin %q: want http(s)://host:port", errUsage, base)
+		return nil, usagef("--admin %q: want http(s)://host:port", base)
 	}
 	if token == "" {
-		return nil, fmt.Errorf("%w: an admin token is required (--token or LARKWAY_ADMIN_TOKEN)", errUsage)
+		return nil, usagef("an admin token is required (--token or LARKWAY_ADMIN_TOKEN)")
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if u.Scheme == "http" {
 		if tlsOpts.set() {
-			return nil, fmt.Errorf("%w: TLS flags need an https:// --admin URL", errUsage)
+			return nil, usagef("TLS flags need an https:// --admin URL")
 		}
 		// The core serves plain HTTP on loopback only; anywhere else the
 		// token would cross the network in clear.
 		if !config.IsLoopbackHost(u.Hostname()) {
-			return nil, fmt.Errorf("%w: --admin %q: refusing to send the admin token over plain http to a non-loopback host; use https://", errUsage, base)
+			return nil, usagef("--admin %q: refusing to send the admin token over plain http to a non-loopback host; use https://", base)
 		}
 	} else {
 		if tr.TLSClientConfig, err = tlsOpts.config(); err != nil {
@@ -161,110 +180,116 @@ func (c *adminClient) call(ctx context.Context, method, path string, body, out a
 	return nil
 }
 
-const pluginUsage = `Usage:
-  larkway plugin list                                  every plugin on every replica
-  larkway plugin describe NAME                         one plugin, with its manifest
-  larkway plugin swap NAME --file PATH --sha256 HEX    swap versions cluster-wide, make-before-break
-  larkway plugin rollback NAME                         back to the version before the last swap
-  larkway plugin disable NAME | enable NAME            stop / start it cluster-wide
-  larkway plugin drain NAME                            stop it on the replica behind --admin only
-  larkway plugin pin EXECUTABLE [FILE...]              print the sha256/files: pins to paste into the config
-Flags (all subcommands but pin): --admin URL --token TOKEN [--json]
-TLS (https:// --admin): --ca-file FILE [--cert-file FILE --key-file FILE] [--tls-server-name NAME]
-`
-
-const dlqUsage = `Usage:
-  larkway dlq list PLUGIN [--limit N]          dead letters, oldest first
-  larkway dlq show PLUGIN ID                   one dead letter with its event
-  larkway dlq replay PLUGIN (ID... | --all)    deliver them again, to this plugin only
-  larkway dlq purge PLUGIN (ID... | --all)     delete them
-Flags (all subcommands): --admin URL --token TOKEN [--json]
-TLS (https:// --admin): --ca-file FILE [--cert-file FILE --key-file FILE] [--tls-server-name NAME]
-`
-
-// splitArgs separates positional arguments from flags, so flags may follow
-// the plugin name as in `larkway plugin swap echo --file x`.
-func splitArgs(args []string, valueFlags map[string]bool) (pos, flags []string) {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-			name := strings.TrimLeft(a, "-")
-			if !strings.Contains(name, "=") && (valueFlags[name] || adminValueFlags[name]) && i+1 < len(args) {
-				i++
-				flags = append(flags, args[i])
+// adminCmd is a command that calls the admin API: its RunE gets the client
+// the flags describe.
+func adminCmd(o *adminOptions, use, short string, args cobra.PositionalArgs,
+	run func(ctx context.Context, c *adminClient, args []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:               use,
+		Short:             short,
+		Args:              args,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
 			}
-			continue
-		}
-		pos = append(pos, a)
+			return run(cmd.Context(), c, args)
+		},
 	}
-	return pos, flags
 }
 
-func pluginCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, pluginUsage)
-		if len(args) == 0 {
-			return fmt.Errorf("%w: missing subcommand", errUsage)
+const adminLong = `The admin API is --admin (default from LARKWAY_ADMIN_URL, else
+http://127.0.0.1:8092), called with the bearer token --token (default
+LARKWAY_ADMIN_TOKEN). For an https:// --admin: --ca-file, --cert-file and
+--key-file for mutual TLS, --tls-server-name; each has an environment
+variable too (see the flags). A token is never sent over plain http to
+anything but loopback.`
+
+func newPluginCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &adminOptions{}
+	c := &cobra.Command{
+		Use:   "plugin",
+		Short: "Manage plugins through the admin API",
+		Long:  "Lists, swaps, rolls back, disables, enables and drains plugins through a core's admin API;\n`plugin pin` runs locally.\n\n" + adminLong,
+	}
+	groupCmd(c, stderr)
+	o.register(c)
+	name := exactArgs("NAME")
+	// run calls POST /v1/plugins/NAME/<sub> and says ok.
+	run := func(sub string, body func() any) func(context.Context, *adminClient, []string) error {
+		return func(ctx context.Context, c *adminClient, args []string) error {
+			var out map[string]any
+			var b any
+			if body != nil {
+				b = body()
+			}
+			if err := c.call(ctx, http.MethodPost, "/v1/plugins/"+url.PathEscape(args[0])+"/"+sub, b, &out); err != nil {
+				return err
+			}
+			if o.json {
+				return printJSON(stdout, out)
+			}
+			fmt.Fprintf(stdout, "%s %s: ok\n", sub, args[0])
+			return nil
 		}
-		return nil
 	}
-	sub := args[0]
-	if sub == "pin" { // local: no admin API
-		return pinCmd(args[1:], stdout, stderr)
+	var file string
+	var sum sha256Hex
+	swap := adminCmd(o, "swap NAME --file PATH --sha256 HEX", "Swap versions cluster-wide, make-before-break", name,
+		run("swap", func() any { return map[string]string{"path": file, "sha256": string(sum)} }))
+	swap.Long = `Swaps the plugin NAME to the file PATH on every replica: each starts the new
+version beside the old one and moves traffic to it once it passes probation;
+a failing version is rolled back. PATH must lie in the plugin's directory
+(or admin.plugin_dir) on the replicas; HEX is its SHA-256.`
+	swap.Example = "  larkway plugin swap echo --file bin/plugins/echo2 --sha256 $(sha256sum bin/plugins/echo2 | cut -d' ' -f1)"
+	swap.Flags().StringVar(&file, "file", "", "the new plugin file's `PATH` (on the replicas)")
+	swap.Flags().Var(&sum, "sha256", "the new file's SHA-256, 64 hex digits")
+	for _, f := range []string{"file", "sha256"} {
+		_ = swap.MarkFlagRequired(f)
 	}
-	fs := newFlags("plugin "+sub, stderr)
-	base, token := adminFlags(fs)
-	tlsOpts := adminTLSFlags(fs)
-	asJSON := fs.Bool("json", false, "print the API's JSON")
-	file := fs.String("file", "", "swap: the new plugin file")
-	sum := fs.String("sha256", "", "swap: the new file's SHA-256 (hex)")
-	pos, flags := splitArgs(args[1:], map[string]bool{"admin": true, "token": true, "file": true, "sha256": true})
-	if err := parse(fs, flags); err != nil {
-		return err
+	_ = swap.MarkFlagFilename("file")
+	c.AddCommand(
+		adminCmd(o, "list", "Every plugin on every replica", noArgs, func(ctx context.Context, c *adminClient, _ []string) error {
+			var list listAnswer
+			if err := c.call(ctx, http.MethodGet, "/v1/plugins", nil, &list); err != nil {
+				return err
+			}
+			if o.json {
+				return printJSON(stdout, list)
+			}
+			printPluginTable(stdout, list)
+			return nil
+		}),
+		adminCmd(o, "describe NAME", "One plugin, with its manifest", name, func(ctx context.Context, c *adminClient, args []string) error {
+			var out map[string]any
+			if err := c.call(ctx, http.MethodGet, "/v1/plugins/"+url.PathEscape(args[0]), nil, &out); err != nil {
+				return err
+			}
+			return printJSON(stdout, out)
+		}),
+		swap,
+		adminCmd(o, "rollback NAME", "Back to the version before the last swap", name, run("rollback", nil)),
+		adminCmd(o, "disable NAME", "Stop it cluster-wide", name, run("disable", nil)),
+		adminCmd(o, "enable NAME", "Start it cluster-wide", name, run("enable", nil)),
+		adminCmd(o, "drain NAME", "Stop it on the replica behind --admin only", name, run("drain", nil)),
+		newPinCmd(stdout),
+	)
+	return c
+}
+
+// sha256Hex is a flag holding a SHA-256 in hex, checked as it is parsed.
+type sha256Hex string
+
+func (h *sha256Hex) String() string { return string(*h) }
+func (h *sha256Hex) Type() string   { return "HEX" }
+
+func (h *sha256Hex) Set(v string) error {
+	if b, err := hex.DecodeString(v); err != nil || len(b) != sha256.Size {
+		return errors.New("want 64 hex digits")
 	}
-	want := map[string]int{"list": 0, "describe": 1, "swap": 1, "rollback": 1, "disable": 1, "enable": 1, "drain": 1}
-	n, ok := want[sub]
-	if !ok {
-		return fmt.Errorf("%w: unknown subcommand %q\n%s", errUsage, sub, pluginUsage)
-	}
-	if len(pos) != n {
-		return fmt.Errorf("%w: plugin %s takes %d argument(s)\n%s", errUsage, sub, n, pluginUsage)
-	}
-	c, err := newAdminClient(*base, *token, tlsOpts)
-	if err != nil {
-		return err
-	}
-	var out map[string]any
-	switch sub {
-	case "list":
-		var list listAnswer
-		if err := c.call(ctx, http.MethodGet, "/v1/plugins", nil, &list); err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(stdout, list)
-		}
-		printPluginTable(stdout, list)
-		return nil
-	case "describe":
-		err = c.call(ctx, http.MethodGet, "/v1/plugins/"+url.PathEscape(pos[0]), nil, &out)
-	case "swap":
-		if *file == "" || *sum == "" {
-			return fmt.Errorf("%w: plugin swap needs --file and --sha256", errUsage)
-		}
-		err = c.call(ctx, http.MethodPost, "/v1/plugins/"+url.PathEscape(pos[0])+"/swap", map[string]string{"path": *file, "sha256": *sum}, &out)
-	default:
-		err = c.call(ctx, http.MethodPost, "/v1/plugins/"+url.PathEscape(pos[0])+"/"+sub, nil, &out)
-	}
-	if err != nil {
-		return err
-	}
-	if sub != "describe" && !*asJSON {
-		fmt.Fprintf(stdout, "%s %s: ok\n", sub, pos[0])
-		return nil
-	}
-	return printJSON(stdout, out)
+	*h = sha256Hex(v)
+	return nil
 }
 
 type listAnswer struct {
@@ -325,73 +350,66 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, dlqUsage)
-		if len(args) == 0 {
-			return fmt.Errorf("%w: missing subcommand", errUsage)
-		}
-		return nil
+func newDLQCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &adminOptions{}
+	c := &cobra.Command{
+		Use:   "dlq",
+		Short: "Inspect and replay dead letters",
+		Long:  "Lists, shows, replays and purges a plugin's dead letters through a core's admin API.\n\n" + adminLong,
 	}
-	sub := args[0]
-	fs := newFlags("dlq "+sub, stderr)
-	base, token := adminFlags(fs)
-	tlsOpts := adminTLSFlags(fs)
-	asJSON := fs.Bool("json", false, "print the API's JSON")
-	limit := fs.Int("limit", 100, "list: at most this many")
-	all := fs.Bool("all", false, "replay/purge: every dead letter of the plugin")
-	pos, flags := splitArgs(args[1:], map[string]bool{"admin": true, "token": true, "limit": true})
-	if err := parse(fs, flags); err != nil {
-		return err
-	}
-	if len(pos) == 0 {
-		return fmt.Errorf("%w: dlq %s needs a plugin name\n%s", errUsage, sub, dlqUsage)
-	}
-	plugin := url.PathEscape(pos[0])
-	c, err := newAdminClient(*base, *token, tlsOpts)
-	if err != nil {
-		return err
-	}
-	var out map[string]any
-	switch sub {
-	case "list":
-		if len(pos) != 1 {
-			return fmt.Errorf("%w: dlq list takes one plugin name", errUsage)
-		}
-		if err := c.call(ctx, http.MethodGet, fmt.Sprintf("/v1/dlq/%s?limit=%d", plugin, *limit), nil, &out); err != nil {
-			return err
-		}
-		if *asJSON {
+	groupCmd(c, stderr)
+	o.register(c)
+	var limit int
+	list := adminCmd(o, "list PLUGIN", "Dead letters, oldest first", exactArgs("PLUGIN"),
+		func(ctx context.Context, c *adminClient, args []string) error {
+			var out map[string]any
+			if err := c.call(ctx, http.MethodGet, fmt.Sprintf("/v1/dlq/%s?limit=%d", url.PathEscape(args[0]), limit), nil, &out); err != nil {
+				return err
+			}
+			if o.json {
+				return printJSON(stdout, out)
+			}
+			printDLQTable(stdout, out)
+			return nil
+		})
+	list.Flags().IntVar(&limit, "limit", 100, "at most this many")
+	show := adminCmd(o, "show PLUGIN ID", "One dead letter with its event", exactArgs("PLUGIN", "ID"),
+		func(ctx context.Context, c *adminClient, args []string) error {
+			var out map[string]any
+			if err := c.call(ctx, http.MethodGet, "/v1/dlq/"+url.PathEscape(args[0])+"/"+url.PathEscape(args[1]), nil, &out); err != nil {
+				return err
+			}
 			return printJSON(stdout, out)
-		}
-		printDLQTable(stdout, out)
-		return nil
-	case "show":
-		if len(pos) != 2 {
-			return fmt.Errorf("%w: dlq show takes a plugin name and an id", errUsage)
-		}
-		err = c.call(ctx, http.MethodGet, "/v1/dlq/"+plugin+"/"+url.PathEscape(pos[1]), nil, &out)
-	case "replay", "purge":
-		ids := pos[1:]
-		if *all == (len(ids) > 0) {
-			return fmt.Errorf("%w: dlq %s takes ids or --all", errUsage, sub)
-		}
-		body := map[string]any{"ids": ids}
-		if *all {
-			body = map[string]any{"all": true}
-		}
-		method, path := http.MethodPost, "/v1/dlq/"+plugin+"/replay"
-		if sub == "purge" {
-			method, path = http.MethodDelete, "/v1/dlq/"+plugin
-		}
-		err = c.call(ctx, method, path, body, &out)
-	default:
-		return fmt.Errorf("%w: unknown subcommand %q\n%s", errUsage, sub, dlqUsage)
+		})
+	// some is replay's and purge's: dead letters by id, or --all.
+	some := func(use, short, method, path string) *cobra.Command {
+		var all bool
+		c := adminCmd(o, use+" PLUGIN (ID... | --all)", short, func(c *cobra.Command, args []string) error {
+			if err := minArgs("PLUGIN")(c, args); err != nil {
+				return err
+			}
+			if all == (len(args) > 1) {
+				return usagef("give either ids or --all")
+			}
+			return nil
+		}, func(ctx context.Context, c *adminClient, args []string) error {
+			body := map[string]any{"ids": args[1:]}
+			if all {
+				body = map[string]any{"all": true}
+			}
+			var out map[string]any
+			if err := c.call(ctx, method, "/v1/dlq/"+url.PathEscape(args[0])+path, body, &out); err != nil {
+				return err
+			}
+			return printJSON(stdout, out)
+		})
+		c.Flags().BoolVar(&all, "all", false, "every dead letter of the plugin")
+		return c
 	}
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, out)
+	c.AddCommand(list, show,
+		some("replay", "Deliver them again, to this plugin only", http.MethodPost, "/replay"),
+		some("purge", "Delete them", http.MethodDelete, ""))
+	return c
 }
 
 func printDLQTable(w io.Writer, out map[string]any) {

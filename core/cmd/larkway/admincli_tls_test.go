@@ -66,6 +66,8 @@ func TestAdminClientTLS(t *testing.T) {
 		{"from the environment", []string{"plugin", "list"}, map[string]string{
 			"LARKWAY_ADMIN_URL": url, "LARKWAY_ADMIN_TOKEN": adminToken, "LARKWAY_ADMIN_CA_FILE": pki.CAFile,
 			"LARKWAY_ADMIN_CERT_FILE": pki.ClientCert, "LARKWAY_ADMIN_KEY_FILE": pki.ClientKey}, 0, "serving"},
+		{"an empty --token beats the environment's", append([]string{"plugin", "list", "--admin", url, "--token", ""}, mtls...),
+			map[string]string{"LARKWAY_ADMIN_TOKEN": adminToken}, 2, "admin token is required"},
 		{"server name override", append([]string{"plugin", "list", "--admin", "https://127.0.0.1:" + port, "--token", adminToken,
 			"--tls-server-name", "localhost"}, mtls...), nil, 0, "serving"},
 		{"server name mismatch", append([]string{"plugin", "list", "--admin", url, "--token", adminToken,

@@ -13,82 +13,106 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/larkway/larkway/core/internal/bench"
 )
 
-const benchUsage = `larkway bench — load generator and benchmarks with same-run reference points
-
-Starts its own in-process stack (Lark emulator + core with real plugin
+const benchLong = `Starts its own in-process stack (Lark emulator + core with real plugin
 processes) unless --url names a running core, drives it with signed and
 encrypted golden events, and prints every larkway figure beside a bare
 net/http responder, oapi-sdk-go's dispatcher and a raw gRPC stream.
 
-Scenarios: refs, ingest, dispatch, e2e, actions, micro, rss, swap (default: all).
-  make bench      larkway bench --runs 3 --out bench/results/
-  make bench-1m   larkway bench --scenarios e2e --bus pulsar --events 1000000 --runs 1 --out bench/results/
+Scenarios: refs, ingest, dispatch, e2e, actions, micro, rss, swap (default: all).`
 
-Flags:
-`
+const benchExample = `  make bench      larkway bench --runs 3 --out bench/results/
+  make bench-1m   larkway bench --scenarios e2e --bus pulsar --events 1000000 --runs 1 --out bench/results/`
 
-func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
-	scenarios := fs.String("scenarios", "all", "comma-separated scenarios: "+strings.Join(bench.AllScenarios, ","))
-	buses := fs.String("bus", "memory,pulsar", "buses for ingest and e2e: memory, pulsar or both")
-	pulsarURL := fs.String("pulsar-url", benchEnv("LARKWAY_PULSAR_URL", "pulsar://127.0.0.1:6650"), "Pulsar broker for --bus pulsar")
-	runs := fs.Int("runs", 3, "repetitions; figures are medians, ratios are taken within each run")
-	duration := fs.Duration("duration", 5*time.Second, "length of each throughput measurement")
-	concurrency := fs.Int("concurrency", 32, "generator clients (keep-alive connections)")
-	rate := fs.Float64("rate", 0, "offered events/s, open loop (0: closed loop, flat out)")
-	events := fs.Int("events", 0, "events per end-to-end run (0: --duration decides), e.g. 1000000 for bench-1m")
-	latencyRate := fs.Float64("latency-rate", 1000, "after a flat-out e2e run, offered events/s of a paced one measuring latency below capacity (0: none)")
-	dispatchEvents := fs.Int("dispatch-events", 300000, "events published straight to the bus, as a backlog the plugin then drains, per dispatch measurement (Python gets a quarter); 300 000 take about 3 s, so a burst of load from elsewhere weighs about as much as in the 5 s reference runs")
-	microEvents := fs.Int("micro-events", 20000, "events per in-memory verify+decrypt+normalize measurement")
-	swapRate := fs.Float64("swap-rate", 2000, "offered events/s while the swap scenario hot-swaps the echo plugin")
-	rssRate := fs.Float64("rss-rate", 10000, "offered events/s during the RSS measurement")
-	rssDuration := fs.Duration("rss-duration", 10*time.Second, "length of the RSS measurement")
-	window := fs.Int("grpc-window", 64, "deliveries in flight on the raw gRPC stream")
-	maxprocs := fs.Int("gomaxprocs", 0, "GOMAXPROCS for the bench process and its Go plugins (0: leave as is)")
-	url := fs.String("url", "", "webhook URL of a running core: measure its ingest instead of an in-process stack")
-	appID := fs.String("app-id", "cli_bench", "app id (with --url: the running core's app)")
-	token := fs.String("token", "bench-verification-token", "verification token (with --url: the app's)")
-	encryptKey := fs.String("encrypt-key", "bench-encrypt-key", "encrypt key; events are encrypted and signed with it (empty: plain)")
-	echo := fs.String("echo-plugin", "", "Go echo plugin binary (default: built from ./plugins/echo)")
-	noop := fs.String("noop-plugin", "", "Go no-op plugin binary (default: built from ./core/internal/bench/testdata/noop)")
-	python := fs.String("python", "", "Python with the larkway SDK (default: .tools/pyenv/bin/python when present)")
-	pyNoop := fs.String("py-noop", "core/internal/bench/testdata/py_noop/main.py", "no-op Python plugin")
-	out := fs.String("out", "", "write the report as Markdown and JSON: a directory (bench-<date>.md/.json in it) or a path without extension")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (core + generator) to this file")
-	memprofile := fs.String("memprofile", "", "write an allocation profile of the bench process (core + generator) to this file")
-	logLevel := fs.String("log-level", "error", "log level of the in-process core")
-	if err := parse(fs, args); err != nil {
-		return err
+// benchOptions are bench's flags.
+type benchOptions struct {
+	scenarios, buses, pulsarURL               string
+	runs, concurrency, events, dispatchEvents int
+	microEvents, window, maxprocs             int
+	duration, rssDuration                     time.Duration
+	rate, latencyRate, swapRate, rssRate      float64
+	url, appID, token, encryptKey             string
+	echo, noop, python, pyNoop                string
+	out, cpuprofile, memprofile, logLevel     string
+}
+
+func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &benchOptions{}
+	c := &cobra.Command{
+		Use:     "bench [flags]",
+		Short:   "Load generator and benchmarks with same-run reference points",
+		Long:    "larkway bench — load generator and benchmarks with same-run reference points\n\n" + benchLong,
+		Example: benchExample,
+		Args:    noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return runBench(c.Context(), o, stdout, stderr)
+		},
 	}
-	if *maxprocs > 0 {
-		runtime.GOMAXPROCS(*maxprocs)
+	fs := c.Flags()
+	fs.StringVar(&o.scenarios, "scenarios", "all", "comma-separated scenarios: "+strings.Join(bench.AllScenarios, ","))
+	fs.StringVar(&o.buses, "bus", "memory,pulsar", "buses for ingest and e2e: memory, pulsar or both")
+	fs.StringVar(&o.pulsarURL, "pulsar-url", benchEnv("LARKWAY_PULSAR_URL", "pulsar://127.0.0.1:6650"), "Pulsar broker for --bus pulsar (env LARKWAY_PULSAR_URL)")
+	fs.IntVar(&o.runs, "runs", 3, "repetitions; figures are medians, ratios are taken within each run")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput measurement")
+	fs.IntVar(&o.concurrency, "concurrency", 32, "generator clients (keep-alive connections)")
+	fs.Float64Var(&o.rate, "rate", 0, "offered events/s, open loop (0: closed loop, flat out)")
+	fs.IntVar(&o.events, "events", 0, "events per end-to-end run (0: --duration decides), e.g. 1000000 for bench-1m")
+	fs.Float64Var(&o.latencyRate, "latency-rate", 1000, "after a flat-out e2e run, offered events/s of a paced one measuring latency below capacity (0: none)")
+	fs.IntVar(&o.dispatchEvents, "dispatch-events", 300000, "events published straight to the bus, as a backlog the plugin then drains, per dispatch measurement (Python gets a quarter); 300 000 take about 3 s, so a burst of load from elsewhere weighs about as much as in the 5 s reference runs")
+	fs.IntVar(&o.microEvents, "micro-events", 20000, "events per in-memory verify+decrypt+normalize measurement")
+	fs.Float64Var(&o.swapRate, "swap-rate", 2000, "offered events/s while the swap scenario hot-swaps the echo plugin")
+	fs.Float64Var(&o.rssRate, "rss-rate", 10000, "offered events/s during the RSS measurement")
+	fs.DurationVar(&o.rssDuration, "rss-duration", 10*time.Second, "length of the RSS measurement")
+	fs.IntVar(&o.window, "grpc-window", 64, "deliveries in flight on the raw gRPC stream")
+	fs.IntVar(&o.maxprocs, "gomaxprocs", 0, "GOMAXPROCS for the bench process and its Go plugins (0: leave as is)")
+	fs.StringVar(&o.url, "url", "", "webhook URL of a running core: measure its ingest instead of an in-process stack")
+	fs.StringVar(&o.appID, "app-id", "cli_bench", "app id (with --url: the running core's app)")
+	fs.StringVar(&o.token, "token", "bench-verification-token", "verification token (with --url: the app's)")
+	fs.StringVar(&o.encryptKey, "encrypt-key", "bench-encrypt-key", "encrypt key; events are encrypted and signed with it (empty: plain)")
+	fs.StringVar(&o.echo, "echo-plugin", "", "Go echo plugin binary (default: built from ./plugins/echo)")
+	fs.StringVar(&o.noop, "noop-plugin", "", "Go no-op plugin binary (default: built from ./core/internal/bench/testdata/noop)")
+	fs.StringVar(&o.python, "python", "", "Python with the larkway SDK (default: .tools/pyenv/bin/python when present)")
+	fs.StringVar(&o.pyNoop, "py-noop", "core/internal/bench/testdata/py_noop/main.py", "no-op Python plugin")
+	fs.StringVar(&o.out, "out", "", "write the report as Markdown and JSON: a directory (bench-<date>.md/.json in it) or a path without extension")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process (core + generator) to this file")
+	fs.StringVar(&o.memprofile, "memprofile", "", "write an allocation profile of the bench process (core + generator) to this file")
+	fs.StringVar(&o.logLevel, "log-level", "error", "log level of the in-process core")
+	for _, f := range []string{"echo-plugin", "noop-plugin", "python", "py-noop", "cpuprofile", "memprofile"} {
+		_ = c.MarkFlagFilename(f)
+	}
+	return c
+}
+
+func runBench(ctx context.Context, f *benchOptions, stdout, stderr io.Writer) error {
+	if f.maxprocs > 0 {
+		runtime.GOMAXPROCS(f.maxprocs)
 	}
 	sc := bench.AllScenarios
-	if *scenarios != "all" {
+	if f.scenarios != "all" {
 		sc = nil
-		for _, s := range strings.Split(*scenarios, ",") {
+		for _, s := range strings.Split(f.scenarios, ",") {
 			s = strings.TrimSpace(s)
 			if !benchHas(bench.AllScenarios, s) {
-				return fmt.Errorf("%w: --scenarios: unknown scenario %q", errUsage, s)
+				return usagef("--scenarios: unknown scenario %q", s)
 			}
 			sc = append(sc, s)
 		}
 	}
 	var bs []string
-	for _, b := range strings.Split(*buses, ",") {
+	for _, b := range strings.Split(f.buses, ",") {
 		b = strings.TrimSpace(b)
 		if b != "memory" && b != "pulsar" {
-			return fmt.Errorf("%w: --bus: want memory, pulsar or memory,pulsar", errUsage)
+			return usagef("--bus: want memory, pulsar or memory,pulsar")
 		}
 		bs = append(bs, b)
 	}
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("%w: --log-level: %v", errUsage, err)
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return usagef("--log-level: %v", err)
 	}
 	dir, err := os.MkdirTemp("", "larkway-bench-")
 	if err != nil {
@@ -97,31 +121,31 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer os.RemoveAll(dir)
 
 	o := bench.Options{
-		Scenarios: sc, Buses: bs, PulsarURL: *pulsarURL, Runs: *runs, Duration: *duration, Concurrency: *concurrency,
-		Rate: *rate, Events: *events, DispatchEvents: *dispatchEvents, MicroEvents: *microEvents, RSSRate: *rssRate,
-		RSSDuration: *rssDuration, SwapRate: *swapRate, LatencyRate: *latencyRate, Window: *window, URL: *url, Dir: dir, Log: stderr,
-		App:    bench.App{ID: *appID, VerificationToken: *token, EncryptKey: *encryptKey},
+		Scenarios: sc, Buses: bs, PulsarURL: f.pulsarURL, Runs: f.runs, Duration: f.duration, Concurrency: f.concurrency,
+		Rate: f.rate, Events: f.events, DispatchEvents: f.dispatchEvents, MicroEvents: f.microEvents, RSSRate: f.rssRate,
+		RSSDuration: f.rssDuration, SwapRate: f.swapRate, LatencyRate: f.latencyRate, Window: f.window, URL: f.url, Dir: dir, Log: stderr,
+		App:    bench.App{ID: f.appID, VerificationToken: f.token, EncryptKey: f.encryptKey},
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 	}
 	var notes []string
-	if *url == "" && benchNeedsPlugins(sc) {
+	if f.url == "" && benchNeedsPlugins(sc) {
 		root, err := benchModuleRoot()
-		if err != nil && (*echo == "" || *noop == "") {
+		if err != nil && (f.echo == "" || f.noop == "") {
 			return fmt.Errorf("building the bench plugins needs the larkway source tree (or --echo-plugin and --noop-plugin): %w", err)
 		}
-		if o.Plugins.GoEcho, err = benchPluginBinary(*echo, root, "./plugins/echo", dir); err != nil {
+		if o.Plugins.GoEcho, err = benchPluginBinary(f.echo, root, "./plugins/echo", dir); err != nil {
 			return err
 		}
-		if o.Plugins.GoNoop, err = benchPluginBinary(*noop, root, "./core/internal/bench/testdata/noop", dir); err != nil {
+		if o.Plugins.GoNoop, err = benchPluginBinary(f.noop, root, "./core/internal/bench/testdata/noop", dir); err != nil {
 			return err
 		}
-		py := *python
+		py := f.python
 		if py == "" && root != "" {
 			if p := filepath.Join(root, ".tools/pyenv/bin/python"); benchFileExists(p) {
 				py = p
 			}
 		}
-		script := *pyNoop
+		script := f.pyNoop
 		if !filepath.IsAbs(script) && root != "" {
 			script = filepath.Join(root, script)
 		}
@@ -136,8 +160,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			notes = append(notes, "Python plugin not measured: no Python with the SDK (run sdk/python/test.sh, or pass --python)")
 		}
 	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+	if f.cpuprofile != "" {
+		f, err := os.Create(f.cpuprofile)
 		if err != nil {
 			return err
 		}
@@ -147,8 +171,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if *memprofile != "" {
-		f, err := os.Create(*memprofile)
+	if f.memprofile != "" {
+		f, err := os.Create(f.memprofile)
 		if err != nil {
 			return err
 		}
@@ -168,8 +192,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		rep.Note("the bench stopped early: %v", err)
 	}
 	fmt.Fprint(stdout, rep.Markdown())
-	if *out != "" {
-		md, js, werr := rep.Write(*out)
+	if f.out != "" {
+		md, js, werr := rep.Write(f.out)
 		if werr != nil {
 			return fmt.Errorf("writing the report: %w", werr)
 		}

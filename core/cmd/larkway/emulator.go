@@ -1,20 +1,28 @@
 package main
 
 import (
-	"context"
 	"io"
+
+	"github.com/spf13/cobra"
 
 	"github.com/larkway/larkway/core/larkemu"
 )
 
-func emulatorCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := newFlags("emulator", stderr)
-	listen := fs.String("listen", "127.0.0.1:8091", "address to serve the emulated Lark OpenAPI on")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := parse(fs, args); err != nil {
-		return err
+func newEmulatorCmd(stderr io.Writer) *cobra.Command {
+	var listen, level string
+	c := &cobra.Command{
+		Use:   "emulator",
+		Short: "Run the Lark OpenAPI emulator",
+		Long: `Serves an emulated Lark OpenAPI for development: point an app's base_url at it
+and read the bot's messages at http://ADDR/_emu/messages.`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			logger := newLogger(stderr, level)
+			logger.Info("Lark emulator listening", "addr", listen, "messages", "http://"+listen+"/_emu/messages")
+			return larkemu.New(larkemu.Options{Logger: logger}).Run(c.Context(), listen)
+		},
 	}
-	logger := newLogger(stderr, *level)
-	logger.Info("Lark emulator listening", "addr", *listen, "messages", "http://"+*listen+"/_emu/messages")
-	return larkemu.New(larkemu.Options{Logger: logger}).Run(ctx, *listen)
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8091", "`ADDR` to serve the emulated Lark OpenAPI on")
+	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	return c
 }

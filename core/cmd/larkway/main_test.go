@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -46,18 +48,35 @@ func TestCLI(t *testing.T) {
 	}{
 		{"no args", nil, 2, "", "Usage:"},
 		{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{"typo'd command", []string{"plugn"}, 2, "", "Did you mean this?\n\tplugin"},
+		{"typo'd subcommand", []string{"plugin", "swp"}, 2, "", "Did you mean this?\n\tswap"},
+		{"group without command", []string{"dlq"}, 2, "", "larkway dlq: missing command"},
 		{"version", []string{"version"}, 0, "larkway dev", ""},
+		{"version flag", []string{"--version"}, 0, "larkway dev", ""},
+		{"version stray arg", []string{"version", "x"}, 2, "", `unexpected argument "x"`},
 		{"help", []string{"help"}, 0, "Usage:", ""},
-		{"serve without config", []string{"serve"}, 2, "", "--config is required"},
-		{"serve unknown flag", []string{"serve", "--nope"}, 2, "", "flag provided but not defined"},
+		{"help on a command", []string{"help", "plugin", "swap"}, 0, "larkway plugin swap NAME --file PATH --sha256 HEX", ""},
+		{"help on an unknown topic", []string{"help", "plugn"}, 2, "", `unknown help topic "plugn"`},
+		{"completion bash", []string{"completion", "bash"}, 0, "__start_larkway", ""},
+		{"completion zsh", []string{"completion", "zsh"}, 0, "#compdef larkway", ""},
+		{"completion fish", []string{"completion", "fish"}, 0, "complete -c larkway", ""},
+		{"completion powershell", []string{"completion", "powershell"}, 0, "Register-ArgumentCompleter", ""},
+		// The shell scripts call this; its directive goes to stderr.
+		{"completion of plugin commands", []string{"__complete", "plugin", "d"}, 0, "describe", "ShellCompDirectiveNoFileComp"},
+		{"unknown flag", []string{"plugin", "list", "--prot"}, 2, "", "unknown flag: --prot"},
+		{"plugin swap without a name", []string{"plugin", "swap"}, 2, "", "missing argument NAME"},
+		{"bad flag value", []string{"plugin", "swap", "echo", "--file", "x", "--sha256", "xyz"}, 2, "", `"--sha256" flag: want 64 hex digits`},
+		{"serve without config", []string{"serve"}, 2, "", `required flag(s) "config" not set`},
+		{"serve unknown flag", []string{"serve", "--nope"}, 2, "", "unknown flag: --nope"},
 		{"serve stray arg", []string{"serve", "--config", "x", "extra"}, 2, "", `unexpected argument "extra"`},
 		{"serve missing file", []string{"serve", "--config", "/nonexistent/larkway.yaml"}, 1, "", "reading config"},
 		{"serve check ok", []string{"serve", "--check", "--config", "VALID"}, 0, "ok (1 apps, 0 plugins, bus memory)", ""},
 		{"serve unknown key", []string{"serve", "--check", "--config", "UNKNOWN"}, 1, "", `unknown key "listn" (did you mean "listen"?)`},
 		{"serve invalid", []string{"serve", "--check", "--config", "INVALID"}, 1, "", "bus.kind"},
-		{"serve help", []string{"serve", "-h"}, 0, "", "-config"},
-		{"emulator bad flag", []string{"emulator", "--port", "1"}, 2, "", "flag provided but not defined"},
+		{"serve help", []string{"serve", "-h"}, 0, "--config FILE", ""},
+		{"emulator bad flag", []string{"emulator", "--port", "1"}, 2, "", "unknown flag: --port"},
 		{"send bad url", []string{"send", "--url", "::not a url"}, 2, "", "--url"},
+		{"bench bad scenario", []string{"bench", "--scenarios", "nope"}, 2, "", `--scenarios: unknown scenario "nope"`},
 	}
 	valid := writeConfig(t, validConfig)
 	unknown := writeConfig(t, validConfig+"listn: 1\n")
@@ -75,7 +94,59 @@ func TestCLI(t *testing.T) {
 			if code != tt.wantCode || !strings.Contains(out, tt.wantOut) || !strings.Contains(errOut, tt.wantErr) {
 				t.Fatalf("code %d (want %d)\nstdout: %s\nstderr: %s", code, tt.wantCode, out, errOut)
 			}
+			// An error is printed once, and help only when asked for.
+			if tt.wantErr != "" && strings.Count(errOut, tt.wantErr) != 1 {
+				t.Fatalf("stderr says %q %d times:\n%s", tt.wantErr, strings.Count(errOut, tt.wantErr), errOut)
+			}
+			if tt.wantCode == 0 && tt.wantErr == "" && errOut != "" {
+				t.Fatalf("stderr on success:\n%s", errOut)
+			}
+			if tt.wantCode == 2 && tt.name != "no args" && tt.name != "group without command" && strings.Contains(errOut, "Flags:") {
+				t.Fatalf("usage printed after a mistake:\n%s", errOut)
+			}
 		})
+	}
+}
+
+// Every command answers -h, --help and `larkway help PATH` with its own
+// help on stdout and exit code 0.
+func TestHelpEveryCommand(t *testing.T) {
+	var paths [][]string
+	var walk func(c *cobra.Command, path []string)
+	walk = func(c *cobra.Command, path []string) {
+		paths = append(paths, path)
+		for _, sub := range c.Commands() {
+			if !sub.Hidden {
+				walk(sub, append(append([]string{}, path...), sub.Name()))
+			}
+		}
+	}
+	walk(newRootCmd(io.Discard, io.Discard), nil)
+	if len(paths) < 25 {
+		t.Fatalf("only %d commands: %v", len(paths), paths)
+	}
+	for _, path := range paths {
+		want := "Usage:\n  " + strings.Join(append([]string{"larkway"}, path...), " ")
+		for _, how := range [][]string{append(path, "-h"), append(path, "--help"), append([]string{"help"}, path...)} {
+			t.Run(strings.Join(how, " "), func(t *testing.T) {
+				code, out, errOut := runCLI(t, how...)
+				if code != 0 || !strings.Contains(out, want) || errOut != "" {
+					t.Fatalf("code %d, want 0 and %q\nstdout: %s\nstderr: %s", code, want, out, errOut)
+				}
+			})
+		}
+	}
+}
+
+// Help shows the defaults the environment gives, but never the token's.
+func TestAdminHelpHidesTheToken(t *testing.T) {
+	t.Setenv("LARKWAY_ADMIN_TOKEN", "secret-admin-token-0123456789")
+	t.Setenv("LARKWAY_ADMIN_URL", "https://admin.example.test:8092")
+	for _, cmd := range [][]string{{"plugin", "--help"}, {"plugin", "swap", "--help"}, {"dlq", "list", "--help"}} {
+		code, out, errOut := runCLI(t, cmd...)
+		if code != 0 || strings.Contains(out+errOut, "secret-admin-token") || !strings.Contains(out, "https://admin.example.test:8092") {
+			t.Fatalf("%v: code %d\nstdout: %s\nstderr: %s", cmd, code, out, errOut)
+		}
 	}
 }
 

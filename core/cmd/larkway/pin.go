@@ -6,40 +6,54 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
 	"github.com/larkway/larkway/core/internal/pluginhost"
 )
 
-const pinUsage = `Usage: larkway plugin pin [--files-only] EXECUTABLE [FILE...]
-
-Prints the pins to paste into the plugin's entry under plugins: in the core's
+func newPinCmd(stdout io.Writer) *cobra.Command {
+	var filesOnly bool
+	c := &cobra.Command{
+		Use:   "pin EXECUTABLE [FILE...]",
+		Short: "Print the sha256/files: pins to paste into the config",
+		Long: `Prints the pins to paste into the plugin's entry under plugins: in the core's
 config: sha256 for EXECUTABLE (looked up in $PATH when it has no slash, as the
 core does) and a files: entry for each FILE (the script an interpreter runs,
 the modules it imports). With --files-only every path is a files: entry and
 the executable stays unpinned. Relative paths are resolved against the core's
 working directory when it runs: run this from there.
 
-Example (a Python plugin):
-  larkway plugin pin .tools/pyenv/bin/python plugins/py-echo/main.py
-`
+It runs locally: the admin API flags of the other plugin commands don't apply.`,
+		Example: `  larkway plugin pin .tools/pyenv/bin/python plugins/py-echo/main.py   # a Python plugin`,
+		Args:    minArgs("EXECUTABLE"),
+		RunE: func(c *cobra.Command, args []string) error {
+			// plugin's persistent flags are parsed here too; refuse them
+			// rather than ignore them.
+			var set []string
+			c.InheritedFlags().VisitAll(func(f *pflag.Flag) {
+				if f.Changed {
+					set = append(set, "--"+f.Name)
+				}
+			})
+			if len(set) > 0 {
+				return usagef("%s: plugin pin runs locally, without the admin API", strings.Join(set, ", "))
+			}
+			return pin(stdout, args, filesOnly)
+		},
+	}
+	c.Flags().BoolVar(&filesOnly, "files-only", false, "pin every path under files:, none as the executable")
+	c.SetUsageTemplate(usageTemplate(false))
+	return c
+}
 
-// pinCmd hashes the files a plugin runs and prints them as config YAML.
-func pinCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("plugin pin", stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, pinUsage) }
-	filesOnly := fs.Bool("files-only", false, "pin every path under files:, none as the executable")
-	pos, flags := splitArgs(args, nil)
-	if err := parse(fs, flags); err != nil {
-		return err
-	}
-	if len(pos) == 0 {
-		return fmt.Errorf("%w: plugin pin needs the executable's path (and its scripts')\n%s", errUsage, pinUsage)
-	}
+// pin hashes the files a plugin runs and prints them as config YAML.
+func pin(stdout io.Writer, pos []string, filesOnly bool) error {
 	root := &yaml.Node{Kind: yaml.MappingNode,
 		HeadComment: "larkway plugin pin: paste into the plugin's entry under plugins:"}
 	files := pos
-	if !*filesOnly {
+	if !filesOnly {
 		path := pos[0]
 		files = pos[1:]
 		if !strings.ContainsRune(path, '/') {

@@ -95,8 +95,10 @@ func TestPluginPin(t *testing.T) {
 		code int
 		err  string
 	}{
-		{"no path", nil, 2, "needs the executable's path"},
-		{"unknown flag", []string{interp, "--sha"}, 2, "flag provided but not defined"},
+		{"no path", nil, 2, "missing argument EXECUTABLE"},
+		{"unknown flag", []string{interp, "--sha"}, 2, "unknown flag: --sha"},
+		// The admin API flags are plugin's, but pin runs locally.
+		{"admin flag", []string{interp, "--admin", "http://127.0.0.1:8092"}, 2, "--admin: plugin pin runs locally"},
 		{"missing executable", []string{filepath.Join(dir, "nope")}, 1, filepath.Join(dir, "nope") + ": no such file"},
 		{"not in PATH", []string{"no-such-interpreter"}, 1, "no-such-interpreter"},
 		{"missing script", []string{interp, filepath.Join(dir, "gone.py")}, 1, filepath.Join(dir, "gone.py") + ": no such file"},

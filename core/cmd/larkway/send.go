@@ -11,26 +11,44 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
-func sendCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("send", stderr)
-	url := fs.String("url", "http://127.0.0.1:8090/lark/events", "the core's event webhook URL")
-	app := fs.String("app", "cli_demo", "app id")
-	token := fs.String("token", "demo-verification-token", "the app's verification token")
-	text := fs.String("text", "hello from larkway send", "message text")
-	chat := fs.String("chat", "oc_demo_chat", "chat id")
-	user := fs.String("user", "ou_demo_user", "sender open_id")
-	if err := parse(fs, args); err != nil {
-		return err
+// sendOptions are send's flags.
+type sendOptions struct{ url, app, token, text, chat, user string }
+
+func newSendCmd(stdout io.Writer) *cobra.Command {
+	var o sendOptions
+	c := &cobra.Command{
+		Use:   "send [flags]",
+		Short: "Post a sample message event to a running core",
+		Long: `Posts a plain (unencrypted) im.message.receive_v1 event, shaped like Lark's and
+with fresh ids, to a core's webhook, and prints the answer.`,
+		Example: "  larkway send --url http://127.0.0.1:8090/lark/events --text hi",
+		Args:    noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return send(c.Context(), stdout, o)
+		},
 	}
-	body, err := sampleMessageEvent(*app, *token, *chat, *user, *text)
+	fs := c.Flags()
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8090/lark/events", "the core's event webhook URL")
+	fs.StringVar(&o.app, "app", "cli_demo", "app id")
+	fs.StringVar(&o.token, "token", "demo-verification-token", "the app's verification token")
+	fs.StringVar(&o.text, "text", "hello from larkway send", "message text")
+	fs.StringVar(&o.chat, "chat", "oc_demo_chat", "chat id")
+	fs.StringVar(&o.user, "user", "ou_demo_user", "sender open_id")
+	return c
+}
+
+func send(ctx context.Context, stdout io.Writer, o sendOptions) error {
+	body, err := sampleMessageEvent(o.app, o.token, o.chat, o.user, o.text)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, *url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.url, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("%w: --url: %v", errUsage, err)
+		return usagef("--url: %v", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)

@@ -10,27 +10,41 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
 
 	"github.com/larkway/larkway/core/internal/app"
 	"github.com/larkway/larkway/core/internal/config"
 )
 
-func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", stderr)
-	path := fs.String("config", "", "YAML config file (see config.example.yaml)")
-	check := fs.Bool("check", false, "validate the config and exit")
-	if err := parse(fs, args); err != nil {
-		return err
+func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
+	var path string
+	var check bool
+	c := &cobra.Command{
+		Use:   "serve --config FILE [--check]",
+		Short: "Run the core (or only validate the config)",
+		Long: `Runs the core with the config FILE until SIGTERM or SIGINT, then drains.
+With --check it only loads and validates the config and prints a summary.`,
+		Example: `  larkway serve --config config.example.yaml --check
+  larkway serve --config my.yaml`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return serve(c.Context(), path, check, stdout, stderr)
+		},
 	}
-	if *path == "" {
-		return fmt.Errorf("%w: --config is required", errUsage)
-	}
-	cfg, err := config.Load(*path)
+	c.Flags().StringVar(&path, "config", "", "YAML config `FILE` (see config.example.yaml)")
+	c.Flags().BoolVar(&check, "check", false, "validate the config and exit")
+	_ = c.MarkFlagRequired("config")
+	_ = c.MarkFlagFilename("config", "yaml", "yml")
+	return c
+}
+
+func serve(ctx context.Context, path string, check bool, stdout, stderr io.Writer) error {
+	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
-	if *check {
-		fmt.Fprintf(stdout, "%s: ok (%d apps, %d plugins, bus %s)\n", *path, len(cfg.Apps), len(cfg.Plugins), cfg.Bus.Kind)
+	if check {
+		fmt.Fprintf(stdout, "%s: ok (%d apps, %d plugins, bus %s)\n", path, len(cfg.Apps), len(cfg.Plugins), cfg.Bus.Kind)
 		if cfg.Admin.Listen != "" {
 			fmt.Fprintln(stdout, adminSummary(cfg.Admin))
 		}
@@ -39,7 +53,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logger := newLogger(stderr, cfg.LogLevel)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	logger.Info("starting larkway", "version", version, "config", *path)
+	logger.Info("starting larkway", "version", version, "config", path)
 	core, err := app.Build(ctx, cfg, app.Deps{Logger: logger, Registry: reg, Version: version})
 	if err != nil {
 		return err
