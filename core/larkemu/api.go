@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -136,12 +137,23 @@ func (e *Emulator) routes() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// An unknown path or a wrong method is a 404 (not ServeMux's 405 or
 		// redirects) with a JSON body, so SDKs report a Lark error.
-		if _, pattern := mux.Handler(r); pattern == "" {
+		if _, pattern := mux.Handler(r); pattern == "" || !canonicalPath(r.URL.Path) {
 			writeNotFound(w)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// canonicalPath reports whether p needs no cleaning (no "//", "." or ".."
+// segments; a trailing slash is kept): ServeMux would answer any other
+// path with a redirect to its cleaned form.
+func canonicalPath(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 func nonNil[T any](s []T) []T {

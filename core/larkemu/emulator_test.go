@@ -580,6 +580,8 @@ func TestUnknownRoutesAre404JSON(t *testing.T) {
 		"messages with GET":       {e.srv, "GET", "/open-apis/im/v1/messages", auth},
 		"reply with trailing /":   {e.srv, "POST", "/open-apis/im/v1/messages/om_1/reply/", auth},
 		"reset with GET":          {e.srv, "GET", "/_emu/reset", ""},
+		"an empty segment":        {e.srv, "GET", "/open-apis/im/v1/messages//reactions", auth},
+		"a dot segment":           {e.srv, "POST", "/open-apis/im/v1/messages/om_1/../om_1/reply", auth},
 		"long connection server":  {ws, "GET", "/open-apis/im/v1/chats/oc_1", ""},
 	}
 	for name, tc := range tests {

@@ -204,7 +204,13 @@ func (e *Emulator) handleUpdateMessage(w http.ResponseWriter, r *http.Request, a
 		return
 	}
 	e.mu.Lock()
-	cur := &e.messages[e.byID[id]]
+	i, still := e.byID[id]
+	if !still { // forgotten by a Reset since ownMessage looked
+		e.mu.Unlock()
+		e.fail(w, codeBadParam, msgBadParam+" ext=invalid message_id")
+		return
+	}
+	cur := &e.messages[i]
 	reason := ""
 	switch {
 	case cur.Deleted: // recalled since ownMessage looked

@@ -1,8 +1,10 @@
 package larkemu_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -395,4 +397,67 @@ func TestGetChatMembers(t *testing.T) {
 	if a["member_id"] != b["member_id"] || a["member_id"] == "ou_0" || a["member_id_type"] != "user_id" {
 		t.Fatalf("user_id of ou_0: %v then %v, want one stable derived ID", a, b)
 	}
+}
+
+func (s *fuzzServer) call(method, path, body string) fuzzResponse {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Authorization", s.auth)
+	s.h.ServeHTTP(rec, req)
+	return fuzzResponse{rec.Code, rec.Body.Bytes()}
+}
+
+// FuzzReads sends arbitrary IDs, query values and edit bodies to the read
+// and edit calls: the emulator never panics and always answers JSON with a
+// code — 200 only with code 0, else 400, or 404 for a path it does not
+// serve.
+func FuzzReads(f *testing.F) {
+	validToken := base64.RawURLEncoding.EncodeToString([]byte("larkemu-page:1"))
+	for _, seed := range []struct{ id, size, token, idType, body string }{
+		{"om_1", "1", validToken, "open_id", putBody("text", textBody("x"))},
+		{"oc_1", "2", "", "union_id", putBody("post", `{"zh_cn":{"title":"t"}}`)},
+		{"", "0", "bGFya2VtdS1wYWdlOi0x", "email", `{"msg_type":"text","content":{}}`},
+		{"om_1/../x", "-1", "%%%", "user_id", `null`},
+		{"oc_1?x=1", "99999999999999999999", "bGFya2VtdS1wYWdlOjk5OTk5OTk5OTk5OTk5OTk5OTk5", "", `[]`},
+	} {
+		f.Add(seed.id, seed.size, seed.token, seed.idType, seed.body)
+	}
+	emu := larkemu.New(larkemu.Options{Unlimited: true})
+	srv := newFuzzServer(f, emu)
+	sent := srv.post(nil, "/open-apis/im/v1/messages?receive_id_type=chat_id", sendBody("oc_1", "text", textBody("x"), ""))
+	var out struct {
+		Data struct {
+			MessageID string `json:"message_id"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(sent.body, &out); err != nil || out.Data.MessageID == "" {
+		f.Fatalf("send: %s", sent.body)
+	}
+	emu.SetChat(larkemu.Chat{ChatID: "oc_1", Name: "fuzz", Members: []larkemu.Member{{OpenID: "ou_1"}, {OpenID: "ou_2"}, {OpenID: "ou_3"}}})
+	for _, emoji := range []string{"SMILE", "OK", "SMILE"} {
+		srv.post(nil, "/open-apis/im/v1/messages/om_1/reactions", fmt.Sprintf(`{"reaction_type":{"emoji_type":%q}}`, emoji))
+	}
+	f.Fuzz(func(t *testing.T, id, size, token, idType, body string) {
+		pid := url.PathEscape(id)
+		q := url.Values{"page_size": {size}, "page_token": {token}, "user_id_type": {idType}, "member_id_type": {idType}, "reaction_type": {idType}}.Encode()
+		for _, c := range []struct{ method, path, body string }{
+			{"GET", "/open-apis/im/v1/messages/" + pid + "?" + q, ""},
+			{"GET", "/open-apis/im/v1/messages/" + pid + "/reactions?" + q, ""},
+			{"GET", "/open-apis/im/v1/chats/" + pid + "?" + q, ""},
+			{"GET", "/open-apis/im/v1/chats/" + pid + "/members?" + q, ""},
+			{"PUT", "/open-apis/im/v1/messages/" + out.Data.MessageID, body},
+			{"PUT", "/open-apis/im/v1/messages/" + pid, body},
+		} {
+			r := srv.call(c.method, c.path, c.body)
+			var env struct {
+				Code *int `json:"code"`
+			}
+			if err := json.Unmarshal(r.body, &env); err != nil || env.Code == nil {
+				t.Fatalf("%s %s: HTTP %d %q is not a JSON answer with a code", c.method, c.path, r.status, r.body)
+			}
+			if (r.status == 200) != (*env.Code == 0) || (r.status != 200 && r.status != 400 && r.status != 404) {
+				t.Fatalf("%s %s: HTTP %d code %d", c.method, c.path, r.status, *env.Code)
+			}
+		}
+	})
 }

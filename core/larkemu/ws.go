@@ -249,7 +249,7 @@ func (s *WSServer) Register(mux *http.ServeMux) {
 // ServeHTTP serves the two routes; anything else is a 404 with a JSON body,
 // as on the Emulator.
 func (s *WSServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, pattern := s.mux.Handler(r); pattern == "" {
+	if _, pattern := s.mux.Handler(r); pattern == "" || !canonicalPath(r.URL.Path) {
 		writeNotFound(w)
 		return
 	}
