@@ -657,7 +657,8 @@ func (e *Emulator) writeMessage(w http.ResponseWriter, m Message) {
 	writeJSON(w, http.StatusOK, e.newLogID(), envelope{Code: codeOK, Msg: "success", Data: e.messageData(m)})
 }
 
-// recalledContent is the body of a recalled message as Lark reads it back.
+// recalledContent replaces a recalled message's content when it is read
+// back: Lark documents only that deleted is true, not what body it keeps.
 const recalledContent = "This message was recalled"
 
 // messageData describes a message the bot sent, as send, reply, edit and
