@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,19 @@ const (
 	codeMessageRateLimited    = 230020   // per chat / user / message frequency limit (HTTP 400)
 	codeContentTooLong        = 230025   // text > 150 KB, card/post > 30 KB (HTTP 400)
 	codeRateLimited           = 99991400 // gateway frequency limit (HTTP 429)
+	codeReactionNotFound      = 231003   // reactions: the message does not exist or was recalled (HTTP 400)
+	codeReactionPageToken     = 231012   // reactions: invalid page_token (HTTP 400)
+	codeReactionUserIDType    = 231014   // reactions: invalid user_id_type (HTTP 400)
+	codeChatBadParam          = 232001   // chats: invalid request parameter (HTTP 400)
+	codeChatInvalidID         = 232006   // chats: invalid chat_id (HTTP 400)
+	codeChatOperatorOut       = 232011   // chats: the operator (the bot) is not in the chat (HTTP 400)
+	codeChatIDTypeInvalid     = 232015   // chats: unsupported user_id_type / member_id_type (HTTP 400)
+	// codeNotFound answers a path or method the emulator does not serve. It is
+	// not one of Lark's codes: Lark does not document its answer to an unknown
+	// route (docs/lark-platform.md#unknown-routes). A JSON body with a non-zero
+	// code makes SDKs report a Lark error (CodeError) instead of failing to
+	// decode the body.
+	codeNotFound = 404
 
 	msgTokenMissing  = "Missing access token for authorization. Please make a request with token attached."
 	msgTokenInvalid  = "Invalid access token for authorization. Please make a request with token attached."
@@ -40,6 +54,15 @@ const (
 
 	msgRateLimited        = "request trigger frequency limit"
 	msgMessageRateLimited = "This operation triggers the frequency limit."
+
+	msgReactionNotFound   = "The message is not found, maybe not exist or deleted."
+	msgReactionPageToken  = "The request has an invalid pageToken."
+	msgReactionUserIDType = "user_id_type is invalid."
+	msgChatBadParam       = "Your request contains an invalid request parameter."
+	msgChatInvalidID      = "Your request specifies a chat_id which is invalid."
+	msgChatOperatorOut    = "Operator can NOT be out of the chat."
+	msgChatIDTypeInvalid  = "Your request specifies a member_id_type which is NOT supported."
+	msgNotFound           = "404 page not found"
 )
 
 // API names: the unit of Lark's per-app limits, and Call.API.
@@ -52,6 +75,11 @@ const (
 	APIAddReaction    = "im.message.reaction.create"
 	APIRemoveReaction = "im.message.reaction.delete"
 	APICardUpdate     = "interactive.card.update"
+	APIGetMessage     = "im.message.get"
+	APIUpdateMessage  = "im.message.update"
+	APIListReactions  = "im.message.reaction.list"
+	APIGetChat        = "im.chat.get"
+	APIGetChatMembers = "im.chat.members.get"
 )
 
 // Request body limits. Lark limits the request body: 150 KB for text,
@@ -93,6 +121,11 @@ func (e *Emulator) routes() http.Handler {
 	mux.HandleFunc("POST /open-apis/im/v1/messages/{message_id}/reactions", e.api(APIAddReaction, e.handleAddReaction))
 	mux.HandleFunc("DELETE /open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}", e.api(APIRemoveReaction, e.handleRemoveReaction))
 	mux.HandleFunc("POST /open-apis/interactive/v1/card/update", e.api(APICardUpdate, e.handleCardUpdate))
+	mux.HandleFunc("GET /open-apis/im/v1/messages/{message_id}", e.api(APIGetMessage, e.handleGetMessage))
+	mux.HandleFunc("PUT /open-apis/im/v1/messages/{message_id}", e.api(APIUpdateMessage, e.handleUpdateMessage))
+	mux.HandleFunc("GET /open-apis/im/v1/messages/{message_id}/reactions", e.api(APIListReactions, e.handleListReactions))
+	mux.HandleFunc("GET /open-apis/im/v1/chats/{chat_id}", e.api(APIGetChat, e.handleGetChat))
+	mux.HandleFunc("GET /open-apis/im/v1/chats/{chat_id}/members", e.api(APIGetChatMembers, e.handleGetChatMembers))
 	mux.HandleFunc("GET /_emu/messages", e.handleListMessages)
 	mux.HandleFunc("GET /_emu/updates", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, "", nonNil(e.Updates())) })
 	mux.HandleFunc("GET /_emu/reactions", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, "", nonNil(e.Reactions())) })
@@ -102,14 +135,25 @@ func (e *Emulator) routes() http.Handler {
 	mux.HandleFunc("POST /_emu/faults", e.handleFaults)
 	mux.HandleFunc("DELETE /_emu/faults", e.handleFaults)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Lark answers an unknown path or a wrong method with a plain-text
-		// 404, not ServeMux's 405 or redirects.
-		if _, pattern := mux.Handler(r); pattern == "" {
-			http.Error(w, "404 page not found", http.StatusNotFound)
+		// An unknown path or a wrong method is a 404 (not ServeMux's 405 or
+		// redirects) with a JSON body, so SDKs report a Lark error.
+		if _, pattern := mux.Handler(r); pattern == "" || !canonicalPath(r.URL.Path) {
+			writeNotFound(w)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// canonicalPath reports whether p needs no cleaning (no "//", "." or ".."
+// segments; a trailing slash is kept): ServeMux would answer any other
+// path with a redirect to its cleaned form.
+func canonicalPath(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 func nonNil[T any](s []T) []T {
@@ -231,6 +275,12 @@ func writeJSON(w http.ResponseWriter, status int, logID string, v any) {
 	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeNotFound answers a route the emulator does not serve
+// (docs/lark-platform.md#unknown-routes).
+func writeNotFound(w http.ResponseWriter) {
+	writeJSON(w, http.StatusNotFound, "", envelope{Code: codeNotFound, Msg: msgNotFound})
 }
 
 // fail writes an OpenAPI error: HTTP 400, the code, and error.log_id.
@@ -509,8 +559,8 @@ func (e *Emulator) handleReply(w http.ResponseWriter, r *http.Request, appID str
 			m.RootID = parent.RootID
 		}
 		m.ThreadID = parent.ThreadID
-	} else if chat, known := e.inbound[parentID]; known {
-		m.ChatID = chat
+	} else if in, known := e.inbound[parentID]; known {
+		m.ChatID = in.ChatID
 	}
 	e.mu.Unlock()
 	if deleted {
@@ -604,23 +654,38 @@ type messageBodyData struct {
 func msString(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 
 func (e *Emulator) writeMessage(w http.ResponseWriter, m Message) {
-	ms := msString(m.CreateTime)
-	writeJSON(w, http.StatusOK, e.newLogID(), envelope{
-		Code: codeOK,
-		Msg:  "success",
-		Data: messageData{
-			MessageID:  m.MessageID,
-			RootID:     m.RootID,
-			ParentID:   m.ParentID,
-			ThreadID:   m.ThreadID,
-			MsgType:    m.MsgType,
-			CreateTime: ms,
-			UpdateTime: ms,
-			ChatID:     m.ChatID,
-			Sender:     senderData{ID: m.AppID, IDType: "app_id", SenderType: "app", TenantKey: e.tenantKey},
-			Body:       messageBodyData{Content: m.Content},
-		},
-	})
+	writeJSON(w, http.StatusOK, e.newLogID(), envelope{Code: codeOK, Msg: "success", Data: e.messageData(m)})
+}
+
+// recalledContent replaces a recalled message's content when it is read
+// back: Lark documents only that deleted is true, not what body it keeps.
+const recalledContent = "This message was recalled"
+
+// messageData describes a message the bot sent, as send, reply, edit and
+// message.get answer it.
+func (e *Emulator) messageData(m Message) messageData {
+	update := m.CreateTime
+	if !m.UpdateTime.IsZero() {
+		update = m.UpdateTime
+	}
+	d := messageData{
+		MessageID:  m.MessageID,
+		RootID:     m.RootID,
+		ParentID:   m.ParentID,
+		ThreadID:   m.ThreadID,
+		MsgType:    m.MsgType,
+		CreateTime: msString(m.CreateTime),
+		UpdateTime: msString(update),
+		Deleted:    m.Deleted,
+		Updated:    m.Edits > 0,
+		ChatID:     m.ChatID,
+		Sender:     senderData{ID: m.AppID, IDType: "app_id", SenderType: "app", TenantKey: e.tenantKey},
+		Body:       messageBodyData{Content: m.Content},
+	}
+	if m.Deleted {
+		d.Body.Content = recalledContent
+	}
+	return d
 }
 
 // derivedID is a stable ID with prefix for the given parts: the same chat

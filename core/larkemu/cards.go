@@ -227,19 +227,28 @@ func (e *Emulator) handleRemoveReaction(w http.ResponseWriter, r *http.Request, 
 	e.writeReaction(w, rc)
 }
 
-// writeReaction answers with the documented reaction "data".
-func (e *Emulator) writeReaction(w http.ResponseWriter, rc Reaction) {
-	type operator struct {
+// reactionData is the documented reaction: the "data" of add and remove,
+// an item of the list.
+type reactionData struct {
+	ReactionID string `json:"reaction_id"`
+	Operator   struct {
 		OperatorID   string `json:"operator_id"`
 		OperatorType string `json:"operator_type"`
-	}
-	type emoji struct {
+	} `json:"operator"`
+	ActionTime   string `json:"action_time"`
+	ReactionType struct {
 		EmojiType string `json:"emoji_type"`
-	}
-	writeJSON(w, http.StatusOK, e.newLogID(), envelope{Code: codeOK, Msg: "success", Data: struct {
-		ReactionID   string   `json:"reaction_id"`
-		Operator     operator `json:"operator"`
-		ActionTime   string   `json:"action_time"`
-		ReactionType emoji    `json:"reaction_type"`
-	}{rc.ReactionID, operator{rc.AppID, "app"}, msString(rc.Time), emoji{rc.EmojiType}}})
+	} `json:"reaction_type"`
+}
+
+func newReactionData(rc Reaction) reactionData {
+	d := reactionData{ReactionID: rc.ReactionID, ActionTime: msString(rc.Time)}
+	d.Operator.OperatorID, d.Operator.OperatorType = rc.AppID, "app"
+	d.ReactionType.EmojiType = rc.EmojiType
+	return d
+}
+
+// writeReaction answers with the documented reaction "data".
+func (e *Emulator) writeReaction(w http.ResponseWriter, rc Reaction) {
+	writeJSON(w, http.StatusOK, e.newLogID(), envelope{Code: codeOK, Msg: "success", Data: newReactionData(rc)})
 }

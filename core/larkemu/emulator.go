@@ -4,15 +4,20 @@
 // use it in place of the unreachable Lark cloud.
 //
 // Emulated (docs/lark-platform.md#openapi, docs/lark-platform.md#delayed-card-update,
-// docs/lark-platform.md#rate-limits):
+// docs/lark-platform.md#reading-and-editing, docs/lark-platform.md#rate-limits):
 //
 //	POST   /open-apis/auth/v3/tenant_access_token/internal          tenant_access_token for a self-built app
 //	POST   /open-apis/im/v1/messages?receive_id_type=…              send a message
 //	POST   /open-apis/im/v1/messages/{message_id}/reply             reply to a message
+//	GET    /open-apis/im/v1/messages/{message_id}                   read a message
+//	PUT    /open-apis/im/v1/messages/{message_id}                   edit a text or post message
 //	PATCH  /open-apis/im/v1/messages/{message_id}                   update a shared card
 //	DELETE /open-apis/im/v1/messages/{message_id}                   recall a message
 //	POST   /open-apis/im/v1/messages/{message_id}/reactions         add a reaction
+//	GET    /open-apis/im/v1/messages/{message_id}/reactions         list reactions
 //	DELETE /open-apis/im/v1/messages/{message_id}/reactions/{id}    remove a reaction
+//	GET    /open-apis/im/v1/chats/{chat_id}                         read a chat
+//	GET    /open-apis/im/v1/chats/{chat_id}/members                 list a chat's users
 //	POST   /open-apis/interactive/v1/card/update                    delayed card update with a callback token
 //
 // with Lark's rate limits (unless Options.Unlimited): per app and API 50/s
@@ -22,9 +27,11 @@
 // hour; tokens expire. Limits are sliding windows over accepted requests;
 // requests rejected before them (authentication, faults) do not count.
 //
-// Tests shape the world with RegisterInbound (a user's message, so replies
-// land in its chat), SetBotInChat (230002 for a chat the bot left),
-// IssueCardToken (what a card callback carries) and SetFaults.
+// Tests shape the world with RegisterInbound or RegisterInboundMessage (a
+// user's message, so replies land in its chat and message.get reads it),
+// SetChat (what chat.get and chatMembers.get answer), SetBotInChat (230002
+// for a chat the bot left), IssueCardToken (what a card callback carries)
+// and SetFaults.
 //
 // And, for inspection and fault injection (not part of Lark):
 //
@@ -37,8 +44,9 @@
 //	POST   /_emu/faults                                    set faults (see FaultsRequest)
 //	DELETE /_emu/faults                                    clear faults
 //
-// Any other path or method answers 404 text/plain "404 page not found", as
-// Lark's gateway does.
+// Any other path or method answers HTTP 404 with a JSON body,
+// {"code": 404, "msg": "404 page not found"}, so that SDKs report a Lark
+// error (docs/lark-platform.md#unknown-routes).
 //
 // Lifecycle: New does no I/O. Mount Handler anywhere (httptest.NewServer in
 // tests), or call Run(ctx, addr) / Serve(ctx, listener), which serve until
@@ -55,6 +63,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
@@ -128,6 +137,53 @@ type Message struct {
 	CreateTime    time.Time `json:"create_time"`
 	// Deleted is set once the message was recalled (DELETE).
 	Deleted bool `json:"deleted,omitempty"`
+	// Edits counts edits (PUT: text and post only, Content replaced) and
+	// UpdateTime is the last one's time.
+	Edits      int       `json:"edits,omitempty"`
+	UpdateTime time.Time `json:"update_time,omitzero"`
+}
+
+// InboundMessage is a user's message the bot received, as message.get
+// answers it (RegisterInboundMessage).
+type InboundMessage struct {
+	MessageID string
+	ChatID    string
+	// SenderOpenID is the user who sent it (default: an ID derived from
+	// MessageID).
+	SenderOpenID string
+	// MsgType (default "text") and Content, the JSON-encoded content as
+	// Lark delivers it (default: an empty text).
+	MsgType string
+	Content string
+	// CreateTime defaults to when it was registered.
+	CreateTime time.Time
+}
+
+// Chat is a group chat as chat.get and chatMembers.get describe it
+// (SetChat).
+type Chat struct {
+	ChatID      string
+	Name        string
+	Description string
+	// OwnerOpenID owns the chat; empty means the bot does (owner_id is then
+	// left out, as Lark does).
+	OwnerOpenID string
+	// Members are the chat's users. The bot is a member too but is not
+	// listed: chatMembers.get leaves bots out.
+	Members []Member
+	// External marks a chat shared with other tenants.
+	External bool
+	// Mode is the chat_mode: "group" (default) or "topic".
+	Mode string
+}
+
+// Member is a user in a Chat. Its user_id and union_id are derived from
+// OpenID.
+type Member struct {
+	OpenID string
+	Name   string
+	// TenantKey defaults to the emulator's tenant key.
+	TenantKey string
 }
 
 // Update is one card update: a PATCH or a delayed update by token.
@@ -193,9 +249,10 @@ type Emulator struct {
 	messages   []Message
 	byID       map[string]int // message ID -> index in messages
 	uuids      map[uuidKey]uuidEntry
-	uuidFIFO   []uuidKey         // in expiry order (the TTL is constant)
-	inbound    map[string]string // registered user message ID -> chat ID
-	botOut     map[string]bool   // chats the bot was removed from
+	uuidFIFO   []uuidKey                 // in expiry order (the TTL is constant)
+	inbound    map[string]InboundMessage // registered user messages by ID
+	botOut     map[string]bool           // chats the bot was removed from
+	chats      map[string]Chat           // chats described with SetChat
 	updates    []Update
 	reactions  []Reaction
 	reactByID  map[string]int // reaction ID -> index in reactions
@@ -238,8 +295,9 @@ func New(opts Options) *Emulator {
 		current:      make(map[string]string),
 		byID:         make(map[string]int),
 		uuids:        make(map[uuidKey]uuidEntry),
-		inbound:      make(map[string]string),
+		inbound:      make(map[string]InboundMessage),
 		botOut:       make(map[string]bool),
+		chats:        make(map[string]Chat),
 		reactByID:    make(map[string]int),
 		cardTokens:   make(map[string]*cardToken),
 		windows:      newWindows(),
@@ -364,8 +422,8 @@ func (e *Emulator) TokenFetches() int {
 
 // Reset forgets recorded messages, updates, reactions, calls, uuids, card
 // tokens, rate-limit windows and the fetch count. Issued tokens, registered
-// inbound messages, chat membership and faults stay, so connected clients
-// keep working.
+// inbound messages, chats, chat membership and faults stay, so connected
+// clients keep working.
 func (e *Emulator) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -399,9 +457,38 @@ func (e *Emulator) expireTokensLocked() {
 // that replies to it land in that chat (and count against its rate limit).
 // Replies to unregistered om_ IDs land in a chat derived from the ID.
 func (e *Emulator) RegisterInbound(messageID, chatID string) {
+	e.RegisterInboundMessage(InboundMessage{MessageID: messageID, ChatID: chatID})
+}
+
+// RegisterInboundMessage is RegisterInbound with the message's sender and
+// content, which message.get answers.
+func (e *Emulator) RegisterInboundMessage(m InboundMessage) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.inbound[messageID] = chatID
+	if m.SenderOpenID == "" {
+		m.SenderOpenID = derivedID("ou_", 16, "sender-of", m.MessageID)
+	}
+	if m.MsgType == "" {
+		m.MsgType = "text"
+	}
+	if m.Content == "" {
+		m.Content = `{"text":""}`
+	}
+	if m.CreateTime.IsZero() {
+		m.CreateTime = e.now()
+	}
+	e.inbound[m.MessageID] = m
+}
+
+// SetChat describes a chat for chat.get and chatMembers.get, replacing an
+// earlier description. A chat not described is a group chat named after its
+// ID, owned by the bot, with no other members. Membership of the bot itself
+// is SetBotInChat's.
+func (e *Emulator) SetChat(c Chat) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c.Members = slices.Clone(c.Members)
+	e.chats[c.ChatID] = c
 }
 
 // SetBotInChat adds the bot to chatID or removes it: sends and replies into

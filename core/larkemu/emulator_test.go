@@ -558,22 +558,61 @@ func TestInspectionRoutes(t *testing.T) {
 	}
 }
 
-func TestUnknownRoutesAre404Text(t *testing.T) {
+// Routes the emulator does not serve answer 404 with a JSON body and a
+// non-zero code, so SDKs report a Lark error rather than a decoding failure
+// (TestOfficialSDKErrors checks that end to end).
+func TestUnknownRoutesAre404JSON(t *testing.T) {
 	e := newAppEnv(t)
-	tests := map[string]struct{ method, path string }{
-		"unknown path":          {"GET", "/open-apis/nonexistent/v1/foo"},
-		"token with GET":        {"GET", "/open-apis/auth/v3/tenant_access_token/internal"},
-		"messages with GET":     {"GET", "/open-apis/im/v1/messages"},
-		"reply with trailing /": {"POST", "/open-apis/im/v1/messages/om_1/reply/"},
-		"reset with GET":        {"GET", "/_emu/reset"},
+	auth := "Bearer " + e.token(t)
+	wss := larkemu.NewWSServer(larkemu.WSOptions{})
+	ws := httptest.NewServer(wss)
+	t.Cleanup(func() {
+		wss.Close()
+		ws.Close()
+	})
+	tests := map[string]struct {
+		srv                *httptest.Server
+		method, path, auth string
+	}{
+		"unknown path":            {e.srv, "GET", "/open-apis/nonexistent/v1/foo", ""},
+		"unknown path with token": {e.srv, "GET", "/open-apis/im/v1/chats", auth},
+		"token with GET":          {e.srv, "GET", "/open-apis/auth/v3/tenant_access_token/internal", ""},
+		"messages with GET":       {e.srv, "GET", "/open-apis/im/v1/messages", auth},
+		"reply with trailing /":   {e.srv, "POST", "/open-apis/im/v1/messages/om_1/reply/", auth},
+		"reset with GET":          {e.srv, "GET", "/_emu/reset", ""},
+		"an empty segment":        {e.srv, "GET", "/open-apis/im/v1/messages//reactions", auth},
+		"a dot segment":           {e.srv, "POST", "/open-apis/im/v1/messages/om_1/../om_1/reply", auth},
+		"long connection server":  {ws, "GET", "/open-apis/im/v1/chats/oc_1", ""},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			r := e.do(t, tc.method, tc.path, "", "")
-			if r.status != 404 || !strings.HasPrefix(r.contentType, "text/plain") || strings.TrimSpace(r.raw) != "404 page not found" {
-				t.Fatalf("HTTP %d %q %q, want 404 text/plain", r.status, r.contentType, r.raw)
+			req, err := http.NewRequestWithContext(t.Context(), tc.method, tc.srv.URL+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := tc.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Code *int   `json:"code"`
+				Msg  string `json:"msg"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&body)
+			if resp.StatusCode != 404 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || err != nil ||
+				body.Code == nil || *body.Code != 404 || body.Msg != "404 page not found" {
+				t.Fatalf("HTTP %d %q, code %v msg %q (%v); want 404 JSON {code 404}", resp.StatusCode, resp.Header.Get("Content-Type"), body.Code, body.Msg, err)
 			}
 		})
+	}
+	for _, c := range e.emu.Calls() {
+		if c.API != larkemu.APITenantToken {
+			t.Errorf("unknown route recorded as a call: %+v", c)
+		}
 	}
 }
 

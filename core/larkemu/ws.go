@@ -246,10 +246,11 @@ func (s *WSServer) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+WSPath, s.handleWS)
 }
 
-// ServeHTTP serves the two routes; anything else is a plain-text 404.
+// ServeHTTP serves the two routes; anything else is a 404 with a JSON body,
+// as on the Emulator.
 func (s *WSServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, pattern := s.mux.Handler(r); pattern == "" {
-		http.Error(w, "404 page not found", http.StatusNotFound)
+	if _, pattern := s.mux.Handler(r); pattern == "" || !canonicalPath(r.URL.Path) {
+		writeNotFound(w)
 		return
 	}
 	s.mux.ServeHTTP(w, r)

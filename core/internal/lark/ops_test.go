@@ -111,7 +111,8 @@ func TestClientRaw(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Code != 230011 {
 		t.Fatalf("deleting twice = %v, want 230011", err)
 	}
-	// Non-JSON answers pass through with their status.
+	// An unknown route is an APIError with its status, whether the answer
+	// is JSON (the emulator's) or plain text (docs/lark-platform.md#unknown-routes).
 	_, err = c.Raw(t.Context(), RawRequest{Method: http.MethodGet, Path: "/open-apis/nope/v1/x"})
 	if !errors.As(err, &ae) || ae.HTTPStatus != 404 {
 		t.Fatalf("unknown path = %v, want an APIError with HTTP 404", err)
