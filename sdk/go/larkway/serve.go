@@ -166,6 +166,8 @@ func (p *Plugin) handleStream(ctx context.Context, stream interface {
 				}
 			}
 		default:
+			// The core acks a result only when it refused some of its
+			// actions, after running them: logged, never waited for.
 			if ack := req.GetResultAck(); ack != nil && len(ack.GetRefused()) > 0 {
 				p.logger.Warn("core refused actions", "delivery_id", ack.GetDeliveryId(), "refused", len(ack.GetRefused()), "first_reason", ack.GetRefused()[0].GetReason())
 			}
