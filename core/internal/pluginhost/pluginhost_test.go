@@ -321,8 +321,9 @@ func TestPluginWithoutSDK(t *testing.T) {
 }
 
 // What the core checks of the certificate a plugin presents (sdk/README.md
-// lists it): it need not be a CA nor carry extended key usages, but it
-// must name localhost and, if it lists extended key usages, server auth.
+// lists it): it need not be a CA, its key usage bits are not checked, nor
+// need it carry extended key usages; but it must name localhost (SAN) and,
+// if it lists extended key usages, server auth.
 func TestPluginCertificates(t *testing.T) {
 	path := testenv.BuildPlugin(t, "./core/internal/pluginhost/testdata/bare", t.TempDir())
 	tests := []struct {
@@ -332,6 +333,7 @@ func TestPluginCertificates(t *testing.T) {
 		{"leaf", ""},
 		{"ca", ""},
 		{"no-eku", ""},
+		{"crl-sign", ""},
 		{"no-san", "use SANs"},
 		{"client-only", "incompatible key usage"},
 	}

@@ -10,6 +10,7 @@
 //	             extended key usages server and client auth
 //	ca           the same as a CA with the certSign key usage, as go-plugin's own
 //	no-eku       no extended key usage extension at all
+//	crl-sign     key usage CRL sign only (not digital signature)
 //	no-san       CN localhost but no subject alternative name
 //	client-only  extended key usage client auth only
 //
@@ -138,6 +139,8 @@ func certificate(kind string) tls.Certificate {
 		tmpl.KeyUsage |= x509.KeyUsageCertSign
 	case "no-eku":
 		tmpl.ExtKeyUsage = nil
+	case "crl-sign":
+		tmpl.KeyUsage = x509.KeyUsageCRLSign
 	case "no-san":
 		tmpl.DNSNames = nil
 	case "client-only":
