@@ -265,7 +265,9 @@ func checkRecords(t *testing.T, out string) []map[string]any {
 	return recs
 }
 
-type noState struct{ pluginv1.UnimplementedStateServiceServer }
+type noState struct {
+	pluginv1.UnimplementedStateServiceServer
+}
 
 // A plugin written without an SDK or go-plugin (testdata/bare, from
 // sdk/README.md's steps) serves no broker: the core still offers it the

@@ -38,8 +38,10 @@ func (p *Plugin) Main() {
 	os.Exit(0)
 }
 
-// Serve runs go-plugin's server until the core closes the connection or the
-// process gets SIGINT/SIGTERM (the core drains in-flight deliveries first).
+// Serve runs go-plugin's server until the core stops the plugin (it drains
+// the deliveries in flight, then calls plugin.GRPCController/Shutdown).
+// SIGINT is ignored; SIGTERM ends the process at once (whatever was in
+// flight is redelivered).
 func (p *Plugin) Serve() {
 	// go-plugin ends the process on the core's request; SIGINT from a terminal
 	// (Ctrl-C reaches the whole process group) must not kill the plugin before
