@@ -49,9 +49,10 @@ class StateServiceStub:
     in the core's temporary directory ("tcp" and host:port on Windows). It
     may arrive before or after Describe: keep it until you dial. The plugin
     sends nothing on the stream, and ignores messages with knock set.
-    3. Dial that address with TLS: present the plugin's own certificate (the
-    one in the handshake line; if it lists extended key usages, client
-    auth must be among them), and verify the core's certificate against
+    3. Dial that address with TLS (ALPN "h2", which gRPC clients offer by
+    themselves): present the plugin's own certificate (the one in the
+    handshake line; if it lists extended key usages, client auth must be
+    among them), and verify the core's certificate against
     PLUGIN_CLIENT_CERT for the server name "localhost". Then call this
     service on the connection; it stays open for the plugin's life.
 
@@ -111,9 +112,10 @@ class StateServiceServicer:
     in the core's temporary directory ("tcp" and host:port on Windows). It
     may arrive before or after Describe: keep it until you dial. The plugin
     sends nothing on the stream, and ignores messages with knock set.
-    3. Dial that address with TLS: present the plugin's own certificate (the
-    one in the handshake line; if it lists extended key usages, client
-    auth must be among them), and verify the core's certificate against
+    3. Dial that address with TLS (ALPN "h2", which gRPC clients offer by
+    themselves): present the plugin's own certificate (the one in the
+    handshake line; if it lists extended key usages, client auth must be
+    among them), and verify the core's certificate against
     PLUGIN_CLIENT_CERT for the server name "localhost". Then call this
     service on the connection; it stays open for the plugin's life.
 
@@ -204,9 +206,10 @@ class StateService:
     in the core's temporary directory ("tcp" and host:port on Windows). It
     may arrive before or after Describe: keep it until you dial. The plugin
     sends nothing on the stream, and ignores messages with knock set.
-    3. Dial that address with TLS: present the plugin's own certificate (the
-    one in the handshake line; if it lists extended key usages, client
-    auth must be among them), and verify the core's certificate against
+    3. Dial that address with TLS (ALPN "h2", which gRPC clients offer by
+    themselves): present the plugin's own certificate (the one in the
+    handshake line; if it lists extended key usages, client auth must be
+    among them), and verify the core's certificate against
     PLUGIN_CLIENT_CERT for the server name "localhost". Then call this
     service on the connection; it stays open for the plugin's life.
 
