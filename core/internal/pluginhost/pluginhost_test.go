@@ -312,6 +312,7 @@ func TestPluginWithoutSDK(t *testing.T) {
 	if s := std.String(); s != "" {
 		t.Errorf("written to the standard logger (plain text on the core's stderr):\n%s", s)
 	}
+	relogged := false
 	for _, rec := range checkRecords(t, out.String()) {
 		if rec["msg"] == "plugin failed to exit gracefully" {
 			t.Errorf("the plugin was killed: %v", rec)
@@ -319,6 +320,15 @@ func TestPluginWithoutSDK(t *testing.T) {
 		if rec["plugin"] != "bare" {
 			t.Errorf("record does not name the plugin: %v", rec)
 		}
+		if rec["msg"] == "shutting down" {
+			relogged = true
+			if rec["version"] != "0.1.0" || rec["field_plugin"] != "mine" {
+				t.Errorf("re-logged stderr line %v", rec)
+			}
+		}
+	}
+	if !relogged {
+		t.Errorf("the plugin's stderr line was not re-logged:\n%s", out)
 	}
 }
 

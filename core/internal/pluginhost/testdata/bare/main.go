@@ -107,6 +107,8 @@ var controller = grpc.ServiceDesc{
 			return nil, err
 		}
 		report("shutdown")
+		// Step 8: log JSON lines on stderr.
+		fmt.Fprintln(os.Stderr, `{"level":"INFO","msg":"shutting down","plugin":"mine"}`)
 		stopOnce.Do(func() { close(stop) })
 		return new(emptypb.Empty), nil
 	}}},
