@@ -197,7 +197,9 @@ func (i *Instance) serveState(b *plugin.GRPCBroker, id uint32, tlsCfg *tls.Confi
 			closing := i.closing
 			i.stateMu.Unlock()
 			if !closing {
-				i.logger.Info("state store not offered: the plugin serves no go-plugin broker (plugin.GRPCBroker)", "err", err)
+				// "broker closed": the plugin does not serve
+				// plugin.GRPCBroker, as a plugin without state need not.
+				i.logger.Info("state store not offered to the plugin (does it serve plugin.GRPCBroker?)", "err", err)
 			}
 			return
 		}
