@@ -60,8 +60,9 @@ type Deps struct {
 // bound, nothing served yet. Run serves it; Close releases what Build
 // opened when Run is never called (and is a no-op after Run).
 type Core struct {
-	cfg    *config.Config
-	logger *slog.Logger
+	cfg     *config.Config
+	logger  *slog.Logger
+	version string // the core's, told to each plugin in Describe
 
 	st      *stores
 	bus     bus.Bus
@@ -100,7 +101,7 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	c := &Core{cfg: cfg, logger: logger}
+	c := &Core{cfg: cfg, logger: logger, version: deps.Version}
 	c.background, c.stopBg = context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		if err != nil {
@@ -387,7 +388,7 @@ func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, er
 		files[i] = pluginhost.File{Path: f.Path, SHA256: f.SHA256}
 	}
 	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Files: files, Env: s.Env,
-		State: state.NewService(c.st.state, func() string { return s.Name })}, c.logger.With("plugin", s.Name))
+		State: state.NewService(c.st.state, func() string { return s.Name }), CoreVersion: c.version}, c.logger.With("plugin", s.Name))
 	if errors.Is(err, pluginhost.ErrChecksum) {
 		return nil, fmt.Errorf("%w: %w", manager.ErrUnverified, err) // the supervisor quarantines
 	}

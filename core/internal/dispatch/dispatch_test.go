@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,7 +42,8 @@ type fakePlugin struct {
 
 	mu           sync.Mutex
 	acks         []*pluginv1.ResultAck
-	seen         []string // message texts in delivery order
+	seen         []string          // message texts in delivery order
+	ids          map[string]string // message text → its last delivery id
 	unknownFlood bool
 	batches      int // DeliveryBatch messages received
 	unasked      int // of those, sent although the manifest did not accept batches
@@ -155,6 +157,10 @@ func (f *fakePlugin) answer(stream pluginv1.PluginService_HandleServer, d *plugi
 	text := d.GetEvent().GetMessage().GetText()
 	f.mu.Lock()
 	f.seen = append(f.seen, text)
+	if f.ids == nil {
+		f.ids = map[string]string{}
+	}
+	f.ids[text] = d.GetDeliveryId()
 	flood := f.unknownFlood
 	f.mu.Unlock()
 	if flood {
@@ -251,6 +257,12 @@ func start(t *testing.T, m *pluginv1.Manifest, deadline time.Duration) *harness 
 // startWith is start with configure changing the dispatcher's Config.
 func startWith(t *testing.T, m *pluginv1.Manifest, deadline time.Duration, configure func(*Config)) *harness {
 	t.Helper()
+	return startLogged(t, m, deadline, configure, slog.New(slog.DiscardHandler))
+}
+
+// startLogged is startWith with the dispatcher logging to logger.
+func startLogged(t *testing.T, m *pluginv1.Manifest, deadline time.Duration, configure func(*Config), logger *slog.Logger) *harness {
+	t.Helper()
 	h := &harness{bus: memory.New(slog.New(slog.DiscardHandler)), exec: &recordingExec{}, topic: "events-test", index: dlq.NewMemory(),
 		reg: prometheus.NewRegistry()}
 	t.Cleanup(func() { _ = h.bus.Close(context.Background()) })
@@ -260,7 +272,7 @@ func startWith(t *testing.T, m *pluginv1.Manifest, deadline time.Duration, confi
 	if configure != nil {
 		configure(&cfg)
 	}
-	h.disp = New(cfg, h.spy, h.exec, slog.New(slog.DiscardHandler), h.reg)
+	h.disp = New(cfg, h.spy, h.exec, logger, h.reg)
 	h.plugin = newFakePlugin(t, m)
 	h.serve(t)
 	return h
@@ -504,17 +516,111 @@ func TestUnmatchedEventsAreNotDelivered(t *testing.T) {
 	}
 }
 
+// A refused action is logged and reported to the plugin in a ResultAck;
+// a result whose actions were all performed gets no ack.
 func TestRefusedActionsAreReported(t *testing.T) {
-	h := start(t, manifest(), 5*time.Second)
+	var logs logBuffer
+	h := startLogged(t, manifest(), 5*time.Second, nil, slog.New(slog.NewJSONHandler(&logs, nil)))
+	// One chat: "allowed" is settled before "forbidden" is delivered, so an
+	// ack for it would come first.
+	h.publish(t, "oc_1", "allowed")
 	h.publish(t, "oc_1", "forbidden")
 	testenv.Eventually(t, 5*time.Second, "no ResultAck", func() bool {
 		h.plugin.mu.Lock()
 		defer h.plugin.mu.Unlock()
-		return len(h.plugin.acks) == 1
+		return len(h.plugin.acks) >= 1
 	})
-	if r := h.plugin.acks[0].GetRefused(); len(r) != 1 || r[0].GetReason() != "not allowed" {
+	h.plugin.mu.Lock()
+	acks, forbidden := h.plugin.acks, h.plugin.ids["forbidden"]
+	h.plugin.mu.Unlock()
+	if len(acks) != 1 || acks[0].GetDeliveryId() != forbidden {
+		t.Fatalf("acks %v, want one for %s", acks, forbidden)
+	}
+	if r := acks[0].GetRefused(); len(r) != 1 || r[0].GetIndex() != 0 || r[0].GetReason() != "not allowed" {
 		t.Fatalf("refused %v", r)
 	}
+	var refusals []map[string]any
+	for line := range strings.Lines(logs.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if rec["msg"] == "action refused" {
+			refusals = append(refusals, rec)
+		}
+	}
+	if len(refusals) != 1 {
+		t.Fatalf("%d refusals logged, want 1:\n%s", len(refusals), logs.String())
+	}
+	want := map[string]any{"level": "WARN", "plugin": "fake", "delivery_id": forbidden, "index": float64(0), "kind": "raw_call", "reason": "not allowed"}
+	for k, v := range want {
+		if refusals[0][k] != v {
+			t.Errorf("%s = %v, want %v in %v", k, refusals[0][k], v, refusals[0])
+		}
+	}
+}
+
+// Refusal lines are bounded per plugin: a burst, then one per interval,
+// each saying how many were left out before it.
+func TestRefusalLogIsBounded(t *testing.T) {
+	r := newRefusalLog()
+	t0 := time.Unix(1_700_000_000, 0)
+	for i := range refusalBurst {
+		if ok, n := r.allow(t0); !ok || n != 0 {
+			t.Fatalf("refusal %d of the burst: logged %v, suppressed %d", i, ok, n)
+		}
+	}
+	for range 1000 {
+		if ok, _ := r.allow(t0); ok {
+			t.Fatal("logged beyond the burst")
+		}
+	}
+	if ok, n := r.allow(t0.Add(refusalEvery / 2)); ok {
+		t.Fatalf("logged before the interval passed (suppressed %d)", n)
+	}
+	if ok, n := r.allow(t0.Add(refusalEvery)); !ok || n != 1001 {
+		t.Fatalf("after the interval: logged %v, suppressed %d, want true, 1001", ok, n)
+	}
+	if ok, _ := r.allow(t0.Add(refusalEvery)); ok {
+		t.Fatal("two lines in one interval")
+	}
+}
+
+func TestActionKind(t *testing.T) {
+	tests := []struct {
+		a    *pluginv1.Action
+		want string
+	}{
+		{&pluginv1.Action{Kind: &pluginv1.Action_Reply{Reply: &pluginv1.ReplyMessage{}}}, "reply"},
+		{&pluginv1.Action{Kind: &pluginv1.Action_RawCall{RawCall: &pluginv1.RawCall{}}}, "raw_call"},
+		{&pluginv1.Action{Kind: &pluginv1.Action_DelayedCardUpdate{DelayedCardUpdate: &pluginv1.DelayedCardUpdate{}}}, "delayed_card_update"},
+		{&pluginv1.Action{}, "unknown"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			if got := actionKind(tt.a); got != tt.want {
+				t.Fatalf("actionKind = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// logBuffer collects log output written from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestUnknownResultsAreIgnored(t *testing.T) {

@@ -179,9 +179,11 @@ func (s *Session) answerCard(ctx context.Context, del *bus.Delivery, head *envel
 	return ev, cardtag.Actions(actions, s.name), nil
 }
 
-// execute performs the result's actions and tells the plugin which were
-// refused. Actions run on a context that shutdown does not cut short: the
-// plugin has answered, and its reply must not be lost.
+// execute performs the result's actions and, only if some were refused,
+// logs them and tells the plugin with a ResultAck (a result whose actions
+// were all performed gets none; plugins must not wait for one). Actions run
+// on a context that shutdown does not cut short: the plugin has answered,
+// and its reply must not be lost.
 func (s *Session) execute(ctx context.Context, del *bus.Delivery, ev *pluginv1.Event, res *pluginv1.Result, actions []*pluginv1.Action) error {
 	d := s.d
 	actx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
@@ -201,6 +203,7 @@ func (s *Session) execute(ctx context.Context, del *bus.Delivery, ev *pluginv1.E
 	aspan.End()
 	cancel()
 	if len(refused) > 0 {
+		s.logRefused(del, ev, res.GetDeliveryId(), actions, refused)
 		s.st.Ack(res.GetDeliveryId(), refused)
 	}
 	return err

@@ -24,6 +24,8 @@ type Route struct {
 	name  string
 	m     *pluginMetrics
 	holds *holds // retries waiting out a plugin's retry_after
+	// refusals bounds the plugin's refused-action log lines.
+	refusals *refusalLog
 
 	mu      sync.Mutex
 	cur     *Session
@@ -34,7 +36,8 @@ type Route struct {
 func (d *Dispatcher) Route(name string) *Route {
 	// Resolving the series starts them at zero, so dashboards and alerts
 	// see the plugin (and rates work) before anything happens.
-	return &Route{d: d, name: name, m: d.metrics.forPlugin(name), holds: newHolds(d.cfg.AfterFunc), changed: make(chan struct{})}
+	return &Route{d: d, name: name, m: d.metrics.forPlugin(name), holds: newHolds(d.cfg.AfterFunc), refusals: newRefusalLog(),
+		changed: make(chan struct{})}
 }
 
 // Name is the plugin's name.

@@ -5,6 +5,7 @@ package pluginhost
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,9 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -51,6 +52,9 @@ type Config struct {
 	// State, if set, is served to the plugin over go-plugin's broker as its
 	// state store (StateService).
 	State pluginv1.StateServiceServer
+	// CoreVersion is the core's own version, told to the plugin in
+	// DescribeRequest.core_version.
+	CoreVersion string
 }
 
 // Instance is one running plugin process.
@@ -64,6 +68,14 @@ type Instance struct {
 	cmd      *exec.Cmd
 	staged   staged
 
+	// The state store's server on the broker, once its listener is open;
+	// closing tells the goroutine opening it that Close has begun, and
+	// stateDone is closed when that goroutine has ended.
+	stateMu   sync.Mutex
+	stateSrv  *grpc.Server
+	closing   bool
+	stateDone chan struct{}
+
 	closeOnce sync.Once
 }
 
@@ -71,6 +83,10 @@ type Instance struct {
 // copies with an allow-listed environment, completes go-plugin's handshake
 // (with automatic mTLS), and reads and validates its manifest. On any error
 // the process is killed and the copies removed before Launch returns.
+//
+// logger names the plugin (plugin=NAME), as the manager's does: Launch adds
+// the plugin's version to the lines it re-logs from the plugin's stderr,
+// and go-plugin's own messages name the executable under plugin_path.
 func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, error) {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 10 * time.Second
@@ -93,7 +109,7 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 	cmd.Args[0] = cfg.Path // what the plugin sees as its name; see stage
 	cmd.Env = pluginEnv(cfg.Env)
 	stderr := newLineLogger(logger)
-	client := plugin.NewClient(&plugin.ClientConfig{
+	ccfg := &plugin.ClientConfig{
 		HandshakeConfig: plugin.HandshakeConfig{
 			ProtocolVersion:  contract.ProtocolVersion,
 			MagicCookieKey:   contract.MagicCookieKey,
@@ -110,9 +126,10 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 		StartTimeout:     cfg.StartTimeout,
 		Stderr:           stderr,
 		SyncStdout:       stderr,
-		Logger:           newHCLogger(logger),
+		Logger:           newHCLogger(logger, st.exe),
 		GRPCDialOptions:  []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20))},
-	})
+	}
+	client := plugin.NewClient(ccfg)
 	inst := &Instance{client: client, logger: logger, cmd: cmd, staged: st}
 	rpc, err := client.Client()
 	if err != nil {
@@ -141,16 +158,15 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 	var stateID uint32
 	if cfg.State != nil && gp.broker != nil {
 		stateID = gp.broker.NextId()
-		go gp.broker.AcceptAndServe(stateID, func(opts []grpc.ServerOption) *grpc.Server {
-			s := grpc.NewServer(opts...)
-			pluginv1.RegisterStateServiceServer(s, cfg.State)
-			return s
-		})
+		// AutoMTLS wrote the TLS configuration it negotiated (the core's
+		// certificate, the plugin's as the only CA) into ccfg; go-plugin's
+		// broker serves with the same one.
+		inst.serveState(gp.broker, stateID, ccfg.TLSConfig, cfg.State)
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DescribeTimeout)
 	defer cancel()
-	resp, err := inst.svc.Describe(dctx, &pluginv1.DescribeRequest{CoreContractVersion: contract.ContractVersion, StateBrokerId: stateID,
-		AcceptsResultBatches: true})
+	resp, err := inst.svc.Describe(dctx, &pluginv1.DescribeRequest{CoreContractVersion: contract.ContractVersion, CoreVersion: cfg.CoreVersion,
+		StateBrokerId: stateID, AcceptsResultBatches: true})
 	if err != nil {
 		inst.Close()
 		return nil, fmt.Errorf("describing %s: %w", cfg.Path, err)
@@ -160,8 +176,49 @@ func Launch(ctx context.Context, cfg Config, logger *slog.Logger) (*Instance, er
 		return nil, fmt.Errorf("describing %s: %w", cfg.Path, err)
 	}
 	inst.manifest = resp.GetManifest()
-	stderr.setAttrs("plugin", inst.manifest.GetName(), "version", inst.manifest.GetVersion())
+	stderr.setAttrs("version", inst.manifest.GetVersion())
 	return inst, nil
+}
+
+// serveState serves svc to the plugin on broker id: the core listens on a
+// fresh socket and sends its address down go-plugin's broker stream
+// (plugin.GRPCBroker/StartStream, which the plugin serves), and the plugin
+// dials it. This is go-plugin's GRPCBroker.AcceptAndServe, except that a
+// plugin without a broker is logged here, as JSON: AcceptAndServe reports
+// it with the standard library's log, a plain-text line on the core's
+// stderr at every start.
+func (i *Instance) serveState(b *plugin.GRPCBroker, id uint32, tlsCfg *tls.Config, svc pluginv1.StateServiceServer) {
+	i.stateDone = make(chan struct{})
+	go func() {
+		defer close(i.stateDone)
+		ln, err := b.Accept(id)
+		if err != nil {
+			i.stateMu.Lock()
+			closing := i.closing
+			i.stateMu.Unlock()
+			if !closing {
+				// "broker closed": the plugin does not serve
+				// plugin.GRPCBroker, as a plugin without state need not.
+				i.logger.Info("state store not offered to the plugin (does it serve plugin.GRPCBroker?)", "err", err)
+			}
+			return
+		}
+		var opts []grpc.ServerOption
+		if tlsCfg != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+		}
+		srv := grpc.NewServer(opts...)
+		pluginv1.RegisterStateServiceServer(srv, svc)
+		i.stateMu.Lock()
+		if i.closing {
+			i.stateMu.Unlock()
+			_ = ln.Close()
+			return
+		}
+		i.stateSrv = srv
+		i.stateMu.Unlock()
+		_ = srv.Serve(ln) // until Close stops it
+	}()
 }
 
 // Manifest is the validated manifest the plugin described.
@@ -194,7 +251,19 @@ func (i *Instance) PID() int { return i.cmd.Process.Pid }
 // deliveries first. Idempotent.
 func (i *Instance) Close() {
 	i.closeOnce.Do(func() {
-		i.client.Kill()
+		i.stateMu.Lock()
+		i.closing = true
+		i.stateMu.Unlock()
+		i.client.Kill() // closes the broker too: a pending Accept returns
+		i.stateMu.Lock()
+		srv := i.stateSrv
+		i.stateMu.Unlock()
+		if srv != nil {
+			srv.Stop()
+		}
+		if i.stateDone != nil {
+			<-i.stateDone
+		}
 		i.staged.cleanup()
 	})
 }
@@ -249,15 +318,4 @@ func (*grpcPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
 func (g *grpcPlugin) GRPCClient(_ context.Context, b *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
 	g.broker = b
 	return pluginv1.NewPluginServiceClient(c), nil
-}
-
-// newHCLogger routes go-plugin's own messages (warnings and errors only:
-// its debug output repeats every plugin stderr line) into slog.
-func newHCLogger(l *slog.Logger) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:       "go-plugin",
-		Level:      hclog.Warn,
-		JSONFormat: true,
-		Output:     newLineLogger(l.With("source", "go-plugin")),
-	})
 }

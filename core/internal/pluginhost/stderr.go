@@ -15,12 +15,21 @@ const maxLine = 64 << 10
 
 // lineLogger re-emits a plugin's stderr through the core's logger, one record
 // per line: JSON lines (slog or hclog) keep their level, message and fields;
-// other lines are logged as-is at info.
+// other lines are logged as-is at info, except that a Go panic or fatal
+// error and every plain line after it are errors (the stack trace).
+//
+// The core's logger already carries the plugin's name (plugin) and, once
+// described, its version; a field of the plugin's own under one of those
+// keys is renamed field_KEY, so no record has a key twice.
 type lineLogger struct {
-	mu     sync.Mutex
-	logger *slog.Logger
-	buf    bytes.Buffer
+	mu      sync.Mutex
+	logger  *slog.Logger
+	buf     bytes.Buffer
+	inPanic bool
 }
+
+// reservedKeys are the keys the core's records of a plugin carry.
+var reservedKeys = map[string]bool{"plugin": true, "plugin_path": true, "version": true, "source": true}
 
 func newLineLogger(l *slog.Logger) *lineLogger { return &lineLogger{logger: l} }
 
@@ -59,6 +68,13 @@ func (w *lineLogger) emit(line []byte) {
 	}
 	var rec map[string]any
 	if line[0] != '{' || json.Unmarshal(line, &rec) != nil {
+		if bytes.HasPrefix(line, []byte("panic: ")) || bytes.HasPrefix(line, []byte("fatal error: ")) {
+			w.inPanic = true
+		}
+		if w.inPanic {
+			w.logger.Error(string(line))
+			return
+		}
 		w.logger.Info(string(line))
 		return
 	}
@@ -81,6 +97,9 @@ func (w *lineLogger) emit(line []byte) {
 			msg, _ = v.(string)
 		case "time", "@timestamp":
 		default:
+			if reservedKeys[k] {
+				k = "field_" + k
+			}
 			attrs = append(attrs, k, v)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,6 +96,42 @@ func TestHandleStreamMalformedAndConcurrent(t *testing.T) {
 	}
 	if failed != 2 {
 		t.Fatalf("%d failed results, want 2 (the malformed deliveries)", failed)
+	}
+}
+
+// The core sends a ResultAck only when it refused some of a result's
+// actions, and a plugin never waits for one: results go out whether acks
+// come or not, and only an ack with refusals is logged.
+func TestResultAcksAreNeverAwaited(t *testing.T) {
+	var logs strings.Builder
+	p := New("t", "1", WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))), WithActions(ActionReply))
+	p.OnMessage(func(_ context.Context, ev *Event) ([]Action, error) { return []Action{ReplyText(ev.Message.Text)}, nil })
+	s := &fakeStream{in: make(chan *pluginv1.HandleRequest, 10)}
+	msg := func(id string) *pluginv1.HandleRequest {
+		return &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_Delivery{Delivery: &pluginv1.Delivery{DeliveryId: id, Attempt: 1,
+			Event: &pluginv1.Event{EventType: EventMessageReceive, Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: "om", Text: id}}}}}}
+	}
+	ack := func(id string, refused ...*pluginv1.RefusedAction) *pluginv1.HandleRequest {
+		return &pluginv1.HandleRequest{Kind: &pluginv1.HandleRequest_ResultAck{ResultAck: &pluginv1.ResultAck{DeliveryId: id, Refused: refused}}}
+	}
+	s.in <- msg("a")
+	s.in <- msg("b") // no ack for a came first
+	s.in <- ack("a", &pluginv1.RefusedAction{Index: 0, Reason: "not allowed"})
+	s.in <- ack("b")               // an empty ack (the core sends none) is ignored
+	s.in <- ack("never-delivered") // so is one for an unknown delivery
+	s.in <- msg("c")
+	close(s.in)
+	if err := p.handleStream(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.out) != 3 {
+		t.Fatalf("%d results, want 3", len(s.out))
+	}
+	if n := strings.Count(logs.String(), "core refused actions"); n != 1 {
+		t.Fatalf("%d refusal warnings, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), `"delivery_id":"a"`) || !strings.Contains(logs.String(), `"first_reason":"not allowed"`) {
+		t.Fatalf("warning does not name the delivery and reason:\n%s", logs.String())
 	}
 }
 

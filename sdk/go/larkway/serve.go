@@ -38,8 +38,10 @@ func (p *Plugin) Main() {
 	os.Exit(0)
 }
 
-// Serve runs go-plugin's server until the core closes the connection or the
-// process gets SIGINT/SIGTERM (the core drains in-flight deliveries first).
+// Serve runs go-plugin's server until the core stops the plugin (it drains
+// the deliveries in flight, then calls plugin.GRPCController/Shutdown).
+// SIGINT is ignored; SIGTERM ends the process at once (whatever was in
+// flight is redelivered).
 func (p *Plugin) Serve() {
 	// go-plugin ends the process on the core's request; SIGINT from a terminal
 	// (Ctrl-C reaches the whole process group) must not kill the plugin before
@@ -166,6 +168,8 @@ func (p *Plugin) handleStream(ctx context.Context, stream interface {
 				}
 			}
 		default:
+			// The core acks a result only when it refused some of its
+			// actions, after running them: logged, never waited for.
 			if ack := req.GetResultAck(); ack != nil && len(ack.GetRefused()) > 0 {
 				p.logger.Warn("core refused actions", "delivery_id", ack.GetDeliveryId(), "refused", len(ack.GetRefused()), "first_reason", ack.GetRefused()[0].GetReason())
 			}

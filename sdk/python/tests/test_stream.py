@@ -55,13 +55,20 @@ def test_malformed_deliveries_fail_without_crashing():
     assert len(got) == 4
 
 
-def test_result_acks_are_logged(capsys):
+def test_result_acks_are_logged_never_awaited(capsys):
+    # The core acks a result only when it refused some of its actions: the
+    # results go out whether acks come or not, and only refusals are warned.
     p = echo_plugin()
-    run_stream(p, [
+    got = run_stream(p, [
+        delivery(message("one"), "d-1"),
+        delivery(message("two"), "d-2"),
         pb.HandleRequest(result_ack=pb.ResultAck(delivery_id="d-1", refused=[
             pb.RefusedAction(index=0, reason="action kind not allowed")])),
         pb.HandleRequest(result_ack=pb.ResultAck(delivery_id="d-2")),
+        pb.HandleRequest(result_ack=pb.ResultAck(delivery_id="never-delivered")),
+        delivery(message("three"), "d-3"),
     ])
+    assert sorted(r.delivery_id for r in got) == ["d-1", "d-2", "d-3"]
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
     warns = [x for x in lines if x["level"] == "WARN"]
     assert len(warns) == 1

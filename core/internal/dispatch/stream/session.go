@@ -482,7 +482,9 @@ func (s *Session) waitSlot(deadline time.Time) error {
 	}
 }
 
-// Ack tells the plugin which of a result's actions were refused.
+// Ack tells the plugin which of a result's actions were refused. The
+// contract sends one only when some were, best effort (a stream already
+// closed loses it): plugins never wait for an ack.
 func (s *Session) Ack(id string, refused []*pluginv1.RefusedAction) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()

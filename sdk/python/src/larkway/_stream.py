@@ -215,6 +215,8 @@ class Stream:
             await f
 
     def _ack(self, ack: pb.ResultAck) -> None:
+        # The core acks a result only when it refused some of its actions,
+        # after running them: logged, never waited for.
         if ack.refused:
             self.log.warn("core refused actions", delivery_id=ack.delivery_id, refused=len(ack.refused),
                           reasons=[f"#{r.index}: {r.reason}" for r in ack.refused])

@@ -30,10 +30,14 @@ class PluginServiceStub:
     client: it reads the manifest once with Describe, then keeps one Handle
     stream open per plugin instance for as long as the instance serves.
 
-    Plugins are launched with hashicorp/go-plugin: the process prints the
-    go-plugin handshake line on stdout, serves this service and the gRPC health
-    service (name "plugin") on the announced address, and speaks mTLS when the
-    core sets PLUGIN_CLIENT_CERT.
+    Plugins are launched with hashicorp/go-plugin (v1.8): the process prints
+    the go-plugin handshake line on stdout, serves this service and the gRPC
+    health service (name "plugin") on the announced address, and speaks mTLS
+    with the certificate the core sets in PLUGIN_CLIENT_CERT. It may also
+    serve go-plugin's plugin.GRPCController (Shutdown, called before the core
+    stops it) and plugin.GRPCBroker (StartStream, how the core offers the
+    state store: see StateService). sdk/README.md ("Any other language")
+    spells out each step for a plugin written without an SDK.
     """
 
     def __init__(self, channel):
@@ -59,10 +63,14 @@ class PluginServiceServicer:
     client: it reads the manifest once with Describe, then keeps one Handle
     stream open per plugin instance for as long as the instance serves.
 
-    Plugins are launched with hashicorp/go-plugin: the process prints the
-    go-plugin handshake line on stdout, serves this service and the gRPC health
-    service (name "plugin") on the announced address, and speaks mTLS when the
-    core sets PLUGIN_CLIENT_CERT.
+    Plugins are launched with hashicorp/go-plugin (v1.8): the process prints
+    the go-plugin handshake line on stdout, serves this service and the gRPC
+    health service (name "plugin") on the announced address, and speaks mTLS
+    with the certificate the core sets in PLUGIN_CLIENT_CERT. It may also
+    serve go-plugin's plugin.GRPCController (Shutdown, called before the core
+    stops it) and plugin.GRPCBroker (StartStream, how the core offers the
+    state store: see StateService). sdk/README.md ("Any other language")
+    spells out each step for a plugin written without an SDK.
     """
 
     def Describe(self, request, context):
@@ -111,10 +119,14 @@ class PluginService:
     client: it reads the manifest once with Describe, then keeps one Handle
     stream open per plugin instance for as long as the instance serves.
 
-    Plugins are launched with hashicorp/go-plugin: the process prints the
-    go-plugin handshake line on stdout, serves this service and the gRPC health
-    service (name "plugin") on the announced address, and speaks mTLS when the
-    core sets PLUGIN_CLIENT_CERT.
+    Plugins are launched with hashicorp/go-plugin (v1.8): the process prints
+    the go-plugin handshake line on stdout, serves this service and the gRPC
+    health service (name "plugin") on the announced address, and speaks mTLS
+    with the certificate the core sets in PLUGIN_CLIENT_CERT. It may also
+    serve go-plugin's plugin.GRPCController (Shutdown, called before the core
+    stops it) and plugin.GRPCBroker (StartStream, how the core offers the
+    state store: see StateService). sdk/README.md ("Any other language")
+    spells out each step for a plugin written without an SDK.
     """
 
     @staticmethod

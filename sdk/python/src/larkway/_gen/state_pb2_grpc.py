@@ -29,6 +29,35 @@ class StateServiceStub:
     """StateService is served by the core to each plugin over go-plugin's broker,
     so plugin processes stay stateless while conversations keep state across
     replicas and restarts. Keys are private to the calling plugin.
+
+    Reaching it without an SDK (hashicorp/go-plugin v1.8's broker, without
+    multiplexing):
+
+    1. Serve go-plugin's broker service on the plugin's gRPC server, beside
+    PluginService: package "plugin", service GRPCBroker,
+    rpc StartStream(stream ConnInfo) returns (stream ConnInfo), with
+    message ConnInfo {
+    uint32 service_id = 1; string network = 2; string address = 3;
+    message Knock { bool knock = 1; bool ack = 2; string error = 3; }
+    Knock knock = 4;
+    }
+    (go-plugin's internal/plugin/grpc_broker.proto). The core opens this
+    stream right after the handshake.
+    2. DescribeRequest.state_broker_id is not 0 when the core offers the
+    store. The core then sends, on the stream, ConnInfo{service_id:
+    state_broker_id, network, address}: network "unix" and a socket path
+    in the core's temporary directory ("tcp" and host:port on Windows). It
+    may arrive before or after Describe: keep it until you dial. The plugin
+    sends nothing on the stream, and ignores messages with knock set.
+    3. Dial that address with TLS (ALPN "h2", which gRPC clients offer by
+    themselves): present the plugin's own certificate (the one in the
+    handshake line; if it lists extended key usages, client auth must be
+    among them), and verify the core's certificate against
+    PLUGIN_CLIENT_CERT for the server name "localhost". Then call this
+    service on the connection; it stays open for the plugin's life.
+
+    A plugin that does not serve GRPCBroker runs without a state store: the
+    core logs that it could not offer one, once per launch.
     """
 
     def __init__(self, channel):
@@ -63,6 +92,35 @@ class StateServiceServicer:
     """StateService is served by the core to each plugin over go-plugin's broker,
     so plugin processes stay stateless while conversations keep state across
     replicas and restarts. Keys are private to the calling plugin.
+
+    Reaching it without an SDK (hashicorp/go-plugin v1.8's broker, without
+    multiplexing):
+
+    1. Serve go-plugin's broker service on the plugin's gRPC server, beside
+    PluginService: package "plugin", service GRPCBroker,
+    rpc StartStream(stream ConnInfo) returns (stream ConnInfo), with
+    message ConnInfo {
+    uint32 service_id = 1; string network = 2; string address = 3;
+    message Knock { bool knock = 1; bool ack = 2; string error = 3; }
+    Knock knock = 4;
+    }
+    (go-plugin's internal/plugin/grpc_broker.proto). The core opens this
+    stream right after the handshake.
+    2. DescribeRequest.state_broker_id is not 0 when the core offers the
+    store. The core then sends, on the stream, ConnInfo{service_id:
+    state_broker_id, network, address}: network "unix" and a socket path
+    in the core's temporary directory ("tcp" and host:port on Windows). It
+    may arrive before or after Describe: keep it until you dial. The plugin
+    sends nothing on the stream, and ignores messages with knock set.
+    3. Dial that address with TLS (ALPN "h2", which gRPC clients offer by
+    themselves): present the plugin's own certificate (the one in the
+    handshake line; if it lists extended key usages, client auth must be
+    among them), and verify the core's certificate against
+    PLUGIN_CLIENT_CERT for the server name "localhost". Then call this
+    service on the connection; it stays open for the plugin's life.
+
+    A plugin that does not serve GRPCBroker runs without a state store: the
+    core logs that it could not offer one, once per launch.
     """
 
     def Get(self, request, context):
@@ -128,6 +186,35 @@ class StateService:
     """StateService is served by the core to each plugin over go-plugin's broker,
     so plugin processes stay stateless while conversations keep state across
     replicas and restarts. Keys are private to the calling plugin.
+
+    Reaching it without an SDK (hashicorp/go-plugin v1.8's broker, without
+    multiplexing):
+
+    1. Serve go-plugin's broker service on the plugin's gRPC server, beside
+    PluginService: package "plugin", service GRPCBroker,
+    rpc StartStream(stream ConnInfo) returns (stream ConnInfo), with
+    message ConnInfo {
+    uint32 service_id = 1; string network = 2; string address = 3;
+    message Knock { bool knock = 1; bool ack = 2; string error = 3; }
+    Knock knock = 4;
+    }
+    (go-plugin's internal/plugin/grpc_broker.proto). The core opens this
+    stream right after the handshake.
+    2. DescribeRequest.state_broker_id is not 0 when the core offers the
+    store. The core then sends, on the stream, ConnInfo{service_id:
+    state_broker_id, network, address}: network "unix" and a socket path
+    in the core's temporary directory ("tcp" and host:port on Windows). It
+    may arrive before or after Describe: keep it until you dial. The plugin
+    sends nothing on the stream, and ignores messages with knock set.
+    3. Dial that address with TLS (ALPN "h2", which gRPC clients offer by
+    themselves): present the plugin's own certificate (the one in the
+    handshake line; if it lists extended key usages, client auth must be
+    among them), and verify the core's certificate against
+    PLUGIN_CLIENT_CERT for the server name "localhost". Then call this
+    service on the connection; it stays open for the plugin's life.
+
+    A plugin that does not serve GRPCBroker runs without a state store: the
+    core logs that it could not offer one, once per launch.
     """
 
     @staticmethod

@@ -211,10 +211,13 @@ type DescribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The contract version the core speaks, e.g. "v1".
 	CoreContractVersion string `protobuf:"bytes,1,opt,name=core_contract_version,json=coreContractVersion,proto3" json:"core_contract_version,omitempty"`
-	// The core's own version string, for the plugin's logs.
+	// The core's own version string (e.g. "1.4.0", or "dev" for a build
+	// without one), for the plugin's logs.
 	CoreVersion string `protobuf:"bytes,2,opt,name=core_version,json=coreVersion,proto3" json:"core_version,omitempty"`
 	// go-plugin broker id on which the core serves StateService for this
-	// plugin; 0 when the core offers no state store.
+	// plugin; 0 when the core offers no state store. The plugin reaches it
+	// through go-plugin's broker stream (plugin.GRPCBroker/StartStream), as
+	// StateService describes.
 	StateBrokerId uint32 `protobuf:"varint,3,opt,name=state_broker_id,json=stateBrokerId,proto3" json:"state_broker_id,omitempty"`
 	// The core accepts HandleResponse.results (a ResultBatch). A plugin may
 	// send batches only when this is set; a core that predates batches leaves
@@ -604,7 +607,8 @@ type HandleRequest_Delivery struct {
 }
 
 type HandleRequest_ResultAck struct {
-	// The core's verdict on a result the plugin sent.
+	// Which actions of a result the core did not perform. Sent only when
+	// there were some; see ResultAck.
 	ResultAck *ResultAck `protobuf:"bytes,2,opt,name=result_ack,json=resultAck,proto3,oneof"`
 }
 
@@ -1573,12 +1577,18 @@ func (x *Result) GetCardResponse() *CardResponse {
 	return nil
 }
 
-// ResultAck tells the plugin what the core did with its result.
+// ResultAck tells the plugin which of a result's actions the core did not
+// perform. The core sends one only for a DONE result with at least one such
+// action, after it has run the result's actions (seconds later, if Lark is
+// slow); a result whose actions were all performed, a RETRY or FAILED
+// result, and a result that came after its deadline get none. It is
+// informational and best effort (lost if the stream closes first): a plugin
+// must never wait for an ack.
 type ResultAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The result this acknowledges.
+	// The result this is about.
 	DeliveryId string `protobuf:"bytes,1,opt,name=delivery_id,json=deliveryId,proto3" json:"delivery_id,omitempty"`
-	// Actions refused (not allowed by the manifest, or invalid), by index.
+	// The actions not performed, by index; never empty.
 	Refused       []*RefusedAction `protobuf:"bytes,2,rep,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1628,12 +1638,15 @@ func (x *ResultAck) GetRefused() []*RefusedAction {
 	return nil
 }
 
-// RefusedAction names an action the core would not perform.
+// RefusedAction names an action the core did not perform: refused (not in
+// the manifest's allowed_actions, empty, or invalid), rejected by Lark for
+// good (e.g. the bot is not in the chat), or given up on after its retries
+// ran out on the event's last attempt. The core goes on with the next one.
 type RefusedAction struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Index into Result.actions.
 	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	// Why.
+	// Why, in words.
 	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -31,10 +31,14 @@ const (
 // client: it reads the manifest once with Describe, then keeps one Handle
 // stream open per plugin instance for as long as the instance serves.
 //
-// Plugins are launched with hashicorp/go-plugin: the process prints the
-// go-plugin handshake line on stdout, serves this service and the gRPC health
-// service (name "plugin") on the announced address, and speaks mTLS when the
-// core sets PLUGIN_CLIENT_CERT.
+// Plugins are launched with hashicorp/go-plugin (v1.8): the process prints
+// the go-plugin handshake line on stdout, serves this service and the gRPC
+// health service (name "plugin") on the announced address, and speaks mTLS
+// with the certificate the core sets in PLUGIN_CLIENT_CERT. It may also
+// serve go-plugin's plugin.GRPCController (Shutdown, called before the core
+// stops it) and plugin.GRPCBroker (StartStream, how the core offers the
+// state store: see StateService). sdk/README.md ("Any other language")
+// spells out each step for a plugin written without an SDK.
 type PluginServiceClient interface {
 	// Describe returns the plugin's manifest. The core calls it before routing
 	// any event to the instance and refuses the instance if it fails or the
@@ -87,10 +91,14 @@ type PluginService_HandleClient = grpc.BidiStreamingClient[HandleRequest, Handle
 // client: it reads the manifest once with Describe, then keeps one Handle
 // stream open per plugin instance for as long as the instance serves.
 //
-// Plugins are launched with hashicorp/go-plugin: the process prints the
-// go-plugin handshake line on stdout, serves this service and the gRPC health
-// service (name "plugin") on the announced address, and speaks mTLS when the
-// core sets PLUGIN_CLIENT_CERT.
+// Plugins are launched with hashicorp/go-plugin (v1.8): the process prints
+// the go-plugin handshake line on stdout, serves this service and the gRPC
+// health service (name "plugin") on the announced address, and speaks mTLS
+// with the certificate the core sets in PLUGIN_CLIENT_CERT. It may also
+// serve go-plugin's plugin.GRPCController (Shutdown, called before the core
+// stops it) and plugin.GRPCBroker (StartStream, how the core offers the
+// state store: see StateService). sdk/README.md ("Any other language")
+// spells out each step for a plugin written without an SDK.
 type PluginServiceServer interface {
 	// Describe returns the plugin's manifest. The core calls it before routing
 	// any event to the instance and refuses the instance if it fails or the
