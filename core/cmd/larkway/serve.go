@@ -115,9 +115,10 @@ func checkFile(path, want string) error {
 	return nil
 }
 
+// newLogger logs JSON at level, which config.Validate has checked is one
+// of logLevels.
 func newLogger(w io.Writer, level string) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level))
+	l := logLevels[level]
 	if w == nil {
 		w = os.Stderr
 	}
