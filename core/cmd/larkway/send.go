@@ -31,7 +31,7 @@ encrypt_key) it is sent as Lark sends it to an app with an Encrypt Key:
 encrypted and signed (see docs/lark-webhook-security.md); without, plain.`,
 		Example: `  larkway send --url http://127.0.0.1:8090/lark/events --text hi
   larkway send --app cli_prod --token "$VERIFICATION_TOKEN" --encrypt-key "$ENCRYPT_KEY"`,
-		Args:    noArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			return send(c.Context(), stdout, o)
 		},
