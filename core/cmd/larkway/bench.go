@@ -110,9 +110,9 @@ func runBench(ctx context.Context, f *benchOptions, stdout, stderr io.Writer) er
 		}
 		bs = append(bs, b)
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return usagef("--log-level: %v", err)
+	lvl, err := parseLogLevel(f.logLevel)
+	if err != nil {
+		return err
 	}
 	dir, err := os.MkdirTemp("", "larkway-bench-")
 	if err != nil {

@@ -179,3 +179,33 @@ func TestSendReportsRejection(t *testing.T) {
 		t.Fatalf("code %d out %s err %s", code, out, errOut)
 	}
 }
+
+// plugin --help shows the default admin URL; a subcommand's help lists its
+// own flags apart from the admin API's, which it inherits, and no other
+// command's flags.
+func TestPluginHelpFlags(t *testing.T) {
+	t.Setenv("LARKWAY_ADMIN_URL", "")
+	code, out, _ := runCLI(t, "plugin", "--help")
+	if code != 0 || !strings.Contains(out, `--admin URL`) || !strings.Contains(out, `(default "http://127.0.0.1:8092")`) {
+		t.Fatalf("plugin --help: code %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, "plugin", "list", "--help")
+	own, inherited, ok := strings.Cut(out, "Flags of every larkway plugin command:")
+	if code != 0 || !ok {
+		t.Fatalf("plugin list --help: code %d\n%s", code, out)
+	}
+	_, own, _ = strings.Cut(own, "Flags:\n")
+	if strings.TrimSpace(own) != "-h, --help   help for list" {
+		t.Fatalf("plugin list's own flags:\n%s", own)
+	}
+	for _, f := range []string{"--admin URL", "--token TOKEN", "--ca-file", "--cert-file", "--key-file", "--tls-server-name", "--json"} {
+		if !strings.Contains(inherited, f) {
+			t.Fatalf("plugin list --help lacks inherited %s:\n%s", f, inherited)
+		}
+	}
+	for _, f := range []string{"--file", "--sha256", "--files-only"} {
+		if strings.Contains(out, f) {
+			t.Fatalf("plugin list --help shows another command's %s:\n%s", f, out)
+		}
+	}
+}

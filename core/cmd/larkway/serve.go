@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/larkway/larkway/core/internal/app"
 	"github.com/larkway/larkway/core/internal/config"
+	"github.com/larkway/larkway/core/internal/pluginhost"
 )
 
 func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -23,7 +26,9 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "serve --config FILE [--check]",
 		Short: "Run the core (or only validate the config)",
 		Long: `Runs the core with the config FILE until SIGTERM or SIGINT, then drains.
-With --check it only loads and validates the config and prints a summary.`,
+With --check it only loads and validates the config, checks that every
+enabled plugin's executable and pinned files exist and match their sha256,
+and prints a summary.`,
 		Example: `  larkway serve --config config.example.yaml --check
   larkway serve --config my.yaml`,
 		Args: noArgs,
@@ -44,6 +49,9 @@ func serve(ctx context.Context, path string, check bool, stdout, stderr io.Write
 		return err
 	}
 	if check {
+		if err := checkPluginFiles(cfg.Plugins); err != nil {
+			return err
+		}
 		fmt.Fprintf(stdout, "%s: ok (%d apps, %d plugins, bus %s)\n", path, len(cfg.Apps), len(cfg.Plugins), cfg.Bus.Kind)
 		if cfg.Admin.Listen != "" {
 			fmt.Fprintln(stdout, adminSummary(cfg.Admin))
@@ -61,9 +69,56 @@ func serve(ctx context.Context, path string, check bool, stdout, stderr io.Write
 	return core.Run(ctx)
 }
 
+// checkPluginFiles does what a launch does before it starts a plugin —
+// find the executable ($PATH when it has no slash), hash it and its pinned
+// files — so --check catches a missing or changed file before a deploy. A
+// disabled plugin is not launched, so it is not checked. All problems are
+// reported, each naming its plugins[i] key.
+func checkPluginFiles(plugins []config.Plugin) error {
+	var errs []error
+	for i, p := range plugins {
+		if p.Disabled {
+			continue
+		}
+		key := fmt.Sprintf("plugins[%d]", i)
+		path := p.Path
+		if !strings.ContainsRune(path, '/') {
+			found, err := exec.LookPath(path)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s.path: %w", key, err))
+				continue
+			}
+			path = found
+		}
+		if err := checkFile(path, p.SHA256); err != nil {
+			errs = append(errs, fmt.Errorf("%s.path: %w", key, err))
+		}
+		for j, f := range p.Files {
+			if err := checkFile(f.Path, f.SHA256); err != nil {
+				errs = append(errs, fmt.Errorf("%s.files[%d]: %w", key, j, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkFile hashes path with the launcher's own function and compares it
+// with want (hex; "" only requires the file to be readable).
+func checkFile(path, want string) error {
+	got, err := pluginhost.FileSHA256(path)
+	if err != nil {
+		return err
+	}
+	if want != "" && !strings.EqualFold(got, want) {
+		return fmt.Errorf("%w: file %s: expected sha256 %s, actual %s", pluginhost.ErrChecksum, path, strings.ToLower(want), got)
+	}
+	return nil
+}
+
+// newLogger logs JSON at level, which config.Validate has checked is one
+// of logLevels.
 func newLogger(w io.Writer, level string) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level))
+	l := logLevels[level]
 	if w == nil {
 		w = os.Stderr
 	}

@@ -140,6 +140,9 @@ type Deps struct {
 	Logger *slog.Logger
 	// Registerer gets the larkway_action_* metrics (nil: not registered).
 	Registerer prometheus.Registerer
+	// Plugins are the configured plugins' names, whose counter series
+	// (like every app's in Clients) exist at 0 from the start.
+	Plugins []string
 }
 
 // Executor performs actions for every configured app. It is safe for
@@ -168,6 +171,11 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 	}
 	logger = logger.With("component", "action")
 	m := newMetrics(deps.Registerer)
+	apps := make([]string, 0, len(deps.Clients))
+	for app := range deps.Clients {
+		apps = append(apps, app)
+	}
+	m.precreate(apps, deps.Plugins)
 	e := &Executor{cfg: cfg, clients: deps.Clients, logger: logger, metrics: m, dead: deps.DeadLetters}
 	onState := func(key string, state breaker.State) {
 		app, api := splitBreakerKey(key)

@@ -1,6 +1,10 @@
 package action
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/larkway/larkway/core/internal/lark"
+)
 
 // metrics are the executor's larkway_action_* metrics; the rate limiter
 // registers its own larkway_action_ratelimit_wait_seconds and
@@ -45,4 +49,46 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.executions, m.throttled, m.breakerState, m.retries, m.deadLetters, m.fallbacks)
 	}
 	return m
+}
+
+// Label values the counters can take, for pre-creating their series.
+var (
+	metricAPIs = []string{lark.APISend, lark.APIReply, lark.APIUpdateCard, lark.APIDelayedCardUpdate,
+		lark.APIAddReaction, lark.APIRemoveReaction, lark.APIRaw}
+	// retryReasons are the lark.Outcome values of retryable errors, and
+	// breaker_open.
+	retryReasons      = []string{"rate_limited", "server_error", "transport_error", "token_invalid", "breaker_open"}
+	throttleScopes    = []string{"app", "target"}
+	metricKinds       = []string{"send", "reply", "update_card", "delayed_card_update", "add_reaction", "remove_reaction", "raw_call"}
+	executionOutcomes = []string{"done", "refused", "failed", "dead_lettered", "retry"}
+	fallbackOutcomes  = []string{"done", "failed"}
+)
+
+// precreate makes every counter series of the configured apps and plugins
+// exist at 0 from the start. A counter series appears only at its first
+// increment otherwise, and the dashboards' panels on rare events (retries,
+// throttling, dead letters) would read "No data" rather than 0; rate() and
+// increase() also miss the first increment of a series that did not exist.
+func (m *metrics) precreate(apps, plugins []string) {
+	for _, app := range apps {
+		for _, api := range metricAPIs {
+			for _, r := range retryReasons {
+				m.retries.WithLabelValues(app, api, r)
+			}
+			for _, s := range throttleScopes {
+				m.throttled.WithLabelValues(app, api, s)
+			}
+		}
+	}
+	for _, p := range plugins {
+		for _, k := range metricKinds {
+			m.deadLetters.WithLabelValues(p, k)
+			for _, o := range executionOutcomes {
+				m.executions.WithLabelValues(p, k, o)
+			}
+		}
+		for _, o := range fallbackOutcomes {
+			m.fallbacks.WithLabelValues(p, o)
+		}
+	}
 }

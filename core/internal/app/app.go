@@ -157,7 +157,7 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 		}
 	}
 	if c.exec, err = action.New(action.Config{KeyPrefix: cfg.Redis.KeyPrefix + "action:", Limits: actionLimits(cfg.Actions.RateLimits)},
-		action.Deps{Clients: clients, Redis: shared, Logger: logger, Registerer: reg}); err != nil {
+		action.Deps{Clients: clients, Redis: shared, Logger: logger, Registerer: reg, Plugins: pluginNames(cfg.Plugins)}); err != nil {
 		return nil, fmt.Errorf("creating the action executor: %w", err)
 	}
 	var exec dispatch.Executor = c.exec
@@ -396,4 +396,13 @@ func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, er
 		return nil, err
 	}
 	return inst, nil
+}
+
+// pluginNames are the configured plugins' names.
+func pluginNames(ps []config.Plugin) []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name
+	}
+	return names
 }

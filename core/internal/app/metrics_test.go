@@ -2,8 +2,10 @@ package app_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,10 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/larkway/larkway/core/internal/app"
+	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/testenv"
 )
 
@@ -149,4 +154,62 @@ func histCount(mf *dto.MetricFamily) uint64 {
 		n += m.GetHistogram().GetSampleCount()
 	}
 	return n
+}
+
+// Right after the core starts, before any event, the action counters the
+// dashboards query exist at 0 for every configured app and plugin, so
+// their panels read 0 rather than "No data".
+func TestActionCountersExistAtZero(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse(strings.NewReader(`
+listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
+apps:
+  - {id: cli_zero_a, secret: s, verification_token: vt, base_url: "http://127.0.0.1:1"}
+  - {id: cli_zero_b, secret: s, verification_token: vt, base_url: "http://127.0.0.1:1", event_path: /lark/b}
+plugins:
+  - {name: quiet, path: /nonexistent/quiet, disabled: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := app.Build(ctx, cfg, app.Deps{Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), Version: "test"})
+	if err != nil {
+		t.Fatalf("building the core: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("core: %v", err)
+		}
+	})
+	testenv.Eventually(t, 30*time.Second, "core not ready", a.Ready)
+	fams := scrape(t, a.MetricsAddr())
+	for _, c := range []struct{ family, label, value string }{
+		{"larkway_action_retries_total", "app_id", "cli_zero_a"},
+		{"larkway_action_retries_total", "app_id", "cli_zero_b"},
+		{"larkway_action_ratelimit_throttled_total", "app_id", "cli_zero_a"},
+		{"larkway_action_ratelimit_throttled_total", "app_id", "cli_zero_b"},
+		{"larkway_action_executions_total", "plugin", "quiet"},
+		{"larkway_action_dead_letters_total", "plugin", "quiet"},
+		{"larkway_action_fallback_replies_total", "plugin", "quiet"},
+	} {
+		n := 0
+		for _, m := range fams[c.family].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == c.label && l.GetValue() == c.value {
+					n++
+					if v := m.GetCounter().GetValue(); v != 0 {
+						t.Errorf("%s{%s=%q} = %v before any event", c.family, c.label, c.value, v)
+					}
+				}
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s has no series with %s=%q before its first increment", c.family, c.label, c.value)
+		}
+	}
 }

@@ -119,10 +119,10 @@ func New(cfg Config, pub bus.Publisher, logger *slog.Logger, reg prometheus.Regi
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "larkway_ingest_requests_total", Help: "Webhook requests by app, outcome and HTTP status.",
-		}, []string{"app", "outcome", "status"}),
+		}, []string{"app_id", "outcome", "status"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "larkway_ingest_rejections_total", Help: "Rejected webhook requests by app and reason.",
-		}, []string{"app", "reason"}),
+		}, []string{"app_id", "reason"}),
 		published: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "larkway_ingest_publish_duration_seconds", Help: "Time for the bus to durably accept an event.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
