@@ -45,7 +45,7 @@ type FailedAction struct {
 	Index int    `json:"index"`
 	Kind  string `json:"kind"`
 	// Action is the action as protobuf JSON, as the plugin returned it.
-	Action json.RawMessage `json:"action"`
+	Action json.RawMessage `json:"action,omitempty"`
 	// UUID is the idempotency key the calls carried (sends and replies).
 	UUID string `json:"uuid,omitempty"`
 	// Error is the last call's error.
