@@ -320,6 +320,9 @@ type call struct {
 	priority ratelimit.Priority
 	do       func(ctx context.Context) error
 	client   Client
+	// failOpen returns breaker.ErrOpen at once instead of waiting for the
+	// breaker to close: a replay asked for during an outage answers now.
+	failOpen bool
 }
 
 // perform makes c, retrying retryable failures. It returns the number of
@@ -336,6 +339,9 @@ func (e *Executor) perform(ctx context.Context, app string, c call) (attempts in
 		if !e.cfg.Breaker.Disabled {
 			var retryAfter time.Duration
 			done, _, retryAfter, err = e.breakers.Allow(ctx, breakerKey)
+			if errors.Is(err, breaker.ErrOpen) && c.failOpen {
+				return attempts, err
+			}
 			if errors.Is(err, breaker.ErrOpen) {
 				e.metrics.retries.WithLabelValues(app, c.api, "breaker_open").Inc()
 				if retryAfter <= 0 {
@@ -485,6 +491,7 @@ func (e *Executor) ReplayFailed(ctx context.Context, id string) error {
 		e.metrics.replays.WithLabelValues("failed").Inc()
 		return fmt.Errorf("replaying failed action %s: %w: %s", id, ErrNotReplayable, reason)
 	}
+	c.failOpen = true
 	if _, err := e.perform(ctx, f.AppID, c); err != nil {
 		e.metrics.replays.WithLabelValues("failed").Inc()
 		return fmt.Errorf("replaying failed action %s (%s of %s): %w", id, f.Kind, f.Plugin, err)
