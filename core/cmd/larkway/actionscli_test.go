@@ -38,11 +38,17 @@ func TestActionsCommands(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
 	t.Cleanup(func() { _ = rdb.Close() })
 	store := action.NewRedisFailedStore(rdb, prefix+"action:"+action.FailedKey, 0)
+	// other's is a reaction: its failing replay opens the reactions'
+	// breaker, not the sends'.
+	actions := map[string]*pluginv1.Action{
+		"echo":  {Kind: &pluginv1.Action_Send{Send: &pluginv1.SendMessage{ReceiveIdType: "chat_id", ReceiveId: "oc_cli", MsgType: "text", ContentJson: `{"text":"lost 0"}`}}},
+		"other": {Kind: &pluginv1.Action_AddReaction{AddReaction: &pluginv1.AddReaction{MessageId: "om_cli", EmojiType: "SMILE"}}},
+	}
 	for i, p := range []string{"echo", "other"} {
-		a, _ := protojson.Marshal(&pluginv1.Action{Kind: &pluginv1.Action_Send{Send: &pluginv1.SendMessage{
-			ReceiveIdType: "chat_id", ReceiveId: "oc_cli", MsgType: "text", ContentJson: fmt.Sprintf(`{"text":"lost %d"}`, i)}}})
+		a, _ := protojson.Marshal(actions[p])
+		kind := map[string]string{"echo": "send", "other": "add_reaction"}[p]
 		if err := store.Put(t.Context(), action.FailedAction{Plugin: p, AppID: "cli_admin", EventID: fmt.Sprint("ev_cli", i), DedupKey: fmt.Sprint("dk", i),
-			ChatID: "oc_cli", Kind: "send", Action: a, Error: "HTTP 502", Attempts: 3, At: time.Now()}); err != nil {
+			ChatID: "oc_cli", Kind: kind, Action: a, Error: "HTTP 502", Attempts: 3, At: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,7 +73,7 @@ func TestActionsCommands(t *testing.T) {
 		t.Fatalf("show: %d %s", code, out)
 	}
 	// Lark still failing: the replay fails and the entry stays.
-	code, _, errOut = runCLI(t, with("actions", "replay", echo)...)
+	code, _, errOut = runCLI(t, with("actions", "replay", other)...)
 	if code != 1 || !strings.Contains(errOut, "replay_failed") {
 		t.Fatalf("replay while Lark fails: %d %s", code, errOut)
 	}
