@@ -25,6 +25,13 @@ const adminToken = "test-admin-token-0123456789"
 // admin API on) and returns the admin URL.
 func startCore(t *testing.T) (adminURL, echoPath string) {
 	t.Helper()
+	return startCoreWith(t, "http://127.0.0.1:1", "")
+}
+
+// startCoreWith is startCore with the app's Lark base URL and extra
+// top-level YAML (e.g. a redis section).
+func startCoreWith(t *testing.T, larkURL, extra string) (adminURL, echoPath string) {
+	t.Helper()
 	dir := t.TempDir()
 	echoPath = testenv.BuildPlugin(t, "./plugins/echo", dir)
 	sum, _ := pluginhost.FileSHA256(echoPath)
@@ -32,7 +39,7 @@ func startCore(t *testing.T) (adminURL, echoPath string) {
 listen: 127.0.0.1:0
 metrics: {listen: 127.0.0.1:0}
 apps:
-  - {id: cli_admin, secret: s, verification_token: vt, base_url: "http://127.0.0.1:1"}
+  - {id: cli_admin, secret: s, verification_token: vt, base_url: %q}
 plugins:
   - {name: echo, path: %s, sha256: %s}
 admin:
@@ -40,7 +47,8 @@ admin:
   token: %s
 supervision:
   probation_window: 200ms
-`, echoPath, sum, adminToken)))
+%s
+`, larkURL, echoPath, sum, adminToken, extra)))
 	if err != nil {
 		t.Fatal(err)
 	}

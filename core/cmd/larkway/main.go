@@ -1,6 +1,6 @@
 // Command larkway is the one larkway binary: the core (serve), the Lark
 // emulator (emulator), a sample-event sender (send), the admin API client
-// (plugin, dlq), the load generator (bench), version and shell completion.
+// (plugin, dlq, actions), the load generator (bench), version and shell completion.
 package main
 
 import (
@@ -101,6 +101,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newSendCmd(stdout),
 		newPluginCmd(stdout, stderr),
 		newDLQCmd(stdout, stderr),
+		newActionsCmd(stdout, stderr),
 		newBenchCmd(stdout, stderr),
 		&cobra.Command{
 			Use:   "version",

@@ -1,8 +1,8 @@
 // Package action executes the actions plugins return on the Lark OpenAPI:
 // it checks each against the plugin's manifest, plans the call (with a
 // deterministic idempotency key, so a redelivered event can never post
-// twice), performs it, retries what is worth retrying and dead-letters what
-// exhausts its retries.
+// twice), performs it, retries what is worth retrying and keeps what
+// exhausts its retries as a failed action, to be listed and replayed.
 //
 // Each call to Lark goes through, outermost first: retry (exponential
 // backoff with jitter, retryable failures only) → rate limit (package
@@ -11,7 +11,8 @@
 // and endpoint) → the lark.Client. With a Redis client the limits,
 // "blocked until" marks and breakers are shared by every replica; without
 // one (embedded mode) they live in the process and behave the same.
-// Actions that exhaust their retries go to the DeadLetters.
+// Actions that exhaust their retries go to the FailedStore ("failed
+// actions", not to be confused with the event dead letters of package dlq).
 package action
 
 import (
@@ -41,8 +42,9 @@ import (
 var ErrNoClient = errors.New("no Lark client for app")
 
 // ErrRetryable classes a failure worth redelivering the event for: the
-// actions could not all be carried out or dead-lettered before the context
-// ended, the executor closed, or the dead letters could not be written.
+// actions could not all be carried out or stored as failed before the
+// context ended, the executor closed, or the failed-action store could not
+// be written.
 // Actions already done are safe to repeat: each send and reply carries a
 // deterministic uuid.
 var ErrRetryable = errors.New("retryable action failure")
@@ -87,7 +89,7 @@ type Request struct {
 	Actions  []*pluginv1.Action
 	Attempts int
 	// FinalAttempt marks the event's last delivery: an action that exhausts
-	// its retries is then dead-lettered. Before that, the event is
+	// its retries is then stored as a failed action. Before that, the event is
 	// redelivered instead (with its own backoff), so a Lark outage longer
 	// than the executor's retries loses no reply.
 	FinalAttempt bool
@@ -101,8 +103,8 @@ type Config struct {
 	Breaker breaker.Settings
 	// KeyPrefix prefixes every Redis key the executor uses (default
 	// "larkway:action:"): rate limits under <prefix>{rl}:, blocks under
-	// <prefix>{rl}:block:, breakers under <prefix>cb:, and the dead-letter
-	// list <prefix>dead-letters. Replicas of different versions share these
+	// <prefix>{rl}:block:, breakers under <prefix>cb:, and the failed
+	// actions in the list <prefix>dead-letters (FailedKey). Replicas of different versions share these
 	// keys during a rolling deploy: the layout stays as it is.
 	KeyPrefix string
 }
@@ -133,9 +135,9 @@ type Deps struct {
 	// Redis shares rate limits, blocks and breakers across replicas; nil
 	// keeps them in the process (one replica only).
 	Redis redis.UniversalClient
-	// DeadLetters receives actions that exhausted their retries (nil: a
+	// FailedActions receives actions that exhausted their retries (nil: a
 	// Redis list at <prefix>dead-letters with Redis, else in memory).
-	DeadLetters DeadLetters
+	FailedActions FailedStore
 	// Logger (nil: discarded).
 	Logger *slog.Logger
 	// Registerer gets the larkway_action_* metrics (nil: not registered).
@@ -154,7 +156,7 @@ type Executor struct {
 	metrics   *metrics
 	limiter   *ratelimit.Scheduler
 	breakers  breaker.Store
-	dead      DeadLetters
+	failed    FailedStore
 	closeOnce sync.Once
 }
 
@@ -170,26 +172,27 @@ func New(cfg Config, deps Deps) (*Executor, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "action")
-	m := newMetrics(deps.Registerer)
+	e := &Executor{cfg: cfg, clients: deps.Clients, logger: logger, failed: deps.FailedActions}
+	m := newMetrics(deps.Registerer, func(ctx context.Context) (int, error) { return e.failed.Count(ctx) })
 	apps := make([]string, 0, len(deps.Clients))
 	for app := range deps.Clients {
 		apps = append(apps, app)
 	}
 	m.precreate(apps, deps.Plugins)
-	e := &Executor{cfg: cfg, clients: deps.Clients, logger: logger, metrics: m, dead: deps.DeadLetters}
+	e.metrics = m
 	onState := func(key string, state breaker.State) {
 		app, api := splitBreakerKey(key)
 		m.breakerState.WithLabelValues(app, api).Set(float64(state))
 	}
 	if deps.Redis != nil {
 		e.breakers = breaker.NewRedis(deps.Redis, cfg.KeyPrefix, cfg.Breaker, onState)
-		if e.dead == nil {
-			e.dead = NewRedisDeadLetters(deps.Redis, cfg.KeyPrefix+"dead-letters", 0)
+		if e.failed == nil {
+			e.failed = NewRedisFailedStore(deps.Redis, cfg.KeyPrefix+FailedKey, 0)
 		}
 	} else {
 		e.breakers = breaker.NewMemory(cfg.Breaker, onState)
-		if e.dead == nil {
-			e.dead = &MemoryDeadLetters{}
+		if e.failed == nil {
+			e.failed = &MemoryFailedStore{}
 		}
 	}
 	e.limiter = ratelimit.New(cfg.Limits, ratelimit.Deps{Redis: deps.Redis, KeyPrefix: cfg.KeyPrefix, Logger: logger, Registerer: deps.Registerer})
@@ -207,10 +210,11 @@ func (e *Executor) Close(context.Context) error {
 // Execute performs the actions in order. Refused actions — not allowed by
 // the manifest, invalid (with a reason saying what Lark would reject, e.g.
 // a card over 30 KB), rejected by Lark for a business reason, or (on the
-// final attempt) dead-lettered after exhausting their retries — are
-// reported and the next action runs. An error wrapping ErrRetryable means
-// the event should be redelivered: an action exhausted its retries before
-// the final attempt, the context ended, or the dead letters failed; actions
+// final attempt) stored as failed actions after exhausting their retries —
+// are reported and the next action runs. An error wrapping ErrRetryable
+// means the event should be redelivered: an action exhausted its retries
+// before the final attempt, the context ended, or the failed-action store
+// failed; actions
 // already done are safe to repeat because each send and reply carries a
 // deterministic uuid.
 func (e *Executor) Execute(ctx context.Context, req Request) ([]*pluginv1.RefusedAction, error) {
@@ -247,11 +251,11 @@ func (e *Executor) Execute(ctx context.Context, req Request) ([]*pluginv1.Refuse
 			e.metrics.executions.WithLabelValues(req.Plugin, kind, "retry").Inc()
 			return refused, fmt.Errorf("performing %s for %s: %w: %w", kind, req.Plugin, ErrRetryable, err)
 		case errors.Is(err, errExhausted):
-			if derr := e.deadLetter(req, i, a, kind, attempts, err); derr != nil {
+			if derr := e.storeFailed(req, i, a, kind, attempts, err); derr != nil {
 				e.metrics.executions.WithLabelValues(req.Plugin, kind, "retry").Inc()
 				return refused, fmt.Errorf("performing %s for %s: %w: %w", kind, req.Plugin, ErrRetryable, derr)
 			}
-			refuse(i, kind, "dead_lettered", fmt.Sprintf("dead-lettered after %d attempts: %v", attempts, err))
+			refuse(i, kind, "dead_lettered", fmt.Sprintf("failed after %d attempts, kept as a failed action: %v", attempts, err))
 		case isRetryableExit(err):
 			// The context ended (or the executor closed) while the action
 			// was waiting or retrying: ask for the event again.
@@ -324,6 +328,9 @@ type call struct {
 	priority ratelimit.Priority
 	do       func(ctx context.Context) error
 	client   Client
+	// failOpen returns breaker.ErrOpen at once instead of waiting for the
+	// breaker to close: a replay asked for during an outage answers now.
+	failOpen bool
 }
 
 // perform makes c, retrying retryable failures. It returns the number of
@@ -340,6 +347,9 @@ func (e *Executor) perform(ctx context.Context, app string, c call) (attempts in
 		if !e.cfg.Breaker.Disabled {
 			var retryAfter time.Duration
 			done, _, retryAfter, err = e.breakers.Allow(ctx, breakerKey)
+			if errors.Is(err, breaker.ErrOpen) && c.failOpen {
+				return attempts, err
+			}
 			if errors.Is(err, breaker.ErrOpen) {
 				e.metrics.retries.WithLabelValues(app, c.api, "breaker_open").Inc()
 				if retryAfter <= 0 {
@@ -422,21 +432,85 @@ func (e *Executor) throttled(ctx context.Context, app string, c call, err error)
 	e.limiter.Block(context.WithoutCancel(ctx), key, time.Now().Add(d))
 }
 
-func (e *Executor) deadLetter(req Request, i int, a *pluginv1.Action, kind string, attempts int, cause error) error {
+func (e *Executor) storeFailed(req Request, i int, a *pluginv1.Action, kind string, attempts int, cause error) error {
 	raw, _ := protojson.Marshal(a)
-	dl := ActionDeadLetter{
-		Plugin: req.Plugin, AppID: req.Event.GetAppId(), EventID: req.Event.GetEventId(), DedupKey: req.Event.GetDedupKey(),
-		ChatID: req.Event.GetChatId(), Index: i, Kind: kind, Action: raw, Error: cause.Error(),
+	ev := req.Event
+	f := FailedAction{
+		Plugin: req.Plugin, AppID: ev.GetAppId(), EventID: ev.GetEventId(), DedupKey: ev.GetDedupKey(),
+		ChatID: ev.GetChatId(), MessageID: ev.GetMessage().GetMessageId(), CardMessageID: ev.GetCardAction().GetOpenMessageId(),
+		Index: i, Kind: kind, Action: raw, Error: cause.Error(),
 		Attempts: attempts, DeliveryAttempt: req.Attempts, At: time.Now(),
+	}
+	if kind == "send" || kind == "reply" {
+		f.UUID = IdempotencyKey(f.AppID, f.DedupKey, req.Plugin, i)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.dead.Put(ctx, dl); err != nil {
-		e.logger.Error("writing an action dead letter failed; the event will be redelivered", "plugin", req.Plugin, "kind", kind, "error", err)
+	if err := e.failed.Put(ctx, f); err != nil {
+		e.logger.Error("storing a failed action failed; the event will be redelivered", "plugin", req.Plugin, "kind", kind, "error", err)
 		return err
 	}
-	e.metrics.deadLetters.WithLabelValues(req.Plugin, kind).Inc()
-	e.logger.Warn("action dead-lettered", "plugin", req.Plugin, "kind", kind, "event_id", req.Event.GetEventId(), "attempts", attempts, "error", cause)
+	e.metrics.failed.WithLabelValues(f.AppID, req.Plugin, kind).Inc()
+	e.logger.Warn("action failed after its retries; kept as a failed action", "plugin", req.Plugin, "kind", kind, "event_id", ev.GetEventId(), "attempts", attempts, "error", cause)
+	return nil
+}
+
+// FailedActions is the store of actions that exhausted their retries, for
+// the admin API.
+func (e *Executor) FailedActions() FailedStore { return e.failed }
+
+// ErrNotReplayable is returned for a failed action that cannot be planned
+// again (e.g. a delayed card update whose token came from the event).
+var ErrNotReplayable = errors.New("failed action cannot be replayed")
+
+// ReplayFailed performs the failed action id again through the usual
+// limits, breaker and retries, and removes it from the store once Lark
+// accepted it. It returns ErrFailedNotFound for an unknown id, and the
+// call's error, the entry kept, when Lark refuses again.
+//
+// A send or reply carries the same idempotency uuid as the original calls
+// (the stored one, else recomputed from the same app, dedup key, plugin and
+// index): if a call that "failed" in fact reached Lark (a timeout after Lark
+// posted), Lark answers the replay with that message instead of posting it
+// twice — within Lark's one-hour uuid window; a replay after that window may
+// post again. Replays of the same entry on two replicas at once are safe for
+// the same reason. Other kinds have no uuid: card updates and reaction
+// removals are idempotent, an add_reaction or raw_call may repeat.
+func (e *Executor) ReplayFailed(ctx context.Context, id string) error {
+	f, err := e.failed.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	var a pluginv1.Action
+	if err := protojson.Unmarshal(f.Action, &a); err != nil {
+		return fmt.Errorf("replaying failed action %s: decoding the action: %w: %w", id, ErrNotReplayable, err)
+	}
+	cli := e.clients[f.AppID]
+	if cli == nil {
+		return fmt.Errorf("replaying failed action %s for app %s: %w", id, f.AppID, ErrNoClient)
+	}
+	req := Request{Plugin: f.Plugin, Event: f.event()}
+	uuid := f.UUID
+	if uuid == "" {
+		uuid = IdempotencyKey(f.AppID, f.DedupKey, f.Plugin, f.Index)
+	}
+	c, reason := e.planWithUUID(req, f.Index, &a, cli, uuid)
+	if reason != "" {
+		e.metrics.replays.WithLabelValues("failed").Inc()
+		return fmt.Errorf("replaying failed action %s: %w: %s", id, ErrNotReplayable, reason)
+	}
+	c.failOpen = true
+	if _, err := e.perform(ctx, f.AppID, c); err != nil {
+		e.metrics.replays.WithLabelValues("failed").Inc()
+		return fmt.Errorf("replaying failed action %s (%s of %s): %w", id, f.Kind, f.Plugin, err)
+	}
+	e.metrics.replays.WithLabelValues("done").Inc()
+	e.logger.Info("failed action replayed", "id", id, "plugin", f.Plugin, "kind", f.Kind, "event_id", f.EventID)
+	// Done at Lark: a delete that loses a race with another replica's
+	// replay or a purge is not an error.
+	if err := e.failed.Delete(context.WithoutCancel(ctx), id); err != nil && !errors.Is(err, ErrFailedNotFound) {
+		return fmt.Errorf("replayed failed action %s but could not remove it: %w", id, err)
+	}
 	return nil
 }
 

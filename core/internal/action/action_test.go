@@ -38,7 +38,7 @@ type clusterOpts struct {
 	redis    bool                // share state through Redis (else in memory: one replica)
 	emu      *larkemu.RateLimits // nil: the emulator is unlimited
 	cfg      Config
-	dead     DeadLetters
+	failed   FailedStore
 }
 
 type cluster struct {
@@ -82,7 +82,7 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 		cfg := o.cfg
 		cfg.KeyPrefix = c.prefix + "action:"
 		reg := prometheus.NewRegistry()
-		ex, err := New(cfg, Deps{Clients: map[string]Client{appA: cli}, Redis: c.rdb, DeadLetters: o.dead, Registerer: reg,
+		ex, err := New(cfg, Deps{Clients: map[string]Client{appA: cli}, Redis: c.rdb, FailedActions: o.failed, Registerer: reg,
 			Logger: testLogger(t).With("replica", i)})
 		if err != nil {
 			t.Fatal(err)
@@ -290,14 +290,14 @@ func fastRetry() RetryPolicy {
 }
 
 // TestRetryClassification: retryable failures are retried up to the policy
-// and then — on the event's final delivery — dead-lettered, or before it
+// and then — on the event's final delivery — kept as a failed action, or before it
 // handed back for redelivery; business errors are not retried.
 func TestRetryClassification(t *testing.T) {
 	rateLimited := &lark.APIError{Code: lark.CodeRateLimited, HTTPStatus: 429, RetryAfter: time.Millisecond}
 	tests := map[string]struct {
 		errs      []error
 		calls     int32
-		exhausted bool   // retries run out: redelivered, or dead-lettered on the final attempt
+		exhausted bool   // retries run out: redelivered, or kept as failed on the final attempt
 		refused   string // "" when done
 	}{
 		"success":                 {nil, 1, false, ""},
@@ -307,16 +307,16 @@ func TestRetryClassification(t *testing.T) {
 		"5xx then success":        {[]error{&lark.APIError{HTTPStatus: 502}, nil}, 2, false, ""},
 		"transport then success":  {[]error{fmt.Errorf("%w: reset", lark.ErrTransport), nil}, 2, false, ""},
 		"rate limited then ok":    {[]error{rateLimited, nil}, 2, false, ""},
-		"5xx forever":             {[]error{&lark.APIError{HTTPStatus: 500}}, 3, true, "dead-lettered after 3 attempts"},
-		"rate limited forever":    {[]error{rateLimited}, 3, true, "dead-lettered after 3 attempts"},
+		"5xx forever":             {[]error{&lark.APIError{HTTPStatus: 500}}, 3, true, "failed after 3 attempts, kept as a failed action"},
+		"rate limited forever":    {[]error{rateLimited}, 3, true, "failed after 3 attempts, kept as a failed action"},
 		"token invalid then busy": {[]error{&lark.APIError{Code: lark.CodeTenantTokenInvalid, HTTPStatus: 400}, &lark.APIError{Code: lark.CodeMessageBeingSent, HTTPStatus: 400}, nil}, 3, false, ""},
 	}
 	for name, tc := range tests {
 		for _, final := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/final=%v", name, final), func(t *testing.T) {
 				cli := &scriptedClient{errs: tc.errs}
-				dead := &MemoryDeadLetters{}
-				e, err := New(Config{Retry: fastRetry(), Limits: ratelimit.Limits{Disabled: true}}, Deps{Clients: map[string]Client{appA: cli}, DeadLetters: dead})
+				failed := &MemoryFailedStore{}
+				e, err := New(Config{Retry: fastRetry(), Limits: ratelimit.Limits{Disabled: true}}, Deps{Clients: map[string]Client{appA: cli}, FailedActions: failed})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -327,8 +327,8 @@ func TestRetryClassification(t *testing.T) {
 					t.Errorf("%d calls, want %d", got, tc.calls)
 				}
 				if tc.exhausted && !final {
-					if !errors.Is(err, ErrRetryable) || len(dead.List()) != 0 {
-						t.Fatalf("Execute = %v with %d dead letters, want ErrRetryable and none", err, len(dead.List()))
+					if !errors.Is(err, ErrRetryable) || failedCount(t, failed) != 0 {
+						t.Fatalf("Execute = %v with %d failed actions, want ErrRetryable and none", err, failedCount(t, failed))
 					}
 					return
 				}
@@ -338,15 +338,16 @@ func TestRetryClassification(t *testing.T) {
 				if tc.refused == "" && len(refused) != 0 || tc.refused != "" && (len(refused) != 1 || !strings.Contains(refused[0].GetReason(), tc.refused)) {
 					t.Errorf("refused %v, want %q", refused, tc.refused)
 				}
-				dls := dead.List()
+				dls, _ := failed.List(t.Context(), 0)
 				if (len(dls) == 1) != tc.exhausted || len(dls) > 1 {
-					t.Fatalf("dead letters %+v, want %v", dls, tc.exhausted)
+					t.Fatalf("failed actions %+v, want %v", dls, tc.exhausted)
 				}
 				if tc.exhausted {
 					dl := dls[0]
 					if dl.Plugin != "p" || dl.AppID != appA || dl.EventID != "ev-om_1" || dl.Kind != "reply" || dl.Attempts != 3 ||
-						dl.DeliveryAttempt != 2 || dl.Error == "" || !strings.Contains(string(dl.Action), "reply") {
-						t.Fatalf("dead letter %+v", dl)
+						dl.DeliveryAttempt != 2 || dl.Error == "" || !strings.Contains(string(dl.Action), "reply") ||
+						dl.UUID != IdempotencyKey(appA, "om_1", "p", 0) || dl.MessageID != "om_1" || dl.ID == "" {
+						t.Fatalf("failed action %+v", dl)
 					}
 				}
 			})
@@ -377,16 +378,16 @@ func TestContextEndAsksForRedelivery(t *testing.T) {
 	}
 }
 
-// failingDeadLetters cannot write.
-type failingDeadLetters struct{}
+// failingStore cannot write.
+type failingStore struct{ MemoryFailedStore }
 
-func (failingDeadLetters) Put(context.Context, ActionDeadLetter) error {
+func (*failingStore) Put(context.Context, FailedAction) error {
 	return errors.New("disk full")
 }
 
-func TestDeadLetterWriteFailureAsksForRedelivery(t *testing.T) {
+func TestFailedStoreWriteFailureAsksForRedelivery(t *testing.T) {
 	cli := &scriptedClient{errs: []error{&lark.APIError{HTTPStatus: 500}}}
-	e, err := New(Config{Retry: fastRetry(), Limits: ratelimit.Limits{Disabled: true}}, Deps{Clients: map[string]Client{appA: cli}, DeadLetters: failingDeadLetters{}})
+	e, err := New(Config{Retry: fastRetry(), Limits: ratelimit.Limits{Disabled: true}}, Deps{Clients: map[string]Client{appA: cli}, FailedActions: &failingStore{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,4 +439,13 @@ func TestConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func failedCount(t *testing.T, s FailedStore) int {
+	t.Helper()
+	n, err := s.Count(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -1,6 +1,7 @@
 package action
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/larkway/larkway/core/internal/action/breaker"
 	"github.com/larkway/larkway/core/internal/action/ratelimit"
@@ -383,10 +386,10 @@ func TestServerErrorStormOpensTheBreaker(t *testing.T) {
 }
 
 // TestBusinessErrorsAreNotRetried: Lark's answer for a chat the bot left, a
-// recalled message or bad content is final: one call, no dead letter.
+// recalled message or bad content is final: one call, no failed action.
 func TestBusinessErrorsAreNotRetried(t *testing.T) {
-	dead := &MemoryDeadLetters{}
-	c := newCluster(t, clusterOpts{redis: true, emu: ptr(larkemu.LarkLimits()), dead: dead, cfg: Config{Retry: fastRetry()}})
+	failed := &MemoryFailedStore{}
+	c := newCluster(t, clusterOpts{redis: true, emu: ptr(larkemu.LarkLimits()), failed: failed, cfg: Config{Retry: fastRetry()}})
 	c.emu.SetBotInChat("oc_left", false)
 	c.emu.RegisterInbound("om_left", "oc_left")
 	recalled, err := c.execs[0].Execute(t.Context(), Request{Plugin: "p", Allowed: allAllowed(), Event: messageEvent("om_src", "oc_biz"),
@@ -428,31 +431,35 @@ func TestBusinessErrorsAreNotRetried(t *testing.T) {
 			}
 		})
 	}
-	if dls := dead.List(); len(dls) != 0 {
-		t.Fatalf("business errors dead-lettered: %+v", dls)
+	if dls, _ := failed.List(t.Context(), 0); len(dls) != 0 {
+		t.Fatalf("business errors kept as failed actions: %+v", dls)
 	}
 }
 
 func allAllowed() []pluginv1.ActionKind { return allowAll }
 
-// TestDeadLetterAndFallback: an action whose retries run out on the event's
-// final delivery goes to the Redis dead letters with its error; the dispatcher's fallback reply then
-// reaches the user, once however often it is sent.
-func TestDeadLetterAndFallback(t *testing.T) {
+// TestFailedActionAndFallback: an action whose retries run out on the
+// event's final delivery is kept in the Redis failed actions with its error;
+// the dispatcher's fallback reply then reaches the user, once however often
+// it is sent.
+func TestFailedActionAndFallback(t *testing.T) {
 	c := newCluster(t, clusterOpts{redis: true, cfg: Config{Limits: ratelimit.Limits{Disabled: true}, Retry: fastRetry(),
 		Breaker: breaker.Settings{FailureThreshold: 100}}})
 	c.emu.SetFaults(larkemu.Faults{ErrorRate: 1, ErrorStatus: 502})
 	ev := messageEvent("om_dl", "oc_dl")
 	refused, err := c.execs[0].Execute(t.Context(), Request{Plugin: "p", Allowed: allowReply, Event: ev, Actions: []*pluginv1.Action{reply("lost")}, Attempts: 5, FinalAttempt: true})
-	if err != nil || len(refused) != 1 || !strings.Contains(refused[0].GetReason(), "dead-lettered after 3 attempts") {
+	if err != nil || len(refused) != 1 || !strings.Contains(refused[0].GetReason(), "failed after 3 attempts") {
 		t.Fatalf("refused %v, err %v", refused, err)
 	}
-	dls, err := NewRedisDeadLetters(c.rdb, c.prefix+"action:dead-letters", 0).List(t.Context(), 10)
+	dls, err := NewRedisFailedStore(c.rdb, c.prefix+"action:"+FailedKey, 0).List(t.Context(), 10)
 	if err != nil || len(dls) != 1 || dls[0].Kind != "reply" || dls[0].Attempts != 3 || !strings.Contains(dls[0].Error, "502") || dls[0].EventID != "ev-om_dl" {
-		t.Fatalf("dead letters %+v, %v", dls, err)
+		t.Fatalf("failed actions %+v, %v", dls, err)
 	}
-	if got := testenv.MetricValue(t, c.regs[0], "larkway_action_dead_letters_total", "plugin", "p", "kind", "reply"); got != 1 {
-		t.Fatalf("larkway_action_dead_letters_total = %v", got)
+	if got := testenv.MetricValue(t, c.regs[0], "larkway_action_failed_total", "app_id", appA, "plugin", "p", "kind", "reply"); got != 1 {
+		t.Fatalf("larkway_action_failed_total = %v", got)
+	}
+	if got := testenv.MetricValue(t, c.regs[0], "larkway_action_failed_stored"); got != 1 {
+		t.Fatalf("larkway_action_failed_stored = %v", got)
 	}
 
 	c.emu.SetFaults(larkemu.Faults{})
@@ -478,5 +485,97 @@ func TestDeadLetterAndFallback(t *testing.T) {
 	}
 	if err := c.execs[0].SendFallback(t.Context(), "p", ev, ""); err != nil {
 		t.Fatalf("empty fallback text: %v", err)
+	}
+}
+
+// TestReplayFailed: a failed reply, replayed once Lark is back, is posted
+// once and leaves the store; replaying it again (as if the first call had in
+// fact reached Lark) posts nothing more, thanks to the same uuid.
+func TestReplayFailed(t *testing.T) {
+	c := newCluster(t, clusterOpts{redis: true, replicas: 2, cfg: Config{Limits: ratelimit.Limits{Disabled: true}, Retry: fastRetry(),
+		Breaker: breaker.Settings{FailureThreshold: 100}}})
+	c.emu.SetFaults(larkemu.Faults{ErrorRate: 1, ErrorStatus: 502})
+	ev := messageEvent("om_rp", "oc_rp")
+	if _, err := c.execs[0].Execute(t.Context(), Request{Plugin: "p", Allowed: allowReply, Event: ev, Actions: []*pluginv1.Action{reply("late")}, FinalAttempt: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Another replica sees the same store.
+	store := c.execs[1].FailedActions()
+	list, err := store.List(t.Context(), 0)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("failed actions %+v, %v", list, err)
+	}
+	f := list[0]
+	if f.UUID != IdempotencyKey(appA, "om_rp", "p", 0) {
+		t.Fatalf("stored uuid %q is not the one the calls carried", f.UUID)
+	}
+	if err := c.execs[1].ReplayFailed(t.Context(), f.ID); err == nil {
+		t.Fatal("replay succeeded while Lark fails")
+	}
+	if n, _ := store.Count(t.Context()); n != 1 {
+		t.Fatalf("a failed replay removed the entry: %d left", n)
+	}
+	c.emu.SetFaults(larkemu.Faults{})
+	if err := c.execs[1].ReplayFailed(t.Context(), f.ID); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	msgs := c.emu.Messages()
+	if len(msgs) != 1 || msgs[0].ParentID != "om_rp" || !strings.Contains(msgs[0].Content, "late") {
+		t.Fatalf("messages %+v", msgs)
+	}
+	if n, _ := store.Count(t.Context()); n != 0 {
+		t.Fatalf("%d failed actions left after the replay", n)
+	}
+	if err := c.execs[1].ReplayFailed(t.Context(), f.ID); !errors.Is(err, ErrFailedNotFound) {
+		t.Fatalf("second replay of a removed entry = %v, want ErrFailedNotFound", err)
+	}
+	// The same entry again (the original "failure" was a lost answer):
+	// Lark sees the same uuid and posts nothing new.
+	if err := store.Put(t.Context(), f); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := store.List(t.Context(), 0)
+	if err := c.execs[0].ReplayFailed(t.Context(), again[0].ID); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	if msgs := c.emu.Messages(); len(msgs) != 1 {
+		t.Fatalf("replaying a delivered action posted again: %+v", msgs)
+	}
+	if got := testenv.MetricValue(t, c.regs[1], "larkway_action_failed_replays_total", "outcome", "failed"); got != 1 {
+		t.Fatalf("failed replays = %v", got)
+	}
+}
+
+// TestFailedStoreReadsOlderEntries: entries an older replica pushed (no id,
+// uuid or event target) are listed, shown, replayed with the uuid recomputed
+// and deleted like new ones.
+func TestFailedStoreReadsOlderEntries(t *testing.T) {
+	c := newCluster(t, clusterOpts{redis: true, cfg: Config{Limits: ratelimit.Limits{Disabled: true}, Retry: fastRetry()}})
+	key := c.prefix + "action:" + FailedKey
+	action, _ := protojson.Marshal(&pluginv1.Action{Kind: &pluginv1.Action_Send{Send: &pluginv1.SendMessage{
+		ReceiveIdType: "chat_id", ReceiveId: "oc_old", MsgType: "text", ContentJson: `{"text":"old"}`}}})
+	old := fmt.Sprintf(`{"plugin":"p","app_id":%q,"event_id":"ev_old","dedup_key":"dk_old","chat_id":"oc_old","index":0,"kind":"send",`+
+		`"action":%s,"error":"HTTP 502","attempts":3,"delivery_attempt":5,"at":"2025-01-02T03:04:05Z"}`, appA, action)
+	if err := c.rdb.LPush(t.Context(), key, old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	store := c.execs[0].FailedActions()
+	list, err := store.List(t.Context(), 0)
+	if err != nil || len(list) != 1 || list[0].ID == "" || list[0].EventID != "ev_old" || list[0].UUID != "" {
+		t.Fatalf("list %+v, %v", list, err)
+	}
+	got, err := store.Get(t.Context(), list[0].ID)
+	if err != nil || got.Kind != "send" {
+		t.Fatalf("get %+v, %v", got, err)
+	}
+	if err := c.execs[0].ReplayFailed(t.Context(), got.ID); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	msgs := c.emu.Messages()
+	if len(msgs) != 1 || msgs[0].ChatID != "oc_old" {
+		t.Fatalf("messages %+v", msgs)
+	}
+	if n, _ := c.rdb.LLen(t.Context(), key).Result(); n != 0 {
+		t.Fatalf("%d entries left", n)
 	}
 }

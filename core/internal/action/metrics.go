@@ -1,6 +1,10 @@
 package action
 
 import (
+	"context"
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/larkway/larkway/core/internal/lark"
@@ -14,11 +18,15 @@ type metrics struct {
 	throttled    *prometheus.CounterVec
 	breakerState *prometheus.GaugeVec
 	retries      *prometheus.CounterVec
-	deadLetters  *prometheus.CounterVec
+	failed       *prometheus.CounterVec
+	replays      *prometheus.CounterVec
 	fallbacks    *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics makes the metrics; countFailed reads the failed-action store's
+// size at each scrape (it is shared by the replicas, so every replica
+// reports the same number).
+func newMetrics(reg prometheus.Registerer, countFailed func(context.Context) (int, error)) *metrics {
 	m := &metrics{
 		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "larkway_action_executions_total",
@@ -36,17 +44,38 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "larkway_action_retries_total",
 			Help: "Calls retried, by app, API and reason (rate_limited, server_error, transport_error, token_invalid, breaker_open).",
 		}, []string{"app_id", "api", "reason"}),
-		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "larkway_action_dead_letters_total",
-			Help: "Actions that exhausted their retries and went to the actions dead letters, by plugin and kind.",
-		}, []string{"plugin", "kind"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "larkway_action_failed_total",
+			Help: "Actions that exhausted their retries and were kept as failed actions, by app, plugin and kind.",
+		}, []string{"app_id", "plugin", "kind"}),
+		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "larkway_action_failed_replays_total",
+			Help: "Replays of failed actions by outcome (done, failed).",
+		}, []string{"outcome"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "larkway_action_fallback_replies_total",
 			Help: "Fallback replies sent for dead-lettered deliveries, by plugin and outcome (done, failed).",
 		}, []string{"plugin", "outcome"}),
 	}
+	for _, o := range []string{"done", "failed"} {
+		m.replays.WithLabelValues(o)
+	}
+	// The last count read stands in while the store does not answer, so
+	// that a Redis blip neither fails the scrape nor drops the series.
+	var last atomic.Int64
+	stored := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "larkway_action_failed_stored",
+		Help: "Failed actions kept for inspection and replay (`larkway actions list`), shared by the replicas.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if n, err := countFailed(ctx); err == nil {
+			last.Store(int64(n))
+		}
+		return float64(last.Load())
+	})
 	if reg != nil {
-		reg.MustRegister(m.executions, m.throttled, m.breakerState, m.retries, m.deadLetters, m.fallbacks)
+		reg.MustRegister(m.executions, m.throttled, m.breakerState, m.retries, m.failed, m.replays, m.fallbacks, stored)
 	}
 	return m
 }
@@ -82,7 +111,9 @@ func (m *metrics) precreate(apps, plugins []string) {
 	}
 	for _, p := range plugins {
 		for _, k := range metricKinds {
-			m.deadLetters.WithLabelValues(p, k)
+			for _, app := range apps {
+				m.failed.WithLabelValues(app, p, k)
+			}
 			for _, o := range executionOutcomes {
 				m.executions.WithLabelValues(p, k, o)
 			}

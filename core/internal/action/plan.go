@@ -13,8 +13,13 @@ import (
 // waits for a rate-limit slot it would waste).
 func (e *Executor) plan(req Request, i int, a *pluginv1.Action, cli Client) (call, string) {
 	ev := req.Event
-	app := ev.GetAppId()
-	uuid := IdempotencyKey(app, ev.GetDedupKey(), req.Plugin, i)
+	return e.planWithUUID(req, i, a, cli, IdempotencyKey(ev.GetAppId(), ev.GetDedupKey(), req.Plugin, i))
+}
+
+// planWithUUID is plan with the idempotency uuid of sends and replies given
+// (a replay reuses the original's).
+func (e *Executor) planWithUUID(req Request, i int, a *pluginv1.Action, cli Client, uuid string) (call, string) {
+	ev := req.Event
 	var c call
 	var err error
 	switch k := a.GetKind().(type) {

@@ -1,6 +1,7 @@
-// Package admin is the authenticated HTTP API behind `larkway plugin ...`
-// and `larkway dlq ...`: plugin versions, states and swaps across the
-// cluster, and dead letters.
+// Package admin is the authenticated HTTP API behind `larkway plugin ...`,
+// `larkway dlq ...` and `larkway actions ...`: plugin versions, states and
+// swaps across the cluster, event dead letters, and failed actions (actions
+// whose Lark call finally failed).
 //
 //	GET    /v1/plugins                     every plugin, per replica
 //	GET    /v1/plugins/{name}              one plugin, with its manifest
@@ -13,6 +14,10 @@
 //	GET    /v1/dlq/{plugin}/{id}           one dead letter, with its event
 //	POST   /v1/dlq/{plugin}/replay         {"ids": [...]} or {"all": true}
 //	DELETE /v1/dlq/{plugin}                {"ids": [...]} or {"all": true}: purge
+//	GET    /v1/actions/failed?limit=N&plugin=P  failed actions, newest first
+//	GET    /v1/actions/failed/{id}         one failed action
+//	POST   /v1/actions/failed/replay       {"ids": [...]} or {"all": true[, "plugin": P]}
+//	DELETE /v1/actions/failed              {"ids": [...]} or {"all": true[, "plugin": P]}: purge
 //
 // Every request needs "Authorization: Bearer <token>" (a static token or a
 // JWT; 401 otherwise). A viewer may only GET; an operator may also change
@@ -37,6 +42,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/dlq"
 	"github.com/larkway/larkway/core/internal/envelope"
@@ -64,6 +70,11 @@ type Replayer interface {
 	Replay(ctx context.Context, e dlq.Entry) error
 }
 
+// ActionReplayer performs failed actions again (the action executor).
+type ActionReplayer interface {
+	ReplayFailed(ctx context.Context, id string) error
+}
+
 // Deps are what the API operates on.
 type Deps struct {
 	Cluster     Cluster
@@ -71,6 +82,10 @@ type Deps struct {
 	Local       Local
 	DeadLetters dlq.Store
 	Replayer    Replayer
+	// FailedActions and ActionReplayer serve /v1/actions/failed (501
+	// without them).
+	FailedActions  action.FailedStore
+	ActionReplayer ActionReplayer
 }
 
 // Config is who may call the API and what swaps may run.
@@ -118,6 +133,10 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/dlq/{plugin}/{id}", s.showDLQ)
 	s.mux.HandleFunc("POST /v1/dlq/{plugin}/replay", s.replayDLQ)
 	s.mux.HandleFunc("DELETE /v1/dlq/{plugin}", s.purgeDLQ)
+	s.mux.HandleFunc("GET /v1/actions/failed", s.listFailed)
+	s.mux.HandleFunc("GET /v1/actions/failed/{id}", s.showFailed)
+	s.mux.HandleFunc("POST /v1/actions/failed/replay", s.replayFailed)
+	s.mux.HandleFunc("DELETE /v1/actions/failed", s.purgeFailed)
 	return s, nil
 }
 

@@ -250,7 +250,8 @@ func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger) error {
 		}
 		acfg.JWT = v
 	}
-	h, err := admin.New(acfg, admin.Deps{Cluster: c.rec, Store: c.st.cluster, Local: c.mgr, DeadLetters: c.st.dlq, Replayer: c.disp}, logger)
+	h, err := admin.New(acfg, admin.Deps{Cluster: c.rec, Store: c.st.cluster, Local: c.mgr, DeadLetters: c.st.dlq, Replayer: c.disp,
+		FailedActions: c.exec.FailedActions(), ActionReplayer: c.exec}, logger)
 	if err != nil {
 		return err
 	}

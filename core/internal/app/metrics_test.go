@@ -194,7 +194,7 @@ plugins:
 		{"larkway_action_ratelimit_throttled_total", "app_id", "cli_zero_a"},
 		{"larkway_action_ratelimit_throttled_total", "app_id", "cli_zero_b"},
 		{"larkway_action_executions_total", "plugin", "quiet"},
-		{"larkway_action_dead_letters_total", "plugin", "quiet"},
+		{"larkway_action_failed_total", "plugin", "quiet"},
 		{"larkway_action_fallback_replies_total", "plugin", "quiet"},
 	} {
 		n := 0
