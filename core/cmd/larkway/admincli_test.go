@@ -1,19 +1,14 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/larkway/larkway/core/internal/app"
+	"github.com/larkway/larkway/core/internal/apptest"
 	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/pluginhost"
 	"github.com/larkway/larkway/core/internal/testenv"
@@ -52,19 +47,7 @@ supervision:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.Build(context.Background(), cfg, app.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry(), Version: "test"})
-	if err != nil {
-		t.Fatalf("building the core: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("core: %v", err)
-		}
-	})
+	a := apptest.Start(t, cfg, nil)
 	addr := a.AdminAddr()
 	testenv.Eventually(t, 30*time.Second, "core not ready", func() bool { return a.Ready() && a.PluginsServing() })
 	return "http://" + addr, echoPath

@@ -1,18 +1,11 @@
 package main
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/larkway/larkway/core/internal/app"
+	"github.com/larkway/larkway/core/internal/apptest"
 	"github.com/larkway/larkway/core/internal/config"
-	"github.com/larkway/larkway/core/internal/testenv"
 )
 
 // send --encrypt-key posts what Lark posts to an app with an Encrypt Key,
@@ -28,20 +21,7 @@ apps:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	core, err := app.Build(ctx, cfg, app.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: prometheus.NewRegistry(), Version: "test"})
-	if err != nil {
-		t.Fatalf("building the core: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- core.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("core: %v", err)
-		}
-	})
-	testenv.Eventually(t, 30*time.Second, "core not ready", core.Ready)
+	core := apptest.Start(t, cfg, nil)
 	url := "http://" + core.Addr() + "/lark/events"
 
 	tests := []struct {

@@ -2,10 +2,8 @@ package app_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,12 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/larkway/larkway/core/internal/app"
+	"github.com/larkway/larkway/core/internal/apptest"
 	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/testenv"
 )
@@ -173,20 +170,7 @@ plugins:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.Build(ctx, cfg, app.Deps{Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), Version: "test"})
-	if err != nil {
-		t.Fatalf("building the core: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("core: %v", err)
-		}
-	})
-	testenv.Eventually(t, 30*time.Second, "core not ready", a.Ready)
+	a := apptest.Start(t, cfg, nil)
 	fams := scrape(t, a.MetricsAddr())
 	for _, c := range []struct{ family, label, value string }{
 		{"larkway_action_retries_total", "app_id", "cli_zero_a"},
