@@ -174,13 +174,22 @@ func (r *Redis) SetDesired(ctx context.Context, name string, d Desired) (Desired
 	return d, nil
 }
 
-// Heartbeat implements Store.
+// Heartbeat implements Store. Each replica's status is a key with the
+// heartbeat's TTL, indexed in a sorted set scored by its expiry: listing
+// replicas reads the index instead of SCANning a keyspace that the dedup
+// markers fill with millions of keys.
 func (r *Redis) Heartbeat(ctx context.Context, s ReplicaStatus, ttl time.Duration) error {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
-	if err := r.client.Set(ctx, r.prefix+"replica:"+s.ID, b, ttl).Err(); err != nil {
+	expires := time.Now().Add(ttl).UnixMilli()
+	_, err = r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, r.prefix+"replica:"+s.ID, b, ttl)
+		p.ZAdd(ctx, r.prefix+"replicas", redis.Z{Score: float64(expires), Member: s.ID})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	return nil
@@ -188,17 +197,22 @@ func (r *Redis) Heartbeat(ctx context.Context, s ReplicaStatus, ttl time.Duratio
 
 // Replicas implements Store.
 func (r *Redis) Replicas(ctx context.Context) ([]ReplicaStatus, error) {
-	var keys []string
-	iter := r.client.Scan(ctx, 0, r.prefix+"replica:*", 100).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
+	index := r.prefix + "replicas"
+	// Entries whose heartbeat expired go; their keys expired with them.
+	if err := r.client.ZRemRangeByScore(ctx, index, "-inf", fmt.Sprint(time.Now().UnixMilli())).Err(); err != nil {
+		return nil, fmt.Errorf("listing replicas: %w", err)
 	}
-	if err := iter.Err(); err != nil {
+	ids, err := r.client.ZRange(ctx, index, 0, -1).Result()
+	if err != nil {
 		return nil, fmt.Errorf("listing replicas: %w", err)
 	}
 	out := []ReplicaStatus{}
-	if len(keys) == 0 {
+	if len(ids) == 0 {
 		return out, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = r.prefix + "replica:" + id
 	}
 	vals, err := r.client.MGet(ctx, keys...).Result()
 	if err != nil {
@@ -207,7 +221,7 @@ func (r *Redis) Replicas(ctx context.Context) ([]ReplicaStatus, error) {
 	for _, v := range vals {
 		s, ok := v.(string)
 		if !ok {
-			continue // expired between SCAN and MGET
+			continue // expired between the index and MGET
 		}
 		var rs ReplicaStatus
 		if err := json.Unmarshal([]byte(s), &rs); err == nil {
@@ -220,7 +234,12 @@ func (r *Redis) Replicas(ctx context.Context) ([]ReplicaStatus, error) {
 
 // Remove implements Store.
 func (r *Redis) Remove(ctx context.Context, id string) error {
-	return r.client.Del(ctx, r.prefix+"replica:"+id).Err()
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.prefix+"replica:"+id)
+		p.ZRem(ctx, r.prefix+"replicas", id)
+		return nil
+	})
+	return err
 }
 
 // validName keeps replica ids usable as key suffixes.
