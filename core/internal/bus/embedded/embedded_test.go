@@ -1,0 +1,44 @@
+package embedded
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/bustest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// openTest opens a bus on cfg.Dir (a new temporary one when empty).
+func openTest(t *testing.T, cfg Config) *Bus {
+	t.Helper()
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	b, err := Open(cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return b
+}
+
+func closeBus(t *testing.T, b *Bus) {
+	t.Helper()
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+func TestConformance(t *testing.T) {
+	bustest.Run(t, func(t *testing.T) bus.Bus { return openTest(t, Config{}) })
+}
