@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -34,7 +35,9 @@ func openTest(t *testing.T, cfg Config) *Bus {
 
 func closeBus(t *testing.T, b *Bus) {
 	t.Helper()
-	if err := b.Close(context.Background()); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 }
