@@ -320,7 +320,15 @@ func TestConfigValidate(t *testing.T) {
 func TestGroupCommitSharesFsyncs(t *testing.T) {
 	b := openTest(t, Config{})
 	defer closeBus(t, b)
+	// One at a time, each publish waits for its own fsync: the count
+	// measures syncs.
 	before := b.WALSyncs()
+	publishN(t, b, "events", 0, 20)
+	if syncs := b.WALSyncs() - before; syncs < 20 {
+		t.Fatalf("20 sequential publishes took %d WAL fsyncs, want at least 20", syncs)
+	}
+
+	before = b.WALSyncs()
 	const n = 400
 	errs := make(chan error, n)
 	start := make(chan struct{})

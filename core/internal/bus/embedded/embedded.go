@@ -189,10 +189,31 @@ func Open(cfg Config, logger *slog.Logger) (*Bus, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "bus.embedded")
-	opts := &pebble.Options{FS: cfg.FS, Logger: pebbleLogger{logger}}
+	opts := &pebble.Options{FS: cfg.FS, Logger: pebbleLogger{logger},
+		// WAL chunks then carry the offset synced so far, which lets
+		// recovery tell a flipped byte (a later chunk says it was synced)
+		// from a torn tail: without it Pebble takes both for the log's end.
+		FormatMajorVersion: pebble.FormatWALSyncChunks,
+		EventListener: &pebble.EventListener{
+			// Pebble's default exits the process on corruption; the read that
+			// found it fails with an error naming the file and block, which
+			// Open or the delivery reports.
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				logger.Error("on-disk corruption", "path", info.Path, "err", info.Details.Error())
+			},
+		}}
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("opening embedded bus in %s: %w", cfg.Dir, withDetails(err))
+	}
+	// A new store's first WAL is created before Pebble ratchets the format
+	// up to FormatWALSyncChunks, so it lacks the sync offsets (and a
+	// flipped byte in it would read as the log's end): a flush starts a
+	// new WAL in the current format. After a restart it is cheap (the
+	// replayed WAL was flushed by Open).
+	if err := db.Flush(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("opening embedded bus in %s: rotating the WAL: %w", cfg.Dir, err)
 	}
 	b := &Bus{
 		cfg:       cfg,
@@ -207,7 +228,7 @@ func Open(cfg Config, logger *slog.Logger) (*Bus, error) {
 	}
 	if err := b.recover(); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("recovering embedded bus in %s: %w", cfg.Dir, withDetails(err))
+		return nil, fmt.Errorf("recovering embedded bus in %s: %w", cfg.Dir, err)
 	}
 	b.bg.Add(1)
 	go b.retentionLoop()
@@ -217,6 +238,11 @@ func Open(cfg Config, logger *slog.Logger) (*Bus, error) {
 // withDetails appends the details Pebble attaches to err (for corruption:
 // the WAL or sstable and the offset), which its Error() leaves out.
 func withDetails(err error) error {
+	if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
+		// Error() of Pebble's joined carrier adds a line of noise: report
+		// the corruption itself, with the file.
+		return fmt.Errorf("%w (in %s)", info.Details, info.Path)
+	}
 	details := crerrors.GetAllDetails(err)
 	if len(details) == 0 {
 		return err
