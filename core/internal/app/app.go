@@ -27,6 +27,7 @@ import (
 	"github.com/larkway/larkway/core/internal/admin"
 	"github.com/larkway/larkway/core/internal/backoff"
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/embedded"
 	"github.com/larkway/larkway/core/internal/bus/memory"
 	buspulsar "github.com/larkway/larkway/core/internal/bus/pulsar"
 	"github.com/larkway/larkway/core/internal/cluster"
@@ -355,6 +356,13 @@ func openBus(cfg config.Bus, logger *slog.Logger) (bus.Bus, error) {
 			AdminURL:         cfg.Pulsar.AdminURL,
 			OperationTimeout: cfg.Pulsar.OperationTimeout.D(),
 			Batching:         !cfg.Pulsar.DisableBatching,
+		}, logger)
+	case "embedded":
+		return embedded.Open(embedded.Config{
+			Dir:            cfg.Embedded.Dir,
+			RetentionAge:   cfg.Embedded.Retention.Age.D(),
+			RetentionBytes: int64(cfg.Embedded.Retention.SizeMB) << 20,
+			MinFreeBytes:   int64(cfg.Embedded.MinFreeMB) << 20,
 		}, logger)
 	default:
 		return memory.New(logger, memory.WithMaxRetainedBytes(int64(cfg.Memory.MaxRetainedMB)<<20)), nil

@@ -186,13 +186,36 @@ type Cluster struct {
 
 // Bus selects the event bus.
 type Bus struct {
-	// Kind is "memory" (embedded, single process) or "pulsar".
-	Kind   string `yaml:"kind"`
-	Memory Memory `yaml:"memory"`
-	Pulsar Pulsar `yaml:"pulsar"`
+	// Kind is "memory" (single process, non-durable: events live in RAM
+	// and a crash loses them), "embedded" (single machine, durable: an
+	// fsynced log on local disk) or "pulsar".
+	Kind     string   `yaml:"kind"`
+	Memory   Memory   `yaml:"memory"`
+	Embedded Embedded `yaml:"embedded"`
+	Pulsar   Pulsar   `yaml:"pulsar"`
 }
 
-// Memory configures the embedded bus.
+// Embedded configures the durable single-machine bus.
+type Embedded struct {
+	// Dir holds the bus's store (created if missing). Required for kind
+	// embedded; on a local disk, never a network file system.
+	Dir       string            `yaml:"dir"`
+	Retention EmbeddedRetention `yaml:"retention"`
+	// MinFreeMB is the free disk below which webhooks get 503 instead of
+	// events being stored (default 256).
+	MinFreeMB int `yaml:"min_free_mb"`
+}
+
+// EmbeddedRetention bounds the history kept once every plugin has handled
+// it (for replay). Events a plugin has not handled are never deleted.
+type EmbeddedRetention struct {
+	// Age of the oldest history kept (default 24h).
+	Age Duration `yaml:"age"`
+	// SizeMB bounds each topic's history (default 1024).
+	SizeMB int `yaml:"size_mb"`
+}
+
+// Memory configures the non-durable in-process bus.
 type Memory struct {
 	// MaxRetainedMB bounds the events held for plugins that have not
 	// handled them yet; past it, webhooks get 503 and Lark retries later
@@ -417,6 +440,15 @@ func (c *Config) applyDefaults() {
 	if c.Bus.Kind == "" {
 		c.Bus.Kind = "memory"
 	}
+	if c.Bus.Embedded.Retention.Age == 0 {
+		c.Bus.Embedded.Retention.Age = Duration(24 * time.Hour)
+	}
+	if c.Bus.Embedded.Retention.SizeMB == 0 {
+		c.Bus.Embedded.Retention.SizeMB = 1024
+	}
+	if c.Bus.Embedded.MinFreeMB == 0 {
+		c.Bus.Embedded.MinFreeMB = 256
+	}
 	if c.Bus.Pulsar.AdminURL == "" && c.Bus.Pulsar.URL != "" {
 		if u, err := url.Parse(c.Bus.Pulsar.URL); err == nil && u.Hostname() != "" {
 			c.Bus.Pulsar.AdminURL = "http://" + net.JoinHostPort(u.Hostname(), "8080")
@@ -577,12 +609,25 @@ func (c *Config) Validate() error {
 	}
 	switch c.Bus.Kind {
 	case "memory":
+	case "embedded":
+		if c.Bus.Embedded.Dir == "" {
+			bad("bus.embedded.dir is required when bus.kind is embedded")
+		}
 	case "pulsar":
 		if u, err := url.Parse(c.Bus.Pulsar.URL); err != nil || (u.Scheme != "pulsar" && u.Scheme != "pulsar+ssl") || u.Host == "" {
 			bad("bus.pulsar.url %q: want pulsar://host:port", c.Bus.Pulsar.URL)
 		}
 	default:
-		bad("bus.kind %q: want memory or pulsar", c.Bus.Kind)
+		bad("bus.kind %q: want embedded, memory or pulsar", c.Bus.Kind)
+	}
+	if c.Bus.Embedded.Retention.Age < 0 {
+		bad("bus.embedded.retention.age %s: want a positive duration", c.Bus.Embedded.Retention.Age.D())
+	}
+	if c.Bus.Embedded.Retention.SizeMB < 0 {
+		bad("bus.embedded.retention.size_mb %d: want a positive size", c.Bus.Embedded.Retention.SizeMB)
+	}
+	if c.Bus.Embedded.MinFreeMB < 0 {
+		bad("bus.embedded.min_free_mb %d: want a positive size", c.Bus.Embedded.MinFreeMB)
 	}
 	if c.Bus.Memory.MaxRetainedMB < 0 {
 		bad("bus.memory.max_retained_mb %d: want a positive size", c.Bus.Memory.MaxRetainedMB)
