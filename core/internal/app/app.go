@@ -32,6 +32,7 @@ import (
 	buspulsar "github.com/larkway/larkway/core/internal/bus/pulsar"
 	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/config"
+	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/dispatch"
 	"github.com/larkway/larkway/core/internal/dispatch/backlog"
 	"github.com/larkway/larkway/core/internal/envelope"
@@ -129,6 +130,13 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 
 	if c.bus, err = openBus(cfg.Bus, logger.With("component", "bus")); err != nil {
 		return nil, fmt.Errorf("opening bus: %w", err)
+	}
+	if eb, ok := c.bus.(*embedded.Bus); ok && c.st.redis == nil {
+		// One machine without Redis: dedup markers, leases and webhook
+		// nonces live beside the events on disk, so a restart neither runs
+		// a finished handler again nor accepts a replayed request.
+		c.st.dedup = dedup.NewDurable(eb.State("dedup"))
+		c.st.replay = ingest.NewDurableReplayCache(eb.State("nonce"))
 	}
 
 	clients := map[string]action.Client{}

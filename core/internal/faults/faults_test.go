@@ -67,6 +67,9 @@ type rigOptions struct {
 	// bus is the YAML of the bus section (default: the shared Pulsar).
 	bus        string
 	encryptKey string
+	// noRedis leaves Redis out: the stores are in-process, or beside the
+	// embedded bus on disk.
+	noRedis bool
 }
 
 func newRig(t *testing.T) *rig { return newRigWith(t, rigOptions{}) }
@@ -90,11 +93,15 @@ func newRigWith(t *testing.T, o rigOptions) *rig {
 	if busYAML == "" {
 		busYAML = fmt.Sprintf("{kind: pulsar, pulsar: {url: %q, operation_timeout: 2s}}", testenv.PulsarURL(t))
 	}
+	redisYAML := fmt.Sprintf("{addr: %q, key_prefix: \"%s:\"}", testenv.RedisAddr(t), r.appID)
+	if o.noRedis {
+		redisYAML = "{}"
+	}
 	yaml := fmt.Sprintf(`
 listen: 127.0.0.1:0
 metrics: {listen: 127.0.0.1:0}
 bus: %s
-redis: {addr: %q, key_prefix: "%s:"}
+redis: %s
 apps:
   - {id: %s, secret: secret, verification_token: vt, encrypt_key: %q, base_url: "http://%s"}
 plugins:
@@ -103,7 +110,7 @@ dispatch: {retry_backoff: 100ms, deadline: 2s, action_timeout: 5s, max_attempts:
 ingest: {publish_timeout: 1s}
 supervision: {restart_backoff: 50ms, restart_backoff_max: 500ms, quarantine_after: 1000}
 actions: {rate_limits: {disabled: true}}
-`, busYAML, testenv.RedisAddr(t), r.appID, r.appID, o.encryptKey, ln.Addr(), echo)
+`, busYAML, redisYAML, r.appID, o.encryptKey, ln.Addr(), echo)
 	if err := os.WriteFile(r.cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -274,28 +281,39 @@ func TestKill9CoreUnderLoad(t *testing.T) {
 // The embedded bus keeps every event answered 200 through kill -9: the
 // core is killed three times while 3 000 signed, encrypted events are sent,
 // restarted on the same data directory, and every event answered 200 gets
-// exactly one reply. Dedup markers are in Redis here.
+// exactly one reply. The dedup markers are in Redis, or (a single machine
+// without Redis) beside the bus on disk.
 func TestKill9CoreEmbeddedBus(t *testing.T) {
-	dir := t.TempDir()
-	r := newRigWith(t, rigOptions{
-		bus:        fmt.Sprintf("{kind: embedded, embedded: {dir: %q}}", filepath.Join(dir, "bus")),
-		encryptKey: "fault-encrypt-key",
-	})
-	r.limit = 3000
-	r.start()
-	r.load(8)
-	for round := range 3 {
-		r.waitReplies(100+rand.IntN(400), fmt.Sprintf("round %d: no progress", round))
-		if err := r.core.Kill(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		<-r.core.Done
-		r.start()
-	}
-	r.senders.Wait() // the senders stop on their own after 3 000 events
-	r.finish()
-	if len(r.accepted) != int(r.limit) {
-		t.Errorf("%d of %d events accepted", len(r.accepted), r.limit)
+	for _, tc := range []struct {
+		name    string
+		noRedis bool
+	}{
+		{"dedup in Redis", false},
+		{"dedup on disk", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRigWith(t, rigOptions{
+				bus:        fmt.Sprintf("{kind: embedded, embedded: {dir: %q}}", filepath.Join(t.TempDir(), "bus")),
+				encryptKey: "fault-encrypt-key",
+				noRedis:    tc.noRedis,
+			})
+			r.limit = 3000
+			r.start()
+			r.load(8)
+			for round := range 3 {
+				r.waitReplies(100+rand.IntN(400), fmt.Sprintf("round %d: no progress", round))
+				if err := r.core.Kill(syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				<-r.core.Done
+				r.start()
+			}
+			r.senders.Wait() // the senders stop on their own after 3 000 events
+			r.finish()
+			if len(r.accepted) != int(r.limit) {
+				t.Errorf("%d of %d events accepted", len(r.accepted), r.limit)
+			}
+		})
 	}
 }
 

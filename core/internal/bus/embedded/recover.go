@@ -140,7 +140,8 @@ var errStopScan = errors.New("stop scanning")
 
 func isStopScan(err error) bool { return errors.Is(err, errStopScan) }
 
-// retentionLoop deletes expired history every RetentionInterval until Close.
+// retentionLoop deletes expired history and state every RetentionInterval
+// until Close.
 func (b *Bus) retentionLoop() {
 	defer b.bg.Done()
 	tick := time.NewTicker(b.cfg.RetentionInterval)
@@ -152,6 +153,9 @@ func (b *Bus) retentionLoop() {
 		case <-tick.C:
 			if err := b.enforceRetention(); err != nil {
 				b.logger.Warn("enforcing retention failed; will retry", "err", err)
+			}
+			if err := b.sweepState(b.now()); err != nil {
+				b.logger.Warn("deleting expired state failed; will retry", "err", err)
 			}
 		}
 	}
