@@ -81,8 +81,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var bs []string
 	for _, b := range strings.Split(*buses, ",") {
 		b = strings.TrimSpace(b)
-		if b != "memory" && b != "pulsar" {
-			return fmt.Errorf("%w: --bus: want memory, pulsar or memory,pulsar", errUsage)
+		if b != "memory" && b != "embedded" && b != "pulsar" {
+			return fmt.Errorf("%w: --bus: want memory, embedded, pulsar or a comma-separated list of them", errUsage)
 		}
 		bs = append(bs, b)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/action/ratelimit"
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/embedded"
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/lark"
 	"github.com/larkway/larkway/core/internal/manager"
@@ -276,6 +277,10 @@ type target struct {
 	d          *deliveries // a core's: drained after each slice
 	lat        Latencies
 	res        LoadResult
+	// walSyncs, for a core on the embedded bus, counts its WAL fsyncs;
+	// syncs adds up those made while the load ran.
+	walSyncs func() uint64
+	syncs    uint64
 }
 
 // webhooks measures the reference servers and larkway's ingest with the
@@ -315,8 +320,12 @@ func (r *runner) webhooks(ctx context.Context) error {
 					return fmt.Errorf("starting a core on %s: %w", b, err)
 				}
 				defer core.Close()
-				targets = append(targets, &target{key: "ingest." + b, label: "larkway ingest, " + b + " bus (no-op Go plugin subscribed)",
-					url: core.URL, app: app, d: d})
+				t := &target{key: "ingest." + b, label: "larkway ingest, " + b + " bus (no-op Go plugin subscribed)",
+					url: core.URL, app: app, d: d}
+				if eb, ok := core.Bus.(*embedded.Bus); ok {
+					t.walSyncs = eb.WALSyncs
+				}
+				targets = append(targets, t)
 				if b != "memory" {
 					continue
 				}
@@ -352,10 +361,17 @@ func (r *runner) webhooks(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			var syncs0 uint64
+			if t.walSyncs != nil {
+				syncs0 = t.walSyncs()
+			}
 			res, err := Drive(ctx, src, Load{URL: t.url, App: t.app, Concurrency: o.Concurrency, Rate: o.Rate,
 				Duration: slice, Latencies: &t.lat})
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.key, err)
+			}
+			if t.walSyncs != nil {
+				t.syncs += t.walSyncs() - syncs0
 			}
 			t.res.merge(res)
 			if t.d != nil && !t.d.waitFor(ctx, int64(t.res.Accepted), 30*time.Second) {
@@ -370,6 +386,14 @@ func (r *runner) webhooks(ctx context.Context) error {
 		}
 		r.logf("%s: %.0f events/s, ack p50 %.2f ms p99 %.2f ms (%d failed)", t.key, t.res.PerSecond, t.res.Ack.P50, t.res.Ack.P99, t.res.Failed)
 		r.rep.add(r.run, t.key, t.label, "events/s", t.res.PerSecond, t.res)
+		if t.walSyncs != nil && t.res.Elapsed > 0 {
+			// Publishes share fsyncs (group commit); the plugin's done
+			// markers, on the same disk without Redis, take theirs too.
+			perSec := float64(t.syncs) / t.res.Elapsed.Seconds()
+			r.logf("%s: %.0f WAL fsyncs/s, %.2f per accepted event", t.key, perSec, float64(t.syncs)/float64(t.res.Accepted))
+			r.rep.add(r.run, t.key+".fsyncs", "WAL fsyncs per second while "+t.key+" ran (publishes group-committed, plus done markers)",
+				"fsyncs/s", perSec, nil)
+		}
 	}
 	return nil
 }

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,9 +32,18 @@ type Durable struct {
 	now   func() time.Time
 	epoch string // tells this process's lease tokens from an earlier one's
 
-	mu  sync.Mutex // makes Claim's and Release's check-then-write atomic
-	seq uint64
+	// locks make Claim's and Release's check-then-write atomic per key;
+	// striped, so that look-ups of different keys (which may read the
+	// disk) do not wait for each other.
+	locks [64]sync.Mutex
+	seq   atomic.Uint64
 }
+
+func (s *Durable) lock(k string) *sync.Mutex {
+	return &s.locks[maphash.String(lockSeed, k)%uint64(len(s.locks))]
+}
+
+var lockSeed = maphash.MakeSeed()
 
 // NewDurable returns a Store on kv.
 func NewDurable(kv KV) *Durable {
@@ -49,8 +60,9 @@ func durableKey(plugin, key string) string {
 // Claim implements Store.
 func (s *Durable) Claim(_ context.Context, plugin, key string, d time.Duration) (State, Lease, error) {
 	k := durableKey(plugin, key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	mu := s.lock(k)
+	mu.Lock()
+	defer mu.Unlock()
 	v, ok, err := s.kv.Get(k)
 	if err != nil {
 		return 0, Lease{}, fmt.Errorf("claiming %s/%s: %w: %w", plugin, key, ErrStore, err)
@@ -61,8 +73,7 @@ func (s *Durable) Claim(_ context.Context, plugin, key string, d time.Duration) 
 		}
 		return Busy, Lease{}, nil
 	}
-	s.seq++
-	l := Lease{key: k, token: s.epoch + strconv.FormatUint(s.seq, 36)}
+	l := Lease{key: k, token: s.epoch + strconv.FormatUint(s.seq.Add(1), 36)}
 	if err := s.kv.Put(k, []byte(l.token), s.now().Add(d), false); err != nil {
 		return 0, Lease{}, fmt.Errorf("claiming %s/%s: %w: %w", plugin, key, ErrStore, err)
 	}
@@ -71,7 +82,7 @@ func (s *Durable) Claim(_ context.Context, plugin, key string, d time.Duration) 
 
 // Done implements Store.
 func (s *Durable) Done(_ context.Context, l Lease, ttl time.Duration) error {
-	if err := s.kv.Put(l.key, []byte(doneValue), s.now().Add(ttl), true); err != nil {
+	if err := s.kv.Put(l.key, []byte(doneValue), s.now().Add(ttl), false); err != nil {
 		return fmt.Errorf("marking %s done: %w: %w", l.key, ErrStore, err)
 	}
 	return nil
@@ -79,8 +90,9 @@ func (s *Durable) Done(_ context.Context, l Lease, ttl time.Duration) error {
 
 // Release implements Store.
 func (s *Durable) Release(_ context.Context, l Lease) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	mu := s.lock(l.key)
+	mu.Lock()
+	defer mu.Unlock()
 	v, ok, err := s.kv.Get(l.key)
 	if err == nil && ok && string(v) == l.token {
 		err = s.kv.Delete(l.key)

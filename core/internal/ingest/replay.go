@@ -104,20 +104,24 @@ type KV interface {
 // shares the bus's write-ahead log, so the publish that follows (and is
 // fsynced before the webhook is answered 200) makes it durable too.
 type DurableReplayCache struct {
-	kv  KV
-	now func() time.Time
-	mu  sync.Mutex // makes Seen's check-then-write atomic
+	kv   KV
+	now  func() time.Time
+	seed maphash.Seed
+	// locks make Seen's check-then-write atomic per key; striped, so that
+	// look-ups of different keys (which may read the disk) run at once.
+	locks [64]sync.Mutex
 }
 
 // NewDurableReplayCache returns a cache on kv.
 func NewDurableReplayCache(kv KV) *DurableReplayCache {
-	return &DurableReplayCache{kv: kv, now: time.Now}
+	return &DurableReplayCache{kv: kv, now: time.Now, seed: maphash.MakeSeed()}
 }
 
 // Seen implements ReplayCache.
 func (c *DurableReplayCache) Seen(_ context.Context, key string, ttl time.Duration) (bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	mu := &c.locks[maphash.String(c.seed, key)%uint64(len(c.locks))]
+	mu.Lock()
+	defer mu.Unlock()
 	_, ok, err := c.kv.Get(key)
 	if err != nil {
 		return false, fmt.Errorf("checking nonce: %w", err)

@@ -77,6 +77,7 @@ import (
 
 	crerrors "github.com/cockroachdb/errors"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	dto "github.com/prometheus/client_model/go"
 
@@ -94,6 +95,13 @@ const (
 	DefaultRetentionBytes    = 1 << 30
 	DefaultMinFreeBytes      = 256 << 20
 	DefaultRetentionInterval = time.Minute
+)
+
+// blockCacheBytes is Pebble's block cache: hand-outs read back messages
+// published moments before, from the memtable or recently flushed tables.
+const (
+	blockCacheBytes = 32 << 20
+	memTableBytes   = 16 << 20
 )
 
 // Config configures the embedded bus. Zero fields take the defaults above.
@@ -202,6 +210,19 @@ func Open(cfg Config, logger *slog.Logger) (*Bus, error) {
 				logger.Error("on-disk corruption", "path", info.Path, "err", info.Details.Error())
 			},
 		}}
+	// Bloom filters: the dedup and nonce look-ups beside the bus are mostly
+	// for keys that do not exist, which without a filter read a block of
+	// every overlapping sstable.
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	// A larger memtable than the 4 MB default: a message's pending, lease
+	// and ack records mostly come and go within one, so flushes and
+	// compactions carry less of them.
+	opts.MemTableSize = memTableBytes
+	cache := pebble.NewCache(blockCacheBytes)
+	defer cache.Unref() // the DB holds its own reference
+	opts.Cache = cache
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("opening embedded bus in %s: %w", cfg.Dir, withDetails(err))
