@@ -23,10 +23,12 @@ type KV interface {
 
 // Durable is the single-process Store of a core without Redis on the
 // embedded bus: claims and done markers in a KV on local disk, so that a
-// restart (a crash included) never runs a handler again for an event it
-// already finished. Done waits for the fsync (the result's actions went
-// out just before it); leases are written without one, as a lease lost in
-// a crash only means an earlier retry.
+// restart after a crash never runs a handler again for an event it already
+// finished. Markers are written without an fsync of their own: a process
+// crash loses none (they are in the kernel's page cache), and the bus
+// fsyncs its log with every publish and at least every
+// embedded.SyncInterval, which bounds what a machine crash can lose. A lost
+// lease only means an earlier retry.
 type Durable struct {
 	kv    KV
 	now   func() time.Time

@@ -41,8 +41,8 @@ func crashOpts() bus.SubscribeOptions {
 
 // TestHelperProcess is the process the crash tests kill. It publishes from
 // eight goroutines and prints "ok <id>" after each Publish that returned
-// nil; a consumer acks a third of what it receives (printing "ack <id>"
-// after the Ack returned), nacks a third and leaves a third unsettled, so
+// nil; a consumer acks a third of what it receives (printing "acking <id>"
+// before it calls Ack), nacks a third and leaves a third unsettled, so
 // every kind of write is in flight when the kill comes. It runs until
 // killed.
 func TestHelperProcess(t *testing.T) {
@@ -88,11 +88,13 @@ func TestHelperProcess(t *testing.T) {
 		}
 		switch n % 3 {
 		case 0:
+			// Said before the Ack: the kill can come between the ack's
+			// write and a line after it.
+			say("acking %s", d.Payload)
 			if err := d.Ack(); err != nil {
 				fmt.Fprintf(os.Stderr, "Ack: %v\n", err)
 				os.Exit(2)
 			}
-			say("ack %s", d.Payload)
 		case 1:
 			_ = d.Nack()
 		}
@@ -100,7 +102,8 @@ func TestHelperProcess(t *testing.T) {
 }
 
 // runHelper starts the helper on dir, SIGKILLs it once it has confirmed
-// killAfter publishes, and returns every publish and ack it confirmed.
+// killAfter publishes, and returns every publish it confirmed and every
+// ack it began.
 func runHelper(t *testing.T, dir, round string, killAfter int) (oks, acks map[string]bool) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
@@ -122,7 +125,7 @@ func runHelper(t *testing.T, dir, round string, killAfter int) (oks, acks map[st
 		switch kind {
 		case "ok":
 			oks[id] = true
-		case "ack":
+		case "acking":
 			acks[id] = true
 		}
 		if !killed && len(oks) >= killAfter {
@@ -144,11 +147,11 @@ func runHelper(t *testing.T, dir, round string, killAfter int) (oks, acks map[st
 }
 
 // Kill -9 under load, three times, on the same directory: every publish
-// that returned nil is delivered after the restart unless the helper's ack
-// of it returned (the bus is at-least-once: an ack not yet fsynced when the
-// kill came is delivered again, which the dispatcher's dedup absorbs; the
-// test asserts at-least-once and counts those). What the parent acks and
-// closes cleanly is never delivered again.
+// that returned nil is delivered after the restart unless the helper had
+// begun to ack it (the bus is at-least-once: an ack not yet on disk when
+// the kill came is delivered again, which the dispatcher's dedup absorbs;
+// the test asserts at-least-once and counts those). What the parent acks
+// and closes cleanly is never delivered again.
 func TestCrashUnderLoadLosesNoAcknowledgedPublish(t *testing.T) {
 	dir := t.TempDir()
 	seen := map[string]int{} // by the parent, across rounds
@@ -197,7 +200,7 @@ func TestCrashUnderLoadLosesNoAcknowledgedPublish(t *testing.T) {
 				unconfirmed++ // stored; the kill came before the helper printed ok
 			}
 		}
-		t.Logf("round %d: %d publishes confirmed, %d acks confirmed; after restart %d delivered (%d confirmed-acked ones again, %d whose ok the kill cut off)",
+		t.Logf("round %d: %d publishes confirmed, %d acks begun; after restart %d delivered (%d of the acked again, %d whose ok the kill cut off)",
 			round, len(oks), len(acks), len(got), redelivered, unconfirmed)
 	}
 	for id, n := range seen {
