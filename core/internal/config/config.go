@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -186,9 +187,11 @@ type Cluster struct {
 
 // Bus selects the event bus.
 type Bus struct {
-	// Kind is "memory" (single process, non-durable: events live in RAM
-	// and a crash loses them), "embedded" (single machine, durable: an
-	// fsynced log on local disk) or "pulsar".
+	// Kind is "embedded" (single machine, durable: an fsynced log on local
+	// disk), "memory" (single process, non-durable: events live in RAM and
+	// a crash loses them; for tests and benchmarks) or "pulsar". A config
+	// file served without it gets embedded (see Load); a config built in
+	// code (Parse) gets memory.
 	Kind     string   `yaml:"kind"`
 	Memory   Memory   `yaml:"memory"`
 	Embedded Embedded `yaml:"embedded"`
@@ -388,12 +391,25 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
 	defer f.Close()
-	return Parse(io.LimitReader(f, MaxConfigBytes+1))
+	return parse(io.LimitReader(f, MaxConfigBytes+1), filepath.Dir(path))
 }
+
+// DefaultDataDir is where a config file served without bus.kind keeps the
+// embedded bus, relative to the file's directory.
+const DefaultDataDir = "larkway-data/bus"
 
 // Parse decodes YAML strictly, applies defaults, resolves *_env secrets and
 // validates.
-func Parse(r io.Reader) (*Config, error) {
+//
+// Parse is for configs built in code (tests, benchmarks): there an unset
+// bus.kind means memory, the non-durable bus. Load, which `larkway serve`
+// uses, makes it embedded, the durable one, in DefaultDataDir beside the
+// file.
+func Parse(r io.Reader) (*Config, error) { return parse(r, "") }
+
+// parse is Parse; a non-empty fileDir is the directory of the config file
+// being served.
+func parse(r io.Reader, fileDir string) (*Config, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
@@ -413,6 +429,14 @@ func Parse(r io.Reader) (*Config, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	if fileDir != "" && c.Bus.Kind == "" {
+		// Served without a bus named: the durable one, so that an event
+		// answered 200 survives a crash.
+		c.Bus.Kind = "embedded"
+		if c.Bus.Embedded.Dir == "" {
+			c.Bus.Embedded.Dir = filepath.Join(fileDir, DefaultDataDir)
+		}
 	}
 	c.applyDefaults()
 	if err := c.resolveSecrets(); err != nil {

@@ -42,6 +42,34 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// A config file served without bus.kind gets the durable embedded bus in a
+// data directory beside the file; one that names a bus keeps it.
+func TestServedConfigDefaultsToEmbeddedBus(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, yaml, kind, dataDir string
+	}{
+		{"no bus", minimal, "embedded", filepath.Join(dir, DefaultDataDir)},
+		{"only a dir", minimal + "bus: {embedded: {dir: /srv/bus}}\n", "embedded", "/srv/bus"},
+		{"memory named", minimal + "bus: {kind: memory}\n", "memory", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "larkway.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Bus.Kind != tc.kind || c.Bus.Embedded.Dir != tc.dataDir {
+				t.Errorf("bus = %s in %q, want %s in %q", c.Bus.Kind, c.Bus.Embedded.Dir, tc.kind, tc.dataDir)
+			}
+		})
+	}
+}
+
 func TestEmbeddedBusDefaults(t *testing.T) {
 	c, err := Parse(strings.NewReader(minimal + "bus:\n  kind: embedded\n  embedded: {dir: /var/lib/larkway/bus}\n"))
 	if err != nil {
