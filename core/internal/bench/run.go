@@ -277,10 +277,11 @@ type target struct {
 	d          *deliveries // a core's: drained after each slice
 	lat        Latencies
 	res        LoadResult
-	// walSyncs, for a core on the embedded bus, counts its WAL fsyncs;
-	// syncs adds up those made while the load ran.
-	walSyncs func() uint64
+	// walSyncs, for a core on the embedded bus, counts its WAL fsyncs and
+	// their time; syncs and syncTime add up those made while the load ran.
+	walSyncs func() (uint64, time.Duration)
 	syncs    uint64
+	syncTime time.Duration
 }
 
 // webhooks measures the reference servers and larkway's ingest with the
@@ -362,8 +363,9 @@ func (r *runner) webhooks(ctx context.Context) error {
 				return err
 			}
 			var syncs0 uint64
+			var took0 time.Duration
 			if t.walSyncs != nil {
-				syncs0 = t.walSyncs()
+				syncs0, took0 = t.walSyncs()
 			}
 			res, err := Drive(ctx, src, Load{URL: t.url, App: t.app, Concurrency: o.Concurrency, Rate: o.Rate,
 				Duration: slice, Latencies: &t.lat})
@@ -371,7 +373,9 @@ func (r *runner) webhooks(ctx context.Context) error {
 				return fmt.Errorf("%s: %w", t.key, err)
 			}
 			if t.walSyncs != nil {
-				t.syncs += t.walSyncs() - syncs0
+				n, took := t.walSyncs()
+				t.syncs += n - syncs0
+				t.syncTime += took - took0
 			}
 			t.res.merge(res)
 			if t.d != nil && !t.d.waitFor(ctx, int64(t.res.Accepted), 30*time.Second) {
@@ -390,7 +394,12 @@ func (r *runner) webhooks(ctx context.Context) error {
 			// Publishes share fsyncs (group commit); the plugin's done
 			// markers, on the same disk without Redis, take theirs too.
 			perSec := float64(t.syncs) / t.res.Elapsed.Seconds()
-			r.logf("%s: %.0f WAL fsyncs/s, %.2f per accepted event", t.key, perSec, float64(t.syncs)/float64(t.res.Accepted))
+			var mean time.Duration
+			if t.syncs > 0 {
+				mean = t.syncTime / time.Duration(t.syncs)
+			}
+			r.logf("%s: %.0f WAL fsyncs/s, %.2f per accepted event, %v each on average", t.key, perSec,
+				float64(t.syncs)/float64(t.res.Accepted), mean.Round(time.Microsecond))
 			r.rep.add(r.run, t.key+".fsyncs", "WAL fsyncs per second while "+t.key+" ran (publishes group-committed, plus done markers)",
 				"fsyncs/s", perSec, nil)
 		}

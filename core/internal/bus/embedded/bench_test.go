@@ -34,7 +34,7 @@ func BenchmarkPublish(b *testing.B) {
 		}
 	})
 	payload := make([]byte, 1500)
-	syncs := bs.WALSyncs()
+	syncs, _ := bs.WALSyncs()
 	b.SetParallelism(16)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -48,7 +48,8 @@ func BenchmarkPublish(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	b.ReportMetric(float64(bs.WALSyncs()-syncs)/float64(b.N), "fsyncs/op")
+	after, _ := bs.WALSyncs()
+	b.ReportMetric(float64(after-syncs)/float64(b.N), "fsyncs/op")
 	cancel()
 	consumed.Wait()
 }

@@ -318,25 +318,30 @@ func TestConfigValidate(t *testing.T) {
 
 // Concurrent publishes share fsyncs: Pebble's commit pipeline syncs once
 // for every batch queued while the previous sync ran.
+func syncCount(b *Bus) uint64 {
+	n, _ := b.WALSyncs()
+	return n
+}
+
 func TestGroupCommitSharesFsyncs(t *testing.T) {
 	b := openTest(t, Config{})
 	defer closeBus(t, b)
 	// One at a time, each publish waits for its own fsync: the count
 	// measures syncs.
-	before := b.WALSyncs()
+	before := syncCount(b)
 	publishN(t, b, "events", 0, 20)
 	// Pebble records a sync's latency just after releasing its waiters.
 	testenv.Eventually(t, 5*time.Second, "20 sequential publishes took fewer than 20 WAL fsyncs", func() bool {
-		return b.WALSyncs()-before >= 20
+		return syncCount(b)-before >= 20
 	})
 
-	settled := b.WALSyncs()
+	settled := syncCount(b)
 	testenv.Eventually(t, 5*time.Second, "the fsync count did not settle", func() bool {
-		n := b.WALSyncs()
+		n := syncCount(b)
 		defer func() { settled = n }()
 		return n == settled
 	})
-	before = b.WALSyncs()
+	before = syncCount(b)
 	const n = 400
 	errs := make(chan error, n)
 	start := make(chan struct{})
@@ -352,7 +357,7 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	syncs := b.WALSyncs() - before
+	syncs := syncCount(b) - before
 	if syncs == 0 || syncs >= n {
 		t.Fatalf("%d concurrent publishes took %d WAL fsyncs, want between 1 and %d", n, syncs, n-1)
 	}

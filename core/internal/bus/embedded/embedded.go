@@ -679,23 +679,23 @@ func (b *Bus) Replay(ctx context.Context, topicName string, from, to time.Time, 
 }
 
 // WALSyncs is how many times the store has fsynced its write-ahead log since
-// Open, from Pebble's WAL fsync latency histogram: publishes divided by it
-// is the group commit's batching.
-func (b *Bus) WALSyncs() uint64 {
+// Open, and how long they took in all, from Pebble's WAL fsync latency
+// histogram: publishes divided by the count is the group commit's batching.
+func (b *Bus) WALSyncs() (n uint64, took time.Duration) {
 	b.dbMu.RLock()
 	defer b.dbMu.RUnlock()
 	if b.dbClosed {
-		return 0
+		return 0, 0
 	}
 	h := b.db.Metrics().LogWriter.FsyncLatency
 	if h == nil {
-		return 0
+		return 0, 0
 	}
 	var m dto.Metric
 	if err := h.Write(&m); err != nil || m.Histogram == nil {
-		return 0
+		return 0, 0
 	}
-	return m.Histogram.GetSampleCount()
+	return m.Histogram.GetSampleCount(), time.Duration(m.Histogram.GetSampleSum())
 }
 
 // pebbleLogger sends Pebble's log lines to slog. Fatalf keeps Pebble's
