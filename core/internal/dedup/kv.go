@@ -25,7 +25,8 @@ type KV interface {
 // embedded bus: claims and done markers in a KV on local disk, so that a
 // restart after a crash never runs a handler again for an event it already
 // finished. Markers are written without an fsync of their own: a process
-// crash loses none (they are in the kernel's page cache), and the bus
+// crash loses at most the last microseconds' (they reach the kernel's page
+// cache at once), and the bus
 // fsyncs its log with every publish and at least every
 // embedded.SyncInterval, which bounds what a machine crash can lose. A lost
 // lease only means an earlier retry.

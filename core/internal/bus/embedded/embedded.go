@@ -16,10 +16,15 @@
 //     in record/log_writer.go). Concurrent publishes therefore share fsyncs,
 //     where bbolt's single writer fsyncs (twice) per transaction unless
 //     callers batch by hand.
-//   - Recovery: Pebble replays the WAL on open, tolerates a torn tail of the
-//     last WAL (a write cut short by the crash, never acknowledged) and
-//     reports corruption anywhere else as pebble.ErrCorruption with the file
-//     and offset, and every WAL chunk and sstable block carries a checksum.
+//   - Recovery: every WAL chunk and sstable block carries a checksum. Pebble
+//     replays the WAL on open, drops a torn tail of the last WAL (a write
+//     cut short by the crash, never acknowledged) and reports corruption
+//     elsewhere with the file and offset; Open reads every record, so a bad
+//     sstable block stops it too. One limit: WAL chunks carry the offset
+//     synced so far, which is how a later chunk proves an earlier bad one
+//     was no torn tail, and Pebble looks for such chunks only in the blocks
+//     after the bad one, so a flipped byte in the newest WAL's last 32 KiB
+//     block reads as a torn tail.
 //   - Deleting a range of fully consumed messages is one range tombstone;
 //     Pebble's delete-only compactions then drop the sstables it covers
 //     whole, the "segments deleted once every subscription is past them".
@@ -47,9 +52,9 @@
 //     as bus/memory does) and removes it from the subscription in one batch.
 //   - Acks and hand-outs are written without their own fsync: the next
 //     publish's fsync, the periodic one (SyncInterval) or Close makes them
-//     durable. A process crash loses none of them (they are in the
-//     kernel's page cache); a machine crash can lose the last
-//     SyncInterval's. An ack lost means one more delivery of an event
+//     durable. A process crash loses at most the few Pebble has not yet
+//     handed to the kernel (it does within microseconds); a machine crash
+//     can lose the last SyncInterval's. An ack lost means one more delivery of an event
 //     already handled, which the dispatcher's dedup store acknowledges
 //     without running the handler again: the bus is at-least-once, end to
 //     end delivery exactly once.
