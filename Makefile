@@ -78,7 +78,7 @@ test: tools build ## start real Redis and Pulsar, run every test against them, s
 
 .PHONY: bench bench-1m
 bench: build ## larkway bench with same-run reference points (bench/results/), then the Go benchmarks
-	scripts/bench.sh --runs 3 --out bench/results/
+	scripts/bench.sh --runs 3 --bus memory,embedded,pulsar --out bench/results/
 	go test -run '^$$' -bench . -benchmem -count 5 ./core/... | tee bench.out
 bench-1m: build ## 1 000 000 events webhook → Pulsar → Go plugin → emulator: 0 lost, 0 duplicated, throughput, p50/p99
 	scripts/bench.sh --scenarios e2e --bus pulsar --events 1000000 --runs 1 --out bench/results/

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the whole system on one machine with nothing installed — the
-# core on the embedded bus, the echo plugin, and the Lark emulator standing in
+# core on the embedded durable bus (its data under the run folder), the echo
+# plugin, and the Lark emulator standing in
 # for Lark. It sends a sample event every few seconds and prints each reply as
 # the emulator records it, until Ctrl-C.
 set -euo pipefail
@@ -31,7 +32,8 @@ listen: $CORE
 metrics: {listen: $METRICS}
 log_level: info
 bus:
-  kind: memory
+  kind: embedded
+  embedded: {dir: $RUN/data/bus}
 apps:
   - id: cli_demo
     secret: demo-secret

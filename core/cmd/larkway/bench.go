@@ -25,7 +25,7 @@ net/http responder, oapi-sdk-go's dispatcher and a raw gRPC stream.
 
 Scenarios: refs, ingest, dispatch, e2e, actions, micro, rss, swap (default: all).`
 
-const benchExample = `  make bench      larkway bench --runs 3 --out bench/results/
+const benchExample = `  make bench      larkway bench --runs 3 --bus memory,embedded,pulsar --out bench/results/
   make bench-1m   larkway bench --scenarios e2e --bus pulsar --events 1000000 --runs 1 --out bench/results/`
 
 // benchOptions are bench's flags.
@@ -54,7 +54,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	fs := c.Flags()
 	fs.StringVar(&o.scenarios, "scenarios", "all", "comma-separated scenarios: "+strings.Join(bench.AllScenarios, ","))
-	fs.StringVar(&o.buses, "bus", "memory,pulsar", "buses for ingest and e2e: memory, pulsar or both")
+	fs.StringVar(&o.buses, "bus", "memory,pulsar", "buses for ingest, e2e and swap: memory (non-durable), embedded (durable, on disk), pulsar, or a comma-separated list")
 	fs.StringVar(&o.pulsarURL, "pulsar-url", benchEnv("LARKWAY_PULSAR_URL", "pulsar://127.0.0.1:6650"), "Pulsar broker for --bus pulsar (env LARKWAY_PULSAR_URL)")
 	fs.IntVar(&o.runs, "runs", 3, "repetitions; figures are medians, ratios are taken within each run")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput measurement")
@@ -105,8 +105,8 @@ func runBench(ctx context.Context, f *benchOptions, stdout, stderr io.Writer) er
 	var bs []string
 	for _, b := range strings.Split(f.buses, ",") {
 		b = strings.TrimSpace(b)
-		if b != "memory" && b != "pulsar" {
-			return usagef("--bus: want memory, pulsar or memory,pulsar")
+		if b != "memory" && b != "embedded" && b != "pulsar" {
+			return usagef("--bus: want memory, embedded, pulsar or a comma-separated list of them")
 		}
 		bs = append(bs, b)
 	}

@@ -70,7 +70,7 @@ func TestCLI(t *testing.T) {
 		{"serve unknown flag", []string{"serve", "--nope"}, 2, "", "unknown flag: --nope"},
 		{"serve stray arg", []string{"serve", "--config", "x", "extra"}, 2, "", `unexpected argument "extra"`},
 		{"serve missing file", []string{"serve", "--config", "/nonexistent/larkway.yaml"}, 1, "", "reading config"},
-		{"serve check ok", []string{"serve", "--check", "--config", "VALID"}, 0, "ok (1 apps, 0 plugins, bus memory)", ""},
+		{"serve check ok", []string{"serve", "--check", "--config", "VALID"}, 0, "ok (1 apps, 0 plugins, bus embedded)", ""},
 		{"serve unknown key", []string{"serve", "--check", "--config", "UNKNOWN"}, 1, "", `unknown key "listn" (did you mean "listen"?)`},
 		{"serve invalid", []string{"serve", "--check", "--config", "INVALID"}, 1, "", "bus.kind"},
 		{"serve help", []string{"serve", "-h"}, 0, "--config FILE", ""},

@@ -27,10 +27,12 @@ import (
 	"github.com/larkway/larkway/core/internal/admin"
 	"github.com/larkway/larkway/core/internal/backoff"
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/embedded"
 	"github.com/larkway/larkway/core/internal/bus/memory"
 	buspulsar "github.com/larkway/larkway/core/internal/bus/pulsar"
 	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/config"
+	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/dispatch"
 	"github.com/larkway/larkway/core/internal/dispatch/backlog"
 	"github.com/larkway/larkway/core/internal/envelope"
@@ -129,6 +131,13 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 
 	if c.bus, err = openBus(cfg.Bus, logger.With("component", "bus")); err != nil {
 		return nil, fmt.Errorf("opening bus: %w", err)
+	}
+	if eb, ok := c.bus.(*embedded.Bus); ok && c.st.redis == nil {
+		// One machine without Redis: dedup markers, leases and webhook
+		// nonces live beside the events on disk, so a restart neither runs
+		// a finished handler again nor accepts a replayed request.
+		c.st.dedup = dedup.NewDurable(eb.State("dedup"))
+		c.st.replay = ingest.NewDurableReplayCache(eb.State("nonce"))
 	}
 
 	clients := map[string]action.Client{}
@@ -357,6 +366,13 @@ func openBus(cfg config.Bus, logger *slog.Logger) (bus.Bus, error) {
 			AdminURL:         cfg.Pulsar.AdminURL,
 			OperationTimeout: cfg.Pulsar.OperationTimeout.D(),
 			Batching:         !cfg.Pulsar.DisableBatching,
+		}, logger)
+	case "embedded":
+		return embedded.Open(embedded.Config{
+			Dir:            cfg.Embedded.Dir,
+			RetentionAge:   cfg.Embedded.Retention.Age.D(),
+			RetentionBytes: int64(cfg.Embedded.Retention.SizeMB) << 20,
+			MinFreeBytes:   int64(cfg.Embedded.MinFreeMB) << 20,
 		}, logger)
 	default:
 		return memory.New(logger, memory.WithMaxRetainedBytes(int64(cfg.Memory.MaxRetainedMB)<<20)), nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -31,10 +32,13 @@ type PluginSpec struct {
 
 // CoreOptions are the bench's overrides of a core's config.
 type CoreOptions struct {
-	// Bus is "memory" or "pulsar" (with PulsarURL).
+	// Bus is "memory", "embedded" (in DataDir) or "pulsar" (with PulsarURL).
 	Bus       string
 	PulsarURL string
-	App       App
+	// DataDir holds the embedded bus's store (empty: a temporary
+	// directory, removed by Close).
+	DataDir string
+	App     App
 	// LarkURL is the OpenAPI base URL (the emulator).
 	LarkURL string
 	Plugins []PluginSpec
@@ -61,11 +65,12 @@ type Core struct {
 	Bus bus.Bus
 	Mgr *manager.Manager
 
-	core *app.Core
-	stop context.CancelFunc
-	done chan error
-	once sync.Once
-	err  error
+	core    *app.Core
+	stop    context.CancelFunc
+	done    chan error
+	once    sync.Once
+	err     error
+	tempDir string // removed by Close
 }
 
 // observed decorates the executor to see every delivery that reached it.
@@ -91,6 +96,8 @@ func coreConfig(o CoreOptions) (*config.Config, error) {
 	switch o.Bus {
 	case "pulsar":
 		busCfg = map[string]any{"kind": "pulsar", "pulsar": map[string]any{"url": o.PulsarURL, "operation_timeout": "5s"}}
+	case "embedded":
+		busCfg = map[string]any{"kind": "embedded", "embedded": map[string]any{"dir": o.DataDir}}
 	case "memory", "":
 		if o.MaxRetainedMB > 0 {
 			busCfg["memory"] = map[string]any{"max_retained_mb": o.MaxRetainedMB}
@@ -129,7 +136,19 @@ func coreConfig(o CoreOptions) (*config.Config, error) {
 }
 
 // NewCore builds and starts a core and returns once every plugin serves.
-func NewCore(ctx context.Context, o CoreOptions) (*Core, error) {
+func NewCore(ctx context.Context, o CoreOptions) (_ *Core, err error) {
+	var tempDir string
+	if o.Bus == "embedded" && o.DataDir == "" {
+		if tempDir, err = os.MkdirTemp("", "larkway-bench-bus-"); err != nil {
+			return nil, err
+		}
+		o.DataDir = tempDir
+		defer func() {
+			if err != nil {
+				_ = os.RemoveAll(tempDir)
+			}
+		}()
+	}
 	cfg, err := coreConfig(o)
 	if err != nil {
 		return nil, err
@@ -144,6 +163,7 @@ func NewCore(ctx context.Context, o CoreOptions) (*Core, error) {
 	}
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c := &Core{URL: "http://" + ac.Addr() + "/lark/events", Bus: ac.Bus(), Mgr: ac.Manager(), core: ac, stop: stop, done: make(chan error, 1)}
+	c.tempDir, tempDir = tempDir, "" // Close removes it now
 	go func() { c.done <- ac.Run(rctx) }()
 	// Serving means every plugin is subscribed and has an instance.
 	for deadline := time.Now().Add(60 * time.Second); !ac.Ready() || !ac.PluginsServing(); {
@@ -171,6 +191,9 @@ func (c *Core) Close() error {
 	c.once.Do(func() {
 		c.stop()
 		c.err = <-c.done
+		if c.tempDir != "" {
+			_ = os.RemoveAll(c.tempDir)
+		}
 	})
 	return c.err
 }

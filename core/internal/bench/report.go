@@ -134,6 +134,8 @@ var ratioSpecs = []struct {
 	{"ingest.memory", "ref.sdk", "ingest (memory bus) / SDK dispatcher", 2, "#8"},
 	{"ingest.memory.solo", "ref.bare", "ingest alone (memory bus, stored and drained, no plugin) / bare net/http", 0.6, "#3, #8 (isolation)"},
 	{"ingest.memory.solo", "ref.sdk", "ingest alone (memory bus, stored and drained, no plugin) / SDK dispatcher", 2, "#8 (isolation)"},
+	{"ingest.embedded", "ingest.memory", "ingest (embedded durable bus, fsynced) / ingest (memory bus, non-durable)", 0.5, "#18"},
+	{"ingest.embedded", "ref.bare", "ingest (embedded bus) / bare net/http", 0, ""},
 	{"ingest.pulsar", "ref.sdk", "ingest (Pulsar bus) / SDK dispatcher", 1, "#8"},
 	{"ingest.pulsar", "ref.bare", "ingest (Pulsar bus) / bare net/http", 0, ""},
 	{"ingest.external", "ref.bare", "ingest (--url core) / bare net/http", 0.6, "#8, #3"},
@@ -180,7 +182,7 @@ func (r *Report) finish() {
 		}
 		r.Checks = append(r.Checks, Check{Label: label, Figure: f.Key, Value: f.Median, Limit: "< 200 MB", Issues: "#8", Met: f.Median < 200})
 	}
-	for _, b := range []string{"memory", "pulsar"} {
+	for _, b := range []string{"memory", "embedded", "pulsar"} {
 		if f := r.byKey["swap."+b+".share"]; f != nil {
 			r.Checks = append(r.Checks, Check{Label: fmt.Sprintf("a hot swap under load reaches >= 0.95 of the offered rate (%s bus; lost and duplicated must be 0 for the run to count)", b),
 				Figure: f.Key, Value: f.Median, Limit: ">= 0.95", Issues: "#4, #19", Met: f.Median >= 0.95})

@@ -21,6 +21,7 @@ import (
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/action/ratelimit"
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/embedded"
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/lark"
 	"github.com/larkway/larkway/core/internal/manager"
@@ -276,6 +277,11 @@ type target struct {
 	d          *deliveries // a core's: drained after each slice
 	lat        Latencies
 	res        LoadResult
+	// walSyncs, for a core on the embedded bus, counts its WAL fsyncs and
+	// their time; syncs and syncTime add up those made while the load ran.
+	walSyncs func() (uint64, time.Duration)
+	syncs    uint64
+	syncTime time.Duration
 }
 
 // webhooks measures the reference servers and larkway's ingest with the
@@ -315,8 +321,12 @@ func (r *runner) webhooks(ctx context.Context) error {
 					return fmt.Errorf("starting a core on %s: %w", b, err)
 				}
 				defer core.Close()
-				targets = append(targets, &target{key: "ingest." + b, label: "larkway ingest, " + b + " bus (no-op Go plugin subscribed)",
-					url: core.URL, app: app, d: d})
+				t := &target{key: "ingest." + b, label: "larkway ingest, " + b + " bus (no-op Go plugin subscribed)",
+					url: core.URL, app: app, d: d}
+				if eb, ok := core.Bus.(*embedded.Bus); ok {
+					t.walSyncs = eb.WALSyncs
+				}
+				targets = append(targets, t)
 				if b != "memory" {
 					continue
 				}
@@ -352,10 +362,20 @@ func (r *runner) webhooks(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			var syncs0 uint64
+			var took0 time.Duration
+			if t.walSyncs != nil {
+				syncs0, took0 = t.walSyncs()
+			}
 			res, err := Drive(ctx, src, Load{URL: t.url, App: t.app, Concurrency: o.Concurrency, Rate: o.Rate,
 				Duration: slice, Latencies: &t.lat})
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.key, err)
+			}
+			if t.walSyncs != nil {
+				n, took := t.walSyncs()
+				t.syncs += n - syncs0
+				t.syncTime += took - took0
 			}
 			t.res.merge(res)
 			if t.d != nil && !t.d.waitFor(ctx, int64(t.res.Accepted), 30*time.Second) {
@@ -370,6 +390,19 @@ func (r *runner) webhooks(ctx context.Context) error {
 		}
 		r.logf("%s: %.0f events/s, ack p50 %.2f ms p99 %.2f ms (%d failed)", t.key, t.res.PerSecond, t.res.Ack.P50, t.res.Ack.P99, t.res.Failed)
 		r.rep.add(r.run, t.key, t.label, "events/s", t.res.PerSecond, t.res)
+		if t.walSyncs != nil && t.res.Elapsed > 0 {
+			// Publishes share fsyncs (group commit); the plugin's done
+			// markers, on the same disk without Redis, take theirs too.
+			perSec := float64(t.syncs) / t.res.Elapsed.Seconds()
+			var mean time.Duration
+			if t.syncs > 0 {
+				mean = t.syncTime / time.Duration(t.syncs)
+			}
+			r.logf("%s: %.0f WAL fsyncs/s, %.2f per accepted event, %v each on average", t.key, perSec,
+				float64(t.syncs)/float64(t.res.Accepted), mean.Round(time.Microsecond))
+			r.rep.add(r.run, t.key+".fsyncs", "WAL fsyncs per second while "+t.key+" ran (publishes group-committed, plus done markers)",
+				"fsyncs/s", perSec, nil)
+		}
 	}
 	return nil
 }

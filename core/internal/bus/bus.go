@@ -1,8 +1,11 @@
 // Package bus is the durable event log between ingest and dispatch.
 //
-// Two implementations pass one conformance suite (bus/bustest): bus/memory, the
-// embedded single-process default, and bus/pulsar, backed by Apache Pulsar. Only
-// bus/pulsar imports the Pulsar client; no Pulsar type appears in this package.
+// Three implementations pass one conformance suite (bus/bustest):
+// bus/embedded, the durable single-machine default (an fsynced log on local
+// disk), bus/pulsar, backed by Apache Pulsar, and bus/memory, non-durable (RAM
+// only), for tests and benchmarks. Only bus/pulsar imports the Pulsar client
+// and only bus/embedded the storage engine; no type of theirs appears in this
+// package.
 package bus
 
 import (
@@ -68,7 +71,8 @@ func (d *Delivery) Nack() error { return d.nack() }
 // Publisher writes messages.
 //
 // Publish returns nil only once the bus has durably stored the message (for
-// memory: stored in the process's log); callers may then acknowledge upstream.
+// embedded: fsynced; for memory, which is not durable: stored in the
+// process's log); callers may then acknowledge upstream.
 // It is safe for concurrent use; concurrent publishes are batched by the
 // implementation. Errors wrap ErrUnavailable when the write may succeed later.
 // Once Publish has returned nil the bus holds no reference to msg's Payload,
@@ -133,8 +137,8 @@ type Subscriber interface {
 	Subscribe(ctx context.Context, opts SubscribeOptions) (Consumer, error)
 }
 
-// Backlogger reports a subscription's unacknowledged messages; both
-// implementations provide it (Pulsar from the broker's topic stats).
+// Backlogger reports a subscription's unacknowledged messages; every
+// implementation provides it (Pulsar from the broker's topic stats).
 type Backlogger interface {
 	Backlog(ctx context.Context, topic, subscription string) (int64, error)
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -186,13 +187,38 @@ type Cluster struct {
 
 // Bus selects the event bus.
 type Bus struct {
-	// Kind is "memory" (embedded, single process) or "pulsar".
-	Kind   string `yaml:"kind"`
-	Memory Memory `yaml:"memory"`
-	Pulsar Pulsar `yaml:"pulsar"`
+	// Kind is "embedded" (single machine, durable: an fsynced log on local
+	// disk), "memory" (single process, non-durable: events live in RAM and
+	// a crash loses them; for tests and benchmarks) or "pulsar". A config
+	// file served without it gets embedded (see Load); a config built in
+	// code (Parse) gets memory.
+	Kind     string   `yaml:"kind"`
+	Memory   Memory   `yaml:"memory"`
+	Embedded Embedded `yaml:"embedded"`
+	Pulsar   Pulsar   `yaml:"pulsar"`
 }
 
-// Memory configures the embedded bus.
+// Embedded configures the durable single-machine bus.
+type Embedded struct {
+	// Dir holds the bus's store (created if missing). Required for kind
+	// embedded; on a local disk, never a network file system.
+	Dir       string            `yaml:"dir"`
+	Retention EmbeddedRetention `yaml:"retention"`
+	// MinFreeMB is the free disk below which webhooks get 503 instead of
+	// events being stored (default 256).
+	MinFreeMB int `yaml:"min_free_mb"`
+}
+
+// EmbeddedRetention bounds the history kept once every plugin has handled
+// it (for replay). Events a plugin has not handled are never deleted.
+type EmbeddedRetention struct {
+	// Age of the oldest history kept (default 24h).
+	Age Duration `yaml:"age"`
+	// SizeMB bounds each topic's history (default 1024).
+	SizeMB int `yaml:"size_mb"`
+}
+
+// Memory configures the non-durable in-process bus.
 type Memory struct {
 	// MaxRetainedMB bounds the events held for plugins that have not
 	// handled them yet; past it, webhooks get 503 and Lark retries later
@@ -365,12 +391,25 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
 	defer f.Close()
-	return Parse(io.LimitReader(f, MaxConfigBytes+1))
+	return parse(io.LimitReader(f, MaxConfigBytes+1), filepath.Dir(path))
 }
+
+// DefaultDataDir is where a config file served without bus.kind keeps the
+// embedded bus, relative to the file's directory.
+const DefaultDataDir = "larkway-data/bus"
 
 // Parse decodes YAML strictly, applies defaults, resolves *_env secrets and
 // validates.
-func Parse(r io.Reader) (*Config, error) {
+//
+// Parse is for configs built in code (tests, benchmarks): there an unset
+// bus.kind means memory, the non-durable bus. Load, which `larkway serve`
+// uses, makes it embedded, the durable one, in DefaultDataDir beside the
+// file.
+func Parse(r io.Reader) (*Config, error) { return parse(r, "") }
+
+// parse is Parse; a non-empty fileDir is the directory of the config file
+// being served.
+func parse(r io.Reader, fileDir string) (*Config, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
@@ -390,6 +429,14 @@ func Parse(r io.Reader) (*Config, error) {
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	if fileDir != "" && c.Bus.Kind == "" {
+		// Served without a bus named: the durable one, so that an event
+		// answered 200 survives a crash.
+		c.Bus.Kind = "embedded"
+		if c.Bus.Embedded.Dir == "" {
+			c.Bus.Embedded.Dir = filepath.Join(fileDir, DefaultDataDir)
+		}
 	}
 	c.applyDefaults()
 	if err := c.resolveSecrets(); err != nil {
@@ -416,6 +463,15 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Bus.Kind == "" {
 		c.Bus.Kind = "memory"
+	}
+	if c.Bus.Embedded.Retention.Age == 0 {
+		c.Bus.Embedded.Retention.Age = Duration(24 * time.Hour)
+	}
+	if c.Bus.Embedded.Retention.SizeMB == 0 {
+		c.Bus.Embedded.Retention.SizeMB = 1024
+	}
+	if c.Bus.Embedded.MinFreeMB == 0 {
+		c.Bus.Embedded.MinFreeMB = 256
 	}
 	if c.Bus.Pulsar.AdminURL == "" && c.Bus.Pulsar.URL != "" {
 		if u, err := url.Parse(c.Bus.Pulsar.URL); err == nil && u.Hostname() != "" {
@@ -577,12 +633,25 @@ func (c *Config) Validate() error {
 	}
 	switch c.Bus.Kind {
 	case "memory":
+	case "embedded":
+		if c.Bus.Embedded.Dir == "" {
+			bad("bus.embedded.dir is required when bus.kind is embedded")
+		}
 	case "pulsar":
 		if u, err := url.Parse(c.Bus.Pulsar.URL); err != nil || (u.Scheme != "pulsar" && u.Scheme != "pulsar+ssl") || u.Host == "" {
 			bad("bus.pulsar.url %q: want pulsar://host:port", c.Bus.Pulsar.URL)
 		}
 	default:
-		bad("bus.kind %q: want memory or pulsar", c.Bus.Kind)
+		bad("bus.kind %q: want embedded, memory or pulsar", c.Bus.Kind)
+	}
+	if c.Bus.Embedded.Retention.Age < 0 {
+		bad("bus.embedded.retention.age %s: want a positive duration", c.Bus.Embedded.Retention.Age.D())
+	}
+	if c.Bus.Embedded.Retention.SizeMB < 0 {
+		bad("bus.embedded.retention.size_mb %d: want a positive size", c.Bus.Embedded.Retention.SizeMB)
+	}
+	if c.Bus.Embedded.MinFreeMB < 0 {
+		bad("bus.embedded.min_free_mb %d: want a positive size", c.Bus.Embedded.MinFreeMB)
 	}
 	if c.Bus.Memory.MaxRetainedMB < 0 {
 		bad("bus.memory.max_retained_mb %d: want a positive size", c.Bus.Memory.MaxRetainedMB)

@@ -42,6 +42,45 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// A config file served without bus.kind gets the durable embedded bus in a
+// data directory beside the file; one that names a bus keeps it.
+func TestServedConfigDefaultsToEmbeddedBus(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, yaml, kind, dataDir string
+	}{
+		{"no bus", minimal, "embedded", filepath.Join(dir, DefaultDataDir)},
+		{"only a dir", minimal + "bus: {embedded: {dir: /srv/bus}}\n", "embedded", "/srv/bus"},
+		{"memory named", minimal + "bus: {kind: memory}\n", "memory", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "larkway.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Bus.Kind != tc.kind || c.Bus.Embedded.Dir != tc.dataDir {
+				t.Errorf("bus = %s in %q, want %s in %q", c.Bus.Kind, c.Bus.Embedded.Dir, tc.kind, tc.dataDir)
+			}
+		})
+	}
+}
+
+func TestEmbeddedBusDefaults(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal + "bus:\n  kind: embedded\n  embedded: {dir: /var/lib/larkway/bus}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c.Bus.Embedded
+	if e.Dir != "/var/lib/larkway/bus" || e.Retention.Age.D() != 24*time.Hour || e.Retention.SizeMB != 1024 || e.MinFreeMB != 256 {
+		t.Errorf("embedded bus defaults not applied: %+v", e)
+	}
+}
+
 // The legacy card URL is served only where an app configures card_path.
 func TestCardPathOptIn(t *testing.T) {
 	tests := []struct {
@@ -87,6 +126,11 @@ func TestParseErrors(t *testing.T) {
 		{"bad bus kind", minimal + "bus:\n  kind: kafka\n", "bus.kind"},
 		{"negative memory bound", minimal + "bus:\n  memory:\n    max_retained_mb: -1\n", "bus.memory.max_retained_mb"},
 		{"pulsar without url", minimal + "bus:\n  kind: pulsar\n", "bus.pulsar.url"},
+		{"embedded without dir", minimal + "bus:\n  kind: embedded\n", "bus.embedded.dir"},
+		{"negative retention age", minimal + "bus:\n  kind: embedded\n  embedded: {dir: d, retention: {age: -1h}}\n", "bus.embedded.retention.age"},
+		{"negative retention size", minimal + "bus:\n  kind: embedded\n  embedded: {dir: d, retention: {size_mb: -1}}\n", "bus.embedded.retention.size_mb"},
+		{"negative free-space reserve", minimal + "bus:\n  kind: embedded\n  embedded: {dir: d, min_free_mb: -5}\n", "bus.embedded.min_free_mb"},
+		{"unknown embedded key", minimal + "bus:\n  kind: embedded\n  embedded: {dir: d, retention: {age: 1h, bytes: 5}}\n", "bytes"},
 		{"bad duration", minimal + "dispatch:\n  deadline: soon\n", "not a duration"},
 		{"card path not absolute", minimal + "    card_path: lark/cards\n", "apps[0].card_path"},
 		{"card path on the event path", minimal + "    card_path: /lark/events\n", "used by another app or path"},

@@ -10,13 +10,58 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/larkway/larkway/core/internal/bus/embedded"
 	"github.com/larkway/larkway/core/internal/testenv"
 )
 
 func stores(t *testing.T) map[string]Store {
 	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
 	t.Cleanup(func() { _ = c.Close() })
-	return map[string]Store{"memory": NewMemory(), "redis": NewRedis(c, testenv.Name(t, "dedup")+":")}
+	return map[string]Store{"memory": NewMemory(), "redis": NewRedis(c, testenv.Name(t, "dedup")+":"),
+		"durable": NewDurable(openEmbedded(t, t.TempDir()).State("dedup"))}
+}
+
+// openEmbedded opens an embedded bus on dir, closed when the test ends.
+func openEmbedded(t *testing.T, dir string) *embedded.Bus {
+	t.Helper()
+	b, err := embedded.Open(embedded.Config{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	return b
+}
+
+// A done marker on disk outlives the process: after a restart the event is
+// acknowledged without running its handler again, and a lease of the dead
+// process still expires.
+func TestDurableSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	b, err := embedded.Open(embedded.Config{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewDurable(b.State("dedup"))
+	_, l, _ := s.Claim(ctx, "p", "done-before", time.Minute)
+	if err := s.Done(ctx, l, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if st, _, _ := s.Claim(ctx, "p", "leased-before", 50*time.Millisecond); st != Claimed {
+		t.Fatalf("claim: %v", st)
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	s = NewDurable(openEmbedded(t, dir).State("dedup"))
+	if st, _, err := s.Claim(ctx, "p", "done-before", time.Minute); st != AlreadyDone || err != nil {
+		t.Fatalf("claim after restart of a done event: %v %v, want done", st, err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the dead process's lease never expired", func() bool {
+		st, _, _ := s.Claim(ctx, "p", "leased-before", time.Minute)
+		return st == Claimed
+	})
 }
 
 func TestSemantics(t *testing.T) {

@@ -8,6 +8,7 @@
 package faults
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -20,10 +21,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/bench"
 	"github.com/larkway/larkway/core/internal/testenv"
 	"github.com/larkway/larkway/core/larkemu"
 )
@@ -49,11 +52,31 @@ type rig struct {
 	stop      chan struct{}
 	senders   sync.WaitGroup
 	sentCount int
+
+	// encryptKey, when set, makes the senders encrypt and sign every
+	// attempt afresh, as Lark does.
+	encryptKey string
+	// limit, when positive, bounds the distinct events sent; started counts
+	// them.
+	limit   int64
+	started atomic.Int64
 }
 
-func newRig(t *testing.T) *rig {
+// rigOptions change the core the rig runs.
+type rigOptions struct {
+	// bus is the YAML of the bus section (default: the shared Pulsar).
+	bus        string
+	encryptKey string
+	// noRedis leaves Redis out: the stores are in-process, or beside the
+	// embedded bus on disk.
+	noRedis bool
+}
+
+func newRig(t *testing.T) *rig { return newRigWith(t, rigOptions{}) }
+
+func newRigWith(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	r := &rig{t: t, accepted: map[string]bool{}, stop: make(chan struct{}), dir: t.TempDir()}
+	r := &rig{t: t, accepted: map[string]bool{}, stop: make(chan struct{}), dir: t.TempDir(), encryptKey: o.encryptKey}
 	r.appID = fmt.Sprintf("cli_fault_%d", time.Now().UnixNano())
 	r.emu = larkemu.New(larkemu.Options{Apps: map[string]string{r.appID: "secret"}, Unlimited: true})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -66,20 +89,28 @@ func newRig(t *testing.T) *rig {
 	r.bin = testenv.BuildPlugin(t, "./core/cmd/larkway", r.dir)
 	echo := testenv.BuildPlugin(t, "./plugins/echo", r.dir)
 	r.cfg = filepath.Join(r.dir, "larkway.yaml")
+	busYAML := o.bus
+	if busYAML == "" {
+		busYAML = fmt.Sprintf("{kind: pulsar, pulsar: {url: %q, operation_timeout: 2s}}", testenv.PulsarURL(t))
+	}
+	redisYAML := fmt.Sprintf("{addr: %q, key_prefix: \"%s:\"}", testenv.RedisAddr(t), r.appID)
+	if o.noRedis {
+		redisYAML = "{}"
+	}
 	yaml := fmt.Sprintf(`
 listen: 127.0.0.1:0
 metrics: {listen: 127.0.0.1:0}
-bus: {kind: pulsar, pulsar: {url: %q, operation_timeout: 2s}}
-redis: {addr: %q, key_prefix: "%s:"}
+bus: %s
+redis: %s
 apps:
-  - {id: %s, secret: secret, verification_token: vt, base_url: "http://%s"}
+  - {id: %s, secret: secret, verification_token: vt, encrypt_key: %q, base_url: "http://%s"}
 plugins:
   - {name: echo, path: %s}
 dispatch: {retry_backoff: 100ms, deadline: 2s, action_timeout: 5s, max_attempts: 50}
 ingest: {publish_timeout: 1s}
 supervision: {restart_backoff: 50ms, restart_backoff_max: 500ms, quarantine_after: 1000}
 actions: {rate_limits: {disabled: true}}
-`, testenv.PulsarURL(t), testenv.RedisAddr(t), r.appID, r.appID, ln.Addr(), echo)
+`, busYAML, redisYAML, r.appID, o.encryptKey, ln.Addr(), echo)
 	if err := os.WriteFile(r.cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -111,13 +142,16 @@ func (r *rig) load(n int) {
 					return
 				default:
 				}
+				if r.limit > 0 && r.started.Add(1) > r.limit {
+					return
+				}
 				id := fmt.Sprintf("om_f_%d_%d", s, i)
 				body := fmt.Sprintf(`{"schema":"2.0","header":{"event_id":"ev_%s","token":"vt","create_time":"1700000000000","event_type":"im.message.receive_v1","app_id":%q},
 "event":{"sender":{"sender_id":{"open_id":"ou_1"},"sender_type":"user"},"message":{"message_id":%q,"chat_id":"oc_%d","chat_type":"group","message_type":"text","content":"{\"text\":\"f\"}"}}}`,
 					id, r.appID, id, i%20)
 				var giveUp time.Time // set once the load stops
 				for {
-					resp, err := http.Post("http://"+r.addr()+"/lark/events", "application/json", strings.NewReader(body))
+					resp, err := r.post(body)
 					if err == nil {
 						_, _ = io.Copy(io.Discard, resp.Body)
 						resp.Body.Close()
@@ -160,6 +194,21 @@ func (r *rig) load(n int) {
 			}
 		}()
 	}
+}
+
+// post sends one attempt of an event, sealed afresh when the app has an
+// Encrypt Key (a new IV, timestamp and nonce per attempt, as Lark re-pushes).
+func (r *rig) post(plain string) (*http.Response, error) {
+	body, h, err := bench.Seal(bench.App{ID: r.appID, VerificationToken: "vt", EncryptKey: r.encryptKey}, []byte(plain))
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+r.addr()+"/lark/events", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header = h
+	return http.DefaultClient.Do(req)
 }
 
 func (r *rig) replies() map[string]int {
@@ -227,6 +276,45 @@ func TestKill9CoreUnderLoad(t *testing.T) {
 	}
 	r.waitReplies(100, "no progress after the last restart")
 	r.finish()
+}
+
+// The embedded bus keeps every event answered 200 through kill -9: the
+// core is killed three times while 3 000 signed, encrypted events are sent,
+// restarted on the same data directory, and every event answered 200 gets
+// exactly one reply. The dedup markers are in Redis, or (a single machine
+// without Redis) beside the bus on disk.
+func TestKill9CoreEmbeddedBus(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		noRedis bool
+	}{
+		{"dedup in Redis", false},
+		{"dedup on disk", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRigWith(t, rigOptions{
+				bus:        fmt.Sprintf("{kind: embedded, embedded: {dir: %q}}", filepath.Join(t.TempDir(), "bus")),
+				encryptKey: "fault-encrypt-key",
+				noRedis:    tc.noRedis,
+			})
+			r.limit = 3000
+			r.start()
+			r.load(8)
+			for round := range 3 {
+				r.waitReplies(100+rand.IntN(400), fmt.Sprintf("round %d: no progress", round))
+				if err := r.core.Kill(syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				<-r.core.Done
+				r.start()
+			}
+			r.senders.Wait() // the senders stop on their own after 3 000 events
+			r.finish()
+			if len(r.accepted) != int(r.limit) {
+				t.Errorf("%d of %d events accepted", len(r.accepted), r.limit)
+			}
+		})
+	}
 }
 
 // Plugin processes killed repeatedly lose nothing.

@@ -90,3 +90,47 @@ func (c *RedisReplayCache) Seen(ctx context.Context, key string, ttl time.Durati
 	}
 	return !ok, nil
 }
+
+// KV is a durable key space with expiring keys, such as the embedded bus's
+// State (bus/embedded).
+type KV interface {
+	Get(key string) (value []byte, ok bool, err error)
+	Put(key string, value []byte, expires time.Time, sync bool) error
+}
+
+// DurableReplayCache keeps nonces in a KV on local disk, for a core
+// without Redis on the embedded bus: a request replayed after a restart
+// stays refused. A nonce is written without an fsync of its own: the KV
+// shares the bus's write-ahead log, so the publish that follows (and is
+// fsynced before the webhook is answered 200) makes it durable too.
+type DurableReplayCache struct {
+	kv   KV
+	now  func() time.Time
+	seed maphash.Seed
+	// locks make Seen's check-then-write atomic per key; striped, so that
+	// look-ups of different keys (which may read the disk) run at once.
+	locks [64]sync.Mutex
+}
+
+// NewDurableReplayCache returns a cache on kv.
+func NewDurableReplayCache(kv KV) *DurableReplayCache {
+	return &DurableReplayCache{kv: kv, now: time.Now, seed: maphash.MakeSeed()}
+}
+
+// Seen implements ReplayCache.
+func (c *DurableReplayCache) Seen(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	mu := &c.locks[maphash.String(c.seed, key)%uint64(len(c.locks))]
+	mu.Lock()
+	defer mu.Unlock()
+	_, ok, err := c.kv.Get(key)
+	if err != nil {
+		return false, fmt.Errorf("checking nonce: %w", err)
+	}
+	if ok {
+		return true, nil
+	}
+	if err := c.kv.Put(key, nil, c.now().Add(ttl), false); err != nil {
+		return false, fmt.Errorf("recording nonce: %w", err)
+	}
+	return false, nil
+}

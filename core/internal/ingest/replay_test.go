@@ -7,8 +7,19 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/larkway/larkway/core/internal/bus/embedded"
 	"github.com/larkway/larkway/core/internal/testenv"
 )
+
+func openEmbedded(t *testing.T, dir string) *embedded.Bus {
+	t.Helper()
+	b, err := embedded.Open(embedded.Config{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	return b
+}
 
 func TestReplayCaches(t *testing.T) {
 	caches := map[string]func(t *testing.T) ReplayCache{
@@ -17,6 +28,9 @@ func TestReplayCaches(t *testing.T) {
 			c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
 			t.Cleanup(func() { _ = c.Close() })
 			return NewRedisReplayCache(c, testenv.Name(t, "replay")+":")
+		},
+		"durable": func(t *testing.T) ReplayCache {
+			return NewDurableReplayCache(openEmbedded(t, t.TempDir()).State("nonce"))
 		},
 	}
 	for name, mk := range caches {
@@ -34,6 +48,35 @@ func TestReplayCaches(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A nonce recorded before a restart is still refused after it, until its
+// window ends.
+func TestDurableReplayCacheSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	b, err := embedded.Open(embedded.Config{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewDurableReplayCache(b.State("nonce"))
+	if seen, err := c.Seen(ctx, "app:n1", time.Hour); seen || err != nil {
+		t.Fatalf("first Seen = %v %v", seen, err)
+	}
+	if seen, _ := c.Seen(ctx, "app:short", time.Millisecond); seen {
+		t.Fatal("first Seen of a short-lived nonce reported seen")
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c = NewDurableReplayCache(openEmbedded(t, dir).State("nonce"))
+	if seen, err := c.Seen(ctx, "app:n1", time.Hour); !seen || err != nil {
+		t.Fatalf("Seen after restart = %v %v, want seen", seen, err)
+	}
+	testenv.Eventually(t, 5*time.Second, "an expired nonce stayed seen", func() bool {
+		seen, _ := c.Seen(ctx, "app:short", time.Millisecond)
+		return !seen
+	})
 }
 
 func TestMemoryReplayCacheExpires(t *testing.T) {

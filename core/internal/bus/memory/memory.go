@@ -1,6 +1,8 @@
-// Package memory is the embedded, single-process bus: the default when no
-// Pulsar broker is configured. It passes the same conformance suite as
-// bus/pulsar (bus/bustest).
+// Package memory is the single-process, NON-DURABLE bus: messages live in
+// RAM, and a crash loses every one not yet acknowledged. It is for tests and
+// benchmarks; a single machine runs bus/embedded, which keeps them on disk.
+// It passes the same conformance suite as bus/embedded and bus/pulsar
+// (bus/bustest).
 //
 // Semantics, chosen to mirror a Pulsar Key_Shared subscription:
 //

@@ -1,0 +1,74 @@
+package embedded
+
+import (
+	"testing"
+	"time"
+)
+
+// State keys survive a restart, expire, and expired ones are swept; a key
+// rewritten with a later expiry survives the sweep of its old expiry.
+func TestStatePersistsAndExpires(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, Config{Dir: dir})
+	s := b.State("dedup")
+	now := time.Now()
+	if err := s.Put("forever", []byte("v1"), time.Time{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put("short", []byte("v2"), now.Add(time.Minute), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put("extended", []byte("lease"), now.Add(time.Minute), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put("extended", []byte("done"), now.Add(time.Hour), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.State("other").Put("short", []byte("x"), time.Time{}, true); err != nil {
+		t.Fatal(err)
+	}
+	closeBus(t, b)
+
+	b = openTest(t, Config{Dir: dir})
+	defer closeBus(t, b)
+	s = b.State("dedup")
+	get := func(key string) string {
+		t.Helper()
+		v, ok, err := s.Get(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return "<none>"
+		}
+		return string(v)
+	}
+	for key, want := range map[string]string{"forever": "v1", "short": "v2", "extended": "done", "absent": "<none>"} {
+		if got := get(key); got != want {
+			t.Errorf("after restart %s = %s, want %s", key, got, want)
+		}
+	}
+	later := now.Add(2 * time.Minute)
+	b.now = func() time.Time { return later }
+	if got := get("short"); got != "<none>" {
+		t.Errorf("expired key read %s", got)
+	}
+	if err := b.sweepState(later); err != nil {
+		t.Fatal(err)
+	}
+	b.now = time.Now
+	for key, want := range map[string]string{"forever": "v1", "short": "<none>", "extended": "done"} {
+		if got := get(key); got != want {
+			t.Errorf("after the sweep %s = %s, want %s", key, got, want)
+		}
+	}
+	if v, ok, _ := b.State("other").Get("short"); !ok || string(v) != "x" {
+		t.Errorf("another space's key was touched: %q %v", v, ok)
+	}
+	if err := s.Delete("forever"); err != nil {
+		t.Fatal(err)
+	}
+	if got := get("forever"); got != "<none>" {
+		t.Errorf("deleted key read %s", got)
+	}
+}
