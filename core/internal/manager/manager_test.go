@@ -294,8 +294,17 @@ func TestSwapRollsBackOnProbationCrash(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- e.mgr.Swap(context.Background(), "p", Spec{Path: "v2"}) }()
 	testenv.Eventually(t, 5*time.Second, "v2 not started", func() bool { return e.latest("v2") != nil })
-	ids := []string{e.publish("oc_1")}
-	testenv.Eventually(t, 5*time.Second, "v2 got no traffic", func() bool { return len(e.latest("v2").Seen()) > 0 })
+	// v2 takes traffic once it has passed its health check, a moment after
+	// it started: events published before then go to v1. Publish until v2
+	// has one (every event is checked exactly once below).
+	var ids []string
+	testenv.Eventually(t, 10*time.Second, "v2 got no traffic", func() bool {
+		if len(e.latest("v2").Seen()) > 0 {
+			return true
+		}
+		ids = append(ids, e.publish("oc_1"))
+		return false
+	})
 	e.latest("v2").Crash()
 	if err := <-errc; !errors.Is(err, ErrRolledBack) {
 		t.Fatalf("err = %v", err)
