@@ -90,6 +90,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/internal/keyshared"
 )
 
 var (
@@ -464,8 +465,8 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 	m.refs.Store(int32(len(subs)))
 	for _, s := range subs {
 		s.mu.Lock()
-		s.insert(&entry{m: m})
-		s.notify()
+		s.ks.Insert(&entry{M: m})
+		s.ks.Notify()
 		s.mu.Unlock()
 	}
 	return nil
@@ -509,12 +510,12 @@ func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Con
 
 	b.tmu.Lock()
 	b.nextID++
+	id := b.nextID
 	c := &consumer{
 		b:        b,
 		t:        t,
 		s:        s,
 		opts:     opts,
-		salt:     mix(b.nextID),
 		inflight: make(map[*token]struct{}),
 		done:     make(chan struct{}),
 		drained:  make(chan struct{}),
@@ -522,8 +523,7 @@ func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Con
 	b.consumers[c] = struct{}{}
 	b.tmu.Unlock()
 	s.mu.Lock()
-	s.active = append(s.active, c)
-	s.notify()
+	s.ks.Join(c, keyshared.Salt(id))
 	s.mu.Unlock()
 	return c, nil
 }
@@ -607,11 +607,7 @@ func (b *Bus) Backlog(_ context.Context, topicName, subscription string) (int64,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := int64(len(s.pending))
-	for _, o := range s.owners {
-		n += int64(o.inflight)
-	}
-	return n, nil
+	return int64(s.ks.Backlog()), nil
 }
 
 // Stored is one message read back by Replay.

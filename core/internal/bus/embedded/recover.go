@@ -37,8 +37,8 @@ func (b *Bus) recover() error {
 				s = newSubscription(topicName, subName, b.seed)
 				t.subs[subName] = s
 			}
-			e := &entry{deliveries: p.deliveries, readyAt: p.readyAt}
-			s.pending = append(s.pending, e) // key order is seq order
+			e := &entry{Deliveries: p.deliveries, ReadyAt: p.readyAt}
+			s.ks.Append(e) // key order is seq order; e.M comes in pass two
 			if refs[t] == nil {
 				refs[t] = make(map[uint64][]ref)
 			}
@@ -90,7 +90,7 @@ func (b *Bus) recover() error {
 		delete(refs[t], seq)
 		m.refs.Store(int32(len(rs)))
 		for _, r := range rs {
-			r.e.m = m
+			r.e.M = m
 		}
 		return nil
 	})
@@ -105,7 +105,7 @@ func (b *Bus) recover() error {
 	n := 0
 	for _, t := range b.topics {
 		for _, s := range t.subs {
-			n += len(s.pending)
+			n += len(s.ks.Pending())
 		}
 	}
 	b.logger.Info("embedded bus recovered", "dir", b.cfg.Dir, "topics", len(b.topics), "pending", n)

@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/internal/keyshared"
 )
 
 var _ bus.Bus = (*Bus)(nil)
@@ -136,130 +137,18 @@ func (b *Bus) drop(m *message) {
 }
 
 // entry is a message's state within one subscription.
-type entry struct {
-	m          *message
-	deliveries int
-	readyAt    time.Time // redelivery not before; zero when ready
-}
+type entry = keyshared.Entry[*message]
+
+// Key and Seq are what Key_Shared dispatch needs of a message.
+func (m *message) Key() string { return m.msg.Key }
+func (m *message) Seq() uint64 { return m.seq }
 
 type subscription struct {
 	topic string
 	name  string
-	seed  maphash.Seed
 
-	mu      sync.Mutex
-	pending []*entry             // not handed out, ordered by seq
-	owners  map[string]*keyOwner // keys with messages handed out
-	active  []*consumer          // open consumers, not closing
-	changed chan struct{}        // closed and replaced on a change while watched
-	watched bool                 // a Receive waits on changed
-}
-
-// keyOwner pins a key to the consumer holding its in-flight messages.
-type keyOwner struct {
-	c        *consumer
-	inflight int
-}
-
-// notify wakes every Receive waiting on s. Callers hold s.mu.
-func (s *subscription) notify() {
-	if !s.watched { // no Receive waits: a new channel per ack was garbage
-		return
-	}
-	s.watched = false
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-// pick returns the open consumer that key hashes to (rendezvous hashing), or
-// nil when there is none. Callers hold s.mu.
-func (s *subscription) pick(key string) *consumer {
-	h := maphash.String(s.seed, key)
-	var best *consumer
-	var bestScore uint64
-	for _, c := range s.active {
-		if score := mix(h ^ c.salt); best == nil || score > bestScore {
-			best, bestScore = c, score
-		}
-	}
-	return best
-}
-
-// mix is the splitmix64 finalizer.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
-
-// next finds the first pending entry c may take now. When there is none it
-// returns the earliest time a delayed entry becomes ready (zero if none).
-// Callers hold s.mu.
-func (s *subscription) next(c *consumer, now time.Time) (int, time.Time) {
-	var wake time.Time
-	var picked map[string]bool // keys already hashed during this scan
-	for i, e := range s.pending {
-		if e.readyAt.After(now) {
-			if wake.IsZero() || e.readyAt.Before(wake) {
-				wake = e.readyAt
-			}
-			continue
-		}
-		key := e.m.msg.Key
-		if o := s.owners[key]; o != nil {
-			if o.c == c {
-				return i, time.Time{}
-			}
-			continue
-		}
-		if len(s.active) == 1 {
-			// The common case needs no hashing (and no map).
-			if s.active[0] == c {
-				return i, time.Time{}
-			}
-			continue
-		}
-		mine, ok := picked[key]
-		if !ok {
-			mine = s.pick(key) == c
-			if picked == nil {
-				picked = make(map[string]bool)
-			}
-			picked[key] = mine
-		}
-		if mine {
-			return i, time.Time{}
-		}
-	}
-	return -1, wake
-}
-
-// requeue puts e back among the pending entries in seq order. Callers hold s.mu.
-func (s *subscription) requeue(e *entry) {
-	i, _ := slices.BinarySearchFunc(s.pending, e.m.seq, func(p *entry, seq uint64) int {
-		switch {
-		case p.m.seq < seq:
-			return -1
-		case p.m.seq > seq:
-			return 1
-		}
-		return 0
-	})
-	s.pending = slices.Insert(s.pending, i, e)
-}
-
-// release unpins e's key from its consumer once nothing of it is in flight.
-// Callers hold s.mu.
-func (s *subscription) release(e *entry) {
-	key := e.m.msg.Key
-	if o := s.owners[key]; o != nil {
-		if o.inflight--; o.inflight <= 0 {
-			delete(s.owners, key)
-		}
-	}
+	mu sync.Mutex
+	ks *keyshared.State[*consumer, *message] // guarded by mu
 }
 
 type tokenState int
@@ -283,7 +172,6 @@ type consumer struct {
 	t    *topic
 	s    *subscription
 	opts bus.SubscribeOptions
-	salt uint64
 
 	// Guarded by s.mu.
 	inflight map[*token]struct{}
@@ -337,8 +225,8 @@ func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) er
 	}
 	for _, s := range t.subs {
 		s.mu.Lock()
-		s.pending = append(s.pending, &entry{m: m})
-		s.notify()
+		s.ks.Append(&entry{M: m}) // under t.mu: seqs arrive in order
+		s.ks.Notify()
 		s.mu.Unlock()
 	}
 	return nil
@@ -370,11 +258,9 @@ func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Con
 	s := t.subs[opts.Subscription]
 	if s == nil {
 		s = &subscription{
-			topic:   opts.Topic,
-			name:    opts.Subscription,
-			seed:    b.seed,
-			owners:  make(map[string]*keyOwner),
-			changed: make(chan struct{}),
+			topic: opts.Topic,
+			name:  opts.Subscription,
+			ks:    keyshared.New[*consumer, *message](b.seed),
 		}
 		t.subs[opts.Subscription] = s
 	}
@@ -386,14 +272,12 @@ func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Con
 		t:        t,
 		s:        s,
 		opts:     opts,
-		salt:     mix(b.nextID),
 		inflight: make(map[*token]struct{}),
 		done:     make(chan struct{}),
 		drained:  make(chan struct{}),
 	}
 	s.mu.Lock()
-	s.active = append(s.active, c)
-	s.notify()
+	s.ks.Join(c, keyshared.Salt(b.nextID))
 	s.mu.Unlock()
 	b.consumers[c] = struct{}{}
 	return c, nil
@@ -450,10 +334,7 @@ func (b *Bus) retained() int {
 		t.mu.Lock()
 		for _, s := range t.subs {
 			s.mu.Lock()
-			n += len(s.pending)
-			for _, o := range s.owners {
-				n += o.inflight
-			}
+			n += s.ks.Backlog()
 			s.mu.Unlock()
 		}
 		t.mu.Unlock()
@@ -473,60 +354,29 @@ func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 			s.mu.Unlock()
 			return nil, bus.ErrClosed
 		}
-		i, wake := s.next(c, time.Now())
+		i, wake := s.ks.Next(c, time.Now())
 		if i >= 0 {
 			d := c.handOut(i)
 			s.mu.Unlock()
 			return d, nil
 		}
-		changed := s.changed
-		s.watched = true
+		changed := s.ks.Watch()
 		s.mu.Unlock()
-
-		var timer *time.Timer
-		var fire <-chan time.Time
-		if !wake.IsZero() {
-			timer = time.NewTimer(time.Until(wake))
-			fire = timer.C
-		}
-		select {
-		case <-ctx.Done():
-		case <-c.done:
-		case <-changed:
-		case <-fire:
-		}
-		if timer != nil {
-			timer.Stop()
-		}
+		keyshared.Wait(ctx, c.done, changed, wake)
 	}
 }
 
 // handOut removes pending entry i and delivers it to c. Callers hold s.mu.
 func (c *consumer) handOut(i int) *bus.Delivery {
 	s := c.s
-	e := s.pending[i]
-	// Entries are taken from near the front: shift the i before it one
-	// place right and drop the first slot, O(i) rather than O(len) — a
-	// deep backlog must not make every hand-out copy all of it.
-	copy(s.pending[1:i+1], s.pending[:i])
-	s.pending[0] = nil
-	s.pending = s.pending[1:]
-	e.deliveries++
-	e.readyAt = time.Time{}
-	key := e.m.msg.Key
-	o := s.owners[key]
-	if o == nil {
-		o = &keyOwner{c: c}
-		s.owners[key] = o
-	}
-	o.inflight++
+	e := s.ks.Take(c, i)
 	tk := &token{e: e}
 	c.inflight[tk] = struct{}{}
 
 	// The stored message is immutable and shared by every hand-out and
 	// subscription (bus.Delivery's fields are read-only): copying it per
 	// hand-out was a tenth of the dispatcher's cost.
-	return bus.NewDelivery(e.m.msg, e.m.id, s.topic, e.deliveries, e.m.published,
+	return bus.NewDelivery(e.M.msg, e.M.id, s.topic, e.Deliveries, e.M.published,
 		func() error { return c.ack(tk) },
 		func() error { return c.nack(tk) })
 }
@@ -551,17 +401,17 @@ func (c *consumer) finish(tk *token, ack bool, delay time.Duration) {
 	s := c.s
 	tk.state = settled
 	delete(c.inflight, tk)
-	s.release(tk.e)
+	s.ks.Release(tk.e)
 	if ack {
-		c.b.drop(tk.e.m)
+		c.b.drop(tk.e.M)
 	} else {
-		tk.e.readyAt = time.Now().Add(delay)
-		s.requeue(tk.e)
+		tk.e.ReadyAt = time.Now().Add(delay)
+		s.ks.Insert(tk.e)
 	}
 	if c.closing && len(c.inflight) == 0 {
 		closeOnce(c.drained)
 	}
-	s.notify()
+	s.ks.Notify()
 }
 
 func (c *consumer) ack(tk *token) error {
@@ -569,7 +419,7 @@ func (c *consumer) ack(tk *token) error {
 	defer c.s.mu.Unlock()
 	act, err := c.claim(tk, settled)
 	if err != nil {
-		return fmt.Errorf("acknowledging message %s: %w", tk.e.m.id, err)
+		return fmt.Errorf("acknowledging message %s: %w", tk.e.M.id, err)
 	}
 	if act {
 		c.finish(tk, true, 0)
@@ -584,13 +434,13 @@ func (c *consumer) nack(tk *token) error {
 	if err != nil || !act {
 		s.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("negatively acknowledging message %s: %w", tk.e.m.id, err)
+			return fmt.Errorf("negatively acknowledging message %s: %w", tk.e.M.id, err)
 		}
 		return nil
 	}
 	e := tk.e
-	if c.opts.MaxDeliveries <= 0 || e.deliveries < c.opts.MaxDeliveries {
-		c.finish(tk, false, c.opts.BackoffFor(e.deliveries))
+	if c.opts.MaxDeliveries <= 0 || e.Deliveries < c.opts.MaxDeliveries {
+		c.finish(tk, false, c.opts.BackoffFor(e.Deliveries))
 		s.mu.Unlock()
 		return nil
 	}
@@ -598,15 +448,15 @@ func (c *consumer) nack(tk *token) error {
 
 	// Dead-letter outside s.mu: the dead-letter topic may be this very topic.
 	dlq := c.opts.DeadLetter()
-	err = c.b.Publish(context.Background(), dlq, e.m.msg)
+	err = c.b.Publish(context.Background(), dlq, e.M.msg)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
-		c.finish(tk, false, c.opts.BackoffFor(e.deliveries))
-		return fmt.Errorf("dead-lettering message %s to %s: %w", e.m.id, dlq, err)
+		c.finish(tk, false, c.opts.BackoffFor(e.Deliveries))
+		return fmt.Errorf("dead-lettering message %s to %s: %w", e.M.id, dlq, err)
 	}
 	c.b.logger.Debug("message dead-lettered", "topic", s.topic, "subscription", s.name,
-		"id", e.m.id, "dead_letter_topic", dlq, "deliveries", e.deliveries)
+		"id", e.M.id, "dead_letter_topic", dlq, "deliveries", e.Deliveries)
 	c.finish(tk, true, 0)
 	return nil
 }
@@ -621,11 +471,10 @@ func (c *consumer) Close(ctx context.Context) error {
 	if !c.closing {
 		c.closing = true
 		close(c.done)
-		s.active = slices.DeleteFunc(s.active, func(o *consumer) bool { return o == c })
 		if len(c.inflight) == 0 {
 			closeOnce(c.drained)
 		}
-		s.notify() // keys hashed to c move to the other consumers
+		s.ks.Leave(c) // keys hashed to c move to the other consumers
 	}
 	s.mu.Unlock()
 
@@ -646,14 +495,14 @@ func (c *consumer) Close(ctx context.Context) error {
 			}
 			tk.state = revoked
 			delete(c.inflight, tk)
-			s.release(tk.e)
-			s.requeue(tk.e)
+			s.ks.Release(tk.e)
+			s.ks.Insert(tk.e)
 			returned++
 		}
 		if len(c.inflight) == 0 {
 			closeOnce(c.drained)
 		}
-		s.notify()
+		s.ks.Notify()
 	}
 	s.mu.Unlock()
 
@@ -697,9 +546,5 @@ func (b *Bus) Backlog(_ context.Context, topicName, subscription string) (int64,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := int64(len(s.pending))
-	for _, o := range s.owners {
-		n += int64(o.inflight)
-	}
-	return n, nil
+	return int64(s.ks.Backlog()), nil
 }

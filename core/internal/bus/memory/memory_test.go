@@ -298,15 +298,16 @@ func (b *Bus) dump() string {
 		t.mu.Lock()
 		for _, s := range t.subs {
 			s.mu.Lock()
-			out += fmt.Sprintf("%s/%s pending=%d active=%d owners=%d\n", t.name, s.name, len(s.pending), len(s.active), len(s.owners))
-			for k, o := range s.owners {
-				out += fmt.Sprintf("  owner %s -> %p closing=%v inflight=%d cinflight=%d\n", k, o.c, o.c.closing, o.inflight, len(o.c.inflight))
+			pending := s.ks.Pending()
+			out += fmt.Sprintf("%s/%s pending=%d active=%d\n", t.name, s.name, len(pending), s.ks.Consumers())
+			for k, o := range s.ks.Owners() {
+				out += fmt.Sprintf("  owner %s -> %p closing=%v inflight=%d cinflight=%d\n", k, o.C, o.C.closing, o.Inflight, len(o.C.inflight))
 			}
-			for i, e := range s.pending {
+			for i, e := range pending {
 				if i > 5 {
 					break
 				}
-				out += fmt.Sprintf("  pending %s key=%s del=%d ready=%v\n", e.m.id, e.m.msg.Key, e.deliveries, e.readyAt)
+				out += fmt.Sprintf("  pending %s key=%s del=%d ready=%v\n", e.M.id, e.M.msg.Key, e.Deliveries, e.ReadyAt)
 			}
 			s.mu.Unlock()
 		}
