@@ -60,35 +60,15 @@ func (s *subscription) floor() uint64 {
 	return low
 }
 
-type tokenState int
-
-const (
-	handing     tokenState = iota // its hand-out is being written
-	outstanding                   // with the caller
-	settling                      // its ack or nack is being written
-	settled
-	revoked // the consumer closed first; the entry went back to the subscription
-)
-
-// token is one hand-out of an entry to a consumer; guarded by the
-// subscription's mu.
-type token struct {
-	e     *entry
-	state tokenState
-}
+// token is one hand-out of an entry to a consumer.
+type token = keyshared.Token[*message]
 
 type consumer struct {
 	b    *Bus
-	t    *topic
 	s    *subscription
 	opts bus.SubscribeOptions
 
-	// Guarded by s.mu.
-	inflight map[*token]struct{}
-	closing  bool
-	removed  bool
-	done     chan struct{} // closed when Close begins
-	drained  chan struct{} // closed when closing and nothing is in flight
+	hand *keyshared.Handouts[*message] // guarded by s.mu
 }
 
 var _ bus.Consumer = (*consumer)(nil)
@@ -101,7 +81,7 @@ func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 			return nil, err
 		}
 		s.mu.Lock()
-		if c.closing {
+		if c.hand.Closing() {
 			s.mu.Unlock()
 			return nil, bus.ErrClosed
 		}
@@ -117,12 +97,12 @@ func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 			// redelivered after a backoff; the error names what failed
 			// where. Other keys go on meanwhile.
 			c.b.logger.Error("reading a stored message failed; will retry", "topic", s.topic,
-				"subscription", s.name, "id", tk.e.M.id, "err", err)
+				"subscription", s.name, "id", tk.E.M.id, "err", err)
 			continue
 		}
 		changed := s.ks.Watch()
 		s.mu.Unlock()
-		keyshared.Wait(ctx, c.done, changed, wake)
+		keyshared.Wait(ctx, c.hand.Done(), changed, wake)
 	}
 }
 
@@ -131,15 +111,15 @@ func (c *consumer) take(i int) *token {
 	s := c.s
 	e := s.ks.Take(c, i)
 	s.out[e] = struct{}{}
-	tk := &token{e: e, state: handing}
-	c.inflight[tk] = struct{}{}
+	tk := &token{E: e, State: keyshared.Handing}
+	c.hand.Add(tk)
 	return tk
 }
 
 // deliver writes tk's delivery count, reads its message and returns the
 // delivery. On failure the entry goes back to the subscription.
 func (c *consumer) deliver(tk *token) (*bus.Delivery, error) {
-	s, e := c.s, tk.e
+	s, e := c.s, tk.E
 	batch := c.b.db.NewBatch()
 	_ = batch.Set(pendingKey(s.topic, s.name, e.M.seq), encodePending(pending{deliveries: e.Deliveries}), nil)
 	err := c.b.write(batch, false)
@@ -153,7 +133,7 @@ func (c *consumer) deliver(tk *token) (*bus.Delivery, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err != nil || c.closing {
+	if err != nil || c.hand.Closing() {
 		var readyAt time.Time
 		if !written {
 			e.Deliveries-- // not counted on disk either
@@ -166,7 +146,7 @@ func (c *consumer) deliver(tk *token) (*bus.Delivery, error) {
 		}
 		return nil, err
 	}
-	tk.state = outstanding
+	tk.State = keyshared.Outstanding
 	return bus.NewDelivery(msg, e.M.id, s.topic, e.Deliveries, published,
 		func() error { return c.ack(tk) },
 		func() error { return c.nack(tk) }), nil
@@ -177,33 +157,21 @@ func (c *consumer) deliver(tk *token) (*bus.Delivery, error) {
 func (c *consumer) claim(tk *token) (act bool, err error) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	switch tk.state {
-	case outstanding:
-		tk.state = settling
-		return true, nil
-	case revoked:
-		tk.state = settled
-		return false, bus.ErrClosed
-	}
-	return false, nil
+	return tk.Claim(keyshared.Settling)
 }
 
 // finish ends tk's hand-out: the entry is dropped (ack) or goes back to the
 // subscription, ready at readyAt (nack). Callers hold s.mu.
 func (c *consumer) finish(tk *token, ack bool, readyAt time.Time) {
 	s := c.s
-	tk.state = settled
-	delete(c.inflight, tk)
-	delete(s.out, tk.e)
-	s.ks.Release(tk.e)
+	c.hand.Settle(tk)
+	delete(s.out, tk.E)
+	s.ks.Release(tk.E)
 	if ack {
-		tk.e.M.drop()
+		tk.E.M.drop()
 	} else {
-		tk.e.ReadyAt = readyAt
-		s.ks.Insert(tk.e)
-	}
-	if c.closing && len(c.inflight) == 0 {
-		closeOnce(c.drained)
+		tk.E.ReadyAt = readyAt
+		s.ks.Insert(tk.E)
 	}
 	s.ks.Notify()
 }
@@ -217,19 +185,19 @@ func (c *consumer) settle(tk *token, ack bool, readyAt time.Time) {
 func (c *consumer) ack(tk *token) error {
 	act, err := c.claim(tk)
 	if err != nil {
-		return fmt.Errorf("acknowledging message %s: %w", tk.e.M.id, err)
+		return fmt.Errorf("acknowledging message %s: %w", tk.E.M.id, err)
 	}
 	if !act {
 		return nil
 	}
 	batch := c.b.db.NewBatch()
-	_ = batch.Delete(pendingKey(c.s.topic, c.s.name, tk.e.M.seq), nil)
+	_ = batch.Delete(pendingKey(c.s.topic, c.s.name, tk.E.M.seq), nil)
 	err = c.b.write(batch, false)
 	_ = batch.Close()
 	if err != nil {
 		// Still pending on disk: keep it pending here too.
 		c.settle(tk, false, time.Time{})
-		return fmt.Errorf("acknowledging message %s: %w", tk.e.M.id, err)
+		return fmt.Errorf("acknowledging message %s: %w", tk.E.M.id, err)
 	}
 	c.settle(tk, true, time.Time{})
 	return nil
@@ -238,12 +206,12 @@ func (c *consumer) ack(tk *token) error {
 func (c *consumer) nack(tk *token) error {
 	act, err := c.claim(tk)
 	if err != nil {
-		return fmt.Errorf("negatively acknowledging message %s: %w", tk.e.M.id, err)
+		return fmt.Errorf("negatively acknowledging message %s: %w", tk.E.M.id, err)
 	}
 	if !act {
 		return nil
 	}
-	e := tk.e
+	e := tk.E
 	retryAt := c.b.now().Add(c.opts.BackoffFor(e.Deliveries))
 	if c.opts.MaxDeliveries <= 0 || e.Deliveries < c.opts.MaxDeliveries {
 		batch := c.b.db.NewBatch()
@@ -285,62 +253,14 @@ func (c *consumer) nack(tk *token) error {
 // and ctx's error is returned. Close is idempotent.
 func (c *consumer) Close(ctx context.Context) error {
 	s := c.s
-	s.mu.Lock()
-	if !c.closing {
-		c.closing = true
-		close(c.done)
-		if len(c.inflight) == 0 {
-			closeOnce(c.drained)
-		}
-		s.ks.Leave(c) // keys hashed to c move to the other consumers
-	}
-	s.mu.Unlock()
-
-	var waitErr error
-	select {
-	case <-c.drained:
-	case <-ctx.Done():
-		waitErr = ctx.Err()
-	}
-
-	s.mu.Lock()
-	returned := 0
-	if !c.removed {
-		c.removed = true
-		for tk := range c.inflight {
-			if tk.state != outstanding {
-				continue // a write for it is under way; its writer finishes it
-			}
-			tk.state = revoked
-			delete(c.inflight, tk)
-			delete(s.out, tk.e)
-			s.ks.Release(tk.e)
-			s.ks.Insert(tk.e)
-			returned++
-		}
-		if len(c.inflight) == 0 {
-			closeOnce(c.drained)
-		}
-		s.ks.Notify()
-	}
-	s.mu.Unlock()
-
+	returned, err := keyshared.CloseConsumer(ctx, &s.mu, s.ks, c, c.hand, func(tk *token) { delete(s.out, tk.E) })
 	c.b.tmu.Lock()
 	delete(c.b.consumers, c)
 	c.b.tmu.Unlock()
-
-	if returned > 0 {
+	if err != nil {
 		c.b.logger.Warn("consumer closed with unsettled messages; returned them to the subscription",
 			"topic", s.topic, "subscription", s.name, "messages", returned)
-		return fmt.Errorf("closing consumer of %s/%s: %d messages unsettled: %w", s.topic, s.name, returned, waitErr)
+		return fmt.Errorf("closing consumer of %s/%s: %w", s.topic, s.name, err)
 	}
 	return nil
-}
-
-func closeOnce(ch chan struct{}) {
-	select {
-	case <-ch:
-	default:
-		close(ch)
-	}
 }

@@ -475,14 +475,8 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 // Subscribe opens a consumer on opts.Subscription, creating the subscription
 // (durably) at the topic's latest position if it does not exist.
 func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Consumer, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("subscribing to %s: %w", opts.Topic, err)
-	}
-	if opts.Topic == "" || opts.Subscription == "" {
-		return nil, fmt.Errorf("subscribing to %q as %q: topic and subscription are required", opts.Topic, opts.Subscription)
-	}
-	if opts.MaxDeliveries < 0 {
-		return nil, fmt.Errorf("subscribing to %s: negative MaxDeliveries %d", opts.Topic, opts.MaxDeliveries)
+	if err := keyshared.CheckSubscribe(ctx, opts); err != nil {
+		return nil, err
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -512,13 +506,10 @@ func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Con
 	b.nextID++
 	id := b.nextID
 	c := &consumer{
-		b:        b,
-		t:        t,
-		s:        s,
-		opts:     opts,
-		inflight: make(map[*token]struct{}),
-		done:     make(chan struct{}),
-		drained:  make(chan struct{}),
+		b:    b,
+		s:    s,
+		opts: opts,
+		hand: keyshared.NewHandouts[*message](),
 	}
 	b.consumers[c] = struct{}{}
 	b.tmu.Unlock()

@@ -151,34 +151,15 @@ type subscription struct {
 	ks *keyshared.State[*consumer, *message] // guarded by mu
 }
 
-type tokenState int
-
-const (
-	outstanding tokenState = iota
-	settling               // being dead-lettered
-	settled
-	revoked // the consumer closed first; the entry went back to the subscription
-)
-
-// token is one hand-out of an entry to a consumer; guarded by the
-// subscription's mu.
-type token struct {
-	e     *entry
-	state tokenState
-}
+// token is one hand-out of an entry to a consumer.
+type token = keyshared.Token[*message]
 
 type consumer struct {
 	b    *Bus
-	t    *topic
 	s    *subscription
 	opts bus.SubscribeOptions
 
-	// Guarded by s.mu.
-	inflight map[*token]struct{}
-	closing  bool
-	removed  bool
-	done     chan struct{} // closed when Close begins
-	drained  chan struct{} // closed when closing and nothing is in flight
+	hand *keyshared.Handouts[*message] // guarded by s.mu
 }
 
 var _ bus.Consumer = (*consumer)(nil)
@@ -235,14 +216,8 @@ func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) er
 // Subscribe opens a consumer on opts.Subscription, creating the subscription at
 // the topic's latest position if it does not exist.
 func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Consumer, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("subscribing to %s: %w", opts.Topic, err)
-	}
-	if opts.Topic == "" || opts.Subscription == "" {
-		return nil, fmt.Errorf("subscribing to %q as %q: topic and subscription are required", opts.Topic, opts.Subscription)
-	}
-	if opts.MaxDeliveries < 0 {
-		return nil, fmt.Errorf("subscribing to %s: negative MaxDeliveries %d", opts.Topic, opts.MaxDeliveries)
+	if err := keyshared.CheckSubscribe(ctx, opts); err != nil {
+		return nil, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -268,13 +243,10 @@ func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Con
 
 	b.nextID++
 	c := &consumer{
-		b:        b,
-		t:        t,
-		s:        s,
-		opts:     opts,
-		inflight: make(map[*token]struct{}),
-		done:     make(chan struct{}),
-		drained:  make(chan struct{}),
+		b:    b,
+		s:    s,
+		opts: opts,
+		hand: keyshared.NewHandouts[*message](),
 	}
 	s.mu.Lock()
 	s.ks.Join(c, keyshared.Salt(b.nextID))
@@ -350,7 +322,7 @@ func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 			return nil, err
 		}
 		s.mu.Lock()
-		if c.closing {
+		if c.hand.Closing() {
 			s.mu.Unlock()
 			return nil, bus.ErrClosed
 		}
@@ -362,7 +334,7 @@ func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 		}
 		changed := s.ks.Watch()
 		s.mu.Unlock()
-		keyshared.Wait(ctx, c.done, changed, wake)
+		keyshared.Wait(ctx, c.hand.Done(), changed, wake)
 	}
 }
 
@@ -370,8 +342,8 @@ func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 func (c *consumer) handOut(i int) *bus.Delivery {
 	s := c.s
 	e := s.ks.Take(c, i)
-	tk := &token{e: e}
-	c.inflight[tk] = struct{}{}
+	tk := &token{E: e, State: keyshared.Outstanding}
+	c.hand.Add(tk)
 
 	// The stored message is immutable and shared by every hand-out and
 	// subscription (bus.Delivery's fields are read-only): copying it per
@@ -381,35 +353,17 @@ func (c *consumer) handOut(i int) *bus.Delivery {
 		func() error { return c.nack(tk) })
 }
 
-// claim marks tk settled by its first Ack or Nack. It reports whether the
-// caller must act; err is set when the consumer already gave tk back.
-func (c *consumer) claim(tk *token, next tokenState) (act bool, err error) {
-	switch tk.state {
-	case outstanding:
-		tk.state = next
-		return true, nil
-	case revoked:
-		tk.state = settled
-		return false, bus.ErrClosed
-	}
-	return false, nil
-}
-
 // finish ends tk's hand-out: the entry is dropped (ack) or scheduled for
 // redelivery after delay (nack). Callers hold s.mu.
 func (c *consumer) finish(tk *token, ack bool, delay time.Duration) {
 	s := c.s
-	tk.state = settled
-	delete(c.inflight, tk)
-	s.ks.Release(tk.e)
+	c.hand.Settle(tk)
+	s.ks.Release(tk.E)
 	if ack {
-		c.b.drop(tk.e.M)
+		c.b.drop(tk.E.M)
 	} else {
-		tk.e.ReadyAt = time.Now().Add(delay)
-		s.ks.Insert(tk.e)
-	}
-	if c.closing && len(c.inflight) == 0 {
-		closeOnce(c.drained)
+		tk.E.ReadyAt = time.Now().Add(delay)
+		s.ks.Insert(tk.E)
 	}
 	s.ks.Notify()
 }
@@ -417,9 +371,9 @@ func (c *consumer) finish(tk *token, ack bool, delay time.Duration) {
 func (c *consumer) ack(tk *token) error {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	act, err := c.claim(tk, settled)
+	act, err := tk.Claim(keyshared.Settled)
 	if err != nil {
-		return fmt.Errorf("acknowledging message %s: %w", tk.e.M.id, err)
+		return fmt.Errorf("acknowledging message %s: %w", tk.E.M.id, err)
 	}
 	if act {
 		c.finish(tk, true, 0)
@@ -430,15 +384,15 @@ func (c *consumer) ack(tk *token) error {
 func (c *consumer) nack(tk *token) error {
 	s := c.s
 	s.mu.Lock()
-	act, err := c.claim(tk, settling)
+	act, err := tk.Claim(keyshared.Settling)
 	if err != nil || !act {
 		s.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("negatively acknowledging message %s: %w", tk.e.M.id, err)
+			return fmt.Errorf("negatively acknowledging message %s: %w", tk.E.M.id, err)
 		}
 		return nil
 	}
-	e := tk.e
+	e := tk.E
 	if c.opts.MaxDeliveries <= 0 || e.Deliveries < c.opts.MaxDeliveries {
 		c.finish(tk, false, c.opts.BackoffFor(e.Deliveries))
 		s.mu.Unlock()
@@ -467,63 +421,16 @@ func (c *consumer) nack(tk *token) error {
 // and ctx's error is returned. Close is idempotent.
 func (c *consumer) Close(ctx context.Context) error {
 	s := c.s
-	s.mu.Lock()
-	if !c.closing {
-		c.closing = true
-		close(c.done)
-		if len(c.inflight) == 0 {
-			closeOnce(c.drained)
-		}
-		s.ks.Leave(c) // keys hashed to c move to the other consumers
-	}
-	s.mu.Unlock()
-
-	var waitErr error
-	select {
-	case <-c.drained:
-	case <-ctx.Done():
-		waitErr = ctx.Err()
-	}
-
-	s.mu.Lock()
-	returned := 0
-	if !c.removed {
-		c.removed = true
-		for tk := range c.inflight {
-			if tk.state != outstanding {
-				continue // being dead-lettered; nack finishes it
-			}
-			tk.state = revoked
-			delete(c.inflight, tk)
-			s.ks.Release(tk.e)
-			s.ks.Insert(tk.e)
-			returned++
-		}
-		if len(c.inflight) == 0 {
-			closeOnce(c.drained)
-		}
-		s.ks.Notify()
-	}
-	s.mu.Unlock()
-
+	returned, err := keyshared.CloseConsumer(ctx, &s.mu, s.ks, c, c.hand, nil)
 	c.b.mu.Lock()
 	delete(c.b.consumers, c)
 	c.b.mu.Unlock()
-
-	if returned > 0 {
+	if err != nil {
 		c.b.logger.Warn("consumer closed with unsettled messages; returned them to the subscription",
 			"topic", s.topic, "subscription", s.name, "messages", returned)
-		return fmt.Errorf("closing consumer of %s/%s: %d messages unsettled: %w", s.topic, s.name, returned, waitErr)
+		return fmt.Errorf("closing consumer of %s/%s: %w", s.topic, s.name, err)
 	}
 	return nil
-}
-
-func closeOnce(ch chan struct{}) {
-	select {
-	case <-ch:
-	default:
-		close(ch)
-	}
 }
 
 // Backlog counts a subscription's messages not yet acknowledged (waiting or

@@ -301,7 +301,7 @@ func (b *Bus) dump() string {
 			pending := s.ks.Pending()
 			out += fmt.Sprintf("%s/%s pending=%d active=%d\n", t.name, s.name, len(pending), s.ks.Consumers())
 			for k, o := range s.ks.Owners() {
-				out += fmt.Sprintf("  owner %s -> %p closing=%v inflight=%d cinflight=%d\n", k, o.C, o.C.closing, o.Inflight, len(o.C.inflight))
+				out += fmt.Sprintf("  owner %s -> %p closing=%v inflight=%d cinflight=%d\n", k, o.C, o.C.hand.Closing(), o.Inflight, o.C.hand.Len())
 			}
 			for i, e := range pending {
 				if i > 5 {
