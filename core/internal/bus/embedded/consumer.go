@@ -77,32 +77,19 @@ var _ bus.Consumer = (*consumer)(nil)
 func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 	s := c.s
 	for {
-		if err := ctx.Err(); err != nil {
+		tk, err := keyshared.Receive(ctx, &s.mu, s.ks, c, c.hand, c.b.now, (*consumer).take)
+		if err != nil {
 			return nil, err
 		}
-		s.mu.Lock()
-		if c.hand.Closing() {
-			s.mu.Unlock()
-			return nil, bus.ErrClosed
+		d, err := c.deliver(tk)
+		if err == nil || errors.Is(err, bus.ErrClosed) {
+			return d, err
 		}
-		i, wake := s.ks.Next(c, c.b.now())
-		if i >= 0 {
-			tk := c.take(i)
-			s.mu.Unlock()
-			d, err := c.deliver(tk)
-			if err == nil || errors.Is(err, bus.ErrClosed) {
-				return d, err
-			}
-			// The store could not give the message back: it stays pending,
-			// redelivered after a backoff; the error names what failed
-			// where. Other keys go on meanwhile.
-			c.b.logger.Error("reading a stored message failed; will retry", "topic", s.topic,
-				"subscription", s.name, "id", tk.E.M.id, "err", err)
-			continue
-		}
-		changed := s.ks.Watch()
-		s.mu.Unlock()
-		keyshared.Wait(ctx, c.hand.Done(), changed, wake)
+		// The store could not give the message back: it stays pending,
+		// redelivered after a backoff; the error names what failed
+		// where. Other keys go on meanwhile.
+		c.b.logger.Error("reading a stored message failed; will retry", "topic", s.topic,
+			"subscription", s.name, "id", tk.E.M.id, "err", err)
 	}
 }
 

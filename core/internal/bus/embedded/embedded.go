@@ -465,8 +465,7 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 	m.refs.Store(int32(len(subs)))
 	for _, s := range subs {
 		s.mu.Lock()
-		s.ks.Insert(&entry{M: m})
-		s.ks.Notify()
+		s.ks.Offer(&entry{M: m})
 		s.mu.Unlock()
 	}
 	return nil

@@ -206,8 +206,7 @@ func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) er
 	}
 	for _, s := range t.subs {
 		s.mu.Lock()
-		s.ks.Append(&entry{M: m}) // under t.mu: seqs arrive in order
-		s.ks.Notify()
+		s.ks.Offer(&entry{M: m})
 		s.mu.Unlock()
 	}
 	return nil
@@ -316,26 +315,7 @@ func (b *Bus) retained() int {
 
 // Receive hands out the next message for c.
 func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
-	s := c.s
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		s.mu.Lock()
-		if c.hand.Closing() {
-			s.mu.Unlock()
-			return nil, bus.ErrClosed
-		}
-		i, wake := s.ks.Next(c, time.Now())
-		if i >= 0 {
-			d := c.handOut(i)
-			s.mu.Unlock()
-			return d, nil
-		}
-		changed := s.ks.Watch()
-		s.mu.Unlock()
-		keyshared.Wait(ctx, c.hand.Done(), changed, wake)
-	}
+	return keyshared.Receive(ctx, &c.s.mu, c.s.ks, c, c.hand, time.Now, (*consumer).handOut)
 }
 
 // handOut removes pending entry i and delivers it to c. Callers hold s.mu.

@@ -14,7 +14,10 @@ import (
 	"hash/maphash"
 	"iter"
 	"slices"
+	"sync"
 	"time"
+
+	"github.com/larkway/larkway/core/internal/bus"
 )
 
 // Message is what the dispatch needs of a stored message.
@@ -191,6 +194,12 @@ func (s *State[C, M]) Release(e *Entry[M]) {
 	}
 }
 
+// Offer adds published entry e and wakes the consumers waiting.
+func (s *State[C, M]) Offer(e *Entry[M]) {
+	s.Insert(e)
+	s.Notify()
+}
+
 // Insert puts e among the pending entries in seq order: publishes that land
 // out of seq order, and redeliveries, take their place.
 func (s *State[C, M]) Insert(e *Entry[M]) {
@@ -242,9 +251,36 @@ func (s *State[C, M]) Owners() iter.Seq2[string, Owner[C]] {
 	}
 }
 
-// Wait blocks until ctx ends, done or changed is closed, or wake (when not
+// Receive waits until consumer c may take a pending entry and calls take
+// with it, under mu, returning what take returns. It fails with ctx's error
+// when ctx ends and with bus.ErrClosed once c's close has begun. mu guards s
+// and h; now is the clock delays are read against.
+func Receive[C comparable, M Message, T any](ctx context.Context, mu sync.Locker, s *State[C, M], c C, h *Handouts[M], now func() time.Time, take func(c C, i int) T) (T, error) {
+	var zero T
+	for {
+		if err := ctx.Err(); err != nil {
+			return zero, err
+		}
+		mu.Lock()
+		if h.Closing() {
+			mu.Unlock()
+			return zero, bus.ErrClosed
+		}
+		i, wake := s.Next(c, now())
+		if i >= 0 {
+			t := take(c, i)
+			mu.Unlock()
+			return t, nil
+		}
+		changed := s.Watch()
+		mu.Unlock()
+		wait(ctx, h.Done(), changed, wake)
+	}
+}
+
+// wait blocks until ctx ends, done or changed is closed, or wake (when not
 // zero) has come.
-func Wait(ctx context.Context, done, changed <-chan struct{}, wake time.Time) {
+func wait(ctx context.Context, done, changed <-chan struct{}, wake time.Time) {
 	var timer *time.Timer
 	var fire <-chan time.Time
 	if !wake.IsZero() {
