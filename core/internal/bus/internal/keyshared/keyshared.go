@@ -2,8 +2,10 @@
 // bus/embedded share: a subscription's pending entries in seq order, its open
 // consumers, and the keys pinned to the consumer holding their in-flight
 // entries. Consumers split the keys by rendezvous hashing, so a consumer
-// that leaves moves only its own keys. Where messages live (RAM or disk),
-// hand-out bookkeeping and settling stay with each bus.
+// that leaves moves only its own keys. It also holds what a consumer does
+// the same way in both: waiting for an entry it may take, its hand-outs'
+// claim rules, and its close. Where messages live (RAM or disk), and how a
+// hand-out, an ack or a nack reaches them, stay with each bus.
 //
 // A State is not safe for concurrent use: callers guard it with their
 // subscription's mutex.
