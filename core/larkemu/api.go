@@ -15,7 +15,7 @@ import (
 	"unicode/utf8"
 )
 
-// Body codes and messages, as Lark sends them (docs/lark-platform.md#error-codes;
+// Body codes and messages, as Lark sends them (docs/lark-facts.md#error-codes;
 // status and wording of the auth errors observed on open.feishu.cn).
 const (
 	codeOK                    = 0
@@ -39,7 +39,7 @@ const (
 	codeChatIDTypeInvalid     = 232015   // chats: unsupported user_id_type / member_id_type (HTTP 400)
 	// codeNotFound answers a path or method the emulator does not serve. It is
 	// not one of Lark's codes: Lark does not document its answer to an unknown
-	// route (docs/lark-platform.md#unknown-routes). A JSON body with a non-zero
+	// route (docs/lark-facts.md#unknown-routes). A JSON body with a non-zero
 	// code makes SDKs report a Lark error (CodeError) instead of failing to
 	// decode the body.
 	codeNotFound = 404
@@ -278,7 +278,7 @@ func writeJSON(w http.ResponseWriter, status int, logID string, v any) {
 }
 
 // writeNotFound answers a route the emulator does not serve
-// (docs/lark-platform.md#unknown-routes).
+// (docs/lark-facts.md#unknown-routes).
 func writeNotFound(w http.ResponseWriter) {
 	writeJSON(w, http.StatusNotFound, "", envelope{Code: codeNotFound, Msg: msgNotFound})
 }
@@ -624,7 +624,7 @@ func (e *Emulator) expireUUIDsLocked(now time.Time) {
 }
 
 // messageData is the documented send/reply response "data"
-// (docs/lark-platform.md#messages).
+// (docs/lark-facts.md#messages).
 type messageData struct {
 	MessageID  string          `json:"message_id"`
 	RootID     string          `json:"root_id,omitempty"`

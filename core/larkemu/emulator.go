@@ -3,8 +3,8 @@
 // with WithOpenBaseUrl, works unmodified. Tests, `make run` and benchmarks
 // use it in place of the unreachable Lark cloud.
 //
-// Emulated (docs/lark-platform.md#openapi, docs/lark-platform.md#delayed-card-update,
-// docs/lark-platform.md#reading-and-editing, docs/lark-platform.md#rate-limits):
+// Emulated (docs/lark-facts.md#openapi, docs/lark-facts.md#delayed-card-update,
+// docs/lark-facts.md#reading-and-editing, docs/lark-facts.md#rate-limits):
 //
 //	POST   /open-apis/auth/v3/tenant_access_token/internal          tenant_access_token for a self-built app
 //	POST   /open-apis/im/v1/messages?receive_id_type=…              send a message
@@ -46,7 +46,7 @@
 //
 // Any other path or method answers HTTP 404 with a JSON body,
 // {"code": 404, "msg": "404 page not found"}, so that SDKs report a Lark
-// error (docs/lark-platform.md#unknown-routes).
+// error (docs/lark-facts.md#unknown-routes).
 //
 // Lifecycle: New does no I/O. Mount Handler anywhere (httptest.NewServer in
 // tests), or call Run(ctx, addr) / Serve(ctx, listener), which serve until
@@ -77,7 +77,7 @@ const UUIDTTL = time.Hour
 
 // DefaultCardTokenTTL is how long a card callback's token can update the
 // card (30 minutes), and CardTokenUses how many times
-// (docs/lark-platform.md#delayed-card-update).
+// (docs/lark-facts.md#delayed-card-update).
 const (
 	DefaultCardTokenTTL = 30 * time.Minute
 	CardTokenUses       = 2

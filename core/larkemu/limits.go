@@ -16,7 +16,7 @@ type Limit struct {
 func (l Limit) zero() bool { return l.Count <= 0 || l.Window <= 0 }
 
 // RateLimits are the frequency limits the emulator enforces
-// (docs/lark-platform.md#rate-limits).
+// (docs/lark-facts.md#rate-limits).
 type RateLimits struct {
 	// AppPerSecond and AppPerMinute limit each app's calls to each API
 	// (50 per second and 1 000 per minute for messaging): HTTP 429, code
@@ -152,7 +152,7 @@ func (e *Emulator) allowApp(w http.ResponseWriter, appID, api string) bool {
 }
 
 // writeGatewayLimit answers as Lark's gateway does when a limit trips
-// (docs/lark-platform.md#gateway-limit-response): HTTP 429, code 99991400,
+// (docs/lark-facts.md#gateway-limit-response): HTTP 429, code 99991400,
 // and the window's limit and the whole seconds until it recovers.
 func (e *Emulator) writeGatewayLimit(w http.ResponseWriter, limit int, reset time.Duration) {
 	secs := max(1, int(math.Ceil(reset.Seconds())))

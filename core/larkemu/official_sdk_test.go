@@ -41,7 +41,7 @@ var sdkAppSeq atomic.Int64
 
 // newSDKEnv serves an unlimited emulator for n fresh apps (secret secret)
 // and returns their IDs. The SDK's token cache is process-wide and keyed by
-// app ID alone (docs/lark-platform.md#sdk-pitfalls): a client would use a
+// app ID alone (docs/lark-facts.md#sdk-pitfalls): a client would use a
 // token another emulator issued to the same app ID, so each client gets an
 // app ID no other client in the process used.
 func newSDKEnv(t *testing.T, n int) (*env, []string) {
@@ -331,7 +331,7 @@ func TestOfficialSDKErrors(t *testing.T) {
 			t.Fatalf("send after the token expired: %v %+v, want code 99991663", err, resp)
 		}
 		// The SDK retries a token-invalid answer once, with the same cached
-		// token (docs/lark-platform.md#sdk-pitfalls): no second fetch.
+		// token (docs/lark-facts.md#sdk-pitfalls): no second fetch.
 		if got := e.emu.TokenFetches() - before; got != 1 {
 			t.Fatalf("%d token fetches, want 1", got)
 		}

@@ -2,7 +2,7 @@ package larkemu
 
 // The calls a plugin's raw calls commonly make besides sending: reading a
 // message, editing one, listing its reactions, reading a chat and its
-// members (docs/lark-platform.md#reading-and-editing). Shapes follow Lark's
+// members (docs/lark-facts.md#reading-and-editing). Shapes follow Lark's
 // pages and the official SDK's im/v1 types (GetMessageRespData,
 // UpdateMessageReqBody, ListMessageReactionRespData, GetChatRespData,
 // GetChatMembersRespData).

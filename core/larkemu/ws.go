@@ -1,6 +1,6 @@
 package larkemu
 
-// Long-connection (WebSocket) mode, docs/lark-platform.md#long-connection:
+// Long-connection (WebSocket) mode, docs/lark-facts.md#long-connection:
 //
 //	POST /callback/ws/endpoint    {"AppID","AppSecret"} → {"code":0,"data":{"URL":"ws://…/ws/v2?…","ClientConfig":{…}}}
 //	GET  /ws/v2?…&ticket=…         WebSocket upgrade; pbbp2 frames in binary messages

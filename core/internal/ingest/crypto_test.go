@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// Vectors from docs/lark-platform.md#encryption and #event-signature (Feishu's published sample,
+// Vectors from docs/lark-facts.md#encryption and #event-signature (Feishu's published sample,
 // cross-checked locally).
 const (
 	vectorEncrypt = "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="

@@ -390,7 +390,7 @@ func TestClientClassifiesResponses(t *testing.T) {
 			code:    0, status: 504, retryable: true,
 		},
 		// What Lark has been seen to answer for a route it does not serve
-		// (docs/lark-platform.md#unknown-routes); the emulator answers JSON.
+		// (docs/lark-facts.md#unknown-routes); the emulator answers JSON.
 		"plain-text 404 for an unknown route": {
 			respond: respondWith(404, "text/plain; charset=utf-8", "404 page not found"),
 			code:    0, status: 404,

@@ -34,7 +34,7 @@ var (
 )
 
 // OpenAPI body codes this package treats specially
-// (docs/lark-platform.md#error-codes). Codes not listed here are business
+// (docs/lark-facts.md#error-codes). Codes not listed here are business
 // errors and terminal.
 const (
 	CodeOK = 0
@@ -60,7 +60,7 @@ const (
 )
 
 // HTTP headers of Lark's gateway rate limiting
-// (docs/lark-platform.md#gateway-limit-response).
+// (docs/lark-facts.md#gateway-limit-response).
 const (
 	HeaderRateLimitLimit = "x-ogw-ratelimit-limit"
 	HeaderRateLimitReset = "x-ogw-ratelimit-reset"

@@ -112,7 +112,7 @@ func TestClientRaw(t *testing.T) {
 		t.Fatalf("deleting twice = %v, want 230011", err)
 	}
 	// An unknown route is an APIError with its status, whether the answer
-	// is JSON (the emulator's) or plain text (docs/lark-platform.md#unknown-routes).
+	// is JSON (the emulator's) or plain text (docs/lark-facts.md#unknown-routes).
 	_, err = c.Raw(t.Context(), RawRequest{Method: http.MethodGet, Path: "/open-apis/nope/v1/x"})
 	if !errors.As(err, &ae) || ae.HTTPStatus != 404 {
 		t.Fatalf("unknown path = %v, want an APIError with HTTP 404", err)

@@ -19,7 +19,7 @@ const (
 	ReceiveIDChatID  = "chat_id"
 )
 
-// Request body limits Lark enforces on messages (docs/lark-platform.md#messages):
+// Request body limits Lark enforces on messages (docs/lark-facts.md#messages):
 // text 150 KB, cards and posts 30 KB, counted on the whole JSON request body.
 // The Client checks them before sending, so an over-size message fails with
 // a clear ErrContentTooLarge instead of Lark's 230025.
@@ -34,7 +34,7 @@ const (
 type ReplyRequest struct {
 	// MessageID is the message replied to (om_…).
 	MessageID string
-	// MsgType is text, post, interactive, image, … (docs/lark-platform.md#messages).
+	// MsgType is text, post, interactive, image, … (docs/lark-facts.md#messages).
 	MsgType string
 	// Content is the message content as a JSON-encoded string, e.g.
 	// `{"text":"hi"}`; it is sent as a string, not an object.

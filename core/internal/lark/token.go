@@ -16,7 +16,7 @@ type tokenFetchFunc func(ctx context.Context) (token string, ttl time.Duration, 
 
 // refreshWindow is how long before expiry a token is refreshed: Lark hands
 // out a new token once less than 30 minutes remain (and the same one before
-// that), docs/lark-platform.md#tenant-access-token. Short-lived tokens (tests)
+// that), docs/lark-facts.md#tenant-access-token. Short-lived tokens (tests)
 // refresh in their last quarter.
 func refreshWindow(ttl time.Duration) time.Duration {
 	return min(30*time.Minute, ttl/4)

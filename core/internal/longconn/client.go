@@ -1,6 +1,6 @@
 // Package longconn receives a Lark app's events and card callbacks over
 // Lark's long connection (WebSocket "long connection mode",
-// docs/lark-platform.md#long-connection), publishes them to the bus, and
+// docs/lark-facts.md#long-connection), publishes them to the bus, and
 // acknowledges each frame only after the bus has durably stored it — the same
 // contract as the webhook (core/internal/ingest): an ack with code 200 always
 // means "stored", anything else gets code 500 so Lark redelivers (15 s,

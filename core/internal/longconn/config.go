@@ -8,8 +8,8 @@ import (
 )
 
 // MaxConnections is Lark's limit of long connections per app
-// (docs/lark-platform.md#long-connection); the 51st handshake is refused with
-// Handshake-Autherrcode 1000040350 (docs/lark-platform.md#handshake).
+// (docs/lark-facts.md#long-connection); the 51st handshake is refused with
+// Handshake-Autherrcode 1000040350 (docs/lark-facts.md#handshake).
 const MaxConnections = 50
 
 // Bounds for the ping interval Lark's ClientConfig asks for (seconds on the

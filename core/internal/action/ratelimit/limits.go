@@ -15,7 +15,7 @@ type Limit struct {
 func (l Limit) zero() bool { return l.Count == 0 && l.Window == 0 }
 
 // Limits are the OpenAPI frequency limits a Scheduler keeps to, across
-// every replica sharing the Redis (docs/lark-platform.md#rate-limits). Zero
+// every replica sharing the Redis (docs/lark-facts.md#rate-limits). Zero
 // fields take DefaultLimits' values.
 type Limits struct {
 	// Disabled turns client-side limiting off: actions go out as fast as

@@ -1,6 +1,6 @@
 // Package pbbp2 encodes and decodes the frames of Lark's long-connection
 // (WebSocket) protocol: one proto2 message per binary WebSocket message
-// (docs/lark-platform.md#pbbp2-frames):
+// (docs/lark-facts.md#pbbp2-frames):
 //
 //	message Header { required string key = 1; required string value = 2; }
 //	message Frame {
