@@ -519,7 +519,7 @@ func TestUnmatchedEventsAreNotDelivered(t *testing.T) {
 // A refused action is logged and reported to the plugin in a ResultAck;
 // a result whose actions were all performed gets no ack.
 func TestRefusedActionsAreReported(t *testing.T) {
-	var logs logBuffer
+	var logs testenv.LogBuffer
 	h := startLogged(t, manifest(), 5*time.Second, nil, slog.New(slog.NewJSONHandler(&logs, nil)))
 	// One chat: "allowed" is settled before "forbidden" is delivered, so an
 	// ack for it would come first.
@@ -603,24 +603,6 @@ func TestActionKind(t *testing.T) {
 			}
 		})
 	}
-}
-
-// logBuffer collects log output written from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func TestUnknownResultsAreIgnored(t *testing.T) {

@@ -205,28 +205,10 @@ func TestHostileLaunches(t *testing.T) {
 	}
 }
 
-// logBuffer collects log output written from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // jsonLogger logs JSON at every level into a new buffer, naming the plugin
 // as the manager's logger does.
-func jsonLogger(name string) (*slog.Logger, *logBuffer) {
-	buf := &logBuffer{}
+func jsonLogger(name string) (*slog.Logger, *testenv.LogBuffer) {
+	buf := &testenv.LogBuffer{}
 	return slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})).With("plugin", name), buf
 }
 
@@ -277,7 +259,7 @@ type noState struct {
 // as plain text on the core's stderr. The plugin sees the core's version,
 // and the core stops it through plugin.GRPCController/Shutdown.
 func TestPluginWithoutSDK(t *testing.T) {
-	var std logBuffer
+	var std testenv.LogBuffer
 	prev, prevFlags := log.Writer(), log.Flags()
 	log.SetOutput(&std)
 	t.Cleanup(func() { log.SetOutput(prev); log.SetFlags(prevFlags) })

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -147,4 +148,22 @@ func PythonWithSDK(t testing.TB) string {
 		t.Fatalf("%s imports larkway from %s, not from %s: run sdk/python/test.sh (or make test) to install this repository's SDK", py, strings.TrimSpace(string(out)), want)
 	}
 	return py
+}
+
+// LogBuffer collects log output written from several goroutines.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
