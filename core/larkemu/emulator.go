@@ -111,6 +111,10 @@ type Options struct {
 	// CardTokenTTL is a card callback token's validity (default
 	// DefaultCardTokenTTL).
 	CardTokenTTL time.Duration
+	// Wrap, if set, decorates the emulator's handler once it is built; the
+	// playground (core/larkemu/playground) mounts itself beside the API
+	// this way. It gets the emulator it wraps.
+	Wrap func(*Emulator, http.Handler) http.Handler
 }
 
 // Message is one message the bot sent through the emulator.
@@ -322,6 +326,9 @@ func New(opts Options) *Emulator {
 	}
 	e.log = e.log.With("component", "larkemu")
 	e.handler = e.routes()
+	if opts.Wrap != nil {
+		e.handler = opts.Wrap(e, e.handler)
+	}
 	return e
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/larkway/larkway/core/larkemu"
+	"github.com/larkway/larkway/core/larkemu/playground"
 )
 
 // emulatorOptions are emulator's flags.
@@ -19,6 +22,8 @@ type emulatorOptions struct {
 	apps          []string // ID=SECRET
 	unlimited     bool
 	tokenTTL      time.Duration
+	// pg configures the playground; on when pg.EventURL is set.
+	pg playground.Config
 }
 
 func newEmulatorCmd(stderr io.Writer) *cobra.Command {
@@ -50,6 +55,9 @@ Lark's rate limits are enforced unless --unlimited.`,
 			}
 			opts.Logger.Info("Lark emulator listening", "addr", o.listen, "messages", "http://"+o.listen+"/_emu/messages",
 				"apps", len(opts.Apps), "unlimited", opts.Unlimited, "token_ttl", opts.TokenTTL.String())
+			if opts.Wrap != nil {
+				opts.Logger.Info("playground", "url", "http://"+o.listen+"/playground", "core", o.pg.EventURL, "app", o.pg.AppID)
+			}
 			return run(c.Context(), opts, o.listen)
 		},
 	}
@@ -59,6 +67,11 @@ Lark's rate limits are enforced unless --unlimited.`,
 	fs.BoolVar(&o.unlimited, "unlimited", false, "turn Lark's rate limits off")
 	fs.DurationVar(&o.tokenTTL, "token-ttl", larkemu.DefaultTokenTTL, "validity of a new tenant_access_token")
 	fs.StringVar(&o.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.pg.EventURL, "playground-core", "", "serve the playground at /playground, posting events to this core event webhook `URL` (e.g. http://127.0.0.1:8090/lark/events)")
+	fs.StringVar(&o.pg.AppID, "playground-app", "cli_demo", "the playground's app `ID` (as in the core's apps[].id)")
+	fs.StringVar(&o.pg.VerificationToken, "playground-verification-token", "demo-verification-token", "the app's verification `TOKEN`")
+	fs.StringVar(&o.pg.EncryptKey, "playground-encrypt-key", "", "the app's encrypt `KEY` (empty: plain events)")
+	fs.StringVar(&o.pg.ConsoleURL, "playground-console", "", "the admin console's `URL`, linked from the playground")
 	return c
 }
 
@@ -82,12 +95,26 @@ func emulatorConfig(o emulatorOptions, stderr io.Writer) (larkemu.Options, error
 		}
 		apps[id] = secret
 	}
-	return larkemu.Options{
-		Logger:    slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl})),
-		Apps:      apps,
-		Unlimited: o.unlimited,
-		TokenTTL:  o.tokenTTL,
-	}, nil
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	opts := larkemu.Options{Logger: logger, Apps: apps, Unlimited: o.unlimited, TokenTTL: o.tokenTTL}
+	if o.pg.EventURL != "" {
+		if u, err := url.Parse(o.pg.EventURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return larkemu.Options{}, usagef("--playground-core %q: want the core's event webhook URL, http://HOST:PORT/PATH", o.pg.EventURL)
+		}
+		if o.pg.AppID == "" {
+			return larkemu.Options{}, usagef("--playground-app: required with --playground-core")
+		}
+		cfg := o.pg
+		// Checked here, so New cannot fail later.
+		if _, err := playground.New(cfg, larkemu.New(larkemu.Options{}), logger); err != nil {
+			return larkemu.Options{}, err
+		}
+		opts.Wrap = func(e *larkemu.Emulator, h http.Handler) http.Handler {
+			pg, _ := playground.New(cfg, e, logger)
+			return pg.Handler(h)
+		}
+	}
+	return opts, nil
 }
 
 // logLevels are the levels every command and the config accept.

@@ -140,3 +140,8 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 	}
 	return p, nil
 }
+
+// Authenticate finds the principal of a request carrying the API's bearer
+// credentials; the console uses it to admit a token at login and to serve
+// bearer requests directly, so both share the API's authentication.
+func (s *Server) Authenticate(r *http.Request) (Principal, error) { return s.authenticate(r) }

@@ -32,6 +32,7 @@ import (
 	buspulsar "github.com/larkway/larkway/core/internal/bus/pulsar"
 	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/config"
+	"github.com/larkway/larkway/core/internal/console"
 	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/dispatch"
 	"github.com/larkway/larkway/core/internal/dispatch/backlog"
@@ -79,6 +80,9 @@ type Core struct {
 	public, metrics, admin *http.Server
 	publicLn, metricsLn    net.Listener
 	adminLn                net.Listener
+	// tail feeds the console's live tail and rates (nil without a console).
+	tail    *console.Hub
+	console *console.Console
 
 	tracingShutdown func(context.Context) error
 	// background ends what Build started that outlives it (the JWK Set's
@@ -170,6 +174,10 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 		return nil, fmt.Errorf("creating the action executor: %w", err)
 	}
 	var exec dispatch.Executor = c.exec
+	if cfg.Admin.Listen != "" && !cfg.Admin.Console.Disabled {
+		c.tail = console.NewHub()
+		exec = c.tail.Executor(exec)
+	}
 	if deps.WrapExecutor != nil {
 		exec = deps.WrapExecutor(exec)
 	}
@@ -208,9 +216,13 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 		return nil, fmt.Errorf("config: replica_id: %w", err)
 	}
 
+	var intake bus.Publisher = c.bus
+	if c.tail != nil {
+		intake = c.tail.Publisher(c.bus)
+	}
 	c.ingest = ingest.New(ingest.Config{Apps: ingestApps, MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
 		PublishTimeout: cfg.Ingest.PublishTimeout.D(), Replay: c.st.replay, Callbacks: c.st.cards,
-		CardBudget: cfg.Ingest.CardBudget.D(), Tracer: tracer}, c.bus, logger, reg)
+		CardBudget: cfg.Ingest.CardBudget.D(), Tracer: tracer}, intake, logger, reg)
 
 	// Listeners: bound now so a bad address fails the build and their
 	// addresses are known before Run.
@@ -223,7 +235,7 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	}
 	c.public = &http.Server{Handler: c.publicMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	if ac := cfg.Admin; ac.Listen != "" {
-		if err := c.buildAdmin(cfg, logger); err != nil {
+		if err := c.buildAdmin(cfg, logger, reg); err != nil {
 			return nil, err
 		}
 	}
@@ -232,7 +244,7 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 
 // buildAdmin builds the admin API: its credentials and roles, the swap
 // confinement, TLS, and its listener.
-func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger) error {
+func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger, reg prometheus.Gatherer) error {
 	ac := cfg.Admin
 	acfg := admin.Config{PluginDir: ac.PluginDir, PluginPaths: map[string]string{}}
 	for _, pc := range cfg.Plugins {
@@ -280,8 +292,25 @@ func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger) error {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	c.adminLn = ln
+	var handler http.Handler = h
+	if !ac.Console.Disabled {
+		// The console serves every path but the API's; it calls the API in
+		// process with the caller's credentials.
+		if c.console, err = console.New(console.Config{SessionTTL: ac.Console.SessionTTL.D(), SecureCookie: tlsCfg != nil,
+			PlaygroundURL: ac.Console.PlaygroundURL}, console.Deps{API: h, Auth: h, Tail: c.tail, Metrics: reg}, logger); err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/v1/", h)
+		mux.Handle("/", c.console)
+		handler = mux
+	}
 	// Swaps wait out the probation window: no write timeout here.
-	c.admin = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+	c.admin = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+	if c.console != nil {
+		// Live tails would otherwise hold the shutdown until its deadline.
+		c.admin.RegisterOnShutdown(c.console.Close)
+	}
 	logger.Info("admin API configured", "addr", ln.Addr().String(), "tls", tlsCfg != nil,
 		"mtls", tlsCfg != nil && tlsCfg.ClientCAs != nil, "tokens", len(acfg.Tokens), "jwt", acfg.JWT != nil)
 	return nil

@@ -108,6 +108,20 @@ type Admin struct {
 	// (symlinks and .. resolved). Empty: the directory of the plugin's
 	// configured path.
 	PluginDir string `yaml:"plugin_dir"`
+	// Console is the web console served beside the API on admin.listen.
+	Console AdminConsole `yaml:"console"`
+}
+
+// AdminConsole configures the web console (core/internal/console): on by
+// default wherever the admin API is.
+type AdminConsole struct {
+	// Disabled turns the console off; the API stays.
+	Disabled bool `yaml:"disabled"`
+	// SessionTTL is how long a browser login lasts (default 12h).
+	SessionTTL Duration `yaml:"session_ttl"`
+	// PlaygroundURL, if set, is linked from every console page (the
+	// playground is served by `larkway emulator --playground-core`).
+	PlaygroundURL string `yaml:"playground_url"`
 }
 
 // AdminToken is a static admin bearer token: exactly one of Token,
@@ -539,6 +553,9 @@ func (c *Config) applyDefaults() {
 	if c.Ingest.PublishTimeout == 0 {
 		c.Ingest.PublishTimeout = Duration(2 * time.Second)
 	}
+	if c.Admin.Console.SessionTTL == 0 {
+		c.Admin.Console.SessionTTL = Duration(12 * time.Hour)
+	}
 	if c.Admin.JWT.Enabled() && c.Admin.JWT.RoleClaim == "" {
 		c.Admin.JWT.RoleClaim = "role"
 	}
@@ -835,6 +852,9 @@ func (a *Admin) validate() []error {
 		if a.TLS.CertFile == "" || a.TLS.KeyFile == "" {
 			bad("admin.tls: cert_file and key_file are both required")
 		}
+	}
+	if a.Console.SessionTTL < 0 {
+		bad("admin.console.session_ttl %s: want > 0", time.Duration(a.Console.SessionTTL))
 	}
 	if a.Token == "" && len(a.Tokens) == 0 && !a.JWT.Enabled() {
 		bad("admin: admin.listen is set but no credential is: give admin.tokens, admin.jwt or admin.token (or token_env)")

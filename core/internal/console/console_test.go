@@ -1,0 +1,264 @@
+package console_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/larkway/larkway/core/internal/console"
+)
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// loginSession logs c in with token and returns the session's CSRF token,
+// read from a page's form.
+func loginSession(t *testing.T, c *http.Client, s *stack, token string) string {
+	t.Helper()
+	if code, body := do(t, c, http.MethodPost, s.consoleURL+"/login", "", url.Values{"token": {token}}); code != http.StatusSeeOther {
+		t.Fatalf("login answered %d: %s", code, body)
+	}
+	code, body := do(t, c, http.MethodGet, s.consoleURL+"/plugins/echo", "", nil)
+	m := csrfRE.FindStringSubmatch(body)
+	if code != http.StatusOK || m == nil {
+		t.Fatalf("plugin page answered %d without a CSRF token: %s", code, body)
+	}
+	return m[1]
+}
+
+// A viewer reads every page, and every change is refused with 403 whether
+// it comes with a bearer token or with a session and its CSRF token; the
+// plugin is untouched. An operator's change goes through a confirmation.
+func TestViewerReadsEverythingAndChangesNothing(t *testing.T) {
+	s := startStack(t, false)
+	_, sha := s.newVersion(t)
+	for _, page := range []string{"/", "/plugins/echo", "/plugins/approval", "/dlq", "/dlq/echo", "/tail"} {
+		if code, body := do(t, client(t), http.MethodGet, s.consoleURL+page, viewerToken, nil); code != http.StatusOK {
+			t.Errorf("viewer GET %s: %d\n%s", page, code, body)
+		}
+	}
+	session := client(t)
+	csrf := loginSession(t, session, s, viewerToken)
+	changes := []struct {
+		path string
+		form url.Values
+	}{
+		{"/plugins/echo/swap", url.Values{"path": {s.echoPath}, "sha256": {sha}}},
+		{"/plugins/echo/rollback", nil},
+		{"/plugins/echo/drain", nil},
+		{"/plugins/echo/disable", nil},
+		{"/plugins/echo/enable", nil},
+		{"/dlq/echo/replay", url.Values{"all": {"yes"}}},
+		{"/dlq/echo/purge", url.Values{"all": {"yes"}}},
+	}
+	for _, ch := range changes {
+		for _, confirm := range []string{"", "yes"} {
+			form := url.Values{"confirm": {confirm}}
+			for k, v := range ch.form {
+				form[k] = v
+			}
+			if code, body := do(t, client(t), http.MethodPost, s.consoleURL+ch.path, viewerToken, form); code != http.StatusForbidden {
+				t.Errorf("viewer bearer POST %s (confirm %q): %d, want 403\n%s", ch.path, confirm, code, body)
+			}
+			form.Set("csrf", csrf)
+			if code, body := do(t, session, http.MethodPost, s.consoleURL+ch.path, "", form); code != http.StatusForbidden ||
+				!strings.Contains(body, "may only read") {
+				t.Errorf("viewer session POST %s (confirm %q): %d, want 403\n%s", ch.path, confirm, code, body)
+			}
+		}
+	}
+	code, body := do(t, client(t), http.MethodGet, s.consoleURL+"/v1/plugins/echo", viewerToken, nil)
+	var d struct {
+		Plugin struct {
+			Desired *struct{ Enabled bool } `json:"desired"`
+		} `json:"plugin"`
+	}
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &d) != nil || (d.Plugin.Desired != nil && !d.Plugin.Desired.Enabled) ||
+		!strings.Contains(body, `"state": "serving"`) {
+		t.Fatalf("after the viewer's attempts echo is not serving as before: %d %s", code, body)
+	}
+
+	// The operator is asked first, and only the confirmed form acts.
+	op := client(t)
+	code, body = do(t, op, http.MethodPost, s.consoleURL+"/plugins/echo/disable", operatorToken, url.Values{})
+	if code != http.StatusOK || !strings.Contains(body, `id="confirm"`) || !strings.Contains(body, "Disable plugin echo?") {
+		t.Fatalf("operator disable without confirmation: %d, want the confirmation page\n%s", code, body)
+	}
+	code, body = do(t, op, http.MethodPost, s.consoleURL+"/plugins/echo/disable", operatorToken, url.Values{"confirm": {"yes"}})
+	if code != http.StatusOK || !strings.Contains(body, "Disable of plugin echo: done.") {
+		t.Fatalf("operator disable: %d\n%s", code, body)
+	}
+	code, body = do(t, op, http.MethodPost, s.consoleURL+"/plugins/echo/enable", operatorToken, url.Values{"confirm": {"yes"}})
+	if code != http.StatusOK || !strings.Contains(body, "Enable of plugin echo: done.") {
+		t.Fatalf("operator enable: %d\n%s", code, body)
+	}
+}
+
+// Logging in sets a session cookie (HttpOnly, SameSite=Strict) and keeps
+// the token on the server; a refused login sets none; a change needs the
+// session's CSRF token and a same-site origin; logging out ends the
+// session. Bearer requests need no login.
+func TestLoginSessionAndCSRF(t *testing.T) {
+	s := startStack(t, false)
+	c := client(t)
+	req, _ := http.NewRequest(http.MethodGet, s.consoleURL+"/plugins/echo", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/login?next=%2Fplugins%2Fecho" {
+		t.Fatalf("anonymous GET: %d to %q, want 303 to the login page", resp.StatusCode, loc)
+	}
+
+	post := func(c *http.Client, path string, form url.Values, hdr map[string]string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, s.consoleURL+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if r := post(c, "/login", url.Values{"token": {"not-a-token-at-all"}}, nil); r.StatusCode != http.StatusUnauthorized || len(r.Cookies()) != 0 {
+		t.Fatalf("wrong token: %d with cookies %v, want 401 and none", r.StatusCode, r.Cookies())
+	}
+	r := post(c, "/login", url.Values{"token": {operatorToken}, "next": {"/plugins/echo"}}, nil)
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/plugins/echo" {
+		t.Fatalf("login: %d to %q", r.StatusCode, r.Header.Get("Location"))
+	}
+	set := r.Header.Get("Set-Cookie")
+	if !strings.Contains(set, console.CookieName+"=") || !strings.Contains(set, "HttpOnly") || !strings.Contains(set, "SameSite=Strict") ||
+		strings.Contains(set, operatorToken) {
+		t.Fatalf("session cookie %q: want HttpOnly, SameSite=Strict, and not the token", set)
+	}
+	if r := post(c, "/login", url.Values{"token": {operatorToken}, "next": {"//evil.example/"}}, nil); r.Header.Get("Location") != "/" {
+		t.Fatalf("login with an off-site next redirected to %q", r.Header.Get("Location"))
+	}
+	csrf := loginSession(t, c, s, operatorToken)
+
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		hdr  map[string]string
+		want int
+	}{
+		{"no CSRF token", url.Values{}, nil, http.StatusForbidden},
+		{"wrong CSRF token", url.Values{"csrf": {"forged"}}, nil, http.StatusForbidden},
+		{"cross-site origin", url.Values{"csrf": {csrf}}, map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"cross-site fetch", url.Values{"csrf": {csrf}}, map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"valid", url.Values{"csrf": {csrf}}, nil, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := post(c, "/plugins/echo/drain", tc.form, tc.hdr); r.StatusCode != tc.want {
+				t.Fatalf("POST: %d, want %d", r.StatusCode, tc.want)
+			}
+		})
+	}
+
+	if code, body := do(t, client(t), http.MethodGet, s.consoleURL+"/", operatorToken, nil); code != http.StatusOK || !strings.Contains(body, `data-plugin="echo"`) {
+		t.Fatalf("bearer GET /: %d\n%s", code, body)
+	}
+	if code, _ := do(t, client(t), http.MethodGet, s.consoleURL+"/", "wrong-token-0123456789", nil); code != http.StatusUnauthorized {
+		t.Fatalf("wrong bearer GET /: %d, want 401", code)
+	}
+
+	if r := post(c, "/logout", url.Values{"csrf": {csrf}}, nil); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout: %d", r.StatusCode)
+	}
+	if code, _ := do(t, c, http.MethodGet, s.consoleURL+"/", "", nil); code != http.StatusSeeOther {
+		t.Fatalf("after logout GET /: %d, want 303 to the login page", code)
+	}
+}
+
+// The live tail streams events and actions as server-sent events,
+// filtered: by chat it shows the event and the actions, by plugin only that
+// plugin's actions.
+func TestLiveTailStreamsFilteredEventsAndActions(t *testing.T) {
+	s := startStack(t, false)
+	type stream struct{ items chan console.Item }
+	open := func(query string) stream {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.consoleURL+"/tail/stream?"+query, nil)
+		req.Header.Set("Authorization", "Bearer "+viewerToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("tail stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		st := stream{items: make(chan console.Item, 100)}
+		opened := make(chan struct{})
+		go func() {
+			defer resp.Body.Close()
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				line := sc.Text()
+				if strings.HasPrefix(line, ": tail open") {
+					close(opened)
+				}
+				if d, ok := strings.CutPrefix(line, "data: "); ok {
+					var it console.Item
+					if json.Unmarshal([]byte(d), &it) == nil {
+						st.items <- it
+					}
+				}
+			}
+		}()
+		<-opened
+		return st
+	}
+	byChat := open("chat=oc_playground_group")
+	byPlugin := open("plugin=approval")
+	send := func(text string) {
+		req, _ := http.NewRequest(http.MethodPost, s.emuURL+"/playground/send",
+			strings.NewReader(url.Values{"chat": {"oc_playground_group"}, "text": {text}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("HX-Request", "true")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	send("/approve-request tail me")
+	next := func(st stream) console.Item {
+		t.Helper()
+		select {
+		case it := <-st.items:
+			return it
+		case <-time.After(30 * time.Second):
+			t.Fatal("no tail item within 30s")
+			return console.Item{}
+		}
+	}
+	if it := next(byChat); it.Kind != "event" || it.Type != "im.message.receive_v1" || it.App != appID || it.Detail != "/approve-request tail me" {
+		t.Fatalf("first item by chat %+v, want the message event", it)
+	}
+	seen := map[string]bool{}
+	for len(seen) < 2 {
+		it := next(byChat)
+		if it.Kind != "action" || it.Chat != "oc_playground_group" {
+			t.Fatalf("item by chat %+v, want an action in the chat", it)
+		}
+		seen[it.Plugin] = true
+	}
+	if !seen["echo"] || !seen["approval"] {
+		t.Fatalf("actions by chat from %v, want echo and approval", seen)
+	}
+	if it := next(byPlugin); it.Kind != "action" || it.Plugin != "approval" || it.Type != "reply" {
+		t.Fatalf("first item by plugin %+v, want approval's reply", it)
+	}
+}
