@@ -38,14 +38,14 @@ const (
 // stack is a Lark emulator with the playground, and a core with the echo
 // and approval plugins and the admin API and console.
 type stack struct {
-	core      *app.Core
-	emu       *larkemu.Emulator
-	emuURL    string // the emulator and playground
+	core       *app.Core
+	emu        *larkemu.Emulator
+	emuURL     string // the emulator and playground
 	consoleURL string
-	pluginDir string
-	echoPath  string
-	prefix    string // Redis key prefix ("" without Redis)
-	redisAddr string
+	pluginDir  string
+	echoPath   string
+	prefix     string // Redis key prefix ("" without Redis)
+	redisAddr  string
 }
 
 // startStack runs the stack; withRedis keeps the core's stores in Redis

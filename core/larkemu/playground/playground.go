@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -160,7 +161,8 @@ func New(cfg Config, emu *larkemu.Emulator, logger *slog.Logger) (*Playground, e
 	p.mux.HandleFunc("POST /playground/send", p.send)
 	p.mux.HandleFunc("POST /playground/click", p.click)
 	p.mux.Handle("GET /playground/static/"+htmx.File, htmx.Handler())
-	p.mux.Handle("GET /playground/static/", http.StripPrefix("/playground/", http.FileServerFS(webFS)))
+	web, _ := fs.Sub(webFS, "web") // a constant, present directory
+	p.mux.Handle("GET /playground/static/", http.StripPrefix("/playground/", http.FileServerFS(web)))
 	return p, nil
 }
 
