@@ -64,12 +64,13 @@ services-down: ## stop them
 	-scripts/redis.sh stop
 
 .PHONY: test
-test: tools build ## start real Redis and Pulsar, run every test against them, stop them
+test: tools build ## start real Redis and Pulsar (and install Chromium for the browser tests), run every test against them, stop them
 	@redis_up=0; pulsar_up=0; \
 	scripts/redis.sh status >/dev/null 2>&1 && redis_up=1; \
 	scripts/pulsar.sh status >/dev/null 2>&1 && pulsar_up=1; \
 	trap '[ $$pulsar_up = 1 ] || scripts/pulsar.sh stop || true; [ $$redis_up = 1 ] || scripts/redis.sh stop || true' EXIT; \
 	scripts/redis.sh start; scripts/pulsar.sh start; \
+	scripts/chromium.sh install >/dev/null; \
 	eval "$$(scripts/env.sh)"; \
 	sdk/python/test.sh; \
 	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) $(GO_PKGS); \

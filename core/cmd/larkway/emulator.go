@@ -44,9 +44,15 @@ and read the bot's messages at http://ADDR/_emu/messages.
 
 Without --app any app id gets a token with any non-empty secret; with --app
 only the listed apps do, and a wrong secret gets Lark's error (code 10014).
-Lark's rate limits are enforced unless --unlimited.`,
+Lark's rate limits are enforced unless --unlimited.
+
+With --playground-core it also serves the playground at http://ADDR/playground:
+a chat window where you type as a Lark user and see the bot's replies and cards;
+its events go to that core webhook as the --playground-app app's (signed and
+encrypted when --playground-encrypt-key is set).`,
 		Example: `  larkway emulator
-  larkway emulator --app cli_demo=demo-secret --token-ttl 5m --unlimited`,
+  larkway emulator --app cli_demo=demo-secret --token-ttl 5m --unlimited
+  larkway emulator --playground-core http://127.0.0.1:8090/lark/events --playground-app cli_demo`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			opts, err := emulatorConfig(o, stderr)

@@ -157,3 +157,48 @@ func TestLogLevelRefusedEverywhere(t *testing.T) {
 		}
 	}
 }
+
+// --playground-core serves the playground beside the emulated API, on the
+// same listener; a core URL that is not one is refused.
+func TestEmulatorPlaygroundFlags(t *testing.T) {
+	options := func(t *testing.T, args ...string) (larkemu.Options, error) {
+		t.Helper()
+		got := make(chan larkemu.Options, 1)
+		cmd := emulatorCmd(io.Discard, func(_ context.Context, o larkemu.Options, _ string) error {
+			got <- o
+			return nil
+		})
+		cmd.SetArgs(args)
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		if err := cmd.Execute(); err != nil {
+			return larkemu.Options{}, err
+		}
+		return <-got, nil
+	}
+	if o, err := options(t); err != nil || o.Wrap != nil {
+		t.Fatalf("without --playground-core: err %v, playground %v", err, o.Wrap != nil)
+	}
+	o, err := options(t, "--playground-core", "http://127.0.0.1:8090/lark/events", "--playground-app", "cli_x")
+	if err != nil || o.Wrap == nil {
+		t.Fatalf("with --playground-core: err %v, playground %v", err, o.Wrap != nil)
+	}
+	srv := httptest.NewServer(larkemu.New(o).Handler())
+	t.Cleanup(srv.Close)
+	for path, want := range map[string]string{"/playground": "larkway playground", "/_emu/messages": "[]"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
+			t.Errorf("GET %s: %d %s, want %q", path, resp.StatusCode, b, want)
+		}
+	}
+	for _, bad := range []string{"127.0.0.1:8090", "ftp://x/y", "http://"} {
+		if _, err := options(t, "--playground-core", bad); err == nil {
+			t.Errorf("--playground-core %q accepted", bad)
+		}
+	}
+}
