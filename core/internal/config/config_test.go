@@ -373,3 +373,25 @@ func TestIsLoopbackHost(t *testing.T) {
 		}
 	}
 }
+
+// The web console is on with the admin API, its login lasting 12h unless
+// admin.console.session_ttl says otherwise; a negative one is refused by
+// name.
+func TestAdminConsole(t *testing.T) {
+	const admin = minimal + "admin: {listen: 127.0.0.1:8092, tokens: [{name: ops, token: 0123456789abcdef, role: operator}]%s}\n"
+	c, err := Parse(strings.NewReader(strings.Replace(admin, "%s", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.Console.Disabled || c.Admin.Console.SessionTTL.D() != 12*time.Hour {
+		t.Errorf("console defaults %+v, want on with a 12h session", c.Admin.Console)
+	}
+	c, err = Parse(strings.NewReader(strings.Replace(admin, "%s", ", console: {disabled: true, session_ttl: 30m, playground_url: http://x/playground}", 1)))
+	if err != nil || !c.Admin.Console.Disabled || c.Admin.Console.SessionTTL.D() != 30*time.Minute || c.Admin.Console.PlaygroundURL != "http://x/playground" {
+		t.Fatalf("console settings: %v %+v", err, c.Admin.Console)
+	}
+	if _, err := Parse(strings.NewReader(strings.Replace(admin, "%s", ", console: {session_ttl: -1m}", 1))); err == nil ||
+		!strings.Contains(err.Error(), "admin.console.session_ttl") {
+		t.Fatalf("negative session_ttl: %v, want an error naming admin.console.session_ttl", err)
+	}
+}
