@@ -1,7 +1,6 @@
 package console_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -10,13 +9,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/redis/go-redis/v9"
 
-	"github.com/larkway/larkway/core/internal/dlq"
-	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/testenv"
 	"github.com/larkway/larkway/core/larkemu"
-	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
 // The console in a real browser (Debian's Chromium, headless): a refused
@@ -82,21 +77,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// A dead letter of echo, replayed from the list: echo then answers it.
-	rc := redis.NewClient(&redis.Options{Addr: s.redisAddr})
-	t.Cleanup(func() { _ = rc.Close() })
-	ev := &pluginv1.Event{EventId: "ev_dlq_1", EventType: "im.message.receive_v1", AppId: appID, ChatId: "oc_dlq",
-		DedupKey: "ev_dlq_1", Sender: &pluginv1.UserId{OpenId: "ou_dlq"},
-		Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: "om_dlq_1", ChatId: "oc_dlq", ChatType: "group",
-			MessageType: "text", ContentJson: `{"text":"replayed hello"}`, Text: "replayed hello"}}}
-	m, err := envelope.Encode(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dlq.NewRedis(rc, s.prefix+"dlq:").Add(context.Background(), dlq.Entry{ID: "dlq-test-1", Plugin: "echo",
-		Topic: envelope.Topic(appID), Key: m.Key, Reason: "handler failed 5 times: test failure", EventID: "ev_dlq_1",
-		EventType: "im.message.receive_v1", Payload: m.Payload, Properties: m.Properties, DeadAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	s.addDeadLetter(t, "dlq-test-1", "om_dlq_1", "replayed hello")
 	run(t, ctx, "listing dead letters",
 		chromedp.Navigate(s.consoleURL+"/dlq/echo"),
 		chromedp.WaitVisible(`#dlq tr[data-id="dlq-test-1"]`, chromedp.ByQuery),
@@ -113,7 +94,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "echo never answered the replayed event", func() bool {
 		return len(replies(s.emu, "om_dlq_1", "echo: replayed hello")) > 0
 	})
-	if n, _ := dlq.NewRedis(rc, s.prefix+"dlq:").Count(context.Background(), "echo"); n != 0 {
+	if n := s.deadLetters(t); n != 0 {
 		t.Fatalf("%d dead letters left after the replay", n)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/larkway/larkway/core/internal/console"
+	"github.com/larkway/larkway/core/internal/testenv"
 )
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
@@ -260,5 +262,59 @@ func TestLiveTailStreamsFilteredEventsAndActions(t *testing.T) {
 	}
 	if it := next(byPlugin); it.Kind != "action" || it.Plugin != "approval" || it.Type != "reply" {
 		t.Fatalf("first item by plugin %+v, want approval's reply", it)
+	}
+}
+
+// Dead letters through the console: listed, shown with the event and the
+// reason, purged only once confirmed, replayed by id or all at once.
+func TestDeadLetterPages(t *testing.T) {
+	s := startStack(t, true)
+	s.addDeadLetter(t, "dl-1", "om_dl_1", "first dead")
+	s.addDeadLetter(t, "dl-2", "om_dl_2", "second dead")
+	c := client(t)
+	code, body := do(t, c, http.MethodGet, s.consoleURL+"/dlq/echo", viewerToken, nil)
+	if code != http.StatusOK || !strings.Contains(body, "2 dead letter(s).") || !strings.Contains(body, `data-id="dl-1"`) {
+		t.Fatalf("list: %d\n%s", code, body)
+	}
+	code, body = do(t, c, http.MethodGet, s.consoleURL+"/dlq/echo/dl-1", viewerToken, nil)
+	if code != http.StatusOK || !strings.Contains(body, "handler failed 5 times: test failure") || !strings.Contains(body, "first dead") ||
+		!strings.Contains(body, "om_dl_1") {
+		t.Fatalf("show: %d\n%s", code, body)
+	}
+	if code, _ := do(t, c, http.MethodGet, s.consoleURL+"/dlq/echo/nope", viewerToken, nil); code != http.StatusNotFound {
+		t.Fatalf("show of an unknown id: %d, want 404", code)
+	}
+	code, body = do(t, c, http.MethodPost, s.consoleURL+"/dlq/echo/purge", operatorToken, url.Values{"id": {"dl-1"}})
+	if code != http.StatusOK || !strings.Contains(body, `id="confirm"`) || s.deadLetters(t) != 2 {
+		t.Fatalf("unconfirmed purge: %d, %d left\n%s", code, s.deadLetters(t), body)
+	}
+	code, body = do(t, c, http.MethodPost, s.consoleURL+"/dlq/echo/purge", operatorToken, url.Values{"id": {"dl-1"}, "confirm": {"yes"}})
+	if code != http.StatusOK || !strings.Contains(body, "Purge of 1 dead letter(s) of echo: done.") || s.deadLetters(t) != 1 {
+		t.Fatalf("purge: %d, %d left\n%s", code, s.deadLetters(t), body)
+	}
+	code, body = do(t, c, http.MethodPost, s.consoleURL+"/dlq/echo/replay", operatorToken, url.Values{"all": {"yes"}})
+	if code != http.StatusOK || !strings.Contains(body, "Replay of every dead letter of echo: done.") || s.deadLetters(t) != 0 {
+		t.Fatalf("replay all: %d, %d left\n%s", code, s.deadLetters(t), body)
+	}
+	testenv.Eventually(t, 30*time.Second, "echo never answered the replayed dead letter", func() bool {
+		return len(replies(s.emu, "om_dl_2", "echo: second dead")) == 1
+	})
+	if len(replies(s.emu, "om_dl_1", "echo: first dead")) != 0 {
+		t.Fatal("the purged dead letter was answered")
+	}
+	// The overview's live part alone, as htmx asks for it.
+	req, _ := http.NewRequest(http.MethodGet, s.consoleURL+"/", nil)
+	req.Header.Set("Authorization", "Bearer "+viewerToken)
+	req.Header.Set("HX-Request", "true")
+	req.Header.Set("HX-Target", "live")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if frag := strings.TrimSpace(string(b)); !strings.HasPrefix(frag, `<div id="live"`) || strings.Contains(frag, "<html") ||
+		!strings.Contains(frag, `data-plugin="echo"`) {
+		t.Fatalf("overview fragment:\n%s", frag)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -18,13 +19,17 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/larkway/larkway/core/internal/app"
 	"github.com/larkway/larkway/core/internal/apptest"
 	"github.com/larkway/larkway/core/internal/config"
+	"github.com/larkway/larkway/core/internal/dlq"
+	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/testenv"
 	"github.com/larkway/larkway/core/larkemu"
 	"github.com/larkway/larkway/core/larkemu/playground"
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
 const (
@@ -251,4 +256,45 @@ func login(t *testing.T, ctx context.Context, s *stack, token string) {
 		chromedp.Submit("#token", chromedp.ByID),
 		chromedp.WaitVisible("#who", chromedp.ByID),
 	)
+}
+
+// addDeadLetter indexes a dead letter of echo in the core's Redis: a text
+// message messageID saying text, as the dispatcher would after the last
+// failed delivery.
+func (s *stack) addDeadLetter(t *testing.T, id, messageID, text string) {
+	t.Helper()
+	content, _ := json.Marshal(map[string]string{"text": text})
+	ev := &pluginv1.Event{EventId: "ev_" + id, EventType: "im.message.receive_v1", AppId: appID, ChatId: "oc_dlq",
+		DedupKey: "ev_" + id, Sender: &pluginv1.UserId{OpenId: "ou_dlq"},
+		Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: messageID, ChatId: "oc_dlq", ChatType: "group",
+			MessageType: "text", ContentJson: string(content), Text: text}}}
+	m, err := envelope.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.dlqStore(t).Add(context.Background(), dlq.Entry{ID: id, Plugin: "echo", Topic: envelope.Topic(appID), Key: m.Key,
+		Reason: "handler failed 5 times: test failure", EventID: "ev_" + id, EventType: "im.message.receive_v1",
+		Payload: m.Payload, Properties: m.Properties, DeadAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deadLetters counts echo's dead letters.
+func (s *stack) deadLetters(t *testing.T) int {
+	t.Helper()
+	n, err := s.dlqStore(t).Count(context.Background(), "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (s *stack) dlqStore(t *testing.T) *dlq.Redis {
+	t.Helper()
+	if s.redisAddr == "" {
+		t.Fatal("this stack has no Redis: startStack(t, true)")
+	}
+	rc := redis.NewClient(&redis.Options{Addr: s.redisAddr})
+	t.Cleanup(func() { _ = rc.Close() })
+	return dlq.NewRedis(rc, s.prefix+"dlq:")
 }

@@ -94,7 +94,10 @@ type pluginRow struct {
 	HasDesired                  bool
 	DesiredPath, DesiredSHA256  string
 	DesiredGeneration           int64
-	ReplicaStatus               []replicaPlugin
+	// CurrentPath prefills the swap form: the desired path, else a
+	// replica's.
+	CurrentPath   string
+	ReplicaStatus []replicaPlugin
 }
 
 // replicaPlugin is a plugin on one replica.
@@ -146,6 +149,10 @@ func (c *Console) rows(l pluginList, backlog map[string]int) []pluginRow {
 			row.DesiredPath, row.DesiredSHA256, row.DesiredGeneration = d.Spec.Path, d.Spec.SHA256, d.Generation
 		}
 		row.Versions, row.States = uniq(versions), uniq(states)
+		row.CurrentPath = row.DesiredPath
+		if row.CurrentPath == "" && len(row.ReplicaStatus) > 0 {
+			row.CurrentPath = row.ReplicaStatus[0].Path
+		}
 		out = append(out, row)
 	}
 	return out
