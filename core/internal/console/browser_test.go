@@ -132,6 +132,9 @@ func TestPlaygroundInBrowser(t *testing.T) {
 		chromedp.SendKeys("#text", "/approve-request buy a laptop for Ada", chromedp.ByID),
 		chromedp.Click("#send", chromedp.ByID),
 		chromedp.WaitVisible(`//div[@data-card]//button[normalize-space(.)="Approve"]`, chromedp.BySearch),
+		// Echo answers too; once its reply is in, the conversation stops
+		// changing (a poll then swaps nothing) and the click lands.
+		chromedp.WaitVisible(`//article[@data-from="bot"]//div[contains(@class, "text") and normalize-space(.)="echo: /approve-request buy a laptop for Ada"]`, chromedp.BySearch),
 	)
 	var header string
 	run(t, ctx, "reading the card", chromedp.Text(`div[data-card] .card-header`, &header, chromedp.ByQuery))
