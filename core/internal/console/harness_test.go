@@ -89,9 +89,10 @@ admin:
   tokens:
     - {name: ops, token: %s, role: operator}
     - {name: watcher, token: %s, role: viewer}
+  console: {playground_url: %q}
 dispatch: {deadline: 5s, retry_backoff: 100ms}
 supervision: {restart_backoff: 50ms, probation_window: 200ms}
-`, redisYAML, appID, verifyToken, encryptKey, s.emuURL, s.echoPath, approval, operatorToken, viewerToken)
+`, redisYAML, appID, verifyToken, encryptKey, s.emuURL, s.echoPath, approval, operatorToken, viewerToken, s.emuURL+"/playground")
 	cfg, err := config.Parse(strings.NewReader(yaml))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
