@@ -304,6 +304,11 @@ func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger, reg prometheu
 		mux.Handle("/v1/", h)
 		mux.Handle("/", c.console)
 		handler = mux
+		scheme := "http"
+		if tlsCfg != nil {
+			scheme = "https"
+		}
+		logger.Info("admin console configured", "url", scheme+"://"+ln.Addr().String()+"/")
 	}
 	// Swaps wait out the probation window: no write timeout here.
 	c.admin = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, TLSConfig: tlsCfg}

@@ -99,6 +99,13 @@ func TestViewerReadsEverythingAndChangesNothing(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, "Enable of plugin echo: done.") {
 		t.Fatalf("operator enable: %d\n%s", code, body)
 	}
+	// The API's refusals reach the page with their status: a swap from
+	// outside the plugin directory.
+	code, body = do(t, op, http.MethodPost, s.consoleURL+"/plugins/echo/swap", operatorToken,
+		url.Values{"confirm": {"yes"}, "path": {"/bin/sh"}, "sha256": {sha}})
+	if code != http.StatusForbidden || !strings.Contains(body, "Swap of plugin echo failed") || !strings.Contains(body, "not inside the plugin directory") {
+		t.Fatalf("swap from outside the plugin directory: %d\n%s", code, body)
+	}
 }
 
 // Logging in sets a session cookie (HttpOnly, SameSite=Strict) and keeps
