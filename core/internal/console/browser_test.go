@@ -49,6 +49,13 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("overview: who %q, echo row %q", who, row)
 	}
 	screenshot(t, ctx, "console-overview")
+	// htmx (embedded, allowed by the page's CSP) refreshes the live part in
+	// place: a mark on the old element disappears with it.
+	run(t, ctx, "seeing the overview refresh",
+		chromedp.Evaluate(`document.getElementById("live").dataset.old = "1"`, nil),
+		chromedp.WaitNotPresent(`#live[data-old="1"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#plugins tr[data-plugin="echo"]`, chromedp.ByQuery),
+	)
 
 	// A swap to a second build of echo, confirmed, and its result.
 	path, sha := s.newVersion(t)

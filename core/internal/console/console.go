@@ -175,6 +175,11 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Frame-Options", "DENY")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Referrer-Policy", "same-origin")
+	// Scripts and requests only from here: markup that slipped into a page
+	// (a plugin's error text, an event's content) cannot run or send data
+	// away. htmx adds one inline style, hence style-src.
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "+
+		"frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 	switch {
 	case r.URL.Path == "/static/"+htmx.File:
 		htmx.Handler().ServeHTTP(w, r)

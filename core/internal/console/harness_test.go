@@ -221,7 +221,11 @@ func browser(t *testing.T) context.Context {
 // run runs browser actions, failing the test with what was being done.
 func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action) {
 	t.Helper()
-	if err := chromedp.Run(ctx, actions...); err != nil {
+	// Each step has a minute: a page that never shows what is awaited
+	// fails here rather than at the test's deadline.
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := chromedp.Run(sctx, actions...); err != nil {
 		var loc string
 		_ = chromedp.Run(ctx, chromedp.Location(&loc))
 		var html string
