@@ -42,7 +42,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/larkway/larkway/core/internal/bench"
+	"github.com/larkway/larkway/core/internal/ingest"
 	"github.com/larkway/larkway/core/internal/htmx"
 	"github.com/larkway/larkway/core/larkemu"
 )
@@ -301,7 +301,7 @@ func (p *Playground) post(ctx context.Context, ev any) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, h, err := bench.Seal(bench.App{ID: p.cfg.AppID, VerificationToken: p.cfg.VerificationToken, EncryptKey: p.cfg.EncryptKey}, plain)
+	body, h, err := seal(p.cfg.EncryptKey, plain)
 	if err != nil {
 		return nil, fmt.Errorf("sealing the event: %w", err)
 	}
@@ -537,3 +537,28 @@ func postText(content string) string {
 
 // chatURL is the page of chat.
 func chatURL(chat string) string { return "/playground?chat=" + url.QueryEscape(chat) }
+
+// seal encrypts plain under key with a fresh IV and signs it with a fresh
+// timestamp and nonce: the body and headers Lark posts for an app with an
+// Encrypt Key (docs/lark-webhook-security.md). Without a key the event goes
+// plain, as Lark sends it then.
+func seal(key string, plain []byte) ([]byte, http.Header, error) {
+	h := http.Header{"Content-Type": {"application/json"}}
+	if key == "" {
+		return plain, h, nil
+	}
+	iv := make([]byte, 16)
+	_, _ = rand.Read(iv) // never fails (crypto/rand)
+	enc, err := ingest.Encrypt(plain, key, iv)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, _ := json.Marshal(map[string]string{"encrypt": enc})
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	nonce := newID("n")
+	// Canonical keys set directly, as Lark's SDK reads them.
+	h[ingest.HeaderTimestamp] = []string{ts}
+	h[ingest.HeaderNonce] = []string{nonce}
+	h[ingest.HeaderSignature] = []string{ingest.EventSignature(ts, nonce, key, body)}
+	return body, h, nil
+}
