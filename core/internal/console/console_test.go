@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/apptest"
+	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/console"
 	"github.com/larkway/larkway/core/internal/testenv"
 )
@@ -323,5 +326,30 @@ func TestDeadLetterPages(t *testing.T) {
 	if frag := strings.TrimSpace(string(b)); !strings.HasPrefix(frag, `<div id="live"`) || strings.Contains(frag, "<html") ||
 		!strings.Contains(frag, `data-plugin="echo"`) {
 		t.Fatalf("overview fragment:\n%s", frag)
+	}
+}
+
+// admin.console.disabled leaves the admin listener to the API alone.
+func TestConsoleDisabled(t *testing.T) {
+	cfg, err := config.Parse(strings.NewReader(fmt.Sprintf(`
+listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
+apps:
+  - {id: %s, secret: s, verification_token: %s}
+admin:
+  listen: 127.0.0.1:0
+  tokens: [{name: ops, token: %s, role: operator}]
+  console: {disabled: true}
+`, appID, verifyToken, operatorToken)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	core := apptest.Start(t, cfg, nil)
+	base := "http://" + core.AdminAddr()
+	if code, body := do(t, client(t), http.MethodGet, base+"/", operatorToken, nil); code != http.StatusNotFound || !strings.Contains(body, "no such admin endpoint") {
+		t.Fatalf("GET / with the console off: %d %s, want the API's 404", code, body)
+	}
+	if code, _ := do(t, client(t), http.MethodGet, base+"/v1/plugins", operatorToken, nil); code != http.StatusOK {
+		t.Fatalf("GET /v1/plugins with the console off: %d", code)
 	}
 }
