@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/larkway/larkway/core/internal/testenv"
 	"github.com/larkway/larkway/core/larkemu"
@@ -129,8 +130,8 @@ func TestPlaygroundInBrowser(t *testing.T) {
 	run(t, ctx, "saying hello",
 		chromedp.Navigate(s.emuURL+"/playground"),
 		chromedp.WaitVisible("#text", chromedp.ByID),
-		chromedp.SendKeys("#text", "hello", chromedp.ByID),
-		chromedp.Click("#send", chromedp.ByID),
+		// By keyboard: Enter sends.
+		chromedp.SendKeys("#text", "hello"+kb.Enter, chromedp.ByID),
 		chromedp.WaitVisible(`//article[@data-from="bot"]//div[contains(@class, "text") and normalize-space(.)="echo: hello"]`, chromedp.BySearch),
 	)
 	screenshot(t, ctx, "playground-echo")
