@@ -181,6 +181,22 @@ func (t *tapExecutor) Execute(ctx context.Context, req action.Request) ([]*plugi
 	return refused, err
 }
 
+// SendFallback is a reply the core sends itself when a plugin fails an
+// event for good (the plugin's fallback_reply_text): an action too.
+func (t *tapExecutor) SendFallback(ctx context.Context, plugin string, ev *pluginv1.Event, text string) error {
+	err := t.Executor.SendFallback(ctx, plugin, ev, text)
+	t.h.actions.Add(1)
+	if t.h.watchers.Load() > 0 {
+		outcome := "done: " + text
+		if err != nil {
+			outcome = "error: " + err.Error()
+		}
+		t.h.publish(Item{Time: t.h.now(), Kind: "action", App: ev.GetAppId(), Chat: ev.GetChatId(), Plugin: plugin,
+			Type: "fallback_reply", Detail: outcome})
+	}
+	return err
+}
+
 // rateSampler turns the hub's counts into rates between two overview
 // renders, at least a second apart.
 type rateSampler struct {
