@@ -210,7 +210,7 @@ func browser(t *testing.T) context.Context {
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	// A bound on the whole test's browsing; a wait that never ends fails.
-	ctx, tcancel := context.WithTimeout(ctx, 3*time.Minute)
+	ctx, tcancel := context.WithTimeout(ctx, 10*time.Minute)
 	t.Cleanup(func() { tcancel(); cancel(); acancel() })
 	if err := chromedp.Run(ctx); err != nil {
 		t.Fatalf("starting Chromium (%s): %v", bin, err)
