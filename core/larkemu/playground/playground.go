@@ -42,8 +42,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/larkway/larkway/core/internal/ingest"
 	"github.com/larkway/larkway/core/internal/htmx"
+	"github.com/larkway/larkway/core/internal/ingest"
 	"github.com/larkway/larkway/core/larkemu"
 )
 
