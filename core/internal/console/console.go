@@ -180,6 +180,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// away. htmx adds one inline style, hence style-src.
 	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "+
 		"frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+	// Forms are a few fields: a bounded body (as the API's maxBody).
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	switch {
 	case r.URL.Path == "/static/"+htmx.File:
 		htmx.Handler().ServeHTTP(w, r)
