@@ -177,7 +177,7 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	c.disp = dispatch.New(dispatch.Config{
 		Topics: topics, Deadline: dc.Deadline.D(), ActionTimeout: dc.ActionTimeout.D(), MaxAttempts: dc.MaxAttempts,
 		MaxInFlight: dc.MaxInFlight, Dedup: c.st.dedup, DoneTTL: dc.DoneTTL.D(), DeadLetters: c.st.dlq,
-		Callbacks: c.st.cards, Tracer: tracer, MaxRetryAfter: dc.MaxRetryAfter.D(), Backoff: backoff.Policy{First: dc.RetryBackoff.D(), Max: time.Minute}.Func(),
+		Callbacks: c.st.cards, Shadows: c.st.shadows, Tracer: tracer, MaxRetryAfter: dc.MaxRetryAfter.D(), Backoff: backoff.Policy{First: dc.RetryBackoff.D(), Max: time.Minute}.Func(),
 	}, c.bus, exec, logger, reg)
 	if bl, ok := c.bus.(bus.Backlogger); ok {
 		names := make([]string, 0, len(cfg.Plugins))
@@ -260,7 +260,7 @@ func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger) error {
 		acfg.JWT = v
 	}
 	h, err := admin.New(acfg, admin.Deps{Cluster: c.rec, Store: c.st.cluster, Local: c.mgr, DeadLetters: c.st.dlq, Replayer: c.disp,
-		FailedActions: c.exec.FailedActions(), ActionReplayer: c.exec}, logger)
+		FailedActions: c.exec.FailedActions(), ActionReplayer: c.exec, Shadows: c.st.shadows}, logger)
 	if err != nil {
 		return err
 	}
@@ -404,8 +404,12 @@ func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, er
 	for i, f := range s.Files {
 		files[i] = pluginhost.File{Path: f.Path, SHA256: f.SHA256}
 	}
+	ns := s.Name
+	if s.StateNamespace != "" {
+		ns = s.StateNamespace
+	}
 	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Files: files, Env: s.Env,
-		State: state.NewService(c.st.state, func() string { return s.Name }), CoreVersion: c.version}, c.logger.With("plugin", s.Name))
+		State: state.NewService(c.st.state, func() string { return ns }), CoreVersion: c.version}, c.logger.With("plugin", s.Name))
 	if errors.Is(err, pluginhost.ErrChecksum) {
 		return nil, fmt.Errorf("%w: %w", manager.ErrUnverified, err) // the supervisor quarantines
 	}
