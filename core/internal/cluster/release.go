@@ -193,7 +193,9 @@ func (r *Reconciler) applyRelease(ctx context.Context, name string, cur manager.
 	}
 }
 
-func sameSplit(a, b dispatch.Split) bool { return a.Percent == b.Percent && slices.Equal(a.Chats, b.Chats) }
+func sameSplit(a, b dispatch.Split) bool {
+	return a.Percent == b.Percent && slices.Equal(a.Chats, b.Chats)
+}
 
 // StartRelease starts a canary or shadow on this replica first; only if
 // that succeeds is it made the desired state for every replica. A release

@@ -24,7 +24,7 @@ const (
 )
 
 type command struct {
-	kind cmdKind
+	kind    cmdKind
 	spec    Spec
 	release Release
 	promote bool
