@@ -262,3 +262,65 @@ func (c *runningCore) releases(t *testing.T) map[string]string {
 	}
 	return out
 }
+
+// A shadow of a modified echo gets a copy of every delivery: its replies
+// never reach Lark (the emulator sees only the stable version's, while the
+// records count the shadow's), and the report pairs each event's stable
+// and shadow actions and marks the difference.
+func TestShadowRecordsNeverExecutes(t *testing.T) {
+	t.Parallel()
+	f := newReleaseFixture(t, "shadow", 1)
+	code, out := f.cores[0].adminCall(t, http.MethodPost, "/v1/plugins/echo/shadow", map[string]any{"path": f.variant, "sha256": f.sum})
+	if code != http.StatusOK {
+		t.Fatalf("shadow: %d %v", code, out)
+	}
+	chats := chatsN("s", 10)
+	for round := range 5 {
+		f.post(t, round, chats)
+	}
+	var report map[string]any
+	testenv.Eventually(t, 60*time.Second, "the shadow did not record every event", func() bool {
+		_, report = f.cores[0].adminCall(t, http.MethodGet, "/v1/plugins/echo/shadow/report?limit=1000", nil)
+		sum, _ := report["summary"].(map[string]any)
+		return sum["events"] == float64(len(f.posted))
+	})
+	for id, v := range f.answered(t) {
+		if v != "1" {
+			t.Errorf("%s answered by version %s: a shadow's action reached Lark", id, v)
+		}
+	}
+	if n := len(f.emu.Messages()); n != len(f.posted) {
+		t.Errorf("the emulator got %d messages for %d events", n, len(f.posted))
+	}
+	sum, _ := report["summary"].(map[string]any)
+	if sum["differ"] != float64(len(f.posted)) || sum["candidate_actions"] != float64(len(f.posted)) || sum["candidate_refused"] != float64(0) {
+		t.Errorf("summary %v", sum)
+	}
+	recs, _ := report["records"].([]any)
+	if len(recs) != len(f.posted) {
+		t.Fatalf("%d records", len(recs))
+	}
+	for _, r := range recs {
+		rec, _ := r.(map[string]any)
+		st, _ := rec["stable"].(map[string]any)
+		cand, _ := rec["candidate"].(map[string]any)
+		diffs, _ := rec["differences"].([]any)
+		sa, _ := json.Marshal(st["actions"])
+		ca, _ := json.Marshal(cand["actions"])
+		if rec["differs"] != true || len(diffs) != 1 || diffs[0] != "action 0 (reply) differs" ||
+			st["version"] != "1.0.0" || cand["version"] != "2.0.0" || cand["outcome"] != "done" ||
+			!strings.Contains(string(sa), "echo: ") || !strings.Contains(string(ca), "echo2: ") {
+			t.Fatalf("record %v", rec)
+		}
+	}
+	if v := counter(t, f.cores[0].reg, "larkway_shadow_actions_total", map[string]string{"plugin": "echo", "verdict": "allowed"}); v != float64(len(f.posted)) {
+		t.Errorf("shadow actions counted %v", v)
+	}
+	// Stopping it leaves the stable version alone.
+	if code, out := f.cores[0].adminCall(t, http.MethodPost, "/v1/plugins/echo/abort", nil); code != http.StatusOK {
+		t.Fatalf("abort: %d %v", code, out)
+	}
+	if rels := f.cores[0].releases(t); len(rels) != 0 {
+		t.Fatalf("releases after abort: %v", rels)
+	}
+}
