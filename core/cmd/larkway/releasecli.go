@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -250,4 +251,84 @@ func printRelease(w io.Writer, v releaseView) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// parseReplayTime reads an RFC 3339 time, "now", or a duration before now
+// ("24h" or "-24h").
+func parseReplayTime(flag, s string, now time.Time) (time.Time, error) {
+	if s == "now" {
+		return now, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(strings.TrimPrefix(s, "-")); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, usagef("--%s %q: want an RFC 3339 time, now, or a duration before now such as 24h", flag, s)
+}
+
+func newReplayCmd(stdout io.Writer) *cobra.Command {
+	o := &adminOptions{}
+	var plugin, from, to, chats string
+	var chat []string
+	var toShadow bool
+	c := adminCmd(o, "replay --plugin NAME --to-shadow --from T --to T [--chats PERCENT | --chat ID...]",
+		"Feed stored events into a plugin's shadow, to judge it on real history", noArgs,
+		func(ctx context.Context, c *adminClient, _ []string) error {
+			if !toShadow {
+				return usagef("history is replayed into a shadow only: give --to-shadow")
+			}
+			now := time.Now()
+			f, err := parseReplayTime("from", from, now)
+			if err != nil {
+				return err
+			}
+			t, err := parseReplayTime("to", to, now)
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"to_shadow": true, "from": f.Format(time.RFC3339Nano), "to": t.Format(time.RFC3339Nano)}
+			rf := releaseFlags{chats: chats, chat: chat}
+			sel, err := rf.body()
+			if err != nil {
+				return err
+			}
+			for _, k := range []string{"percent", "chats"} {
+				if v, ok := sel[k]; ok {
+					body[k] = v
+				}
+			}
+			var out map[string]any
+			if err := c.call(ctx, http.MethodPost, "/v1/plugins/"+url.PathEscape(plugin)+"/replay", body, &out); err != nil {
+				return err
+			}
+			if o.json {
+				return printJSON(stdout, out)
+			}
+			fmt.Fprintf(stdout, "replayed %v of %v stored events into %s's shadow; %v differ (see larkway plugin shadow report %s)\n",
+				out["replayed"], out["events"], plugin, out["differ"], plugin)
+			return nil
+		})
+	c.Long = `Reads the events stored between --from and --to (the embedded bus's log, or
+what Pulsar's retention keeps, through a reader) and hands those of the
+selected chats (default: all) to plugin NAME's running shadow and to a
+baseline instance of its stable version started for the replay. Neither
+version's actions are performed, both keep state in namespaces of their own;
+each event's pair lands in 'plugin shadow report' with source "replay".
+
+` + adminLong
+	c.Example = "  larkway plugin shadow echo --file bin/plugins/echo2 --sha256 $HEX\n  larkway replay --plugin echo --to-shadow --from 24h --to now"
+	o.register(c)
+	fs := c.Flags()
+	fs.StringVar(&plugin, "plugin", "", "the plugin `NAME` whose shadow gets the events")
+	fs.BoolVar(&toShadow, "to-shadow", false, "replay into the plugin's shadow (the only target)")
+	fs.StringVar(&from, "from", "", "start `T`: RFC 3339, now, or a duration before now (24h)")
+	fs.StringVar(&to, "to", "now", "end `T` (exclusive)")
+	fs.StringVar(&chats, "chats", "", "`PERCENT` of chats, by the same hash as canaries")
+	fs.StringArrayVar(&chat, "chat", nil, "a chat `ID` to replay (repeat for more)")
+	for _, n := range []string{"plugin", "from", "to-shadow"} {
+		_ = c.MarkFlagRequired(n)
+	}
+	return c
 }

@@ -16,6 +16,7 @@
 //	POST   /v1/plugins/{name}/abort        the canary or shadow stops
 //	GET    /v1/plugins/{name}/release      the release across replicas, its totals and verdict
 //	GET    /v1/plugins/{name}/shadow/report?limit=N  stable vs candidate, per event, newest first
+//	POST   /v1/plugins/{name}/replay       {"to_shadow": true, "from", "to"[, "percent" | "chats"]}: history into the shadow
 //	GET    /v1/dlq/{plugin}?limit=N        dead letters, oldest first
 //	GET    /v1/dlq/{plugin}/{id}           one dead letter, with its event
 //	POST   /v1/dlq/{plugin}/replay         {"ids": [...]} or {"all": true}
@@ -98,6 +99,8 @@ type Deps struct {
 	ActionReplayer ActionReplayer
 	// Shadows are shadow releases' records (report 501 without them).
 	Shadows shadow.Store
+	// ShadowReplayer feeds stored history into a shadow (501 without it).
+	ShadowReplayer ShadowReplayer
 }
 
 // Config is who may call the API and what swaps may run.
@@ -142,6 +145,7 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/plugins/{name}", s.describePlugin)
 	s.mux.HandleFunc("POST /v1/plugins/{name}/{op}", s.pluginOp)
 	s.mux.HandleFunc("GET /v1/plugins/{name}/release", s.showRelease)
+	s.mux.HandleFunc("POST /v1/plugins/{name}/replay", s.replayToShadow)
 	s.mux.HandleFunc("GET /v1/plugins/{name}/shadow/report", s.shadowReport)
 	s.mux.HandleFunc("GET /v1/dlq/{plugin}", s.listDLQ)
 	s.mux.HandleFunc("GET /v1/dlq/{plugin}/{id}", s.showDLQ)

@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -139,4 +141,64 @@ func (s *Server) shadowReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"plugin": name, "summary": sum, "records": recs})
+}
+
+// ShadowReplayer feeds a time range of stored events into a plugin's
+// shadow (the core, over its bus's history).
+type ShadowReplayer interface {
+	ReplayToShadow(ctx context.Context, name string, from, to time.Time, split dispatch.Split) (dispatch.ReplayStats, error)
+}
+
+type replayRequest struct {
+	ToShadow bool      `json:"to_shadow"`
+	From     time.Time `json:"from"`
+	To       time.Time `json:"to"`
+	Percent  float64   `json:"percent,omitempty"`
+	Chats    []string  `json:"chats,omitempty"`
+}
+
+// replayToShadow serves POST /v1/plugins/{name}/replay. It answers when the
+// replay is done: {"status": "ok", "events", "replayed", "differ"}.
+func (s *Server) replayToShadow(w http.ResponseWriter, r *http.Request) {
+	name, ok := s.pluginName(w, r, "name")
+	if !ok {
+		return
+	}
+	if s.deps.ShadowReplayer == nil {
+		writeError(w, http.StatusNotImplemented, "no_history", "this replica cannot read stored history")
+		return
+	}
+	var req replayRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	switch {
+	case !req.ToShadow:
+		writeError(w, http.StatusBadRequest, "bad_request", `history is replayed into a shadow only: set "to_shadow": true`)
+		return
+	case req.From.IsZero() || req.To.IsZero() || !req.From.Before(req.To):
+		writeError(w, http.StatusBadRequest, "bad_request", `"from" and "to" (RFC 3339) must be set, "from" before "to"`)
+		return
+	case req.Percent < 0 || req.Percent > 100:
+		writeError(w, http.StatusBadRequest, "bad_request", "percent must be 0..100")
+		return
+	}
+	split := dispatch.Split{Percent: req.Percent, Chats: req.Chats}
+	if split.Percent == 0 && len(split.Chats) == 0 {
+		split.Percent = 100
+	}
+	p, _ := PrincipalFrom(r.Context())
+	s.logger.Info("admin replay into shadow", "principal", p.Name, "plugin", name, "from", req.From, "to", req.To)
+	st, err := s.deps.ShadowReplayer.ReplayToShadow(r.Context(), name, req.From, req.To, split)
+	switch {
+	case errors.Is(err, manager.ErrUnknownPlugin):
+		writeError(w, http.StatusNotFound, "unknown_plugin", err.Error())
+	case errors.Is(err, dispatch.ErrNoShadow):
+		writeError(w, http.StatusConflict, "no_shadow", err.Error())
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error(), "reason": "replay_failed",
+			"events": st.Events, "replayed": st.Replayed, "differ": st.Differ})
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "events": st.Events, "replayed": st.Replayed, "differ": st.Differ})
+	}
 }

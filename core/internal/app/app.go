@@ -260,7 +260,7 @@ func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger) error {
 		acfg.JWT = v
 	}
 	h, err := admin.New(acfg, admin.Deps{Cluster: c.rec, Store: c.st.cluster, Local: c.mgr, DeadLetters: c.st.dlq, Replayer: c.disp,
-		FailedActions: c.exec.FailedActions(), ActionReplayer: c.exec, Shadows: c.st.shadows}, logger)
+		FailedActions: c.exec.FailedActions(), ActionReplayer: c.exec, Shadows: c.st.shadows, ShadowReplayer: c}, logger)
 	if err != nil {
 		return err
 	}
@@ -426,4 +426,22 @@ func pluginNames(ps []config.Plugin) []string {
 		names[i] = p.Name
 	}
 	return names
+}
+
+// ReplayToShadow feeds the events stored on every app's topic in [from,
+// to) into plugin name's shadow, beside a baseline of its stable version
+// (admin.ShadowReplayer).
+func (c *Core) ReplayToShadow(ctx context.Context, name string, from, to time.Time, split dispatch.Split) (dispatch.ReplayStats, error) {
+	h, ok := c.bus.(bus.Historian)
+	if !ok {
+		return dispatch.ReplayStats{}, fmt.Errorf("the %s bus keeps no history to replay", c.cfg.Bus.Kind)
+	}
+	return c.mgr.ReplayToShadow(ctx, name, split, func(ctx context.Context, fn func(bus.Message) error) error {
+		for _, ac := range c.cfg.Apps {
+			if err := h.History(ctx, envelope.Topic(ac.ID), from, to, func(m bus.Message, _ time.Time) error { return fn(m) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

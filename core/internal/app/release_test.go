@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -322,5 +324,88 @@ func TestShadowRecordsNeverExecutes(t *testing.T) {
 	}
 	if rels := f.cores[0].releases(t); len(rels) != 0 {
 		t.Fatalf("releases after abort: %v", rels)
+	}
+}
+
+// 10 000 events stored by the embedded bus (and answered by echo when they
+// came) are replayed into a shadow of a modified echo: the replay
+// completes, every event is recorded with its difference, and neither the
+// shadow nor the stable version's baseline sends anything to Lark.
+func TestReplayHistoryIntoShadow(t *testing.T) {
+	t.Parallel()
+	const events = 10000
+	appID := uniqueApp(t, "replay")
+	emu, emuAddr := emulator(t, appID)
+	dir := t.TempDir()
+	echo := testenv.BuildPlugin(t, "./plugins/echo", dir)
+	variant := testenv.BuildPlugin(t, "./core/internal/app/testdata/echovariant", dir)
+	sum, _ := pluginhost.FileSHA256(variant)
+	c := runCore(t, fmt.Sprintf(`
+listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
+bus: {kind: embedded, embedded: {dir: %q}}
+apps:
+  - {id: %s, secret: secret, verification_token: vt, base_url: "http://%s"}
+plugins:
+  - {name: echo, path: %s}
+admin: {listen: 127.0.0.1:0, token: %s}
+dispatch: {retry_backoff: 100ms}
+actions: {rate_limits: {disabled: true}}
+`, filepath.Join(t.TempDir(), "bus"), appID, emuAddr, echo, testAdminToken))
+	from := time.Now().Add(-time.Second)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range events {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			id := fmt.Sprintf("om_r_%d", i)
+			if code, err := c.post(messageEvent(appID, "ev_"+id, id, fmt.Sprintf("oc_r%d", i%100), id)); err != nil || code != 200 {
+				t.Errorf("post: %d %v", code, err)
+			}
+		}()
+	}
+	wg.Wait()
+	testenv.Eventually(t, 180*time.Second, "echo did not answer every event", func() bool { return len(emu.Messages()) >= events })
+	to := time.Now()
+
+	if code, out := c.adminCall(t, http.MethodPost, "/v1/plugins/echo/shadow", map[string]any{"path": variant, "sha256": sum}); code != http.StatusOK {
+		t.Fatalf("shadow: %d %v", code, out)
+	}
+	code, out := c.adminCall(t, http.MethodPost, "/v1/plugins/echo/replay", map[string]any{"to_shadow": true,
+		"from": from.Format(time.RFC3339Nano), "to": to.Format(time.RFC3339Nano)})
+	if code != http.StatusOK || out["events"] != float64(events) || out["replayed"] != float64(events) || out["differ"] != float64(events) {
+		t.Fatalf("replay: %d %v", code, out)
+	}
+	_, report := c.adminCall(t, http.MethodGet, "/v1/plugins/echo/shadow/report?limit=20000", nil)
+	sum2, _ := report["summary"].(map[string]any)
+	if sum2["events"] != float64(events) || sum2["differ"] != float64(events) || sum2["candidate_actions"] != float64(events) {
+		t.Fatalf("summary %v", sum2)
+	}
+	recs, _ := report["records"].([]any)
+	seen := map[string]bool{}
+	for _, r := range recs {
+		rec, _ := r.(map[string]any)
+		diffs, _ := rec["differences"].([]any)
+		if rec["source"] != "replay" || len(diffs) != 1 || diffs[0] != "action 0 (reply) differs" {
+			t.Fatalf("record %v", rec)
+		}
+		seen[rec["event_id"].(string)] = true
+	}
+	if len(seen) != events {
+		t.Fatalf("%d distinct events recorded, want %d", len(seen), events)
+	}
+	if n := len(emu.Messages()); n != events {
+		t.Fatalf("the emulator got %d messages for %d events: a replayed action reached Lark", n, events)
+	}
+	// A replay needs a running shadow.
+	if code, out := c.adminCall(t, http.MethodPost, "/v1/plugins/echo/abort", nil); code != http.StatusOK {
+		t.Fatalf("abort: %d %v", code, out)
+	}
+	if code, out := c.adminCall(t, http.MethodPost, "/v1/plugins/echo/replay", map[string]any{"to_shadow": true,
+		"from": from.Format(time.RFC3339Nano), "to": to.Format(time.RFC3339Nano)}); code != http.StatusConflict || out["reason"] != "no_shadow" {
+		t.Fatalf("replay without a shadow: %d %v", code, out)
 	}
 }

@@ -24,11 +24,12 @@ const PropShadowSource = "larkway-shadow-source"
 // shadow delivers a copy of a delivery the stable session handled (stable)
 // to this shadow candidate and records both: the candidate's outcome
 // settles nothing (no ack, nack or dedup claim) and its actions are checked
-// against its manifest and recorded, never performed.
-func (s *Session) shadow(ctx context.Context, del *bus.Delivery, stable processed) {
+// against its manifest and recorded, never performed. It reports whether
+// the two differ.
+func (s *Session) shadow(ctx context.Context, del *bus.Delivery, stable processed) bool {
 	head, err := envelope.DecodeHead(del.Payload)
 	if err != nil {
-		return
+		return false
 	}
 	source := del.Properties[PropShadowSource]
 	if source == "" {
@@ -71,6 +72,7 @@ func (s *Session) shadow(ctx context.Context, del *bus.Delivery, stable processe
 		}
 		cancel()
 	}
+	return rec.Differs
 }
 
 func side(version, outcome string, actions []*pluginv1.Action) shadow.Side {

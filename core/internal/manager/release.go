@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/dispatch"
 )
 
@@ -237,4 +238,34 @@ func (s *supervisor) candErr() error {
 		return nil
 	}
 	return s.candSess.Err()
+}
+
+// BaselineNamespace is the state namespace of the stable version's
+// instance a replay runs beside the shadow.
+func BaselineNamespace(name string) string { return name + "~baseline" }
+
+// ReplayToShadow feeds stored events (see dispatch.Route.ReplayToShadow)
+// to name's shadow and to a baseline instance of its stable version,
+// started for the replay with a state namespace of its own and stopped
+// after it; nothing either does is performed.
+func (m *Manager) ReplayToShadow(ctx context.Context, name string, split dispatch.Split,
+	history func(ctx context.Context, fn func(bus.Message) error) error) (dispatch.ReplayStats, error) {
+	sup, err := m.get(name)
+	if err != nil {
+		return dispatch.ReplayStats{}, err
+	}
+	if c, mode, _ := sup.route.Candidate(); c == nil || mode != dispatch.ModeShadow {
+		return dispatch.ReplayStats{}, dispatch.ErrNoShadow
+	}
+	spec := sup.spec()
+	spec.StateNamespace = BaselineNamespace(name)
+	inst, err := m.launch.Launch(ctx, spec)
+	if err != nil {
+		return dispatch.ReplayStats{}, fmt.Errorf("starting the stable version's baseline for a replay: %w", err)
+	}
+	defer inst.Close()
+	sup.log.Info("replay into the shadow started", "percent", split.Percent, "chats", len(split.Chats))
+	st, err := sup.route.ReplayToShadow(ctx, inst, split, history)
+	sup.log.Info("replay into the shadow done", "events", st.Events, "replayed", st.Replayed, "differ", st.Differ, "err", err)
+	return st, err
 }
