@@ -68,6 +68,9 @@ type pluginMetrics struct {
 
 // forPlugin resolves name's series, which also starts them at zero.
 func (m *metrics) forPlugin(name string) *pluginMetrics {
+	// A shadow's series exist at 0 before any shadow runs.
+	m.shadowActions.WithLabelValues(name, "allowed")
+	m.shadowActions.WithLabelValues(name, "refused")
 	pm := &pluginMetrics{
 		dedupDone: m.dedupHits.WithLabelValues(name, "done"), dedupBusy: m.dedupHits.WithLabelValues(name, "busy"),
 		dead: m.dead.WithLabelValues(name),
