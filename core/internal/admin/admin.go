@@ -412,7 +412,7 @@ func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
 		err = s.deps.Cluster.Swap(ctx, name, manager.Spec{Name: name, Path: path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env, Files: req.Files})
 	case "canary", "shadow":
 		var ok bool
-		if err, ok = s.startRelease(w, r, name, op); !ok {
+		if ok, err = s.startRelease(w, r, name, op); !ok {
 			return
 		}
 	case "promote":

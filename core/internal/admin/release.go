@@ -43,35 +43,36 @@ func parsePromoteAfter(s string) (int64, string, error) {
 }
 
 // startRelease serves POST /v1/plugins/{name}/canary and /shadow. It
-// reports false when it already answered (a bad request).
-func (s *Server) startRelease(w http.ResponseWriter, r *http.Request, name, op string) (error, bool) {
+// reports false when it already answered (a bad request), else the
+// cluster's error.
+func (s *Server) startRelease(w http.ResponseWriter, r *http.Request, name, op string) (bool, error) {
 	var req releaseRequest
 	if !decode(w, r, &req) {
-		return nil, false
+		return false, nil
 	}
 	if req.Path == "" {
 		writeError(w, http.StatusBadRequest, "bad_request", "path is required")
-		return nil, false
+		return false, nil
 	}
 	if b, herr := hex.DecodeString(req.SHA256); herr != nil || len(b) != 32 {
 		writeError(w, http.StatusBadRequest, "bad_request", "sha256 must be 64 hex digits: the candidate file is pinned")
-		return nil, false
+		return false, nil
 	}
 	path, perr := s.swapPath(name, req.Path)
 	if perr != nil {
 		writeError(w, perr.status, perr.reason, perr.msg)
-		return nil, false
+		return false, nil
 	}
 	for _, f := range req.Files {
 		if _, ferr := s.swapPath(name, f.Path); ferr != nil {
 			writeError(w, ferr.status, ferr.reason, "files: "+ferr.msg)
-			return nil, false
+			return false, nil
 		}
 	}
 	n, dur, err := parsePromoteAfter(req.PromoteAfter)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-		return nil, false
+		return false, nil
 	}
 	rel := cluster.Release{Release: manager.Release{Mode: dispatch.Mode(op),
 		Spec:  manager.Spec{Name: name, Path: path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env, Files: req.Files},
@@ -79,11 +80,11 @@ func (s *Server) startRelease(w http.ResponseWriter, r *http.Request, name, op s
 		PromoteAfterDeliveries: n, PromoteAfterDuration: dur, MaxErrorRate: req.MaxErrorRate, MinDeliveries: req.MinDeliveries}
 	if rel.Mode == dispatch.ModeShadow && (n > 0 || dur != "") {
 		writeError(w, http.StatusBadRequest, "bad_request", "a shadow is never promoted: promote_after is for canaries")
-		return nil, false
+		return false, nil
 	}
 	if err := rel.Validate(); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-		return nil, false
+		return false, nil
 	}
 	p, _ := PrincipalFrom(r.Context())
 	s.logger.Info("admin release", "principal", p.Name, "plugin", name, "mode", op, "path", path, "sha256", rel.Spec.SHA256,
@@ -91,10 +92,10 @@ func (s *Server) startRelease(w http.ResponseWriter, r *http.Request, name, op s
 	if rel.Mode == dispatch.ModeShadow && s.deps.Shadows != nil {
 		// The report is about this candidate from its first event.
 		if err := s.deps.Shadows.Clear(r.Context(), name); err != nil {
-			return err, true
+			return true, err
 		}
 	}
-	return s.deps.Cluster.StartRelease(r.Context(), name, rel), true
+	return true, s.deps.Cluster.StartRelease(r.Context(), name, rel)
 }
 
 // showRelease serves GET /v1/plugins/{name}/release.

@@ -105,17 +105,16 @@ func (m *Memory) SetDesired(_ context.Context, name string, d Desired) (Desired,
 }
 
 // SetDesiredIf implements Store.
-func (m *Memory) SetDesiredIf(ctx context.Context, name string, d Desired, gen int64) (Desired, bool, error) {
+func (m *Memory) SetDesiredIf(_ context.Context, name string, d Desired, gen int64) (Desired, bool, error) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.desired[name].Generation != gen {
-		m.mu.Unlock()
 		return Desired{}, false, nil
 	}
-	m.mu.Unlock()
-	// One writer at a time is all the memory store ever has (embedded,
-	// single replica); the check above only mirrors Redis's semantics.
-	out, err := m.SetDesired(ctx, name, d)
-	return out, err == nil, err
+	m.gen++
+	d.Generation, d.UpdatedAt = m.gen, m.now()
+	m.desired[name] = d
+	return d, true, nil
 }
 
 // Heartbeat implements Store.
