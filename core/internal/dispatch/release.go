@@ -26,8 +26,12 @@ const (
 )
 
 // RoleStable labels the stable session's series in the per-version
-// metrics; a candidate's role is its Mode.
-const RoleStable = "stable"
+// metrics, RoleBaseline a replay's instance of the stable version; a
+// candidate's role is its Mode.
+const (
+	RoleStable   = "stable"
+	RoleBaseline = "baseline"
+)
 
 // Buckets is the resolution of a Split's percentage: a chat's bucket is
 // one of Buckets, and a Percent of p selects buckets below p*Buckets/100.

@@ -2,10 +2,13 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/shadow"
 	"github.com/larkway/larkway/core/internal/testenv"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -213,5 +216,65 @@ func TestDifferences(t *testing.T) {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// A replay hands stored events of the selected chats to the shadow and to
+// a baseline instance, each chat's in order; nothing is executed or
+// settled, and every pair is recorded as a replay.
+func TestReplayToShadow(t *testing.T) {
+	shadows := shadow.NewMemory(0)
+	h := startWith(t, manifest(), 5*time.Second, func(c *Config) { c.Shadows = shadows })
+	baseline := newFakePlugin(t, manifest())
+	history := func(ctx context.Context, fn func(bus.Message) error) error {
+		for i := range 50 {
+			chat := fmt.Sprintf("oc_%d", i%5)
+			ev := &pluginv1.Event{EventId: fmt.Sprintf("rev%d", i), EventType: "im.message.receive_v1", AppId: "cli_t", ChatId: chat,
+				Payload: &pluginv1.Event_Message{Message: &pluginv1.Message{MessageId: fmt.Sprintf("om_r%d", i), ChatId: chat, Text: fmt.Sprintf("%s-%02d", chat, i/5)}}}
+			msg, err := envelope.Encode(ev)
+			if err != nil {
+				return err
+			}
+			if err := fn(msg); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if _, err := h.route.ReplayToShadow(context.Background(), baseline, Split{Percent: 100}, history); !errors.Is(err, ErrNoShadow) {
+		t.Fatalf("replay without a shadow: %v", err)
+	}
+	cand, _ := h.candidate(t, ModeShadow, Split{Percent: 100})
+	st, err := h.route.ReplayToShadow(context.Background(), baseline, Split{Percent: 100}, history)
+	if err != nil || st != (ReplayStats{Events: 50, Replayed: 50}) {
+		t.Fatalf("replay: %+v %v", st, err)
+	}
+	if got := h.exec.texts(""); len(got) != 0 {
+		t.Fatalf("a replay executed %v", got)
+	}
+	if got := h.plugin.texts(); len(got) != 0 {
+		t.Fatalf("the stable instance got %v", got)
+	}
+	for name, p := range map[string]*fakePlugin{"shadow": cand, "baseline": baseline} {
+		next := map[string]int{}
+		for _, s := range p.texts() {
+			chat, n := s[:4], 0
+			_, _ = fmt.Sscanf(s[5:], "%d", &n)
+			if n != next[chat] {
+				t.Fatalf("%s: %s came when %d was due", name, s, next[chat])
+			}
+			next[chat]++
+		}
+		if len(p.texts()) != 50 {
+			t.Fatalf("%s saw %d", name, len(p.texts()))
+		}
+	}
+	recs, _ := shadows.List(context.Background(), "fake", 0)
+	if len(recs) != 50 || recs[0].Source != "replay" || recs[0].Differs {
+		t.Fatalf("records %d, first %+v", len(recs), recs[0])
+	}
+	st, err = h.route.ReplayToShadow(context.Background(), baseline, Split{Chats: []string{"oc_0"}}, history)
+	if err != nil || st.Events != 50 || st.Replayed != 10 {
+		t.Fatalf("replay of one chat: %+v %v", st, err)
 	}
 }

@@ -42,7 +42,7 @@ func (r *Route) ReplayToShadow(ctx context.Context, baseline Plugin, split Split
 	if cand == nil || mode != ModeShadow {
 		return st, ErrNoShadow
 	}
-	base, err := r.openAs(ctx, baseline, "baseline")
+	base, err := r.openAs(ctx, baseline, RoleBaseline)
 	if err != nil {
 		return st, fmt.Errorf("opening the baseline for a replay: %w", err)
 	}

@@ -42,8 +42,13 @@ func (r *Route) openAs(ctx context.Context, p Plugin, role string) (*Session, er
 	if err != nil {
 		return nil, fmt.Errorf("opening session for %s: %w", m.GetName(), err)
 	}
+	sm := r.m.stream
+	if role == string(ModeShadow) || role == RoleBaseline {
+		// Copies, not the plugin's deliveries: counted per version only.
+		sm = stream.Metrics{}
+	}
 	st, err := stream.Open(ctx, p.Service(), stream.Options{Name: m.GetName(), Deadline: r.d.cfg.Deadline,
-		MaxInFlight: maxInFlight(m, r.d.cfg.MaxInFlight), Batches: m.GetAcceptsDeliveryBatches(), Metrics: r.m.stream})
+		MaxInFlight: maxInFlight(m, r.d.cfg.MaxInFlight), Batches: m.GetAcceptsDeliveryBatches(), Metrics: sm})
 	if err != nil {
 		return nil, err
 	}
