@@ -224,7 +224,7 @@ func (f *fakePlugins) StartRelease(_ context.Context, name string, rel manager.R
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.status[name]
-	if s.Release != nil && manager.SameRelease(s.Release.Release, rel) {
+	if s.Release != nil && manager.SameRelease(s.Release.Release, rel) && s.Release.ID == rel.ID {
 		s.Release.Split = rel.Split
 	} else {
 		s.Release = &manager.ReleaseStatus{Release: rel, State: manager.ReleaseRunning, Version: "2.0.0"}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/larkway/larkway/core/internal/dispatch"
@@ -155,7 +156,9 @@ func View(name string, d Desired, reps []ReplicaStatus, now time.Time) ReleaseVi
 	}
 	for _, rep := range reps {
 		for _, p := range rep.Plugins {
-			if p.Name != name || p.Release == nil || !manager.SameRelease(p.Release.Release, d.Release.Release) {
+			// Only this run's reports: a replica still reporting an earlier
+			// run of the same candidate must not count toward this one.
+			if p.Name != name || p.Release == nil || p.Release.ID != d.Release.ID {
 				continue
 			}
 			v.Replicas[rep.ID] = p.Release
@@ -184,9 +187,9 @@ func (r *Reconciler) applyRelease(ctx context.Context, name string, cur manager.
 			return false, err
 		}
 		return promote, nil
-	case local != nil && manager.SameRelease(local.Release, d.Release.Release) && local.State == manager.ReleaseFailed:
+	case local != nil && local.ID == d.Release.ID && local.State == manager.ReleaseFailed:
 		return false, nil // failed here; evaluate rolls it back everywhere
-	case local != nil && manager.SameRelease(local.Release, d.Release.Release) && sameSplit(local.Split, d.Release.Split):
+	case local != nil && local.ID == d.Release.ID && manager.SameRelease(local.Release, d.Release.Release) && sameSplit(local.Split, d.Release.Split):
 		return false, nil
 	default:
 		return false, r.plugins.StartRelease(ctx, name, d.Release.Release)
@@ -206,14 +209,19 @@ func (r *Reconciler) StartRelease(ctx context.Context, name string, rel Release)
 	}
 	rel.Spec.Name = name
 	return r.change(ctx, name, false, func() (Desired, error) {
-		if err := r.plugins.StartRelease(ctx, name, rel.Release); err != nil {
+		prev, err := r.store.Desired(ctx)
+		if err != nil {
 			return Desired{}, err
 		}
-		prev, _ := r.store.Desired(ctx)
 		if p, ok := prev[name]; ok && p.Release != nil && manager.SameRelease(p.Release.Release, rel.Release) {
-			rel.Started = p.Release.Started // growing the split does not restart the clock
+			// Growing the split is the same run: same stats, same clock.
+			rel.ID, rel.Started = p.Release.ID, p.Release.Started
 		} else {
 			rel.Started = time.Now()
+			rel.ID = strconv.FormatInt(rel.Started.UnixNano(), 36)
+		}
+		if err := r.plugins.StartRelease(ctx, name, rel.Release); err != nil {
+			return Desired{}, err
 		}
 		return Desired{Spec: r.localSpec(name), Enabled: true, Release: &rel}, nil
 	})

@@ -140,3 +140,39 @@ func TestCanaryDecidedAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// The same candidate started again after an abort is a new run: a replica
+// still reporting the earlier run's failures does not roll the new one
+// back, and restarts its candidate when it reconciles.
+func TestReleaseRunsAreJudgedApart(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemory()
+	a, b := newFake("v1"), newFake("v1")
+	ra, _ := NewReconciler(Config{ReplicaID: "a"}, store, a, slog.New(slog.DiscardHandler))
+	rb, _ := NewReconciler(Config{ReplicaID: "b"}, store, b, slog.New(slog.DiscardHandler))
+	if err := ra.StartRelease(ctx, "echo", canary(10)); err != nil {
+		t.Fatal(err)
+	}
+	rb.Reconcile(ctx)
+	first := b.release("echo").ID
+	b.setReleaseStats("echo", dispatch.VersionStats{Deliveries: 100, Errors: 90}, false)
+	rb.heartbeat(ctx)
+	if err := ra.EndRelease(ctx, "echo", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := ra.StartRelease(ctx, "echo", canary(10)); err != nil { // b has not reconciled meanwhile
+		t.Fatal(err)
+	}
+	d, _ := store.Desired(ctx)
+	if d["echo"].Release.ID == first || d["echo"].LastRelease.Result != ResultAborted {
+		t.Fatalf("desired %+v", d["echo"])
+	}
+	ra.evaluate(ctx)
+	if d2, _ := store.Desired(ctx); d2["echo"].Generation != d["echo"].Generation {
+		t.Fatalf("the earlier run's failures decided the new one: %+v", d2["echo"].LastRelease)
+	}
+	rb.Reconcile(ctx)
+	if r := b.release("echo"); r == nil || r.ID != d["echo"].Release.ID || r.Stats.Deliveries != 0 {
+		t.Fatalf("replica b's release %+v", r)
+	}
+}

@@ -19,6 +19,9 @@ var ErrNoRelease = errors.New("no canary or shadow release")
 // serves the chats its split selects, or a shadow that gets a copy of
 // their deliveries.
 type Release struct {
+	// ID names one run of a release: the same candidate started again
+	// (after an abort, say) is a new run, with its stats from zero.
+	ID   string        `json:"id,omitempty"`
 	Mode dispatch.Mode `json:"mode"`
 	Spec Spec          `json:"spec"`
 	dispatch.Split
@@ -80,7 +83,7 @@ func (s *supervisor) startRelease(ctx context.Context, rel Release) error {
 	cur := s.rel
 	candRunning := s.candSess != nil
 	s.mu.Unlock()
-	if cur != nil && candRunning && SameRelease(cur.Release, rel) {
+	if cur != nil && candRunning && SameRelease(cur.Release, rel) && cur.ID == rel.ID {
 		s.route.SetSplit(rel.Split)
 		s.mu.Lock()
 		s.rel.Split = rel.Split
