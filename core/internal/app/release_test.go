@@ -327,23 +327,41 @@ func TestShadowRecordsNeverExecutes(t *testing.T) {
 	}
 }
 
-// 10 000 events stored by the embedded bus (and answered by echo when they
-// came) are replayed into a shadow of a modified echo: the replay
-// completes, every event is recorded with its difference, and neither the
-// shadow nor the stable version's baseline sends anything to Lark.
+// 10 000 events stored by the bus (and answered by echo when they came)
+// are replayed into a shadow of a modified echo: the replay completes,
+// every event is recorded with its difference, and neither the shadow nor
+// the stable version's baseline sends anything to Lark. On the embedded
+// bus (its log; records in memory) and on Pulsar (a reader; records in
+// Redis). The Pulsar topic has no retention policy here: the test reads
+// back within minutes of publishing, long before the broker trims a
+// consumed ledger (it rolls ledgers over after 10 minutes at the
+// earliest).
 func TestReplayHistoryIntoShadow(t *testing.T) {
 	t.Parallel()
+	for _, kind := range []string{"embedded", "pulsar"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			replayHistoryIntoShadow(t, kind)
+		})
+	}
+}
+
+func replayHistoryIntoShadow(t *testing.T, kind string) {
 	const events = 10000
-	appID := uniqueApp(t, "replay")
+	appID := uniqueApp(t, "replay"+kind)
 	emu, emuAddr := emulator(t, appID)
 	dir := t.TempDir()
 	echo := testenv.BuildPlugin(t, "./plugins/echo", dir)
 	variant := testenv.BuildPlugin(t, "./core/internal/app/testdata/echovariant", dir)
 	sum, _ := pluginhost.FileSHA256(variant)
+	stores := fmt.Sprintf("bus: {kind: embedded, embedded: {dir: %q}}", filepath.Join(t.TempDir(), "bus"))
+	if kind == "pulsar" {
+		stores = fmt.Sprintf("bus: {kind: pulsar, pulsar: {url: %q}}\nredis: {addr: %q, key_prefix: %q}", testenv.PulsarURL(t), testenv.RedisAddr(t), appID+":")
+	}
 	c := runCore(t, fmt.Sprintf(`
 listen: 127.0.0.1:0
 metrics: {listen: 127.0.0.1:0}
-bus: {kind: embedded, embedded: {dir: %q}}
+%s
 apps:
   - {id: %s, secret: secret, verification_token: vt, base_url: "http://%s"}
 plugins:
@@ -351,7 +369,7 @@ plugins:
 admin: {listen: 127.0.0.1:0, token: %s}
 dispatch: {retry_backoff: 100ms}
 actions: {rate_limits: {disabled: true}}
-`, filepath.Join(t.TempDir(), "bus"), appID, emuAddr, echo, testAdminToken))
+`, stores, appID, emuAddr, echo, testAdminToken))
 	from := time.Now().Add(-time.Second)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)

@@ -3,6 +3,7 @@ package pulsar
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,9 +63,33 @@ func TestHistory(t *testing.T) {
 			t.Fatalf("out of order: %v", got)
 		}
 	}
-	// An empty range reads nothing.
+	// An empty range reads nothing, and returns: the end is the last
+	// message stored, not a time.
 	n := 0
 	if err := b.History(ctx, topic, end, end.Add(time.Hour), func(bus.Message, time.Time) error { n++; return nil }); err != nil || n != 0 {
 		t.Fatalf("future range: %d %v", n, err)
+	}
+	// So does a topic with nothing stored.
+	if err := b.History(ctx, testenv.Name(t, "empty"), mid, end, func(bus.Message, time.Time) error { n++; return nil }); err != nil || n != 0 {
+		t.Fatalf("empty topic: %d %v", n, err)
+	}
+	// Batched entries (several messages in one entry) end where they should.
+	bb := newTestBus(t, Config{URL: testenv.PulsarURL(t), Batching: true, BatchingMaxPublishDelay: 50 * time.Millisecond})
+	t.Cleanup(func() { _ = bb.Close(context.Background()) })
+	btopic := testenv.Name(t, "batched")
+	var wg sync.WaitGroup
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := bb.Publish(ctx, btopic, bus.Message{Key: "k", Payload: []byte(fmt.Sprint(i))}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	n = 0
+	if err := bb.History(ctx, btopic, mid, time.Now().Add(time.Second), func(bus.Message, time.Time) error { n++; return nil }); err != nil || n != 10 {
+		t.Fatalf("batched: %d %v", n, err)
 	}
 }
