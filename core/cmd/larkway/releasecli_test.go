@@ -59,7 +59,7 @@ func TestReleaseCommands(t *testing.T) {
 		t.Fatalf("report: %d %s", code, out)
 	}
 	// The memory bus keeps no history to replay.
-	if code, _, errOut = runCLI(t, with("replay", "--plugin", "echo", "--to-shadow", "--from", "1h")...); code == 0 || !strings.Contains(errOut, "keeps no history") {
+	if code, _, errOut = runCLI(t, with("replay", "--plugin", "echo", "--to-shadow", "--from", "1h")...); code == 0 || !strings.Contains(errOut, "keeps no history (no_history, HTTP 501)") {
 		t.Fatalf("replay on the memory bus: %d %s", code, errOut)
 	}
 	if code, _, errOut = runCLI(t, with("replay", "--plugin", "echo", "--from", "1h")...); code != 2 || !strings.Contains(errOut, "to-shadow") {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/dispatch"
 	"github.com/larkway/larkway/core/internal/manager"
@@ -196,6 +197,8 @@ func (s *Server) replayToShadow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "unknown_plugin", err.Error())
 	case errors.Is(err, dispatch.ErrNoShadow):
 		writeError(w, http.StatusConflict, "no_shadow", err.Error())
+	case errors.Is(err, bus.ErrNoHistory):
+		writeError(w, http.StatusNotImplemented, "no_history", err.Error())
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error(), "reason": "replay_failed",
 			"events": st.Events, "replayed": st.Replayed, "differ": st.Differ})

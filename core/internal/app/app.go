@@ -434,7 +434,7 @@ func pluginNames(ps []config.Plugin) []string {
 func (c *Core) ReplayToShadow(ctx context.Context, name string, from, to time.Time, split dispatch.Split) (dispatch.ReplayStats, error) {
 	h, ok := c.bus.(bus.Historian)
 	if !ok {
-		return dispatch.ReplayStats{}, fmt.Errorf("the %s bus keeps no history to replay", c.cfg.Bus.Kind)
+		return dispatch.ReplayStats{}, fmt.Errorf("replaying into %s's shadow on the %s bus: %w", name, c.cfg.Bus.Kind, bus.ErrNoHistory)
 	}
 	return c.mgr.ReplayToShadow(ctx, name, split, func(ctx context.Context, fn func(bus.Message) error) error {
 		for _, ac := range c.cfg.Apps {

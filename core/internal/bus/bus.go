@@ -153,6 +153,10 @@ type Bus interface {
 	Close(ctx context.Context) error
 }
 
+// ErrNoHistory is returned by a bus that keeps no history to read back
+// (the memory bus).
+var ErrNoHistory = errors.New("the bus keeps no history")
+
 // Historian reads a topic's stored messages back, whether or not any
 // subscription still needs them: what the bus's retention keeps (the
 // embedded bus's log; Pulsar's retention, through a reader).
