@@ -119,6 +119,9 @@ state in a namespace of its own. 'plugin shadow report NAME' pairs each
 event's stable and shadow actions and marks the differences.`
 	}
 	f.register(cmd, mode == "canary")
+	// It runs and holds commands: the usage shows both.
+	cmd.SetUsageTemplate(strings.Replace(usageTemplate(true), "{{.CommandPath}} COMMAND{{else}}",
+		"{{.UseLine}}\n  {{.CommandPath}} COMMAND NAME{{else}}", 1))
 	end := func(sub, done string) func(context.Context, *adminClient, []string) error {
 		return func(ctx context.Context, c *adminClient, args []string) error {
 			var out map[string]any
