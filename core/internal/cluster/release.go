@@ -213,8 +213,11 @@ func (r *Reconciler) StartRelease(ctx context.Context, name string, rel Release)
 		if err != nil {
 			return Desired{}, err
 		}
-		if p, ok := prev[name]; ok && p.Release != nil && manager.SameRelease(p.Release.Release, rel.Release) {
+		if p, ok := prev[name]; ok && p.Release != nil && manager.SameRelease(p.Release.Release, rel.Release) &&
+			!sameSplit(p.Release.Split, rel.Split) {
 			// Growing the split is the same run: same stats, same clock.
+			// The very same request again starts a new run (after the
+			// candidate failed, say).
 			rel.ID, rel.Started = p.Release.ID, p.Release.Started
 		} else {
 			rel.Started = time.Now()

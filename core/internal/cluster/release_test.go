@@ -176,3 +176,32 @@ func TestReleaseRunsAreJudgedApart(t *testing.T) {
 		t.Fatalf("replica b's release %+v", r)
 	}
 }
+
+// Growing the split keeps the run (its id, clock and stats); the very same
+// request again starts a new one.
+func TestReleaseRunIdentity(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemory()
+	a := newFake("v1")
+	ra, _ := NewReconciler(Config{ReplicaID: "a"}, store, a, slog.New(slog.DiscardHandler))
+	id := func() string {
+		d, _ := store.Desired(ctx)
+		return d["echo"].Release.ID
+	}
+	if err := ra.StartRelease(ctx, "echo", canary(5)); err != nil {
+		t.Fatal(err)
+	}
+	first := id()
+	if err := ra.StartRelease(ctx, "echo", canary(10)); err != nil {
+		t.Fatal(err)
+	}
+	if id() != first {
+		t.Fatal("growing the split started a new run")
+	}
+	if err := ra.StartRelease(ctx, "echo", canary(10)); err != nil {
+		t.Fatal(err)
+	}
+	if id() == first || a.release("echo").ID != id() {
+		t.Fatalf("the same request again kept run %s (local %s)", first, a.release("echo").ID)
+	}
+}
