@@ -274,6 +274,8 @@ a failing version is rolled back. PATH must lie in the plugin's directory
 		adminCmd(o, "enable NAME", "Start it cluster-wide", name, run("enable", nil)),
 		adminCmd(o, "drain NAME", "Stop it on the replica behind --admin only", name, run("drain", nil)),
 		newPinCmd(stdout),
+		newReleaseCmd(o, stdout, "canary"),
+		newReleaseCmd(o, stdout, "shadow"),
 	)
 	return c
 }
@@ -304,6 +306,14 @@ type listAnswer struct {
 			Spec      struct {
 				Path string `json:"path"`
 			} `json:"spec"`
+			Release *struct {
+				Mode    string       `json:"mode"`
+				Version string       `json:"version"`
+				State   string       `json:"state"`
+				Percent float64      `json:"percent"`
+				Chats   []string     `json:"chats"`
+				Stats   versionStats `json:"stats"`
+			} `json:"release"`
 		} `json:"replicas"`
 		DeadLetters int `json:"dead_letters"`
 	} `json:"plugins"`
@@ -329,6 +339,22 @@ func printPluginTable(w io.Writer, l listAnswer) {
 		}
 	}
 	_ = tw.Flush()
+	for _, p := range l.Plugins {
+		ids := make([]string, 0, len(p.Replicas))
+		for id := range p.Replicas {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			if r := p.Replicas[id].Release; r != nil {
+				fmt.Fprintf(w, "%s on %s: %s %s (%s) on %g%% of chats", p.Name, id, r.Mode, r.Version, r.State, r.Percent)
+				if len(r.Chats) > 0 {
+					fmt.Fprintf(w, " and %d named chat(s)", len(r.Chats))
+				}
+				fmt.Fprintf(w, ", %d deliveries, %d errors\n", r.Stats.Deliveries, r.Stats.Errors)
+			}
+		}
+	}
 	for _, r := range l.Replicas {
 		for name, e := range r.ApplyErrors {
 			fmt.Fprintf(w, "replica %s could not apply %s: %s\n", r.ID, name, oneLine(e))

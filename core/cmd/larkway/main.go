@@ -101,6 +101,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newSendCmd(stdout),
 		newPluginCmd(stdout, stderr),
 		newDLQCmd(stdout, stderr),
+		newReplayCmd(stdout),
 		newActionsCmd(stdout, stderr),
 		newBenchCmd(stdout, stderr),
 		&cobra.Command{

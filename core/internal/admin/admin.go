@@ -10,6 +10,13 @@
 //	POST   /v1/plugins/{name}/disable
 //	POST   /v1/plugins/{name}/enable
 //	POST   /v1/plugins/{name}/drain
+//	POST   /v1/plugins/{name}/canary       {"path", "sha256", "percent" | "chats", "promote_after", "max_error_rate"}
+//	POST   /v1/plugins/{name}/shadow       {"path", "sha256"[, "percent" | "chats"]}
+//	POST   /v1/plugins/{name}/promote      the canary becomes stable
+//	POST   /v1/plugins/{name}/abort        the canary or shadow stops
+//	GET    /v1/plugins/{name}/release      the release across replicas, its totals and verdict
+//	GET    /v1/plugins/{name}/shadow/report?limit=N  stable vs candidate, per event, newest first
+//	POST   /v1/plugins/{name}/replay       {"to_shadow": true, "from", "to"[, "percent" | "chats"]}: history into the shadow
 //	GET    /v1/dlq/{plugin}?limit=N        dead letters, oldest first
 //	GET    /v1/dlq/{plugin}/{id}           one dead letter, with its event
 //	POST   /v1/dlq/{plugin}/replay         {"ids": [...]} or {"all": true}
@@ -47,6 +54,7 @@ import (
 	"github.com/larkway/larkway/core/internal/dlq"
 	"github.com/larkway/larkway/core/internal/envelope"
 	"github.com/larkway/larkway/core/internal/manager"
+	"github.com/larkway/larkway/core/internal/shadow"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
@@ -57,6 +65,9 @@ type Cluster interface {
 	Disable(ctx context.Context, name string) error
 	Enable(ctx context.Context, name string) error
 	Status() cluster.ReplicaStatus
+	StartRelease(ctx context.Context, name string, rel cluster.Release) error
+	EndRelease(ctx context.Context, name string, promote bool) error
+	ReleaseView(ctx context.Context, name string) (cluster.ReleaseView, error)
 }
 
 // Local is this replica's plugin manager (manifests, drain).
@@ -86,6 +97,10 @@ type Deps struct {
 	// without them).
 	FailedActions  action.FailedStore
 	ActionReplayer ActionReplayer
+	// Shadows are shadow releases' records (report 501 without them).
+	Shadows shadow.Store
+	// ShadowReplayer feeds stored history into a shadow (501 without it).
+	ShadowReplayer ShadowReplayer
 }
 
 // Config is who may call the API and what swaps may run.
@@ -129,6 +144,9 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/plugins", s.listPlugins)
 	s.mux.HandleFunc("GET /v1/plugins/{name}", s.describePlugin)
 	s.mux.HandleFunc("POST /v1/plugins/{name}/{op}", s.pluginOp)
+	s.mux.HandleFunc("GET /v1/plugins/{name}/release", s.showRelease)
+	s.mux.HandleFunc("POST /v1/plugins/{name}/replay", s.replayToShadow)
+	s.mux.HandleFunc("GET /v1/plugins/{name}/shadow/report", s.shadowReport)
 	s.mux.HandleFunc("GET /v1/dlq/{plugin}", s.listDLQ)
 	s.mux.HandleFunc("GET /v1/dlq/{plugin}/{id}", s.showDLQ)
 	s.mux.HandleFunc("POST /v1/dlq/{plugin}/replay", s.replayDLQ)
@@ -392,6 +410,15 @@ func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
 		p, _ := PrincipalFrom(ctx)
 		s.logger.Info("admin swap", "principal", p.Name, "plugin", name, "path", path, "sha256", strings.ToLower(req.SHA256))
 		err = s.deps.Cluster.Swap(ctx, name, manager.Spec{Name: name, Path: path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env, Files: req.Files})
+	case "canary", "shadow":
+		var ok bool
+		if ok, err = s.startRelease(w, r, name, op); !ok {
+			return
+		}
+	case "promote":
+		err = s.deps.Cluster.EndRelease(ctx, name, true)
+	case "abort":
+		err = s.deps.Cluster.EndRelease(ctx, name, false)
 	case "rollback":
 		err = s.deps.Cluster.Rollback(ctx, name)
 	case "disable":
@@ -409,6 +436,8 @@ func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, manager.ErrUnknownPlugin):
 		writeError(w, http.StatusNotFound, "unknown_plugin", err.Error())
+	case errors.Is(err, manager.ErrNoRelease):
+		writeError(w, http.StatusConflict, "no_release", err.Error())
 	case errors.Is(err, manager.ErrRolledBack):
 		writeError(w, http.StatusConflict, "rolled_back", err.Error())
 	case err != nil:

@@ -222,3 +222,18 @@ func TestNewRefusesBadCredentials(t *testing.T) {
 		})
 	}
 }
+
+func (f *fakeCluster) StartRelease(_ context.Context, n string, rel cluster.Release) error {
+	return f.op(fmt.Sprintf("%s %s %s %v %v", rel.Mode, n, rel.Spec.Path, rel.Percent, rel.Chats))
+}
+
+func (f *fakeCluster) EndRelease(_ context.Context, n string, promote bool) error {
+	if promote {
+		return f.op("promote " + n)
+	}
+	return f.op("abort " + n)
+}
+
+func (f *fakeCluster) ReleaseView(_ context.Context, n string) (cluster.ReleaseView, error) {
+	return cluster.ReleaseView{Plugin: n, Replicas: map[string]*manager.ReleaseStatus{}}, nil
+}

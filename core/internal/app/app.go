@@ -185,7 +185,7 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	c.disp = dispatch.New(dispatch.Config{
 		Topics: topics, Deadline: dc.Deadline.D(), ActionTimeout: dc.ActionTimeout.D(), MaxAttempts: dc.MaxAttempts,
 		MaxInFlight: dc.MaxInFlight, Dedup: c.st.dedup, DoneTTL: dc.DoneTTL.D(), DeadLetters: c.st.dlq,
-		Callbacks: c.st.cards, Tracer: tracer, MaxRetryAfter: dc.MaxRetryAfter.D(), Backoff: backoff.Policy{First: dc.RetryBackoff.D(), Max: time.Minute}.Func(),
+		Callbacks: c.st.cards, Shadows: c.st.shadows, Tracer: tracer, MaxRetryAfter: dc.MaxRetryAfter.D(), Backoff: backoff.Policy{First: dc.RetryBackoff.D(), Max: time.Minute}.Func(),
 	}, c.bus, exec, logger, reg)
 	if bl, ok := c.bus.(bus.Backlogger); ok {
 		names := make([]string, 0, len(cfg.Plugins))
@@ -272,7 +272,7 @@ func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger, reg prometheu
 		acfg.JWT = v
 	}
 	h, err := admin.New(acfg, admin.Deps{Cluster: c.rec, Store: c.st.cluster, Local: c.mgr, DeadLetters: c.st.dlq, Replayer: c.disp,
-		FailedActions: c.exec.FailedActions(), ActionReplayer: c.exec}, logger)
+		FailedActions: c.exec.FailedActions(), ActionReplayer: c.exec, Shadows: c.st.shadows, ShadowReplayer: c}, logger)
 	if err != nil {
 		return err
 	}
@@ -438,8 +438,12 @@ func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, er
 	for i, f := range s.Files {
 		files[i] = pluginhost.File{Path: f.Path, SHA256: f.SHA256}
 	}
+	ns := s.Name
+	if s.StateNamespace != "" {
+		ns = s.StateNamespace
+	}
 	inst, err := pluginhost.Launch(ctx, pluginhost.Config{Path: s.Path, Args: s.Args, SHA256: s.SHA256, Files: files, Env: s.Env,
-		State: state.NewService(c.st.state, func() string { return s.Name }), CoreVersion: c.version}, c.logger.With("plugin", s.Name))
+		State: state.NewService(c.st.state, func() string { return ns }), CoreVersion: c.version}, c.logger.With("plugin", s.Name))
 	if errors.Is(err, pluginhost.ErrChecksum) {
 		return nil, fmt.Errorf("%w: %w", manager.ErrUnverified, err) // the supervisor quarantines
 	}
@@ -456,4 +460,22 @@ func pluginNames(ps []config.Plugin) []string {
 		names[i] = p.Name
 	}
 	return names
+}
+
+// ReplayToShadow feeds the events stored on every app's topic in [from,
+// to) into plugin name's shadow, beside a baseline of its stable version
+// (admin.ShadowReplayer).
+func (c *Core) ReplayToShadow(ctx context.Context, name string, from, to time.Time, split dispatch.Split) (dispatch.ReplayStats, error) {
+	h, ok := c.bus.(bus.Historian)
+	if !ok {
+		return dispatch.ReplayStats{}, fmt.Errorf("replaying into %s's shadow on the %s bus: %w", name, c.cfg.Bus.Kind, bus.ErrNoHistory)
+	}
+	return c.mgr.ReplayToShadow(ctx, name, split, func(ctx context.Context, fn func(bus.Message) error) error {
+		for _, ac := range c.cfg.Apps {
+			if err := h.History(ctx, envelope.Topic(ac.ID), from, to, func(m bus.Message, _ time.Time) error { return fn(m) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/dlq"
 	"github.com/larkway/larkway/core/internal/ingest"
+	"github.com/larkway/larkway/core/internal/shadow"
 	"github.com/larkway/larkway/core/internal/state"
 )
 
@@ -26,12 +27,14 @@ type stores struct {
 	replay  ingest.ReplayCache
 	state   state.Store
 	cards   callback.Hub
+	shadows shadow.Store
 }
 
 func openStores(ctx context.Context, rc config.Redis) (*stores, error) {
 	if rc.Addr == "" {
 		return &stores{dedup: dedup.NewMemory(), dlq: dlq.NewMemory(), cluster: cluster.NewMemory(),
-			replay: ingest.NewMemoryReplayCache(), state: state.NewMemory(), cards: callback.NewMemory()}, nil
+			replay: ingest.NewMemoryReplayCache(), state: state.NewMemory(), cards: callback.NewMemory(),
+			shadows: shadow.NewMemory(0)}, nil
 	}
 	client := redis.NewClient(&redis.Options{Addr: rc.Addr, Password: rc.Password, DB: rc.DB,
 		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
@@ -44,7 +47,8 @@ func openStores(ctx context.Context, rc config.Redis) (*stores, error) {
 	p := rc.KeyPrefix
 	return &stores{redis: client, dedup: dedup.NewRedis(client, p+"dedup:"), dlq: dlq.NewRedis(client, p+"dlq:"),
 		cluster: cluster.NewRedis(client, p+"cluster:"), replay: ingest.NewRedisReplayCache(client, p+"nonce:"),
-		state: state.NewRedis(client, p+"state:"), cards: callback.NewRedis(client, p+"callback:")}, nil
+		state: state.NewRedis(client, p+"state:"), cards: callback.NewRedis(client, p+"callback:"),
+		shadows: shadow.NewRedis(client, p+"shadow:", 0)}, nil
 }
 
 func (s *stores) close() {

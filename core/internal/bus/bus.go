@@ -152,3 +152,17 @@ type Bus interface {
 	Ping(ctx context.Context) error
 	Close(ctx context.Context) error
 }
+
+// ErrNoHistory is returned by a bus that keeps no history to read back
+// (the memory bus).
+var ErrNoHistory = errors.New("the bus keeps no history")
+
+// Historian reads a topic's stored messages back, whether or not any
+// subscription still needs them: what the bus's retention keeps (the
+// embedded bus's log; Pulsar's retention, through a reader).
+type Historian interface {
+	// History calls fn, in publish order, for each stored message of topic
+	// published in [from, to), until fn returns an error (which History
+	// returns).
+	History(ctx context.Context, topic string, from, to time.Time, fn func(m Message, published time.Time) error) error
+}

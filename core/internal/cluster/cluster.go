@@ -26,6 +26,10 @@ type Desired struct {
 	Enabled    bool         `json:"enabled"`
 	Generation int64        `json:"generation"`
 	UpdatedAt  time.Time    `json:"updated_at"`
+	// Release is the canary or shadow beside Spec (release.go), and
+	// LastRelease how the one before ended.
+	Release     *Release    `json:"release,omitempty"`
+	LastRelease *ReleaseEnd `json:"last_release,omitempty"`
 }
 
 // ReplicaStatus is one core replica's report.
@@ -48,6 +52,10 @@ type Store interface {
 	// SetDesired stores d for name under a new, larger generation and
 	// returns it.
 	SetDesired(ctx context.Context, name string, d Desired) (Desired, error)
+	// SetDesiredIf is SetDesired if name's stored generation is still gen
+	// (0: none stored); false if it is not. Replicas deciding a canary's
+	// fate at once must not undo each other's decision.
+	SetDesiredIf(ctx context.Context, name string, d Desired, gen int64) (Desired, bool, error)
 	// Heartbeat records a replica's status for ttl.
 	Heartbeat(ctx context.Context, s ReplicaStatus, ttl time.Duration) error
 	// Replicas lists live replicas, sorted by id.
@@ -94,6 +102,19 @@ func (m *Memory) SetDesired(_ context.Context, name string, d Desired) (Desired,
 	d.Generation, d.UpdatedAt = m.gen, m.now()
 	m.desired[name] = d
 	return d, nil
+}
+
+// SetDesiredIf implements Store.
+func (m *Memory) SetDesiredIf(_ context.Context, name string, d Desired, gen int64) (Desired, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.desired[name].Generation != gen {
+		return Desired{}, false, nil
+	}
+	m.gen++
+	d.Generation, d.UpdatedAt = m.gen, m.now()
+	m.desired[name] = d
+	return d, true, nil
 }
 
 // Heartbeat implements Store.
@@ -172,6 +193,54 @@ func (r *Redis) SetDesired(ctx context.Context, name string, d Desired) (Desired
 		return Desired{}, fmt.Errorf("setting desired state of %s: %w", name, err)
 	}
 	return d, nil
+}
+
+// SetDesiredIf implements Store: an optimistic transaction on the desired
+// hash (WATCH), retried by the caller's next pass if another write wins.
+func (r *Redis) SetDesiredIf(ctx context.Context, name string, d Desired, gen int64) (Desired, bool, error) {
+	key := r.prefix + "desired"
+	var out Desired
+	ok := false
+	err := r.client.Watch(ctx, func(tx *redis.Tx) error {
+		cur, err := tx.HGet(ctx, key, name).Result()
+		var stored Desired
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return err
+		default:
+			if err := json.Unmarshal([]byte(cur), &stored); err != nil {
+				return fmt.Errorf("decoding desired state of %s: %w", name, err)
+			}
+		}
+		if stored.Generation != gen {
+			return nil
+		}
+		next, err := tx.Incr(ctx, r.prefix+"generation").Result()
+		if err != nil {
+			return err
+		}
+		d.Generation, d.UpdatedAt = next, time.Now()
+		b, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, key, name, b)
+			return nil
+		})
+		if err == nil {
+			out, ok = d, true
+		}
+		return err
+	}, key)
+	if errors.Is(err, redis.TxFailedErr) {
+		return Desired{}, false, nil
+	}
+	if err != nil {
+		return Desired{}, false, fmt.Errorf("setting desired state of %s: %w", name, err)
+	}
+	return out, ok, nil
 }
 
 // Heartbeat implements Store. Each replica's status is a key with the

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/larkway/larkway/core/internal/dispatch"
 	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/testenv"
 )
@@ -217,4 +218,59 @@ func TestSameSpec(t *testing.T) {
 			t.Errorf("%s: sameSpec = %v, want %v", tt.name, got, tt.same)
 		}
 	}
+}
+
+func (f *fakePlugins) StartRelease(_ context.Context, name string, rel manager.Release) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.status[name]
+	if s.Release != nil && manager.SameRelease(s.Release.Release, rel) && s.Release.ID == rel.ID {
+		s.Release.Split = rel.Split
+	} else {
+		s.Release = &manager.ReleaseStatus{Release: rel, State: manager.ReleaseRunning, Version: "2.0.0"}
+	}
+	f.status[name] = s
+	return nil
+}
+
+func (f *fakePlugins) EndRelease(_ context.Context, name string, promote bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.status[name]
+	if s.Release == nil {
+		if promote {
+			return manager.ErrNoRelease
+		}
+		return nil
+	}
+	if promote {
+		prev := s.Spec
+		s.Previous, s.Spec = &prev, s.Release.Spec
+	}
+	s.Release = nil
+	f.status[name] = s
+	return nil
+}
+
+// setReleaseStats sets the candidate's deliveries as if it had served them.
+func (f *fakePlugins) setReleaseStats(name string, st dispatch.VersionStats, failed bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.status[name]
+	if s.Release == nil {
+		return
+	}
+	r := *s.Release
+	r.Stats = st
+	if failed {
+		r.State = manager.ReleaseFailed
+	}
+	s.Release = &r
+	f.status[name] = s
+}
+
+func (f *fakePlugins) release(name string) *manager.ReleaseStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status[name].Release
 }

@@ -20,6 +20,8 @@ type Plugins interface {
 	Rollback(ctx context.Context, name string) error
 	Disable(ctx context.Context, name string) error
 	Enable(ctx context.Context, name string) error
+	StartRelease(ctx context.Context, name string, rel manager.Release) error
+	EndRelease(ctx context.Context, name string, promote bool) error
 }
 
 // Config tunes a replica's reconciler.
@@ -75,6 +77,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	for {
 		r.Reconcile(ctx)
 		r.heartbeat(ctx)
+		r.evaluate(ctx)
 		select {
 		case <-ctx.Done():
 			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -148,7 +151,13 @@ func (r *Reconciler) apply(ctx context.Context, name string, cur manager.Status,
 			return err
 		}
 	}
-	if sameSpec(cur.Spec, d.Spec) {
+	// The release first: a promotion makes the candidate's spec the
+	// stable one, which then needs no swap.
+	promoted, err := r.applyRelease(ctx, name, cur, d)
+	if err != nil {
+		return err
+	}
+	if promoted || sameSpec(cur.Spec, d.Spec) {
 		return nil
 	}
 	return r.plugins.Swap(ctx, name, d.Spec)
@@ -166,7 +175,7 @@ var ErrNotApplied = errors.New("not applied")
 // new spec made the desired state for every replica.
 func (r *Reconciler) Swap(ctx context.Context, name string, spec manager.Spec) error {
 	spec.Name = name
-	return r.change(ctx, name, func() (Desired, error) {
+	return r.change(ctx, name, true, func() (Desired, error) {
 		if err := r.plugins.Swap(ctx, name, spec); err != nil {
 			return Desired{}, err
 		}
@@ -176,7 +185,7 @@ func (r *Reconciler) Swap(ctx context.Context, name string, spec manager.Spec) e
 
 // Rollback rolls the plugin back on this replica, then everywhere.
 func (r *Reconciler) Rollback(ctx context.Context, name string) error {
-	return r.change(ctx, name, func() (Desired, error) {
+	return r.change(ctx, name, true, func() (Desired, error) {
 		if err := r.plugins.Rollback(ctx, name); err != nil {
 			return Desired{}, err
 		}
@@ -186,7 +195,7 @@ func (r *Reconciler) Rollback(ctx context.Context, name string) error {
 
 // Disable drains and disables the plugin on every replica.
 func (r *Reconciler) Disable(ctx context.Context, name string) error {
-	return r.change(ctx, name, func() (Desired, error) {
+	return r.change(ctx, name, false, func() (Desired, error) {
 		if err := r.plugins.Disable(ctx, name); err != nil {
 			return Desired{}, err
 		}
@@ -196,7 +205,7 @@ func (r *Reconciler) Disable(ctx context.Context, name string) error {
 
 // Enable enables the plugin on every replica.
 func (r *Reconciler) Enable(ctx context.Context, name string) error {
-	return r.change(ctx, name, func() (Desired, error) {
+	return r.change(ctx, name, true, func() (Desired, error) {
 		if err := r.plugins.Enable(ctx, name); err != nil {
 			return Desired{}, err
 		}
@@ -224,12 +233,27 @@ func (r *Reconciler) record(name string, gen int64, err error) {
 	}
 }
 
-func (r *Reconciler) change(ctx context.Context, name string, local func() (Desired, error)) error {
+// change applies a change on this replica (local), then records the
+// desired state it returns for the cluster, keeping the plugin's running
+// release if keepRelease (disabling ends it) and its last release's end.
+func (r *Reconciler) change(ctx context.Context, name string, keepRelease bool, local func() (Desired, error)) error {
 	r.opMu.Lock()
 	defer r.opMu.Unlock()
+	prev, err := r.store.Desired(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotApplied, err)
+	}
 	d, err := local()
 	if err != nil {
 		return fmt.Errorf("%w on replica %s: %w", ErrNotApplied, r.cfg.ReplicaID, err)
+	}
+	if p, ok := prev[name]; ok {
+		if keepRelease && d.Release == nil {
+			d.Release = p.Release
+		}
+		if d.LastRelease == nil {
+			d.LastRelease = p.LastRelease
+		}
 	}
 	stored, err := r.store.SetDesired(ctx, name, d)
 	if err != nil {

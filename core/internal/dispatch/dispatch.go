@@ -24,6 +24,7 @@ import (
 	"github.com/larkway/larkway/core/internal/callback"
 	"github.com/larkway/larkway/core/internal/dedup"
 	"github.com/larkway/larkway/core/internal/dlq"
+	"github.com/larkway/larkway/core/internal/shadow"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
@@ -77,6 +78,8 @@ type Config struct {
 	Callbacks callback.Hub
 	// DeadLetters indexes dead letters for the admin API (nil: not indexed).
 	DeadLetters dlq.Store
+	// Shadows records shadow candidates' results (nil: counted, not kept).
+	Shadows shadow.Store
 }
 
 // Dispatcher delivers events to plugins.

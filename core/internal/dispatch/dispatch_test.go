@@ -45,8 +45,9 @@ type fakePlugin struct {
 	seen         []string          // message texts in delivery order
 	ids          map[string]string // message text → its last delivery id
 	unknownFlood bool
-	batches      int // DeliveryBatch messages received
-	unasked      int // of those, sent although the manifest did not accept batches
+	failAll      bool // answer every delivery RETRY
+	batches      int  // DeliveryBatch messages received
+	unasked      int  // of those, sent although the manifest did not accept batches
 
 	// "slow" deliveries are answered, from another goroutine, once release
 	// has a value for them; outstanding counts them meanwhile.
@@ -161,7 +162,7 @@ func (f *fakePlugin) answer(stream pluginv1.PluginService_HandleServer, d *plugi
 		f.ids = map[string]string{}
 	}
 	f.ids[text] = d.GetDeliveryId()
-	flood := f.unknownFlood
+	flood, failAll := f.unknownFlood, f.failAll
 	f.mu.Unlock()
 	if flood {
 		for i := range 50 {
@@ -170,7 +171,7 @@ func (f *fakePlugin) answer(stream pluginv1.PluginService_HandleServer, d *plugi
 	}
 	res := &pluginv1.Result{DeliveryId: d.GetDeliveryId(), Outcome: pluginv1.Outcome_OUTCOME_DONE}
 	switch {
-	case text == "retry":
+	case failAll || text == "retry":
 		res.Outcome, res.Error = pluginv1.Outcome_OUTCOME_RETRY, "not now"
 	case text == "slowdown":
 		res.Outcome, res.Error, res.RetryAfter = pluginv1.Outcome_OUTCOME_RETRY, "rate limited", durationpb.New(retryAfter)

@@ -28,18 +28,18 @@ import (
 // Admit and claim settle what they stop themselves (not for this plugin,
 // already handled, busy elsewhere); from deliver on, every step yields an
 // Outcome and settle acts on it. Exactly one of ack, nack or dead-letter
-// happens.
-func (s *Session) process(ctx context.Context, del *bus.Delivery) {
+// happens. What it reports is for a shadow's comparison.
+func (s *Session) process(ctx context.Context, del *bus.Delivery) (res processed) {
 	d := s.d
 	// Routing needs a few fields; the whole event is decoded only if the
 	// result has a use for it (DecodeHead accepts exactly what Decode does).
 	head, err := envelope.DecodeHead(del.Payload)
 	if err != nil {
 		s.deadLetter(del, "undecodable event: "+err.Error())
-		return
+		return res
 	}
 	if !s.admit(del, &head) {
-		return
+		return res
 	}
 	// The trace continues from the webhook, through the bus. Without
 	// tracing configured nothing is built: span options allocate per call.
@@ -52,19 +52,31 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) {
 	}
 	lease, ok := s.claim(ctx, del, &head)
 	if !ok {
-		return
+		return res
 	}
-	res, out := s.deliver(ctx, del)
+	start := time.Now()
+	result, out := s.deliver(ctx, del)
+	latency := time.Since(start)
+	var actions []*pluginv1.Action
 	if out == OutcomeDone {
 		var ev *pluginv1.Event
-		var actions []*pluginv1.Action
-		if ev, actions, err = s.answerCard(ctx, del, &head, res); err != nil {
+		if ev, actions, err = s.answerCard(ctx, del, &head, result); err != nil {
 			out = OutcomeFailed
-		} else if err = s.execute(ctx, del, ev, res, actions); err != nil {
+		} else if err = s.execute(ctx, del, ev, result, actions); err != nil {
 			out = OutcomeActionRetry
 		}
 	}
-	s.settle(del, lease, span, out, res, err)
+	s.observe(out, latency)
+	s.settle(del, lease, span, out, result, err)
+	return processed{delivered: true, out: out, actions: actions, version: s.Version()}
+}
+
+// processed is what a delivery came to, as a shadow compares it.
+type processed struct {
+	delivered bool // it reached the plugin (not skipped or deduplicated)
+	out       Outcome
+	actions   []*pluginv1.Action // performed, when out is done
+	version   string
 }
 
 // admit reports whether the delivery is for this plugin and the session can
@@ -290,6 +302,8 @@ func (s *Session) deadLetter(del *bus.Delivery, reason string) {
 		return
 	}
 	s.r.m.dead.Inc()
+	s.vm.Load().dead.Inc()
+	s.stats.dead.Add(1)
 	log.Warn("event dead-lettered", "reason", reason)
 	_ = del.Ack()
 	s.fallback(ctx, del, log)

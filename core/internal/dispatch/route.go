@@ -29,7 +29,12 @@ type Route struct {
 
 	mu      sync.Mutex
 	cur     *Session
-	changed chan struct{} // closed (and replaced) whenever cur changes
+	changed chan struct{} // closed (and replaced) whenever cur, cand or split changes
+	// cand is the candidate version (canary or shadow, see release.go)
+	// beside cur, for the chats split selects.
+	cand  *Session
+	mode  Mode
+	split Split
 }
 
 // Route returns a new route for the plugin named name.
@@ -55,8 +60,7 @@ func (r *Route) setCurrent(s *Session) *Session {
 	defer r.mu.Unlock()
 	prev := r.cur
 	r.cur = s
-	close(r.changed)
-	r.changed = make(chan struct{})
+	r.changedLocked()
 	return prev
 }
 
@@ -64,9 +68,6 @@ func (r *Route) setCurrent(s *Session) *Session {
 // deliveries go to it from now on. The previous session, if any, is
 // detached and returned; the caller drains and stops it.
 func (r *Route) Attach(ctx context.Context, p Plugin) (*Session, *Session, error) {
-	if got := p.Manifest().GetName(); got != r.name {
-		return nil, nil, fmt.Errorf("attaching to route %s: plugin describes itself as %q", r.name, got)
-	}
 	s, err := r.open(ctx, p)
 	if err != nil {
 		return nil, nil, err
@@ -90,19 +91,18 @@ func (r *Route) Detach(s *Session) {
 	s.st.Detach()
 }
 
-// acquire waits for a current session that accepts a delivery.
-func (r *Route) acquire(ctx context.Context) (*Session, error) {
+// acquire waits for the session the delivery's chat is routed to (see
+// pick) to accept it; it also returns the shadow that gets a copy, if any.
+func (r *Route) acquire(ctx context.Context, del *bus.Delivery) (*Session, *Session, error) {
 	for {
-		r.mu.Lock()
-		s, changed := r.cur, r.changed
-		r.mu.Unlock()
+		s, shadow, changed := r.pick(del)
 		if s != nil && s.st.Acquire() {
-			return s, nil
+			return s, shadow, nil
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 	}
 }
@@ -194,21 +194,27 @@ func (r *Route) worker(ctx context.Context, work *keyed.Queue) {
 		if !ok {
 			return
 		}
-		var s *Session
+		var s, shadow *Session
 		if ctx.Err() != nil {
-			if cur := r.Current(); cur != nil && cur.st.Acquire() {
+			if cur, _, _ := r.pick(del); cur != nil && cur.st.Acquire() {
 				s = cur
 			}
-		} else if cur, err := r.acquire(ctx); err == nil {
-			s = cur
+		} else if cur, sh, err := r.acquire(ctx, del); err == nil {
+			s, shadow = cur, sh
 		}
 		if s == nil {
 			_ = del.Nack()
 			work.Done(del)
 			continue
 		}
-		s.process(ctx, del)
+		res := s.process(ctx, del)
 		s.st.Release()
+		if shadow != nil && res.delivered && shadow.st.Acquire() {
+			// After the stable result, so the chat's order holds for the
+			// shadow too; the real delivery is already settled.
+			shadow.shadow(ctx, del, res)
+			shadow.st.Release()
+		}
 		work.Done(del)
 	}
 }

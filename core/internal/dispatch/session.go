@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/larkway/larkway/core/internal/dispatch/match"
 	"github.com/larkway/larkway/core/internal/dispatch/stream"
@@ -18,23 +19,42 @@ type Session struct {
 	name    string
 	matcher *match.Matcher
 	st      *stream.Session
+	// vm are the version's series (role stable, canary or shadow; a
+	// promoted canary's become stable), stats what decides a canary.
+	vm    atomic.Pointer[versionMetrics]
+	stats versionCounters
 }
 
 // open opens the instance's Handle stream. The stream lives until Drain or
 // Close, independent of ctx, so in-flight deliveries can finish on
 // shutdown.
 func (r *Route) open(ctx context.Context, p Plugin) (*Session, error) {
+	return r.openAs(ctx, p, RoleStable)
+}
+
+// openAs opens a session in role (stable, canary, shadow).
+func (r *Route) openAs(ctx context.Context, p Plugin, role string) (*Session, error) {
+	if got := p.Manifest().GetName(); got != r.name {
+		return nil, fmt.Errorf("attaching to route %s: plugin describes itself as %q", r.name, got)
+	}
 	m := p.Manifest()
 	mt, err := match.New(m)
 	if err != nil {
 		return nil, fmt.Errorf("opening session for %s: %w", m.GetName(), err)
 	}
+	sm := r.m.stream
+	if role == string(ModeShadow) || role == RoleBaseline {
+		// Copies, not the plugin's deliveries: counted per version only.
+		sm = stream.Metrics{}
+	}
 	st, err := stream.Open(ctx, p.Service(), stream.Options{Name: m.GetName(), Deadline: r.d.cfg.Deadline,
-		MaxInFlight: maxInFlight(m, r.d.cfg.MaxInFlight), Batches: m.GetAcceptsDeliveryBatches(), Metrics: r.m.stream})
+		MaxInFlight: maxInFlight(m, r.d.cfg.MaxInFlight), Batches: m.GetAcceptsDeliveryBatches(), Metrics: sm})
 	if err != nil {
 		return nil, err
 	}
-	return &Session{d: r.d, r: r, plugin: p, name: m.GetName(), matcher: mt, st: st}, nil
+	s := &Session{d: r.d, r: r, plugin: p, name: m.GetName(), matcher: mt, st: st}
+	s.vm.Store(r.d.metrics.forVersion(r.name, m.GetVersion(), role))
+	return s, nil
 }
 
 // maxInFlight is the manifest's max_in_flight, else the core default (at

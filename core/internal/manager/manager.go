@@ -46,6 +46,9 @@ type Spec struct {
 	Files []File   `json:"files,omitempty"`
 	Args  []string `json:"args,omitempty"`
 	Env   []string `json:"env,omitempty"`
+	// StateNamespace, if set, is the state store namespace instead of
+	// Name (a shadow candidate's own, see ShadowNamespace).
+	StateNamespace string `json:"state_namespace,omitempty"`
 }
 
 // File is one pinned file of a Spec.
@@ -149,6 +152,8 @@ type Status struct {
 	Swaps     int       `json:"swaps"`
 	LastError string    `json:"last_error,omitempty"`
 	Since     time.Time `json:"since"`
+	// Release is the canary or shadow beside the stable version, if any.
+	Release *ReleaseStatus `json:"release,omitempty"`
 }
 
 // Manager supervises every plugin of one core replica.

@@ -19,12 +19,16 @@ const (
 	cmdRollback
 	cmdDisable
 	cmdEnable
+	cmdRelease
+	cmdEndRelease
 )
 
 type command struct {
-	kind cmdKind
-	spec Spec
-	done chan error
+	kind    cmdKind
+	spec    Spec
+	release Release
+	promote bool
+	done    chan error
 }
 
 // supervisor owns one plugin: its route, its current instance and session,
@@ -41,6 +45,12 @@ type supervisor struct {
 	inst    Instance
 	sess    *dispatch.Session
 	crashes []time.Time
+	// The release's candidate (release.go), and the stable session's
+	// stats when it started.
+	rel        *ReleaseStatus
+	cand       Instance
+	candSess   *dispatch.Session
+	stableBase dispatch.VersionStats
 }
 
 func newSupervisor(m *Manager, spec Spec) *supervisor {
@@ -65,6 +75,7 @@ func (s *supervisor) status() Status {
 	if s.sess != nil {
 		st.InFlight = s.sess.Active()
 	}
+	st.Release = s.releaseStatusLocked()
 	return st
 }
 
@@ -122,6 +133,7 @@ func (s *supervisor) run(ctx context.Context) {
 		s.wait(ctx, restarts.Delay(attempt))
 		attempt++
 	}
+	_ = s.endRelease(false)
 	s.stop()
 	s.setState(StateStopped, nil)
 }
@@ -167,6 +179,8 @@ func (s *supervisor) serve(ctx context.Context) error {
 			err := fmt.Errorf("plugin stream broke: %w", sess.Err())
 			s.kill()
 			return err
+		case <-s.candBroken():
+			s.candidateFailed(fmt.Errorf("candidate stream broke: %w", s.candErr()))
 		case <-tick.C:
 			hctx, cancel := context.WithTimeout(ctx, s.m.cfg.HealthTimeout)
 			err := inst.Ping(hctx)
@@ -221,8 +235,15 @@ func (s *supervisor) handle(ctx context.Context, c command) (changed bool, lost 
 			return false, nil
 		}
 		return false, swap(*prev)
+	case cmdRelease:
+		c.done <- s.startRelease(ctx, c.release)
+		return false, nil
+	case cmdEndRelease:
+		c.done <- s.endRelease(c.promote)
+		return false, nil
 	case cmdDisable:
 		s.setState(StateDraining, nil)
+		_ = s.endRelease(false)
 		s.stop()
 		s.setState(StateDisabled, nil)
 		c.done <- nil
@@ -270,8 +291,17 @@ func (s *supervisor) idle(ctx context.Context) {
 			s.recordSwap(spec)
 			c.done <- nil
 		case cmdDisable:
+			_ = s.endRelease(false)
 			s.setState(StateDisabled, nil)
 			c.done <- nil
+		case cmdRelease:
+			c.done <- fmt.Errorf("plugin is %s: a release needs a serving stable version", s.status().State)
+		case cmdEndRelease:
+			if c.promote {
+				c.done <- fmt.Errorf("plugin is %s: enable it before promoting", s.status().State)
+			} else {
+				c.done <- s.endRelease(false)
+			}
 		}
 	}
 }
@@ -419,9 +449,20 @@ func (s *supervisor) wait(ctx context.Context, d time.Duration) {
 		case c := <-s.cmds:
 			switch c.kind {
 			case cmdDisable:
+				_ = s.endRelease(false)
 				s.setState(StateDisabled, nil)
 				c.done <- nil
 				return
+			case cmdRelease:
+				c.done <- errors.New("plugin is restarting after a crash: a release needs a serving stable version")
+				continue
+			case cmdEndRelease:
+				if c.promote {
+					c.done <- errors.New("plugin is restarting after a crash: promote once it serves again")
+				} else {
+					c.done <- s.endRelease(false)
+				}
+				continue
 			case cmdSwap:
 				// Crashed and waiting: try the new spec right away.
 				s.mu.Lock()

@@ -706,3 +706,8 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	p.l.Error("fatal store error; exiting", "err", fmt.Sprintf(format, args...))
 	pebble.DefaultLogger.Fatalf(format, args...)
 }
+
+// History implements bus.Historian with Replay.
+func (b *Bus) History(ctx context.Context, topic string, from, to time.Time, fn func(bus.Message, time.Time) error) error {
+	return b.Replay(ctx, topic, from, to, func(s Stored) error { return fn(s.Message, s.PublishTime) })
+}
