@@ -40,6 +40,7 @@ import (
 	"github.com/larkway/larkway/core/internal/lark"
 	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/pluginhost"
+	"github.com/larkway/larkway/core/internal/remote"
 	"github.com/larkway/larkway/core/internal/state"
 	"github.com/larkway/larkway/core/internal/telemetry"
 )
@@ -75,6 +76,8 @@ type Core struct {
 	rec     *cluster.Reconciler
 	ingest  *ingest.Server
 	specs   []manager.Spec
+	// remoteState serves remote plugins' state (nil: not configured).
+	remoteState *remote.StateServer
 
 	public, metrics, admin *http.Server
 	publicLn, metricsLn    net.Listener
@@ -200,7 +203,12 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 			for i, f := range pc.Files {
 				files[i] = manager.File{Path: f.Path, SHA256: f.SHA256}
 			}
-			c.specs = append(c.specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Files: files, Args: pc.Args, Env: pc.Env})
+			spec := manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Files: files, Args: pc.Args, Env: pc.Env}
+			if r := pc.Remote; r != nil {
+				spec.Remote = &manager.Remote{Address: r.Address, CAFile: r.TLS.CAFile, CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile,
+					ServerName: r.TLS.ServerName, ResolveInterval: r.ResolveInterval.D()}
+			}
+			c.specs = append(c.specs, spec)
 		}
 	}
 	if c.rec, err = cluster.NewReconciler(cluster.Config{ReplicaID: cfg.ReplicaID, Version: deps.Version,
@@ -222,6 +230,21 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	c.public = &http.Server{Handler: c.publicMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	if ps := cfg.PluginState; ps.Listen != "" {
+		var remotes []string
+		for _, pc := range cfg.Plugins {
+			if pc.Remote != nil {
+				remotes = append(remotes, pc.Name)
+			}
+		}
+		if c.remoteState, err = remote.NewStateServer(ps.Listen, remote.TLSFiles{CAFile: ps.TLS.CAFile, CertFile: ps.TLS.CertFile, KeyFile: ps.TLS.KeyFile},
+			c.st.state, remotes, logger); err != nil {
+			return nil, fmt.Errorf("config: plugin_state: %w", err)
+		}
+		if err := c.remoteState.Listen(); err != nil {
+			return nil, err
+		}
+	}
 	if ac := cfg.Admin; ac.Listen != "" {
 		if err := c.buildAdmin(cfg, logger); err != nil {
 			return nil, err
@@ -309,6 +332,15 @@ func (c *Core) Manager() *manager.Manager { return c.mgr }
 
 // Ready reports whether every plugin is subscribed and intake is open.
 func (c *Core) Ready() bool { return c.ready.Load() }
+
+// PluginStateAddr is the remote plugins' state store address ("" when not
+// served).
+func (c *Core) PluginStateAddr() string {
+	if c.remoteState == nil {
+		return ""
+	}
+	return c.remoteState.Addr()
+}
 
 // PluginsServing reports whether the core is ready and every enabled
 // plugin has a serving instance (before Run none has).
@@ -398,8 +430,17 @@ func actionLimits(rl config.RateLimits) ratelimit.Limits {
 	return limits
 }
 
-// launch starts a plugin process for the manager.
+// launch starts a plugin process for the manager, or dials a remote
+// plugin's instances.
 func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, error) {
+	if r := s.Remote; r != nil {
+		p, err := remote.Dial(ctx, remote.Config{Name: s.Name, Address: r.Address, ResolveInterval: r.ResolveInterval, CoreVersion: c.version,
+			TLS: remote.TLSFiles{CAFile: r.CAFile, CertFile: r.CertFile, KeyFile: r.KeyFile, ServerName: r.ServerName}}, c.logger.With("plugin", s.Name))
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
 	files := make([]pluginhost.File, len(s.Files))
 	for i, f := range s.Files {
 		files[i] = pluginhost.File{Path: f.Path, SHA256: f.SHA256}

@@ -46,6 +46,19 @@ type Spec struct {
 	Files []File   `json:"files,omitempty"`
 	Args  []string `json:"args,omitempty"`
 	Env   []string `json:"env,omitempty"`
+	// Remote, if set, dials the plugin's own deployment instead of
+	// launching Path; a swap changes the desired endpoint.
+	Remote *Remote `json:"remote,omitempty"`
+}
+
+// Remote is a plugin served by its own deployment.
+type Remote struct {
+	Address         string        `json:"address"`
+	CAFile          string        `json:"ca_file"`
+	CertFile        string        `json:"cert_file"`
+	KeyFile         string        `json:"key_file"`
+	ServerName      string        `json:"server_name,omitempty"`
+	ResolveInterval time.Duration `json:"resolve_interval,omitempty"`
 }
 
 // File is one pinned file of a Spec.
