@@ -59,6 +59,9 @@ type Pool struct {
 	retired  []*instance // left the pool; closed at the next round, once their streams drained
 	manifest *pluginv1.Manifest
 	changed  chan struct{}
+	// refused is each address's last refusal, so a re-resolve that finds
+	// an instance still down logs it once, not every round.
+	refused map[string]string
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -90,7 +93,7 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dialling remote plugin %s: %w", cfg.Name, err)
 	}
-	p := &Pool{cfg: cfg, tls: tc, logger: logger, members: map[string]*instance{}, changed: make(chan struct{}),
+	p := &Pool{cfg: cfg, tls: tc, logger: logger, members: map[string]*instance{}, changed: make(chan struct{}), refused: map[string]string{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	addrs, err := p.resolve(ctx)
 	if err != nil {
@@ -153,23 +156,34 @@ func (p *Pool) join(ctx context.Context, addr string) error {
 	}
 	inst := &instance{addr: addr, conn: conn, svc: pluginv1.NewPluginServiceClient(conn), health: healthpb.NewHealthClient(conn)}
 	m, err := p.check(ctx, inst)
-	if err != nil {
-		_ = conn.Close()
-		p.logger.Error("remote plugin instance refused", "instance", addr, "err", err)
-		return fmt.Errorf("instance %s: %w", addr, err)
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err != nil {
+		_ = conn.Close()
+		p.refuse(addr, err)
+		return fmt.Errorf("instance %s: %w", addr, err)
+	}
 	if p.manifest == nil {
 		p.manifest = m
 	} else if !proto.Equal(p.manifest, m) {
 		_ = conn.Close()
 		err := fmt.Errorf("it describes version %s, unlike the pool's %s; roll the pool with a swap", m.GetVersion(), p.manifest.GetVersion())
-		p.logger.Error("remote plugin instance refused", "instance", addr, "err", err)
+		p.refuse(addr, err)
 		return fmt.Errorf("instance %s: %w", addr, err)
 	}
+	delete(p.refused, addr)
 	p.members[addr] = inst
 	return nil
+}
+
+// refuse logs why addr was refused, unless that was already said. p.mu is
+// held.
+func (p *Pool) refuse(addr string, err error) {
+	if p.refused[addr] == err.Error() {
+		return
+	}
+	p.refused[addr] = err.Error()
+	p.logger.Error("remote plugin instance refused", "instance", addr, "err", err)
 }
 
 // check health-checks and describes one instance.
