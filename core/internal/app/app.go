@@ -257,9 +257,14 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 // confinement, TLS, and its listener.
 func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger) error {
 	ac := cfg.Admin
-	acfg := admin.Config{PluginDir: ac.PluginDir, PluginPaths: map[string]string{}}
+	acfg := admin.Config{PluginDir: ac.PluginDir, PluginPaths: map[string]string{}, PluginRemotes: map[string]manager.Remote{}}
 	for _, pc := range cfg.Plugins {
 		acfg.PluginPaths[pc.Name] = pc.Path
+	}
+	for _, s := range c.specs {
+		if s.Remote != nil {
+			acfg.PluginRemotes[s.Name] = *s.Remote
+		}
 	}
 	if ac.Token != "" {
 		// The single token of older configs keeps its full power.

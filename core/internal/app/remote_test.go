@@ -3,6 +3,7 @@ package app_test
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -165,4 +166,49 @@ func TestRemotePluginsOverMTLS(t *testing.T) {
 		}
 	}
 	// goA is dead: every chat it had was answered by goB after the kill.
+}
+
+// A remote plugin is swapped through the admin API like a launched one: the
+// desired endpoint changes, make-before-break, and a swap to an endpoint
+// whose certificate names another plugin is refused and rolled back.
+func TestRemoteSwapChangesTheEndpoint(t *testing.T) {
+	appID := uniqueApp(t, "rswap")
+	emu, emuAddr := emulator(t, appID)
+	pki := testenv.NewPKI(t)
+	coreCert, coreKey := pki.Issue(t, testenv.Cert{})
+	echoCert, echoKey := pki.Issue(t, testenv.Cert{URIs: []string{"urn:larkway:plugin:echo"}})
+	otherCert, otherKey := pki.Issue(t, testenv.Cert{URIs: []string{"urn:larkway:plugin:billing"}})
+	echo := testenv.BuildPlugin(t, "./plugins/echo", t.TempDir())
+	oldEP := startRemote(t, []string{echo}, echoCert, echoKey, pki.CAFile)
+	newEP := startRemote(t, []string{echo}, echoCert, echoKey, pki.CAFile)
+	impostor := startRemote(t, []string{echo}, otherCert, otherKey, pki.CAFile)
+	c := runCore(t, clusterYAML(t, appID, emuAddr, appID+":", "r0", remotePlugin("echo", []string{oldEP.addr}, pki.CAFile, coreCert, coreKey)))
+	address := func() string {
+		_, out := c.adminCall(t, http.MethodGet, "/v1/plugins/echo", nil)
+		p, _ := out["plugin"].(map[string]any)
+		reps, _ := p["replicas"].(map[string]any)
+		rm, _ := reps["r0"].(map[string]any)
+		spec, _ := rm["spec"].(map[string]any)
+		rem, _ := spec["remote"].(map[string]any)
+		addr, _ := rem["address"].(string)
+		return addr
+	}
+	code, out := c.adminCall(t, http.MethodPost, "/v1/plugins/echo/swap", map[string]any{"address": impostor.addr})
+	if code != http.StatusConflict || out["reason"] != "rolled_back" || !strings.Contains(fmt.Sprint(out["message"], out["error"]), "names billing") {
+		t.Fatalf("swap to an impostor: %d %v", code, out)
+	}
+	code, out = c.adminCall(t, http.MethodPost, "/v1/plugins/echo/swap", map[string]any{"address": newEP.addr})
+	if code != http.StatusOK {
+		t.Fatalf("swap: %d %v", code, out)
+	}
+	testenv.Eventually(t, 30*time.Second, "the replica does not report the new endpoint", func() bool { return address() == newEP.addr })
+	// The old endpoint is gone: what is answered now is answered by the new one.
+	_ = oldEP.cmd.Process.Kill()
+	for i := range 10 {
+		id := fmt.Sprintf("om_rs_%d", i)
+		if code, err := c.post(messageEvent(appID, "ev_"+id, id, "oc_rswap", id)); err != nil || code != 200 {
+			t.Fatalf("post: %d %v", code, err)
+		}
+	}
+	testenv.Eventually(t, 60*time.Second, "events after the swap not answered", func() bool { return len(repliesByParent(emu)) == 10 })
 }
