@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -12,6 +14,9 @@ import (
 	"time"
 
 	"github.com/larkway/larkway/core/internal/action"
+	"github.com/larkway/larkway/core/internal/apptest"
+	"github.com/larkway/larkway/core/internal/config"
+	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/testenv"
 )
 
@@ -211,4 +216,59 @@ func TestRemoteSwapChangesTheEndpoint(t *testing.T) {
 		}
 	}
 	testenv.Eventually(t, 60*time.Second, "events after the swap not answered", func() bool { return len(repliesByParent(emu)) == 10 })
+}
+
+// Readiness does not wait for plugins (docs/operations.md, deploy/README.md):
+// a replica whose plugins never start — a missing file, a file not matching
+// its pin, an unreachable remote endpoint — still turns ready and serves;
+// the launched ones are quarantined, the remote one is dialled again with
+// backoff and never quarantined.
+func TestReadinessWithPluginsThatNeverStart(t *testing.T) {
+	dir := t.TempDir()
+	wrong := filepath.Join(dir, "wrong")
+	if err := os.WriteFile(wrong, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pki := testenv.NewPKI(t)
+	coreCert, coreKey := pki.Issue(t, testenv.Cert{})
+	cfg, err := config.Parse(strings.NewReader(fmt.Sprintf(`
+listen: 127.0.0.1:0
+metrics: {listen: 127.0.0.1:0}
+apps:
+  - {id: cli_ready, secret: secret, verification_token: vt}
+plugins:
+  - {name: missing, path: %s}
+  - {name: mispinned, path: %s, sha256: %s}
+%s
+supervision: {restart_backoff: 10ms, restart_backoff_max: 20ms}
+`, filepath.Join(dir, "nope"), wrong, strings.Repeat("0", 64), remotePlugin("gone", []string{freeAddr(t)}, pki.CAFile, coreCert, coreKey))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := apptest.Start(t, cfg, nil)
+	resp, err := http.Get("http://" + c.Addr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz %d with plugins that never start: want 200", resp.StatusCode)
+	}
+	states := func() map[string]manager.Status {
+		out := map[string]manager.Status{}
+		for _, s := range c.Manager().Status() {
+			out[s.Name] = s
+		}
+		return out
+	}
+	testenv.Eventually(t, 30*time.Second, "the launched plugins were not quarantined", func() bool {
+		st := states()
+		return st["missing"].State == manager.StateQuarantined && st["mispinned"].State == manager.StateQuarantined
+	})
+	// Far past supervision.quarantine_after (5) dials, the remote plugin is
+	// still being dialled, not quarantined.
+	testenv.Eventually(t, 30*time.Second, "the remote plugin was not redialled", func() bool { return states()["gone"].Restarts > 10 })
+	if st := states()["gone"]; st.State == manager.StateQuarantined || !strings.Contains(st.LastError, "connection refused") {
+		t.Fatalf("remote plugin %+v: want it crashed and redialled, saying why", st)
+	}
 }
