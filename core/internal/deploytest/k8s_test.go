@@ -308,7 +308,7 @@ func checkRendered(t *testing.T, r *rendered) {
 	}
 	if ru := dep.Spec.Strategy.RollingUpdate; dep.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType ||
 		ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.String() != "0" {
-		t.Errorf("strategy: want RollingUpdate with maxUnavailable 0, so a release whose plugins do not start stalls instead of removing serving pods")
+		t.Errorf("strategy: want RollingUpdate with maxUnavailable 0, so a release that cannot reach the bus or Redis stalls instead of removing serving pods (plugins are not part of readiness: deploy/README.md)")
 	}
 
 	cfg := shippedConfig(t, r, pod, c)
