@@ -262,7 +262,16 @@ func (p *pool) Deliver(ctx context.Context, key string, attempt int, payload []b
 		if st == nil {
 			return nil, nil, stream.ErrBroken
 		}
+		// Counted on the member too, so a member that leaves the pool
+		// drains what it holds before its stream closes.
+		if !st.Acquire() {
+			if try < maxPoolTries {
+				continue // it left between pick and here
+			}
+			return nil, nil, stream.ErrBroken
+		}
 		res, err := st.Deliver(ctx, attempt, payload)
+		st.Release()
 		if errors.Is(err, stream.ErrBroken) && try < maxPoolTries {
 			p.drop(id, st, "stream broke", st.Err())
 			continue

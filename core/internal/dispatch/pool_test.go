@@ -203,3 +203,43 @@ func TestPoolMembersComeAndGo(t *testing.T) {
 		t.Fatal("session did not break with no instance left")
 	}
 }
+
+// An instance that leaves the pool (its address no longer resolves) gets no
+// new chats but finishes the delivery it holds, which is not sent again.
+func TestPoolLeavingInstanceFinishesWhatItHolds(t *testing.T) {
+	h, fp, members := startPool(t, 2)
+	h.publish(t, "oc_y", "probe")
+	testenv.Eventually(t, 10*time.Second, "probe not handled", func() bool { return len(h.exec.texts("oc_y")) == 1 })
+	leaver := seenBy(members)["probe"][0]
+	hold := make(chan struct{})
+	members[leaver].mu.Lock()
+	members[leaver].release = hold
+	members[leaver].mu.Unlock()
+	h.publish(t, "oc_y", "slow")
+	testenv.Eventually(t, 10*time.Second, "slow not held", func() bool {
+		f := members[leaver]
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.outstanding == 1
+	})
+	stay := map[string]*fakePlugin{}
+	for id, f := range members {
+		if id != leaver {
+			stay[id] = f
+		}
+	}
+	fp.set(stay)
+	h.publish(t, "oc_z", "next") // a new chat goes to the remaining instance
+	testenv.Eventually(t, 10*time.Second, "next not handled", func() bool { return len(h.exec.texts("oc_z")) == 1 })
+	close(hold) // the leaver answers what it held
+	testenv.Eventually(t, 10*time.Second, "slow never settled", func() bool {
+		return testenv.MetricValue(t, h.reg, "larkway_dispatch_results_total", "plugin", "fake", "outcome", "done") == 3
+	})
+	seen := seenBy(members)
+	if got := seen["slow"]; len(got) != 1 || got[0] != leaver {
+		t.Errorf("slow seen by %v: want the leaver alone", got)
+	}
+	if got := seen["next"]; len(got) != 1 || got[0] == leaver {
+		t.Errorf("next seen by %v: want the remaining instance", got)
+	}
+}
