@@ -758,6 +758,11 @@ func (c *Config) Validate() error {
 			if r.Address == "" {
 				bad("%s.remote.address is required", p)
 			}
+			for _, a := range strings.Split(r.Address, ",") {
+				if _, port, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimSpace(a), "dns:///")); r.Address != "" && (err != nil || port == "") {
+					bad("%s.remote.address %q: want host:port, dns:///host:port, or a comma-separated list of them", p, a)
+				}
+			}
 			for _, f := range []struct{ key, val string }{{"ca_file", r.TLS.CAFile}, {"cert_file", r.TLS.CertFile}, {"key_file", r.TLS.KeyFile}} {
 				if f.val == "" {
 					bad("%s.remote.tls.%s is required (remote plugins are dialled with mutual TLS only)", p, f.key)

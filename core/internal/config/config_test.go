@@ -150,6 +150,7 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate plugin", minimal + "plugins:\n  - {name: x, path: /a}\n  - {name: x, path: /b}\n", "duplicate"},
 		{"remote and path", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    remote: {address: 'x:1', tls: {ca_file: c, cert_file: c, key_file: k}}\n", "plugins[0]: set either path"},
 		{"remote without address", minimal + "plugins:\n  - name: x\n    remote: {tls: {ca_file: c, cert_file: c, key_file: k}}\n", "plugins[0].remote.address is required"},
+		{"remote address without port", minimal + "plugins:\n  - name: x\n    remote: {address: 'a:1,dns:///b', tls: {ca_file: c, cert_file: c, key_file: k}}\n", `plugins[0].remote.address "dns:///b"`},
 		{"remote without tls", minimal + "plugins:\n  - name: x\n    remote: {address: 'x:1', tls: {ca_file: c, cert_file: c}}\n", "plugins[0].remote.tls.key_file is required"},
 		{"remote resolve too often", minimal + "plugins:\n  - name: x\n    remote: {address: 'x:1', resolve_interval: 10ms, tls: {ca_file: c, cert_file: c, key_file: k}}\n", "plugins[0].remote.resolve_interval"},
 		{"unknown remote key", minimal + "plugins:\n  - name: x\n    remote: {adress: 'x:1'}\n", "plugins[0].remote.adress"},
