@@ -371,6 +371,9 @@ func (c *Core) close() {
 				_ = ln.Close()
 			}
 		}
+		if c.remoteState != nil {
+			c.remoteState.Close()
+		}
 		if c.exec != nil {
 			_ = c.exec.Close(context.Background())
 		}

@@ -89,6 +89,20 @@ func (s *StateServer) Run(ctx context.Context) error {
 	return nil
 }
 
+// Close stops serving at once and closes the listener (Run stops
+// gracefully when its context ends). Idempotent.
+func (s *StateServer) Close() {
+	s.mu.Lock()
+	srv, ln := s.srv, s.ln
+	s.mu.Unlock()
+	if srv != nil {
+		srv.Stop() // closes ln too, if Serve had it
+	}
+	if ln != nil {
+		_ = ln.Close()
+	}
+}
+
 // scoped resolves each call's plugin from its client certificate.
 type scoped struct {
 	pluginv1.UnimplementedStateServiceServer
