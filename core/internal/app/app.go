@@ -78,6 +78,8 @@ type Core struct {
 	specs   []manager.Spec
 	// remoteState serves remote plugins' state (nil: not configured).
 	remoteState *remote.StateServer
+	// remoteInstances counts each remote plugin's instances in its pool.
+	remoteInstances *prometheus.GaugeVec
 
 	public, metrics, admin *http.Server
 	publicLn, metricsLn    net.Listener
@@ -191,6 +193,9 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	}
 
 	sv := cfg.Supervision
+	c.remoteInstances = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "larkway_plugin_remote_instances",
+		Help: "Instances of a remote plugin the core holds a stream to (healthy, describing the pool's manifest)."}, []string{"plugin"})
+	reg.MustRegister(c.remoteInstances)
 	c.mgr = manager.New(manager.Config{
 		RestartBackoff: sv.RestartBackoff.D(), RestartBackoffMax: sv.RestartBackoffMax.D(),
 		QuarantineAfter: sv.QuarantineAfter, QuarantineWindow: sv.QuarantineWindow.D(),
@@ -443,6 +448,7 @@ func actionLimits(rl config.RateLimits) ratelimit.Limits {
 func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, error) {
 	if r := s.Remote; r != nil {
 		p, err := remote.Dial(ctx, remote.Config{Name: s.Name, Address: r.Address, ResolveInterval: r.ResolveInterval, CoreVersion: c.version,
+			Instances: c.remoteInstances.WithLabelValues(s.Name),
 			TLS: remote.TLSFiles{CAFile: r.CAFile, CertFile: r.CertFile, KeyFile: r.KeyFile, ServerName: r.ServerName}}, c.logger.With("plugin", s.Name))
 		if err != nil {
 			return nil, err

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -45,6 +46,9 @@ type Config struct {
 	CoreVersion string
 	// Lookup resolves a host name (nil: the system resolver).
 	Lookup func(ctx context.Context, host string) ([]string, error)
+	// Instances, if set, is kept at the number of instances in the pool
+	// (0 once it is closed).
+	Instances prometheus.Gauge
 }
 
 // Pool is a remote plugin's healthy instances: a dispatch.Pool and a
@@ -89,6 +93,9 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Pool, error) {
 	if cfg.Lookup == nil {
 		cfg.Lookup = net.DefaultResolver.LookupHost
 	}
+	if cfg.Instances == nil {
+		cfg.Instances = prometheus.NewGauge(prometheus.GaugeOpts{Name: "unregistered"})
+	}
 	tc, err := ClientTLS(cfg.Name, cfg.TLS)
 	if err != nil {
 		return nil, fmt.Errorf("dialling remote plugin %s: %w", cfg.Name, err)
@@ -109,6 +116,7 @@ func Dial(ctx context.Context, cfg Config, logger *slog.Logger) (*Pool, error) {
 		p.closeAll()
 		return nil, fmt.Errorf("dialling remote plugin %s at %s: no usable instance: %w", cfg.Name, cfg.Address, errors.Join(errs...))
 	}
+	cfg.Instances.Set(float64(len(p.members)))
 	go func() { defer close(p.done); p.loop() }()
 	return p, nil
 }
@@ -302,6 +310,7 @@ func (p *Pool) refresh() {
 		p.mu.Lock()
 		close(p.changed)
 		p.changed = make(chan struct{})
+		p.cfg.Instances.Set(float64(len(p.members)))
 		p.mu.Unlock()
 	}
 }
@@ -365,6 +374,7 @@ func (p *Pool) Close() {
 		close(p.stop)
 		<-p.done // Dial started the loop
 		p.closeAll()
+		p.cfg.Instances.Set(0)
 	})
 }
 

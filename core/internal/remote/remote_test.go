@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/larkway/larkway/core/internal/state"
@@ -142,9 +144,10 @@ func TestPoolFollowsTheAddresses(t *testing.T) {
 		defer mu.Unlock()
 		resolves[host] = ok
 	}
+	gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "instances"})
 	p, err := Dial(context.Background(), Config{Name: "echo", Address: "dns:///a.test:" + portA + ",dns:///b.test:" + portB,
-		ResolveInterval: 20 * time.Millisecond, TLS: TLSFiles{CAFile: pki.CAFile, CertFile: coreCert, KeyFile: coreKey}, Lookup: lookup},
-		slog.New(slog.DiscardHandler))
+		ResolveInterval: 20 * time.Millisecond, TLS: TLSFiles{CAFile: pki.CAFile, CertFile: coreCert, KeyFile: coreKey}, Lookup: lookup,
+		Instances: gauge}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,8 +158,8 @@ func TestPoolFollowsTheAddresses(t *testing.T) {
 	ch := p.Changed()
 	set("b.test", true)
 	<-ch
-	if m := p.Members(); len(m) != 2 {
-		t.Fatalf("members after b resolves: %v", m)
+	if m := p.Members(); len(m) != 2 || testutil.ToFloat64(gauge) != 2 {
+		t.Fatalf("members after b resolves: %v (gauge %v)", m, testutil.ToFloat64(gauge))
 	}
 	ch = p.Changed()
 	set("a.test", false)
@@ -166,6 +169,10 @@ func TestPoolFollowsTheAddresses(t *testing.T) {
 	}
 	if err := p.Ping(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	p.Close()
+	if got := testutil.ToFloat64(gauge); got != 0 {
+		t.Errorf("instances gauge %v after Close, want 0", got)
 	}
 }
 
