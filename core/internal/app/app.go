@@ -449,7 +449,7 @@ func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, er
 	if r := s.Remote; r != nil {
 		p, err := remote.Dial(ctx, remote.Config{Name: s.Name, Address: r.Address, ResolveInterval: r.ResolveInterval, CoreVersion: c.version,
 			Instances: c.remoteInstances.WithLabelValues(s.Name),
-			TLS: remote.TLSFiles{CAFile: r.CAFile, CertFile: r.CertFile, KeyFile: r.KeyFile, ServerName: r.ServerName}}, c.logger.With("plugin", s.Name))
+			TLS:       remote.TLSFiles{CAFile: r.CAFile, CertFile: r.CertFile, KeyFile: r.KeyFile, ServerName: r.ServerName}}, c.logger.With("plugin", s.Name))
 		if err != nil {
 			return nil, err
 		}
