@@ -67,6 +67,23 @@ func seenBy(members map[string]*fakePlugin) map[string][]string {
 	return out
 }
 
+// awaitMembers waits until the session's pool streams to exactly ids (the
+// pool follows a membership change asynchronously).
+func awaitMembers(t *testing.T, h *harness, ids map[string]*fakePlugin) {
+	t.Helper()
+	want := make([]string, 0, len(ids))
+	for id := range ids {
+		want = append(want, id)
+	}
+	slices.Sort(want)
+	p := h.session.st.(*pool)
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("the pool never streamed to %v", want), func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return slices.Equal(p.ids, want)
+	})
+}
+
 // startPool is start with a pool of n fake instances attached instead of one.
 func startPool(t *testing.T, n int) (*harness, *fakePool, map[string]*fakePlugin) {
 	t.Helper()
@@ -185,6 +202,7 @@ func TestPoolMembersComeAndGo(t *testing.T) {
 		grown[fmt.Sprintf("10.0.1.%d:7443", i)] = newFakePlugin(t, manifest())
 	}
 	fp.set(grown)
+	awaitMembers(t, h, grown)
 	for c := range 20 {
 		h.publish(t, fmt.Sprintf("oc_%d", c), fmt.Sprintf("m%d", c))
 	}
@@ -229,6 +247,7 @@ func TestPoolLeavingInstanceFinishesWhatItHolds(t *testing.T) {
 		}
 	}
 	fp.set(stay)
+	awaitMembers(t, h, stay)
 	h.publish(t, "oc_z", "next") // a new chat goes to the remaining instance
 	testenv.Eventually(t, 10*time.Second, "next not handled", func() bool { return len(h.exec.texts("oc_z")) == 1 })
 	close(hold) // the leaver answers what it held
