@@ -41,14 +41,20 @@ type Spec struct {
 	Name   string `json:"name"`
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256,omitempty"`
+	// Remote, if set, dials the plugin's own deployment instead of
+	// launching Path; a swap changes the desired endpoint.
+	Remote *Remote `json:"remote,omitempty"`
 	// Files pins more files the plugin runs (an interpreter's script),
 	// checked at every launch like SHA256.
 	Files []File   `json:"files,omitempty"`
 	Args  []string `json:"args,omitempty"`
 	Env   []string `json:"env,omitempty"`
-	// Remote, if set, dials the plugin's own deployment instead of
-	// launching Path; a swap changes the desired endpoint.
-	Remote *Remote `json:"remote,omitempty"`
+}
+
+// File is one pinned file of a Spec.
+type File struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
 }
 
 // Remote is a plugin served by its own deployment.
@@ -59,12 +65,6 @@ type Remote struct {
 	KeyFile         string        `json:"key_file"`
 	ServerName      string        `json:"server_name,omitempty"`
 	ResolveInterval time.Duration `json:"resolve_interval,omitempty"`
-}
-
-// File is one pinned file of a Spec.
-type File struct {
-	Path   string `json:"path"`
-	SHA256 string `json:"sha256"`
 }
 
 // Instance is a running plugin process.
