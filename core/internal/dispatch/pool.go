@@ -13,6 +13,43 @@ import (
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
+// transport is what a Session delivers over: one instance's stream, or a
+// pool of instance streams (pool.go). The Route only counts deliveries in
+// and out of it; which instance takes a delivery is decided below it.
+type transport interface {
+	Broken() <-chan struct{}
+	Err() error
+	Active() int
+	Acquire() bool
+	Release()
+	Detach()
+	Drain(ctx context.Context) error
+	Close()
+	// Deliver sends one delivery of chat key and returns its result and the
+	// instance stream that answered (for its ResultAck).
+	Deliver(ctx context.Context, key string, attempt int, payload []byte) (*pluginv1.Result, *stream.Session, error)
+}
+
+// single is the transport of a plugin with one instance.
+type single struct{ *stream.Session }
+
+func (s single) Deliver(ctx context.Context, _ string, attempt int, payload []byte) (*pluginv1.Result, *stream.Session, error) {
+	res, err := s.Session.Deliver(ctx, attempt, payload)
+	return res, s.Session, err
+}
+
+// openTransport opens p's stream, or a stream per member when p is a Pool.
+func (r *Route) openTransport(ctx context.Context, p Plugin, opts stream.Options) (transport, error) {
+	if pl, ok := p.(Pool); ok {
+		return openPool(ctx, pl, opts, r.d.logger.With("plugin", opts.Name))
+	}
+	st, err := stream.Open(ctx, p.Service(), opts)
+	if err != nil {
+		return nil, err
+	}
+	return single{st}, nil
+}
+
 // Pool is a Plugin served by several interchangeable instances — a remote
 // plugin's resolved endpoints. The Route still sees one Session per
 // version: the Session keeps one Handle stream per member and sends each

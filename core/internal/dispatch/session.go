@@ -20,31 +20,6 @@ type Session struct {
 	st      transport
 }
 
-// transport is what a Session delivers over: one instance's stream, or a
-// pool of instance streams (pool.go). The Route only counts deliveries in
-// and out of it; which instance takes a delivery is decided below it.
-type transport interface {
-	Broken() <-chan struct{}
-	Err() error
-	Active() int
-	Acquire() bool
-	Release()
-	Detach()
-	Drain(ctx context.Context) error
-	Close()
-	// Deliver sends one delivery of chat key and returns its result and the
-	// instance stream that answered (for its ResultAck).
-	Deliver(ctx context.Context, key string, attempt int, payload []byte) (*pluginv1.Result, *stream.Session, error)
-}
-
-// single is the transport of a plugin with one instance.
-type single struct{ *stream.Session }
-
-func (s single) Deliver(ctx context.Context, _ string, attempt int, payload []byte) (*pluginv1.Result, *stream.Session, error) {
-	res, err := s.Session.Deliver(ctx, attempt, payload)
-	return res, s.Session, err
-}
-
 // open opens the instance's Handle stream. The stream lives until Drain or
 // Close, independent of ctx, so in-flight deliveries can finish on
 // shutdown.
@@ -54,20 +29,12 @@ func (r *Route) open(ctx context.Context, p Plugin) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening session for %s: %w", m.GetName(), err)
 	}
-	opts := stream.Options{Name: m.GetName(), Deadline: r.d.cfg.Deadline,
-		MaxInFlight: maxInFlight(m, r.d.cfg.MaxInFlight), Batches: m.GetAcceptsDeliveryBatches(), Metrics: r.m.stream}
-	var t transport
-	if pl, ok := p.(Pool); ok {
-		t, err = openPool(ctx, pl, opts, r.d.logger.With("plugin", m.GetName()))
-	} else {
-		var st *stream.Session
-		st, err = stream.Open(ctx, p.Service(), opts)
-		t = single{st}
-	}
+	st, err := r.openTransport(ctx, p, stream.Options{Name: m.GetName(), Deadline: r.d.cfg.Deadline,
+		MaxInFlight: maxInFlight(m, r.d.cfg.MaxInFlight), Batches: m.GetAcceptsDeliveryBatches(), Metrics: r.m.stream})
 	if err != nil {
 		return nil, err
 	}
-	return &Session{d: r.d, r: r, plugin: p, name: m.GetName(), matcher: mt, st: t}, nil
+	return &Session{d: r.d, r: r, plugin: p, name: m.GetName(), matcher: mt, st: st}, nil
 }
 
 // maxInFlight is the manifest's max_in_flight, else the core default (at
