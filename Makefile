@@ -73,9 +73,15 @@ test: tools build ## start real Redis and Pulsar (and install Chromium for the b
 	scripts/chromium.sh install >/dev/null; \
 	eval "$$(scripts/env.sh)"; \
 	sdk/python/test.sh; \
+	scripts/kubevalidate.sh >/dev/null; \
+	scripts/images.sh; \
 	go test -race -shuffle=on -count=1 -timeout $(TEST_TIMEOUT) $(GO_PKGS); \
 	go test -tags faults -count=1 -timeout 20m ./core/internal/faults; \
 	scripts/fuzz.sh
+
+.PHONY: images
+images: ## build the core, Go plugin and Python base images with buildah (installed with apt if missing)
+	scripts/images.sh
 
 .PHONY: bench bench-1m
 bench: build ## larkway bench with same-run reference points (bench/results/), then the Go benchmarks

@@ -234,20 +234,30 @@ func newPluginCmd(stdout, stderr io.Writer) *cobra.Command {
 			return nil
 		}
 	}
-	var file string
+	var file, address string
 	var sum sha256Hex
-	swap := adminCmd(o, "swap NAME --file PATH --sha256 HEX", "Swap versions cluster-wide, make-before-break", name,
-		run("swap", func() any { return map[string]string{"path": file, "sha256": string(sum)} }))
+	swap := adminCmd(o, "swap NAME (--file PATH --sha256 HEX | --address ADDR)", "Swap versions cluster-wide, make-before-break", name,
+		run("swap", func() any {
+			if address != "" {
+				return map[string]string{"address": address}
+			}
+			return map[string]string{"path": file, "sha256": string(sum)}
+		}))
 	swap.Long = `Swaps the plugin NAME to the file PATH on every replica: each starts the new
 version beside the old one and moves traffic to it once it passes probation;
 a failing version is rolled back. PATH must lie in the plugin's directory
-(or admin.plugin_dir) on the replicas; HEX is its SHA-256.`
-	swap.Example = "  larkway plugin swap echo --file bin/plugins/echo2 --sha256 $(sha256sum bin/plugins/echo2 | cut -d' ' -f1)"
+(or admin.plugin_dir) on the replicas; HEX is its SHA-256.
+
+A remote plugin (plugins[].remote) is swapped to a new endpoint with
+--address instead, the same way; its TLS settings stay the configured ones.`
+	swap.Example = "  larkway plugin swap echo --file bin/plugins/echo2 --sha256 $(sha256sum bin/plugins/echo2 | cut -d' ' -f1)\n" +
+		"  larkway plugin swap triage --address dns:///triage-v2.plugins.svc.cluster.local:7443"
 	swap.Flags().StringVar(&file, "file", "", "the new plugin file's `PATH` (on the replicas)")
 	swap.Flags().Var(&sum, "sha256", "the new file's SHA-256, 64 hex digits")
-	for _, f := range []string{"file", "sha256"} {
-		_ = swap.MarkFlagRequired(f)
-	}
+	swap.Flags().StringVar(&address, "address", "", "a remote plugin's new endpoint `ADDR` (host:port, dns:///host:port or a list)")
+	swap.MarkFlagsRequiredTogether("file", "sha256")
+	swap.MarkFlagsOneRequired("file", "address")
+	swap.MarkFlagsMutuallyExclusive("file", "address")
 	_ = swap.MarkFlagFilename("file")
 	c.AddCommand(
 		adminCmd(o, "list", "Every plugin on every replica", noArgs, func(ctx context.Context, c *adminClient, _ []string) error {

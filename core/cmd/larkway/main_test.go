@@ -55,7 +55,7 @@ func TestCLI(t *testing.T) {
 		{"version flag", []string{"--version"}, 0, "larkway dev", ""},
 		{"version stray arg", []string{"version", "x"}, 2, "", `unexpected argument "x"`},
 		{"help", []string{"help"}, 0, "Usage:", ""},
-		{"help on a command", []string{"help", "plugin", "swap"}, 0, "larkway plugin swap NAME --file PATH --sha256 HEX", ""},
+		{"help on a command", []string{"help", "plugin", "swap"}, 0, "larkway plugin swap NAME (--file PATH --sha256 HEX | --address ADDR)", ""},
 		{"help on an unknown topic", []string{"help", "plugn"}, 2, "", `unknown help topic "plugn"`},
 		{"completion bash", []string{"completion", "bash"}, 0, "__start_larkway", ""},
 		{"completion zsh", []string{"completion", "zsh"}, 0, "#compdef larkway", ""},

@@ -17,6 +17,7 @@ import (
 	"github.com/larkway/larkway/core/internal/app"
 	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/pluginhost"
+	"github.com/larkway/larkway/core/internal/remote"
 )
 
 func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -71,7 +72,8 @@ func serve(ctx context.Context, path string, check bool, stdout, stderr io.Write
 
 // checkPluginFiles does what a launch does before it starts a plugin —
 // find the executable ($PATH when it has no slash), hash it and its pinned
-// files — so --check catches a missing or changed file before a deploy. A
+// files; for a remote plugin, load its TLS files — so --check catches a
+// missing or changed file before a deploy. A
 // disabled plugin is not launched, so it is not checked. All problems are
 // reported, each naming its plugins[i] key.
 func checkPluginFiles(plugins []config.Plugin) error {
@@ -81,6 +83,13 @@ func checkPluginFiles(plugins []config.Plugin) error {
 			continue
 		}
 		key := fmt.Sprintf("plugins[%d]", i)
+		if r := p.Remote; r != nil {
+			// Nothing to hash: the TLS files the core dials with must load.
+			if _, err := remote.ClientTLS(p.Name, remote.TLSFiles{CAFile: r.TLS.CAFile, CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile}); err != nil {
+				errs = append(errs, fmt.Errorf("%s.remote.tls: %w", key, err))
+			}
+			continue
+		}
 		path := p.Path
 		if !strings.ContainsRune(path, '/') {
 			found, err := exec.LookPath(path)

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/larkway/larkway/core/internal/testenv"
 )
 
 // serve --check hashes every enabled plugin's executable and pinned files
@@ -42,6 +44,11 @@ func TestServeCheckPluginFiles(t *testing.T) {
 		}
 		return s
 	}
+	pki := testenv.NewPKI(t)
+	coreCert, coreKey := pki.Issue(t, testenv.Cert{})
+	remote := func(name, ca, cert, key string) string {
+		return fmt.Sprintf("  - name: %s\n    remote: {address: '127.0.0.1:1', tls: {ca_file: %s, cert_file: %s, key_file: %s}}\n", name, ca, cert, key)
+	}
 	tests := []struct {
 		name     string
 		plugins  string
@@ -64,6 +71,10 @@ func TestServeCheckPluginFiles(t *testing.T) {
 		{"a directory", plugin("a", dir, ""), 1, []string{"plugins[0].path:", "is a directory"}},
 		{"every problem reported", plugin("a", missing, "") + plugin("b", exe, otherSum), 1,
 			[]string{"plugins[0].path:", "plugins[1].path:"}},
+		{"remote TLS files load", remote("r", pki.CAFile, coreCert, coreKey), 0, nil},
+		{"remote key missing", plugin("a", exe, exeSum) + remote("r", pki.CAFile, coreCert, missing), 1,
+			[]string{"plugins[1].remote.tls:", missing}},
+		{"remote CA not PEM", remote("r", exe, coreCert, coreKey), 1, []string{"plugins[0].remote.tls:", "no PEM certificate"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

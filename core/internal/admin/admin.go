@@ -114,6 +114,10 @@ type Config struct {
 	PluginDir string
 	// PluginPaths are the configured plugin paths by name.
 	PluginPaths map[string]string
+	// PluginRemotes are the configured remote plugins by name. A swap of
+	// one changes only its address: the TLS files stay the configured ones,
+	// as swaps of launched plugins take files only from PluginDir.
+	PluginRemotes map[string]manager.Remote
 }
 
 // Server is the admin HTTP handler.
@@ -122,6 +126,7 @@ type Server struct {
 	jwt         Verifier
 	pluginDir   string
 	pluginPaths map[string]string
+	remotes     map[string]manager.Remote
 	deps        Deps
 	logger      *slog.Logger
 	mux         *http.ServeMux
@@ -140,7 +145,7 @@ func New(cfg Config, deps Deps, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{tokens: tokens, jwt: cfg.JWT, pluginDir: cfg.PluginDir, pluginPaths: cfg.PluginPaths,
-		deps: deps, logger: logger.With("component", "admin"), mux: http.NewServeMux()}
+		remotes: cfg.PluginRemotes, deps: deps, logger: logger.With("component", "admin"), mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /v1/plugins", s.listPlugins)
 	s.mux.HandleFunc("GET /v1/plugins/{name}", s.describePlugin)
 	s.mux.HandleFunc("POST /v1/plugins/{name}/{op}", s.pluginOp)
@@ -371,6 +376,8 @@ type swapRequest struct {
 	Env    []string `json:"env,omitempty"`
 	// Files pins the new version's scripts; checked at launch.
 	Files []manager.File `json:"files,omitempty"`
+	// Address is a remote plugin's new endpoint (instead of path).
+	Address string `json:"address,omitempty"`
 }
 
 func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
@@ -385,6 +392,21 @@ func (s *Server) pluginOp(w http.ResponseWriter, r *http.Request) {
 		var req swapRequest
 		if !decode(w, r, &req) {
 			return
+		}
+		if rem, remote := s.remotes[name]; remote || req.Address != "" {
+			if !remote {
+				writeError(w, http.StatusBadRequest, "bad_request", "address is for remote plugins; "+name+" is launched from a file")
+				return
+			}
+			if req.Address == "" || req.Path != "" {
+				writeError(w, http.StatusBadRequest, "bad_request", name+" is remote: swap it with address alone")
+				return
+			}
+			rem.Address = req.Address
+			p, _ := PrincipalFrom(ctx)
+			s.logger.Info("admin swap", "principal", p.Name, "plugin", name, "address", req.Address)
+			err = s.deps.Cluster.Swap(ctx, name, manager.Spec{Name: name, Remote: &rem})
+			break
 		}
 		if req.Path == "" {
 			writeError(w, http.StatusBadRequest, "bad_request", "path is required")

@@ -138,6 +138,7 @@ func TestRequests(t *testing.T) {
 		{"swap bad sha", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"/p","sha256":"zz"}`, 400, "bad_request"},
 		{"swap without path", "POST", "/v1/plugins/echo/swap", "secret-token", `{"sha256":"` + sha + `"}`, 400, "bad_request"},
 		{"swap unknown field", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"/p","sha256":"` + sha + `","force":true}`, 400, "bad_request"},
+		{"swap a launched plugin to an address", "POST", "/v1/plugins/echo/swap", "secret-token", `{"address":"10.0.0.1:7443"}`, 400, "bad_request"},
 		{"swap malformed", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":`, 400, "bad_request"},
 		{"swap oversize", "POST", "/v1/plugins/echo/swap", "secret-token", `{"path":"` + strings.Repeat("a", maxBody) + `"}`, 413, "oversize"},
 		{"rollback", "POST", "/v1/plugins/echo/rollback", "secret-token", "", 200, ""},

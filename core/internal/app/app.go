@@ -41,6 +41,7 @@ import (
 	"github.com/larkway/larkway/core/internal/lark"
 	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/pluginhost"
+	"github.com/larkway/larkway/core/internal/remote"
 	"github.com/larkway/larkway/core/internal/state"
 	"github.com/larkway/larkway/core/internal/telemetry"
 )
@@ -76,6 +77,10 @@ type Core struct {
 	rec     *cluster.Reconciler
 	ingest  *ingest.Server
 	specs   []manager.Spec
+	// remoteState serves remote plugins' state (nil: not configured).
+	remoteState *remote.StateServer
+	// remoteInstances counts each remote plugin's instances in its pool.
+	remoteInstances *prometheus.GaugeVec
 
 	public, metrics, admin *http.Server
 	publicLn, metricsLn    net.Listener
@@ -196,6 +201,9 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	}
 
 	sv := cfg.Supervision
+	c.remoteInstances = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "larkway_plugin_remote_instances",
+		Help: "Instances of a remote plugin the core holds a stream to (healthy, describing the pool's manifest)."}, []string{"plugin"})
+	reg.MustRegister(c.remoteInstances)
 	c.mgr = manager.New(manager.Config{
 		RestartBackoff: sv.RestartBackoff.D(), RestartBackoffMax: sv.RestartBackoffMax.D(),
 		QuarantineAfter: sv.QuarantineAfter, QuarantineWindow: sv.QuarantineWindow.D(),
@@ -208,7 +216,12 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 			for i, f := range pc.Files {
 				files[i] = manager.File{Path: f.Path, SHA256: f.SHA256}
 			}
-			c.specs = append(c.specs, manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Files: files, Args: pc.Args, Env: pc.Env})
+			spec := manager.Spec{Name: pc.Name, Path: pc.Path, SHA256: pc.SHA256, Files: files, Args: pc.Args, Env: pc.Env}
+			if r := pc.Remote; r != nil {
+				spec.Remote = &manager.Remote{Address: r.Address, CAFile: r.TLS.CAFile, CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile,
+					ServerName: r.TLS.ServerName, ResolveInterval: r.ResolveInterval.D()}
+			}
+			c.specs = append(c.specs, spec)
 		}
 	}
 	if c.rec, err = cluster.NewReconciler(cluster.Config{ReplicaID: cfg.ReplicaID, Version: deps.Version,
@@ -234,6 +247,21 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	c.public = &http.Server{Handler: c.publicMux(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	if ps := cfg.PluginState; ps.Listen != "" {
+		var remotes []string
+		for _, pc := range cfg.Plugins {
+			if pc.Remote != nil {
+				remotes = append(remotes, pc.Name)
+			}
+		}
+		if c.remoteState, err = remote.NewStateServer(ps.Listen, remote.TLSFiles{CAFile: ps.TLS.CAFile, CertFile: ps.TLS.CertFile, KeyFile: ps.TLS.KeyFile},
+			c.st.state, remotes, logger); err != nil {
+			return nil, fmt.Errorf("config: plugin_state: %w", err)
+		}
+		if err := c.remoteState.Listen(); err != nil {
+			return nil, err
+		}
+	}
 	if ac := cfg.Admin; ac.Listen != "" {
 		if err := c.buildAdmin(cfg, logger, reg); err != nil {
 			return nil, err
@@ -246,9 +274,14 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 // confinement, TLS, and its listener.
 func (c *Core) buildAdmin(cfg *config.Config, logger *slog.Logger, reg prometheus.Gatherer) error {
 	ac := cfg.Admin
-	acfg := admin.Config{PluginDir: ac.PluginDir, PluginPaths: map[string]string{}}
+	acfg := admin.Config{PluginDir: ac.PluginDir, PluginPaths: map[string]string{}, PluginRemotes: map[string]manager.Remote{}}
 	for _, pc := range cfg.Plugins {
 		acfg.PluginPaths[pc.Name] = pc.Path
+	}
+	for _, s := range c.specs {
+		if s.Remote != nil {
+			acfg.PluginRemotes[s.Name] = *s.Remote
+		}
 	}
 	if ac.Token != "" {
 		// The single token of older configs keeps its full power.
@@ -344,6 +377,15 @@ func (c *Core) Manager() *manager.Manager { return c.mgr }
 // Ready reports whether every plugin is subscribed and intake is open.
 func (c *Core) Ready() bool { return c.ready.Load() }
 
+// PluginStateAddr is the remote plugins' state store address ("" when not
+// served).
+func (c *Core) PluginStateAddr() string {
+	if c.remoteState == nil {
+		return ""
+	}
+	return c.remoteState.Addr()
+}
+
 // PluginsServing reports whether the core is ready and every enabled
 // plugin has a serving instance (before Run none has).
 func (c *Core) PluginsServing() bool { return c.ready.Load() && c.mgr.Ready() }
@@ -367,6 +409,9 @@ func (c *Core) close() {
 			if ln != nil {
 				_ = ln.Close()
 			}
+		}
+		if c.remoteState != nil {
+			c.remoteState.Close()
 		}
 		if c.exec != nil {
 			_ = c.exec.Close(context.Background())
@@ -432,8 +477,18 @@ func actionLimits(rl config.RateLimits) ratelimit.Limits {
 	return limits
 }
 
-// launch starts a plugin process for the manager.
+// launch starts a plugin process for the manager, or dials a remote
+// plugin's instances.
 func (c *Core) launch(ctx context.Context, s manager.Spec) (manager.Instance, error) {
+	if r := s.Remote; r != nil {
+		p, err := remote.Dial(ctx, remote.Config{Name: s.Name, Address: r.Address, ResolveInterval: r.ResolveInterval, CoreVersion: c.version,
+			Instances: c.remoteInstances.WithLabelValues(s.Name),
+			TLS:       remote.TLSFiles{CAFile: r.CAFile, CertFile: r.CertFile, KeyFile: r.KeyFile, ServerName: r.ServerName}}, c.logger.With("plugin", s.Name))
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
 	files := make([]pluginhost.File, len(s.Files))
 	for i, f := range s.Files {
 		files[i] = pluginhost.File{Path: f.Path, SHA256: f.SHA256}

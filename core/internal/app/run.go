@@ -40,6 +40,20 @@ func (c *Core) Run(ctx context.Context) error {
 	c.logger.Info("metrics listening", "addr", c.MetricsAddr())
 	go func() { srvErr <- c.public.Serve(c.publicLn) }()
 	c.logger.Info("listening", "addr", c.Addr(), "bus", c.cfg.Bus.Kind, "replica", c.cfg.ReplicaID)
+	if c.remoteState != nil {
+		stateCtx, stopState := context.WithCancel(context.WithoutCancel(ctx))
+		stateDone := make(chan error, 1)
+		go func() { stateDone <- c.remoteState.Run(stateCtx) }()
+		// Stopped after the plugins (deferred first, run last but for metrics):
+		// a remote plugin's handler may still use its state while draining.
+		defer func() {
+			stopState()
+			if err := <-stateDone; err != nil {
+				c.logger.Warn("remote plugin state server", "err", err)
+			}
+		}()
+		c.logger.Info("remote plugin state store listening", "addr", c.remoteState.Addr())
+	}
 	if c.admin != nil {
 		go func() { srvErr <- c.admin.Serve(c.adminLn) }()
 		c.logger.Info("admin API listening", "addr", c.AdminAddr())

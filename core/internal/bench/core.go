@@ -28,6 +28,15 @@ type PluginSpec struct {
 	Path string
 	Args []string
 	Env  []string
+	// Remote, if set, dials the plugin at Remote.Address with its TLS
+	// files instead of launching Path.
+	Remote *RemoteSpec
+}
+
+// RemoteSpec is a remote plugin's plugins[].remote.
+type RemoteSpec struct {
+	Address string
+	PKI     PKI
 }
 
 // CoreOptions are the bench's overrides of a core's config.
@@ -107,6 +116,11 @@ func coreConfig(o CoreOptions) (*config.Config, error) {
 	}
 	plugins := []map[string]any{}
 	for _, p := range o.Plugins {
+		if r := p.Remote; r != nil {
+			plugins = append(plugins, map[string]any{"name": p.Name, "remote": map[string]any{"address": r.Address,
+				"tls": map[string]any{"ca_file": r.PKI.CAFile, "cert_file": r.PKI.CoreCert, "key_file": r.PKI.CoreKey}}})
+			continue
+		}
 		plugins = append(plugins, map[string]any{"name": p.Name, "path": p.Path, "args": p.Args, "env": p.Env})
 	}
 	doc := map[string]any{

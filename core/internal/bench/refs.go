@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/larkway/larkway/core/internal/lark"
@@ -105,22 +106,43 @@ func (echoServer) Handle(stream grpc.BidiStreamingServer[pluginv1.HandleRequest,
 // moves the same messages the dispatcher does; with none it sends a minimal
 // event.
 func GRPCStream(ctx context.Context, dir string, window int, d time.Duration, events []*pluginv1.Event) (GRPCResult, error) {
-	if len(events) == 0 {
-		events = []*pluginv1.Event{{EventId: "ev_small", EventType: "im.message.receive_v1", AppId: "cli_bench", ChatId: "oc_small"}}
-	}
 	sock := filepath.Join(dir, fmt.Sprintf("grpc-%d.sock", time.Now().UnixNano()))
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		return GRPCResult{}, err
 	}
 	defer os.Remove(sock)
-	srv := grpc.NewServer()
+	return grpcStream(ctx, ln, nil, "unix://"+sock, insecure.NewCredentials(), window, d, events)
+}
+
+// GRPCStreamTLS is GRPCStream over loopback TCP with mutual TLS, as the
+// core talks to a remote plugin: the reference for the remote dispatch
+// figure.
+func GRPCStreamTLS(ctx context.Context, pki PKI, window int, d time.Duration, events []*pluginv1.Event) (GRPCResult, error) {
+	stc, ctc, err := pki.tlsConfigs()
+	if err != nil {
+		return GRPCResult{}, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return GRPCResult{}, err
+	}
+	return grpcStream(ctx, ln, []grpc.ServerOption{grpc.Creds(credentials.NewTLS(stc))}, ln.Addr().String(), credentials.NewTLS(ctc), window, d, events)
+}
+
+// grpcStream serves echoServer on ln and measures one Handle stream to it.
+func grpcStream(ctx context.Context, ln net.Listener, sopts []grpc.ServerOption, target string, creds credentials.TransportCredentials,
+	window int, d time.Duration, events []*pluginv1.Event) (GRPCResult, error) {
+	if len(events) == 0 {
+		events = []*pluginv1.Event{{EventId: "ev_small", EventType: "im.message.receive_v1", AppId: "cli_bench", ChatId: "oc_small"}}
+	}
+	srv := grpc.NewServer(sopts...)
 	pluginv1.RegisterPluginServiceServer(srv, echoServer{})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	defer func() { srv.Stop(); <-served }()
 
-	cc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return GRPCResult{}, err
 	}

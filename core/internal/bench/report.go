@@ -142,6 +142,8 @@ var ratioSpecs = []struct {
 	{"ingest.external", "ref.sdk", "ingest (--url core) / SDK dispatcher", 2, "#8"},
 	{"dispatch.go", "ref.grpc", "deliveries to no-op Go plugin / raw gRPC stream", 0.5, "#8, #4"},
 	{"dispatch.python", "dispatch.go", "Python plugin deliveries / Go plugin deliveries", 0.2, "#8"},
+	{"dispatch.go.remote", "ref.grpc.tls", "deliveries to remote no-op Go plugin (TCP, mutual TLS) / raw gRPC stream over TCP+TLS", 0, ""},
+	{"dispatch.go.remote", "dispatch.go", "remote no-op Go plugin deliveries / launched (go-plugin) ones", 0, ""},
 	{"micro.sdk", "micro.larkway", "verify+decrypt+normalize speed-up over the SDK dispatcher (SDK ns / larkway ns)", 3, "#3"},
 	{"e2e.memory", "ref.bare", "end to end (memory) replies/s / bare net/http", 0, ""},
 	{"e2e.memory", "ref.sdk", "end to end (memory) replies/s / SDK dispatcher", 0, ""},

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -181,6 +183,16 @@ func (r *runner) once(ctx context.Context) error {
 		}
 		r.logf("ref.grpc: %.0f messages/s", g.PerSecond)
 		r.rep.add(r.run, "ref.grpc", fmt.Sprintf("raw gRPC bidi stream, unix socket, %d in flight", g.Window), "messages/s", g.PerSecond, g)
+		pki, err := NewPKI(r.o.Dir, "noop")
+		if err != nil {
+			return fmt.Errorf("bench certificates: %w", err)
+		}
+		g, err = GRPCStreamTLS(ctx, pki, r.o.Window, r.o.Duration, evs)
+		if err != nil {
+			return fmt.Errorf("raw gRPC stream over TLS: %w", err)
+		}
+		r.logf("ref.grpc.tls: %.0f messages/s", g.PerSecond)
+		r.rep.add(r.run, "ref.grpc.tls", fmt.Sprintf("raw gRPC bidi stream, loopback TCP with mutual TLS, %d in flight", g.Window), "messages/s", g.PerSecond, g)
 	}
 	if o.URL != "" {
 		return nil
@@ -548,22 +560,88 @@ func (r *runner) dispatch(ctx context.Context) error {
 			PluginSpec{Name: "py-noop", Path: r.o.Plugins.Python, Args: []string{r.o.Plugins.PyNoop}}, max(r.o.DispatchEvents/4, 1000)})
 	}
 	for _, p := range plugs {
-		app := r.appForRun("dp")
-		var d deliveries
-		// Room for the whole backlog (the default bound is 64 MB).
-		core, err := NewCore(ctx, CoreOptions{Bus: "memory", App: app, LarkURL: "http://127.0.0.1:1", Plugins: []PluginSpec{p.spec},
-			UnlimitedActions: true, Observe: d.observe, Logger: r.o.Logger, MaxRetainedMB: 4096})
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.key, err)
+		if err := r.dispatchOne(ctx, p.key, p.label, p.spec, p.events); err != nil {
+			return err
 		}
-		res, err := r.dispatchRate(ctx, core, app, &d, p.spec.Name, p.events)
-		_ = core.Close()
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.key, err)
-		}
-		r.logf("%s: %.0f deliveries/s", p.key, res.PerSecond)
-		r.rep.add(r.run, p.key, p.label, "deliveries/s", res.PerSecond, res)
 	}
+	return r.dispatchRemote(ctx)
+}
+
+// dispatchRemote is dispatch.go with the same no-op plugin file served as
+// its own process on loopback TCP with mutual TLS (plugins[].remote),
+// beside the launched figure and the raw gRPC-over-TLS reference.
+func (r *runner) dispatchRemote(ctx context.Context) error {
+	const key = "dispatch.go.remote"
+	pki, err := NewPKI(r.o.Dir, "noop")
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	cmd := exec.CommandContext(ctx, r.o.Plugins.GoNoop, "--listen", addr, "--tls-cert", pki.PluginCert, "--tls-key", pki.PluginKey, "--client-ca", pki.CAFile)
+	cmd.Env = append(os.Environ(), r.plugEnv...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: starting the remote plugin: %w", key, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return fmt.Errorf("%s: the remote plugin never listened on %s", key, addr)
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("%s: the remote plugin exited", key)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	err = r.dispatchOne(ctx, key, "deliveries to the same no-op Go plugin served remotely (loopback TCP, mutual TLS), draining a backlog (memory bus)",
+		PluginSpec{Name: "noop", Remote: &RemoteSpec{Address: addr, PKI: pki}}, r.o.DispatchEvents)
+	stop()
+	return err
+}
+
+// dispatchOne measures one plugin's deliveries/s on a core of its own.
+func (r *runner) dispatchOne(ctx context.Context, key, label string, spec PluginSpec, events int) error {
+	app := r.appForRun("dp")
+	var d deliveries
+	// Room for the whole backlog (the default bound is 64 MB).
+	core, err := NewCore(ctx, CoreOptions{Bus: "memory", App: app, LarkURL: "http://127.0.0.1:1", Plugins: []PluginSpec{spec},
+		UnlimitedActions: true, Observe: d.observe, Logger: r.o.Logger, MaxRetainedMB: 4096})
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	res, err := r.dispatchRate(ctx, core, app, &d, spec.Name, events)
+	_ = core.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if spec.Remote != nil {
+		// The remote plugin is no child the core reaps: its CPU is not in
+		// the children's accounting.
+		res.PluginCPUMicros = 0
+	}
+	r.logf("%s: %.0f deliveries/s", key, res.PerSecond)
+	r.rep.add(r.run, key, label, "deliveries/s", res.PerSecond, res)
 	return nil
 }
 

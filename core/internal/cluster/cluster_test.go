@@ -213,6 +213,20 @@ func TestSameSpec(t *testing.T) {
 		{"env", with(func(s *manager.Spec) { s.Env = nil }), false},
 		{"sha", with(func(s *manager.Spec) { s.SHA256 = "ee" }), false},
 	}
+	remote := manager.Spec{Name: "p", Remote: &manager.Remote{Address: "a:7443", CAFile: "ca", CertFile: "c", KeyFile: "k"}}
+	for _, tt := range []struct {
+		name string
+		a, b manager.Spec
+		same bool
+	}{
+		{"remote, same endpoint", remote, manager.Spec{Name: "p", Remote: &manager.Remote{Address: "a:7443", CAFile: "ca", CertFile: "c", KeyFile: "k"}}, true},
+		{"remote, new endpoint", remote, manager.Spec{Name: "p", Remote: &manager.Remote{Address: "b:7443", CAFile: "ca", CertFile: "c", KeyFile: "k"}}, false},
+		{"remote and launched", remote, manager.Spec{Name: "p"}, false},
+	} {
+		if got := sameSpec(tt.a, tt.b); got != tt.same {
+			t.Errorf("%s: sameSpec = %v, want %v", tt.name, got, tt.same)
+		}
+	}
 	for _, tt := range tests {
 		if got := sameSpec(base, tt.b); got != tt.same {
 			t.Errorf("%s: sameSpec = %v, want %v", tt.name, got, tt.same)

@@ -165,7 +165,8 @@ func (r *Reconciler) apply(ctx context.Context, name string, cur manager.Status,
 
 func sameSpec(a, b manager.Spec) bool {
 	return a.Path == b.Path && a.SHA256 == b.SHA256 && slices.Equal(a.Args, b.Args) && slices.Equal(a.Env, b.Env) &&
-		slices.Equal(a.Files, b.Files) // a swap that only re-pins files must reach every replica
+		slices.Equal(a.Files, b.Files) && // a swap that only re-pins files must reach every replica
+		(a.Remote == nil) == (b.Remote == nil) && (a.Remote == nil || *a.Remote == *b.Remote) // a remote plugin's new endpoint too
 }
 
 // ErrNotApplied wraps a local failure: the desired state was not changed.

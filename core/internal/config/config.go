@@ -41,6 +41,20 @@ type Config struct {
 	Telemetry   Telemetry   `yaml:"telemetry"`
 	Actions     Actions     `yaml:"actions"`
 	Metrics     Metrics     `yaml:"metrics"`
+	// PluginState serves the state store to remote plugins.
+	PluginState PluginState `yaml:"plugin_state"`
+}
+
+// PluginState serves the plugin state store to remote plugins over mutual
+// TLS (docs/operations.md, "Remote plugins"): each call acts on the state of
+// the plugin its client certificate names.
+type PluginState struct {
+	// Listen is the address (empty: not served; remote plugins then have
+	// no state store).
+	Listen string `yaml:"listen"`
+	// TLS: ca_file verifies the plugins' certificates; cert_file and
+	// key_file are the core's.
+	TLS PluginTLS `yaml:"tls"`
 }
 
 // Metrics serves Prometheus metrics on a listener of their own: their
@@ -325,6 +339,33 @@ type Plugin struct {
 	Env []string `yaml:"env"`
 	// Disabled keeps the entry but does not run it.
 	Disabled bool `yaml:"disabled"`
+	// Remote dials the plugin as its own deployment instead of launching a
+	// file; an entry has either path or remote.
+	Remote *PluginRemote `yaml:"remote"`
+}
+
+// PluginRemote is a plugin served by its own deployment, dialled over
+// mutual TLS (docs/operations.md, "Remote plugins").
+type PluginRemote struct {
+	// Address is host:port, dns:///host:port, or a comma-separated list;
+	// every address a name resolves to is one instance.
+	Address string `yaml:"address"`
+	// TLS: ca_file verifies the instances' certificates (which must carry
+	// the URI SAN urn:larkway:plugin:NAME); cert_file and key_file are the
+	// core's client certificate; server_name, if set, must also be a DNS
+	// name of the instances' certificates.
+	TLS PluginTLS `yaml:"tls"`
+	// ResolveInterval between re-resolving the address and health-checking
+	// every instance (default 10s).
+	ResolveInterval Duration `yaml:"resolve_interval"`
+}
+
+// PluginTLS are PEM files of a mutual TLS connection.
+type PluginTLS struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
 }
 
 // PluginFile pins one file a plugin runs to its SHA-256.
@@ -726,8 +767,29 @@ func (c *Config) Validate() error {
 			bad("%s.name %q: duplicate", p, pl.Name)
 		}
 		names[pl.Name] = true
-		if pl.Path == "" {
-			bad("%s.path is required", p)
+		switch {
+		case pl.Remote != nil && (pl.Path != "" || pl.SHA256 != "" || len(pl.Files) > 0 || len(pl.Args) > 0 || len(pl.Env) > 0):
+			bad("%s: set either path (with sha256, files, args, env) or remote, not both", p)
+		case pl.Remote != nil:
+			r := pl.Remote
+			if r.Address == "" {
+				bad("%s.remote.address is required", p)
+			}
+			for _, a := range strings.Split(r.Address, ",") {
+				if _, port, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimSpace(a), "dns:///")); r.Address != "" && (err != nil || port == "") {
+					bad("%s.remote.address %q: want host:port, dns:///host:port, or a comma-separated list of them", p, a)
+				}
+			}
+			for _, f := range []struct{ key, val string }{{"ca_file", r.TLS.CAFile}, {"cert_file", r.TLS.CertFile}, {"key_file", r.TLS.KeyFile}} {
+				if f.val == "" {
+					bad("%s.remote.tls.%s is required (remote plugins are dialled with mutual TLS only)", p, f.key)
+				}
+			}
+			if d := r.ResolveInterval.D(); d != 0 && (d < time.Second || d > time.Hour) {
+				bad("%s.remote.resolve_interval %s: want 1s..1h (default 10s)", p, d)
+			}
+		case pl.Path == "":
+			bad("%s.path (or remote) is required", p)
 		}
 		if pl.SHA256 != "" && !sha256RE.MatchString(pl.SHA256) {
 			bad("%s.sha256: want 64 hex digits", p)
@@ -748,6 +810,13 @@ func (c *Config) Validate() error {
 		for _, e := range pl.Env {
 			if k, _, _ := strings.Cut(e, "="); !envNameRE.MatchString(k) {
 				bad("%s.env %q: want KEY=VALUE, or KEY to pass the core's own value", p, e)
+			}
+		}
+	}
+	if ps := c.PluginState; ps.Listen != "" {
+		for _, f := range []struct{ key, val string }{{"ca_file", ps.TLS.CAFile}, {"cert_file", ps.TLS.CertFile}, {"key_file", ps.TLS.KeyFile}} {
+			if f.val == "" {
+				bad("plugin_state.tls.%s is required with plugin_state.listen", f.key)
 			}
 		}
 	}

@@ -148,6 +148,13 @@ func TestParseErrors(t *testing.T) {
 		{"env name with space", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    env: [\"MY VAR\"]\n", "plugins[0].env"},
 		{"plugin without name", minimal + "plugins:\n  - path: /bin/x\n", "plugins[0].name"},
 		{"duplicate plugin", minimal + "plugins:\n  - {name: x, path: /a}\n  - {name: x, path: /b}\n", "duplicate"},
+		{"remote and path", minimal + "plugins:\n  - name: x\n    path: /bin/x\n    remote: {address: 'x:1', tls: {ca_file: c, cert_file: c, key_file: k}}\n", "plugins[0]: set either path"},
+		{"remote without address", minimal + "plugins:\n  - name: x\n    remote: {tls: {ca_file: c, cert_file: c, key_file: k}}\n", "plugins[0].remote.address is required"},
+		{"remote address without port", minimal + "plugins:\n  - name: x\n    remote: {address: 'a:1,dns:///b', tls: {ca_file: c, cert_file: c, key_file: k}}\n", `plugins[0].remote.address "dns:///b"`},
+		{"remote without tls", minimal + "plugins:\n  - name: x\n    remote: {address: 'x:1', tls: {ca_file: c, cert_file: c}}\n", "plugins[0].remote.tls.key_file is required"},
+		{"remote resolve too often", minimal + "plugins:\n  - name: x\n    remote: {address: 'x:1', resolve_interval: 10ms, tls: {ca_file: c, cert_file: c, key_file: k}}\n", "plugins[0].remote.resolve_interval"},
+		{"unknown remote key", minimal + "plugins:\n  - name: x\n    remote: {adress: 'x:1'}\n", "plugins[0].remote.adress"},
+		{"plugin state without tls", minimal + "plugin_state: {listen: ':7444'}\n", "plugin_state.tls.ca_file is required"},
 		{"missing env", "apps:\n  - {id: a, secret_env: LARKWAY_TEST_UNSET_VAR, verification_token: v}\n", "LARKWAY_TEST_UNSET_VAR"},
 		{"not yaml", "{{{", "decoding config"},
 		{"wrong type", minimal + "dispatch:\n  max_attempts: many\n", "line 7"},
@@ -184,6 +191,28 @@ func TestPluginPins(t *testing.T) {
 	p := c.Plugins[0]
 	if len(p.Files) != 1 || p.Files[0] != (PluginFile{Path: "plugins/py-echo/main.py", SHA256: sha}) || len(p.Env) != 2 {
 		t.Fatalf("plugin %+v", p)
+	}
+}
+
+func TestRemotePlugin(t *testing.T) {
+	c, err := Parse(strings.NewReader(minimal + `plugins:
+  - name: triage
+    remote:
+      address: dns:///triage.plugins.svc.cluster.local:7443
+      tls: {ca_file: /tls/ca.crt, cert_file: /tls/tls.crt, key_file: /tls/tls.key, server_name: triage.plugins.svc}
+plugin_state:
+  listen: ":7444"
+  tls: {ca_file: /tls/ca.crt, cert_file: /tls/tls.crt, key_file: /tls/tls.key}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Plugins[0].Remote
+	if r == nil || r.Address != "dns:///triage.plugins.svc.cluster.local:7443" || r.TLS.ServerName != "triage.plugins.svc" || r.ResolveInterval != 0 {
+		t.Fatalf("remote %+v", r)
+	}
+	if c.PluginState.Listen != ":7444" || c.PluginState.TLS.KeyFile != "/tls/tls.key" {
+		t.Fatalf("plugin_state %+v", c.PluginState)
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 func TestApprovalEndToEnd(t *testing.T) {
 	t.Parallel()
 	bin := testenv.BuildPlugin(t, "./plugins/approval", t.TempDir())
-	s := startStack(t, fmt.Sprintf("  - {name: approval, path: %q}", bin))
+	s := startStack(t, fmt.Sprintf("  - {name: approval, path: %q}", bin), "")
 	const chat = "oc_approval"
 
 	// 1. The request: exactly one message, an interactive shared card.

@@ -37,8 +37,9 @@ func (tr *transcript) record(lang, plugin, name, out string) {
 }
 
 // TestConformance runs every case against the Go and the Python test
-// plugin through a real core, then requires both to have produced the
-// same outputs.
+// plugin through a real core, each launched by the core and served
+// remotely (the same file, over mutual TLS), then requires all four to have
+// produced the same outputs.
 func TestConformance(t *testing.T) {
 	langs := languages(t)
 	tr := &transcript{seen: map[string]map[string]string{}}
@@ -53,23 +54,30 @@ func TestConformance(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	goOut, pyOut := tr.seen["go"], tr.seen["python"]
-	if len(goOut) == 0 || !reflect.DeepEqual(goOut, pyOut) {
+	goOut := tr.seen["go"]
+	if len(goOut) == 0 {
+		t.Fatal("the Go plugin produced nothing")
+	}
+	for _, other := range []string{"python", "go-remote", "python-remote"} {
+		out := tr.seen[other]
+		if reflect.DeepEqual(goOut, out) {
+			continue
+		}
 		for k := range goOut {
-			if goOut[k] != pyOut[k] {
-				t.Errorf("case %s differs:\n  go:     %q\n  python: %q", k, goOut[k], pyOut[k])
+			if goOut[k] != out[k] {
+				t.Errorf("case %s differs:\n  go:     %q\n  %s: %q", k, goOut[k], other, out[k])
 			}
 		}
-		for k := range pyOut {
+		for k := range out {
 			if _, ok := goOut[k]; !ok {
-				t.Errorf("case %s only ran in python", k)
+				t.Errorf("case %s only ran in %s", k, other)
 			}
 		}
 	}
 }
 
 func runSuite(t *testing.T, l language, tr *transcript) {
-	s := startStack(t, l.yaml())
+	s := l.start(t)
 	rec := func(name, out string) { tr.record(l.name, l.plugin, name, out) }
 	// barrier waits until every earlier event of chat has been handled and
 	// its actions carried out: the core handles a chat's events in order,
@@ -198,7 +206,7 @@ func runSuite(t *testing.T, l language, tr *transcript) {
 		// The overrunning first attempt ends after the second; its result
 		// must be dropped.
 		testenv.Eventually(t, 15*time.Second, "the overrunning attempt never finished", func() bool {
-			return s.logs.find("slow: late attempt finished", map[string]string{"plugin": l.plugin})
+			return s.pluginLogged("slow: late attempt finished", l.plugin)
 		})
 		barrier(t, "oc_slow")
 		if r := s.replies("om_slow"); len(r) != 1 {

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +32,62 @@ type language struct {
 	plugin string // the manifest name
 	// launch starts the plugin process (pluginhost and the core's config).
 	launch pluginhost.Config
+	// remote: the same plugin file serves on its own address with mutual
+	// TLS, and the core dials it (plugins[].remote) instead of launching it.
+	remote bool
+}
+
+// start runs the language's plugin (itself, when remote) and a core using it.
+func (l language) start(t *testing.T) *stack {
+	t.Helper()
+	if !l.remote {
+		return startStack(t, l.yaml(), "")
+	}
+	pki := testenv.NewPKI(t)
+	coreCert, coreKey := pki.Issue(t, testenv.Cert{})
+	cert, key := pki.Issue(t, testenv.Cert{URIs: []string{"urn:larkway:plugin:" + l.plugin}})
+	listen, stateAddr := freeAddr(t), freeAddr(t)
+	logs := &testenv.LogBuffer{}
+	cmd := exec.Command(l.launch.Path, append(l.launch.Args, "--listen", listen, "--tls-cert", cert, "--tls-key", key,
+		"--client-ca", pki.CAFile, "--state-address", stateAddr)...)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	testenv.Eventually(t, 30*time.Second, "the remote plugin never listened: "+logs.String(), func() bool {
+		c, err := net.Dial("tcp", listen)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	entry := fmt.Sprintf("  - name: %s\n    remote: {address: %q, tls: {ca_file: %s, cert_file: %s, key_file: %s}}", l.plugin, listen, pki.CAFile, coreCert, coreKey)
+	extra := fmt.Sprintf("plugin_state:\n  listen: %s\n  tls: {ca_file: %s, cert_file: %s, key_file: %s}\n", stateAddr, pki.CAFile, coreCert, coreKey)
+	s := startStack(t, entry, extra)
+	s.pluginLogs = logs
+	return s
+}
+
+// freeAddr is a loopback address nothing listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // yaml is the plugin's entry in the core's config.
@@ -42,11 +100,13 @@ func (l language) yaml() string {
 func languages(t *testing.T) []language {
 	t.Helper()
 	root := testenv.ModuleRoot(t)
+	goLaunch := pluginhost.Config{Path: testenv.BuildPlugin(t, "./core/internal/conformance/testdata/goplugin", t.TempDir())}
+	pyLaunch := pluginhost.Config{Path: testenv.PythonWithSDK(t), Args: []string{filepath.Join(root, "core/internal/conformance/testdata/pyplugin/main.py")}}
 	return []language{
-		{name: "go", plugin: "conf-go", launch: pluginhost.Config{
-			Path: testenv.BuildPlugin(t, "./core/internal/conformance/testdata/goplugin", t.TempDir())}},
-		{name: "python", plugin: "conf-py", launch: pluginhost.Config{
-			Path: testenv.PythonWithSDK(t), Args: []string{filepath.Join(root, "core/internal/conformance/testdata/pyplugin/main.py")}}},
+		{name: "go", plugin: "conf-go", launch: goLaunch},
+		{name: "python", plugin: "conf-py", launch: pyLaunch},
+		{name: "go-remote", plugin: "conf-go", launch: goLaunch, remote: true},
+		{name: "python-remote", plugin: "conf-py", launch: pyLaunch, remote: true},
 	}
 }
 
@@ -135,11 +195,23 @@ type stack struct {
 	appID string
 	logs  *logRecorder
 	stop  func() error
+	// pluginLogs is a remote plugin's stderr (a launched one's lines are
+	// re-logged by the core, in logs).
+	pluginLogs *testenv.LogBuffer
 }
 
-// startStack runs the emulator and a core with these plugin entries and
-// waits until every plugin serves.
-func startStack(t *testing.T, plugins string) *stack {
+// pluginLogged reports whether the plugin logged msg: re-logged by the core
+// under plugin=name when launched, on its own stderr when remote.
+func (s *stack) pluginLogged(msg, plugin string) bool {
+	if s.pluginLogs != nil {
+		return strings.Contains(s.pluginLogs.String(), msg)
+	}
+	return s.logs.find(msg, map[string]string{"plugin": plugin})
+}
+
+// startStack runs the emulator and a core with these plugin entries (and
+// extra top-level config) and waits until every plugin serves.
+func startStack(t *testing.T, plugins, extra string) *stack {
 	t.Helper()
 	appID := fmt.Sprintf("cli_conf_%d", time.Now().UnixNano())
 	emu := larkemu.New(larkemu.Options{Apps: map[string]string{appID: "secret"}, Unlimited: true})
@@ -163,7 +235,7 @@ dispatch:
   retry_backoff: 100ms
 supervision:
   restart_backoff: 50ms
-`, appID, ln.Addr(), plugins)
+%s`, appID, ln.Addr(), plugins, extra)
 	cfg, err := config.Parse(strings.NewReader(yaml))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)

@@ -18,6 +18,13 @@
 //     (scripts/promtool.sh), the tests fail without it.
 //   - The Grafana dashboards are valid, and every metric the rules and
 //     dashboards name is registered by a real core started in-process.
+//   - Every render validates offline against the Kubernetes schemas with
+//     kubernetes-validate (installed into the venv by
+//     scripts/kubevalidate.sh; the tests fail without it); the remote plugin
+//     example (deploy/k8s/examples/remote-plugin) is consistent (Certificate
+//     naming the plugin, headless Service, NetworkPolicy admitting the
+//     core); the Containerfiles under images/ are FROM scratch, RUN nothing
+//     and run as 65532.
 //
 // This package lives under core/internal so it may use the core's config
 // and app packages. It is a module of its own (in go.work) so that what only

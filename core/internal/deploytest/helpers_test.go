@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -63,6 +64,10 @@ func newObject(apiVersion, kind string) (any, bool) {
 		return &autoscalingv2.HorizontalPodAutoscaler{}, true
 	case "keda.sh/v1alpha1 ScaledObject":
 		return &scaledObject{}, true
+	case "networking.k8s.io/v1 NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}, true
+	case "cert-manager.io/v1 Certificate":
+		return &certificate{}, true
 	}
 	return nil, false
 }

@@ -55,14 +55,14 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) (res processed
 		return res
 	}
 	start := time.Now()
-	result, out := s.deliver(ctx, del)
+	result, via, out := s.deliver(ctx, del)
 	latency := time.Since(start)
 	var actions []*pluginv1.Action
 	if out == OutcomeDone {
 		var ev *pluginv1.Event
 		if ev, actions, err = s.answerCard(ctx, del, &head, result); err != nil {
 			out = OutcomeFailed
-		} else if err = s.execute(ctx, del, ev, result, actions); err != nil {
+		} else if err = s.execute(ctx, del, via, ev, result, actions); err != nil {
 			out = OutcomeActionRetry
 		}
 	}
@@ -132,24 +132,25 @@ func dedupKey(ev *envelope.Head) string {
 	return ev.EventID
 }
 
-// deliver sends the event to the instance and classes what came back: the
-// result's own outcome, or the stream's failure.
-func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Result, Outcome) {
-	res, err := s.st.Deliver(ctx, del.Attempt, del.Payload)
+// deliver sends the event to an instance (the chat's, when several serve)
+// and classes what came back: the result's own outcome, or the stream's
+// failure. It returns the instance stream that answered.
+func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Result, *stream.Session, Outcome) {
+	res, via, err := s.st.Deliver(ctx, del.Key, del.Attempt, del.Payload)
 	switch {
 	case err == nil:
 	case errors.Is(err, stream.ErrTimeout):
-		return nil, OutcomeTimeout
+		return nil, via, OutcomeTimeout
 	default: // broken, or the delivery could not be encoded
-		return nil, OutcomeStreamError
+		return nil, via, OutcomeStreamError
 	}
 	switch res.GetOutcome() {
 	case pluginv1.Outcome_OUTCOME_DONE:
-		return res, OutcomeDone
+		return res, via, OutcomeDone
 	case pluginv1.Outcome_OUTCOME_RETRY:
-		return res, OutcomeRetry
+		return res, via, OutcomeRetry
 	default:
-		return res, OutcomeFailed
+		return res, via, OutcomeFailed
 	}
 }
 
@@ -196,7 +197,7 @@ func (s *Session) answerCard(ctx context.Context, del *bus.Delivery, head *envel
 // were all performed gets none; plugins must not wait for one). Actions run
 // on a context that shutdown does not cut short: the plugin has answered,
 // and its reply must not be lost.
-func (s *Session) execute(ctx context.Context, del *bus.Delivery, ev *pluginv1.Event, res *pluginv1.Result, actions []*pluginv1.Action) error {
+func (s *Session) execute(ctx context.Context, del *bus.Delivery, via *stream.Session, ev *pluginv1.Event, res *pluginv1.Result, actions []*pluginv1.Action) error {
 	d := s.d
 	actx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
 	if len(actions) > 0 { // no timer for a result with nothing to do
@@ -216,7 +217,7 @@ func (s *Session) execute(ctx context.Context, del *bus.Delivery, ev *pluginv1.E
 	cancel()
 	if len(refused) > 0 {
 		s.logRefused(del, ev, res.GetDeliveryId(), actions, refused)
-		s.st.Ack(res.GetDeliveryId(), refused)
+		via.Ack(res.GetDeliveryId(), refused)
 	}
 	return err
 }

@@ -120,7 +120,7 @@ func (s *Session) dryRun(ctx context.Context, del *bus.Delivery) processed {
 		return res
 	}
 	start := time.Now()
-	result, out := s.deliver(ctx, del)
+	result, _, out := s.deliver(ctx, del)
 	s.observe(out, time.Since(start))
 	res.out = out
 	if out == OutcomeDone {

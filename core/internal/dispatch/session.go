@@ -18,7 +18,7 @@ type Session struct {
 	plugin  Plugin
 	name    string
 	matcher *match.Matcher
-	st      *stream.Session
+	st      transport
 	// vm are the version's series (role stable, canary or shadow; a
 	// promoted canary's become stable), stats what decides a canary.
 	vm    atomic.Pointer[versionMetrics]
@@ -47,7 +47,7 @@ func (r *Route) openAs(ctx context.Context, p Plugin, role string) (*Session, er
 		// Copies, not the plugin's deliveries: counted per version only.
 		sm = stream.Metrics{}
 	}
-	st, err := stream.Open(ctx, p.Service(), stream.Options{Name: m.GetName(), Deadline: r.d.cfg.Deadline,
+	st, err := r.openTransport(ctx, p, stream.Options{Name: m.GetName(), Deadline: r.d.cfg.Deadline,
 		MaxInFlight: maxInFlight(m, r.d.cfg.MaxInFlight), Batches: m.GetAcceptsDeliveryBatches(), Metrics: sm})
 	if err != nil {
 		return nil, err

@@ -42,7 +42,7 @@ func (s *Session) shadow(ctx context.Context, del *bus.Delivery, stable processe
 	candOut := "not_subscribed"
 	if s.matcher.Match(&head) {
 		start := time.Now()
-		res, out := s.deliver(ctx, del)
+		res, via, out := s.deliver(ctx, del)
 		s.observe(out, time.Since(start))
 		candOut = out.String()
 		if out == OutcomeDone {
@@ -57,7 +57,7 @@ func (s *Session) shadow(ctx context.Context, del *bus.Delivery, stable processe
 			s.d.metrics.shadowActions.WithLabelValues(s.name, "allowed").Add(float64(len(cand) - len(refused)))
 			s.d.metrics.shadowActions.WithLabelValues(s.name, "refused").Add(float64(len(refused)))
 			if len(refused) > 0 {
-				s.st.Ack(res.GetDeliveryId(), refused)
+				via.Ack(res.GetDeliveryId(), refused)
 			}
 		}
 	}

@@ -41,6 +41,9 @@ type Spec struct {
 	Name   string `json:"name"`
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256,omitempty"`
+	// Remote, if set, dials the plugin's own deployment instead of
+	// launching Path; a swap changes the desired endpoint.
+	Remote *Remote `json:"remote,omitempty"`
 	// Files pins more files the plugin runs (an interpreter's script),
 	// checked at every launch like SHA256.
 	Files []File   `json:"files,omitempty"`
@@ -55,6 +58,16 @@ type Spec struct {
 type File struct {
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"`
+}
+
+// Remote is a plugin served by its own deployment.
+type Remote struct {
+	Address         string        `json:"address"`
+	CAFile          string        `json:"ca_file"`
+	CertFile        string        `json:"cert_file"`
+	KeyFile         string        `json:"key_file"`
+	ServerName      string        `json:"server_name,omitempty"`
+	ResolveInterval time.Duration `json:"resolve_interval,omitempty"`
 }
 
 // Instance is a running plugin process.

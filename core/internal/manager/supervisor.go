@@ -419,6 +419,14 @@ func (s *supervisor) crashed(err error) bool {
 		s.setState(StateQuarantined, err)
 		return true
 	}
+	if s.spec().Remote != nil {
+		// Quarantine stops a bad local file's restart loop; a remote
+		// plugin has no process to restart, only an endpoint to dial
+		// again with backoff until its deployment answers.
+		s.log.Error("remote plugin unavailable; dialling again", "crashes", n, "err", err)
+		s.setState(StateCrashed, err)
+		return false
+	}
 	if n >= s.m.cfg.QuarantineAfter {
 		s.m.metrics.quarantines.WithLabelValues(name).Inc()
 		s.log.Error("plugin quarantined: enable or swap it to try again", "crashes", n, "window", s.m.cfg.QuarantineWindow.String(), "err", err)

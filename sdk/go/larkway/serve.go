@@ -27,11 +27,26 @@ const maxBatchBytes = 1 << 20
 // defaultMaxInFlight bounds concurrent handler calls when the plugin sets none.
 const defaultMaxInFlight = 64
 
-// Main serves the plugin and exits the process when the core stops it. It
-// refuses to run when not started by a larkway core.
+// Main serves the plugin and exits the process when the core stops it:
+// launched by the core (go-plugin), or as its own deployment when --listen
+// or LARKWAY_LISTEN is given (RemoteConfig). Otherwise it refuses to run.
 func (p *Plugin) Main() {
 	if os.Getenv(contract.MagicCookieKey) != contract.MagicCookieValue {
-		fmt.Fprintf(os.Stderr, "%s is a larkway plugin: it is started by the larkway core, not by hand (see sdk/README.md)\n", p.name)
+		rc, err := ParseRemoteConfig(os.Args[1:], os.Getenv)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if rc.Listen != "" {
+			if err := p.ServeRemote(context.Background(), rc); err != nil {
+				p.logger.Error("plugin stopped", "err", err)
+				os.Exit(1)
+			}
+			os.Exit(0)
+		}
+	}
+	if os.Getenv(contract.MagicCookieKey) != contract.MagicCookieValue {
+		fmt.Fprintf(os.Stderr, "%s is a larkway plugin: it is started by the larkway core, or served with --listen (see sdk/README.md)\n", p.name)
 		os.Exit(1)
 	}
 	p.Serve()

@@ -2,12 +2,15 @@ package larkway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -41,6 +44,25 @@ type State struct {
 	broker  *plugin.GRPCBroker
 	id      uint32
 	backend StateBackend
+	// A remote plugin dials the core's state store at remoteAddr.
+	remoteAddr string
+	remoteTLS  *tls.Config
+	remoteConn *grpc.ClientConn
+}
+
+func (s *State) setRemote(addr string, tc *tls.Config) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.remoteAddr, s.remoteTLS = addr, tc
+}
+
+func (s *State) closeRemote() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.remoteConn != nil {
+		_ = s.remoteConn.Close()
+		s.remoteConn, s.backend = nil, nil
+	}
 }
 
 // State returns the plugin's state store.
@@ -76,6 +98,17 @@ func (s *State) get() (StateBackend, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.backend != nil {
+		return s.backend, nil
+	}
+	if s.remoteAddr != "" {
+		// The core's certificate must name the address's host; gRPC
+		// reconnects by itself.
+		conn, err := grpc.NewClient(s.remoteAddr, grpc.WithTransportCredentials(credentials.NewTLS(s.remoteTLS)))
+		if err != nil {
+			return nil, fmt.Errorf("larkway: connecting to the state store: %w", err)
+		}
+		s.remoteConn = conn
+		s.backend = &grpcState{c: pluginv1.NewStateServiceClient(conn)}
 		return s.backend, nil
 	}
 	if s.broker == nil || s.id == 0 {

@@ -58,6 +58,16 @@ _MAX_MSG = 16 << 20
 
 def main(plugin: Plugin) -> None:
     if os.environ.get(contract.MAGIC_COOKIE_KEY) != contract.MAGIC_COOKIE_VALUE:
+        from ._remote import parse_remote_config, serve_remote
+        try:
+            rc = parse_remote_config(sys.argv[1:], os.environ)
+        except ValueError as e:
+            sys.stderr.write(f"{e}\n")
+            sys.exit(2)
+        if rc is not None:
+            code = serve_remote(plugin, rc)
+            sys.stderr.flush()
+            os._exit(code)
         sys.stderr.write(
             f"{plugin.name} is a larkway plugin: it is started by the larkway core, not by hand "
             f"({contract.MAGIC_COOKIE_KEY} is not set; see sdk/python/README.md)\n")

@@ -110,12 +110,18 @@ class State:
         self._backend: StateBackend | None = None
         self._broker: Broker | None = None
         self._broker_id = 0
+        # A remote plugin dials the core's state store itself.
+        self._remote: tuple[str, grpc.ChannelCredentials] | None = None
 
     # ---- wiring (internal) ------------------------------------------
 
     def _set_backend(self, backend: StateBackend | None) -> None:
         with self._lock:
             self._backend = backend
+
+    def _set_remote(self, address: str, creds: grpc.ChannelCredentials) -> None:
+        with self._lock:
+            self._remote = (address, creds)
 
     def _set_broker(self, broker: Broker | None) -> None:
         with self._lock:
@@ -131,6 +137,9 @@ class State:
     def _get(self, timeout: float | None) -> StateBackend:
         with self._lock:
             if self._backend is not None:
+                return self._backend
+            if self._remote is not None:
+                self._backend = _GRPCState(grpc.secure_channel(self._remote[0], self._remote[1]))
                 return self._backend
             if self._broker is None or self._broker_id == 0:
                 raise StateUnavailable("larkway: no state store available (the core offers none, or in tests "
