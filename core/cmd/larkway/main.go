@@ -103,6 +103,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newDLQCmd(stdout, stderr),
 		newActionsCmd(stdout, stderr),
 		newBenchCmd(stdout, stderr),
+		newLoadgenCmd(stdout),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

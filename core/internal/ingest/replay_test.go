@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,5 +112,61 @@ func TestMemoryReplayCacheExpires(t *testing.T) {
 	seen("other")
 	if n := c.len(); n != 1 {
 		t.Fatalf("after the TTL the cache holds %d entries, want 1", n)
+	}
+}
+
+// countingKV is a map KV that counts reads.
+type countingKV struct {
+	mu    sync.Mutex
+	m     map[string]time.Time
+	reads int
+}
+
+func (k *countingKV) Get(key string) ([]byte, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.reads++
+	_, ok := k.m[key]
+	return nil, ok, nil
+}
+
+func (k *countingKV) Put(key string, _ []byte, expires time.Time, _ bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.m[key] = expires
+	return nil
+}
+
+// The disk is read only while a previous process's nonces may be live
+// (the first ttl after the start); after that, the nonces in memory are all
+// there is, and every nonce is still written for the next process.
+func TestDurableReplayCacheReadsDiskOnlyAfterStart(t *testing.T) {
+	ctx := t.Context()
+	kv := &countingKV{m: map[string]time.Time{"app:old": time.Now().Add(time.Hour)}}
+	now := time.Unix(1_700_000_000, 0)
+	c := NewDurableReplayCache(kv)
+	c.now = func() time.Time { return now }
+	c.start = now
+	if seen, err := c.Seen(ctx, "app:old", time.Minute); !seen || err != nil {
+		t.Fatalf("a nonce recorded by the previous process = %v %v, want seen", seen, err)
+	}
+	if seen, _ := c.Seen(ctx, "app:new", time.Minute); seen {
+		t.Fatal("a fresh nonce reported seen")
+	}
+	if kv.reads != 2 {
+		t.Fatalf("%d disk reads in the first ttl, want 2", kv.reads)
+	}
+	now = now.Add(2 * time.Minute)
+	if seen, _ := c.Seen(ctx, "app:later", time.Minute); seen {
+		t.Fatal("a fresh nonce reported seen")
+	}
+	if seen, _ := c.Seen(ctx, "app:later", time.Minute); !seen {
+		t.Fatal("a replayed nonce passed")
+	}
+	if kv.reads != 2 {
+		t.Fatalf("%d disk reads, want none after the first ttl", kv.reads-2)
+	}
+	if _, ok := kv.m["app:later"]; !ok {
+		t.Fatal("the nonce was not written for the next process")
 	}
 }
