@@ -13,7 +13,7 @@ import (
 // loadgenOptions are loadgen's flags.
 type loadgenOptions struct {
 	url, appID, token, encryptKey, phases, run string
-	conns, chats                                int
+	conns, chats                               int
 }
 
 // newLoadgenCmd is the load generator as a process of its own: bench runs
