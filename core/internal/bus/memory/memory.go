@@ -86,9 +86,18 @@ type Bus struct {
 var _ bus.Admitter = (*Bus)(nil)
 
 // DefaultMaxRetainedBytes bounds retained messages unless WithMaxRetainedBytes
-// says otherwise. A typical 1.3 KB event holds about 1.6 KB (MessageHeap):
-// this holds about 40 000 of them.
-const DefaultMaxRetainedBytes = 64 << 20
+// says otherwise: a peak worth holding, not a few seconds of one. A typical
+// 1.3 KB Lark event holds about 1.7 KB (MessageHeap) with one plugin
+// subscribed, so this is about 150 000 events: 30 s of a 5 000 events/s
+// peak beyond what the plugins handle.
+const DefaultMaxRetainedBytes = 256 << 20
+
+// MemoryLimit is the Go memory limit (debug.SetMemoryLimit) that keeps a
+// process whose memory bus holds up to bound bytes near bound: the bound
+// counts live heap, and without a limit the collector lets the heap grow to
+// twice the live one. The 64 MiB cover the rest of a core (its buffers,
+// the plugins' sessions, the nonce cache at moderate rates).
+func MemoryLimit(bound int64) int64 { return bound + 64<<20 }
 
 // Option configures a Bus.
 type Option func(*Bus)
