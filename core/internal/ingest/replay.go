@@ -107,20 +107,35 @@ type KV interface {
 // The nonces this process has seen are also held in memory (a
 // MemoryReplayCache), which answers the check: the disk is read only for
 // nonces a previous process may have recorded, during the first ttl after
-// the start. Nonces are fresh on nearly every request, and a look-up of a
-// key that does not exist read blocks of several sstables: it was a tenth
-// of the embedded core's CPU under load.
+// the start, and not at all if the store held none when this process
+// started (a KV that can tell, EmptyKV). Nonces are fresh on nearly every
+// request, and a look-up of a key that does not exist read blocks of
+// several sstables: it was a tenth of the embedded core's CPU under load.
 type DurableReplayCache struct {
 	kv    KV
 	now   func() time.Time
 	mem   *MemoryReplayCache
 	start time.Time
+	// fresh: the store held no nonce at the start, so no earlier
+	// process's nonce can be found there.
+	fresh bool
 }
 
-// NewDurableReplayCache returns a cache on kv.
+// EmptyKV is a KV that can tell whether it holds any key.
+type EmptyKV interface {
+	KV
+	Empty() (bool, error)
+}
+
+// NewDurableReplayCache returns a cache on kv. It reads kv once, to learn
+// whether an earlier process left nonces in it.
 func NewDurableReplayCache(kv KV) *DurableReplayCache {
 	c := &DurableReplayCache{kv: kv, now: time.Now, mem: NewMemoryReplayCache()}
 	c.start = c.now()
+	if e, ok := kv.(EmptyKV); ok {
+		// On an error, read the disk as if it held some.
+		c.fresh, _ = e.Empty()
+	}
 	return c
 }
 
@@ -132,7 +147,7 @@ func (c *DurableReplayCache) Seen(ctx context.Context, key string, ttl time.Dura
 		return true, nil
 	}
 	now := c.now()
-	if now.Before(c.start.Add(ttl)) {
+	if !c.fresh && now.Before(c.start.Add(ttl)) {
 		_, ok, err := c.kv.Get(key)
 		if err != nil {
 			return false, fmt.Errorf("checking nonce: %w", err)

@@ -170,3 +170,40 @@ func TestDurableReplayCacheReadsDiskOnlyAfterStart(t *testing.T) {
 		t.Fatal("the nonce was not written for the next process")
 	}
 }
+
+// emptyKV is a countingKV that says whether it holds anything.
+type emptyKV struct{ *countingKV }
+
+func (k emptyKV) Empty() (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.m) == 0, nil
+}
+
+// A store that held no nonce when the process started is never read: every
+// nonce that could be found there was recorded by this process, and is in
+// memory.
+func TestDurableReplayCacheFreshStoreIsNotRead(t *testing.T) {
+	ctx := t.Context()
+	kv := emptyKV{&countingKV{m: map[string]time.Time{}}}
+	c := NewDurableReplayCache(kv)
+	for _, nonce := range []string{"app:a", "app:b"} {
+		if seen, err := c.Seen(ctx, nonce, time.Minute); seen || err != nil {
+			t.Fatalf("fresh nonce %s = %v %v", nonce, seen, err)
+		}
+	}
+	if seen, _ := c.Seen(ctx, "app:a", time.Minute); !seen {
+		t.Fatal("a replayed nonce passed")
+	}
+	if kv.reads != 0 {
+		t.Fatalf("%d disk reads on a store that started empty, want 0", kv.reads)
+	}
+	if len(kv.m) != 2 {
+		t.Fatalf("%d nonces written for the next process, want 2", len(kv.m))
+	}
+	// The next process finds them and reads the disk.
+	next := NewDurableReplayCache(kv)
+	if seen, _ := next.Seen(ctx, "app:b", time.Minute); !seen {
+		t.Fatal("after a restart, a nonce of the previous process passed")
+	}
+}
