@@ -446,6 +446,12 @@ func (r *runner) sustainFull(ctx context.Context, run func(sustainTarget, bool) 
 		return err
 	}
 	full := results["ingest.full"]
+	// Where the RSS beyond the bound is: live heap, or heap the runtime
+	// has not returned to the OS.
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.logf("ingest.full: heap live %d MB, in use %d MB, idle not returned %d MB, runtime total %d MB; memory limit %d MB",
+		ms.HeapAlloc>>20, ms.HeapInuse>>20, (ms.HeapIdle-ms.HeapReleased)>>20, (ms.Sys-ms.HeapReleased)>>20, debug.SetMemoryLimit(-1)>>20)
 	r.rep.add(r.run, "sustained.full.rss_vs_bound", "the core's peak RSS (the bench process's over its RSS before the core) ÷ bus.memory.max_retained_mb, at the bound (goal ≤ 1.2×)", "×",
 		full.CoreRSSMB/float64(bound>>20), nil)
 	if bare := results["ref.bare"]; bare.CoreUSPerRequest > 0 {
