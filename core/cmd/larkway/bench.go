@@ -23,7 +23,9 @@ processes) unless --url names a running core, drives it with signed and
 encrypted golden events, and prints every larkway figure beside a bare
 net/http responder, oapi-sdk-go's dispatcher and a raw gRPC stream.
 
-Scenarios: refs, ingest, dispatch, e2e, actions, micro, rss, swap (default: all).`
+Scenarios: refs, ingest, dispatch, e2e, actions, micro, rss, swap, sustained
+(default: all). sustained runs the load generator as a process of its own
+(larkway loadgen).`
 
 const benchExample = `  make bench      larkway bench --runs 3 --bus memory,embedded,pulsar --out bench/results/
   make bench-1m   larkway bench --scenarios e2e --bus pulsar --events 1000000 --runs 1 --out bench/results/`
@@ -33,7 +35,8 @@ type benchOptions struct {
 	scenarios, buses, pulsarURL               string
 	runs, concurrency, events, dispatchEvents int
 	microEvents, window, maxprocs             int
-	duration, rssDuration                     time.Duration
+	duration, rssDuration, sustainDuration    time.Duration
+	sustainConns                              int
 	rate, latencyRate, swapRate, rssRate      float64
 	url, appID, token, encryptKey             string
 	echo, noop, python, pyNoop                string
@@ -67,6 +70,8 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	fs.Float64Var(&o.swapRate, "swap-rate", 2000, "offered events/s while the swap scenario hot-swaps the echo plugin")
 	fs.Float64Var(&o.rssRate, "rss-rate", 10000, "offered events/s during the RSS measurement")
 	fs.DurationVar(&o.rssDuration, "rss-duration", 10*time.Second, "length of the RSS measurement")
+	fs.DurationVar(&o.sustainDuration, "sustain-duration", 30*time.Second, "sustained scenario: length of the closed-loop overload (the step half → 3× → half takes as long again)")
+	fs.IntVar(&o.sustainConns, "sustain-conns", 64, "sustained scenario: closed-loop connections of the overload (the open-loop step gets 4×)")
 	fs.IntVar(&o.window, "grpc-window", 64, "deliveries in flight on the raw gRPC stream")
 	fs.IntVar(&o.maxprocs, "gomaxprocs", 0, "GOMAXPROCS for the bench process and its Go plugins (0: leave as is)")
 	fs.StringVar(&o.url, "url", "", "webhook URL of a running core: measure its ingest instead of an in-process stack")
@@ -124,7 +129,8 @@ func runBench(ctx context.Context, f *benchOptions, stdout, stderr io.Writer) er
 		Scenarios: sc, Buses: bs, PulsarURL: f.pulsarURL, Runs: f.runs, Duration: f.duration, Concurrency: f.concurrency,
 		Rate: f.rate, Events: f.events, DispatchEvents: f.dispatchEvents, MicroEvents: f.microEvents, RSSRate: f.rssRate,
 		RSSDuration: f.rssDuration, SwapRate: f.swapRate, LatencyRate: f.latencyRate, Window: f.window, URL: f.url, Dir: dir, Log: stderr,
-		App:    bench.App{ID: f.appID, VerificationToken: f.token, EncryptKey: f.encryptKey},
+		App:             bench.App{ID: f.appID, VerificationToken: f.token, EncryptKey: f.encryptKey},
+		SustainDuration: f.sustainDuration, SustainConns: f.sustainConns,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 	}
 	var notes []string
@@ -178,6 +184,9 @@ func runBench(ctx context.Context, f *benchOptions, stdout, stderr io.Writer) er
 		}
 		defer f.Close()
 		defer func() { _ = pprof.Lookup("allocs").WriteTo(f, 0) }()
+	}
+	if o.Loadgen, err = os.Executable(); err != nil {
+		return fmt.Errorf("finding the larkway binary for loadgen: %w", err)
 	}
 	fmt.Fprintf(stderr, "larkway bench: %s on %s, GOMAXPROCS %d, %d run(s)\n", strings.Join(sc, ","), strings.Join(bs, ","), runtime.GOMAXPROCS(0), o.Runs)
 	rep, err := bench.Run(ctx, o)

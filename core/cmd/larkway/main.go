@@ -104,6 +104,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newReplayCmd(stdout),
 		newActionsCmd(stdout, stderr),
 		newBenchCmd(stdout, stderr),
+		newLoadgenCmd(stdout),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

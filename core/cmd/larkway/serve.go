@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/larkway/larkway/core/internal/app"
+	"github.com/larkway/larkway/core/internal/bus/memory"
 	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/pluginhost"
 	"github.com/larkway/larkway/core/internal/remote"
@@ -63,6 +65,13 @@ func serve(ctx context.Context, path string, check bool, stdout, stderr io.Write
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	logger.Info("starting larkway", "version", version, "config", path)
+	if cfg.Bus.Kind == "memory" && os.Getenv("GOMEMLIMIT") == "" {
+		// What the memory bus's bound counts is live heap; without a limit
+		// the garbage collector lets the heap grow to twice the live one.
+		limit := memory.MemoryLimit(int64(cfg.Bus.Memory.MaxRetainedMB) << 20)
+		debug.SetMemoryLimit(limit)
+		logger.Info("memory bus: Go memory limit set from bus.memory.max_retained_mb", "limit_mb", limit>>20)
+	}
 	core, err := app.Build(ctx, cfg, app.Deps{Logger: logger, Registry: reg, Version: version})
 	if err != nil {
 		return err

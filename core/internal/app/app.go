@@ -235,7 +235,8 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (_ *Core, err err
 	}
 	c.ingest = ingest.New(ingest.Config{Apps: ingestApps, MaxBodyBytes: cfg.Ingest.MaxBodyBytes,
 		PublishTimeout: cfg.Ingest.PublishTimeout.D(), Replay: c.st.replay, Callbacks: c.st.cards,
-		CardBudget: cfg.Ingest.CardBudget.D(), Tracer: tracer}, intake, logger, reg)
+		CardBudget: cfg.Ingest.CardBudget.D(), Tracer: tracer,
+		MaxInFlight: cfg.Ingest.MaxInFlight, AdmissionWait: cfg.Ingest.AdmissionWait.D()}, intake, logger, reg)
 
 	// Listeners: bound now so a bad address fails the build and their
 	// addresses are known before Run.

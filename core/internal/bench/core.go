@@ -58,6 +58,8 @@ type CoreOptions struct {
 	MaxInFlight int
 	// MaxRetainedMB is bus.memory.max_retained_mb (0: the default).
 	MaxRetainedMB int
+	// AdmissionWait is ingest.admission_wait (0: the default).
+	AdmissionWait time.Duration
 	// ProbationWindow is supervision.probation_window (0: the default).
 	ProbationWindow time.Duration
 	// Observe, if set, is called once per delivery that reached the
@@ -134,6 +136,9 @@ func coreConfig(o CoreOptions) (*config.Config, error) {
 	}
 	if o.MaxInFlight > 0 {
 		doc["dispatch"] = map[string]any{"max_in_flight": o.MaxInFlight}
+	}
+	if o.AdmissionWait > 0 {
+		doc["ingest"] = map[string]any{"admission_wait": o.AdmissionWait.String()}
 	}
 	if o.ProbationWindow > 0 {
 		doc["supervision"] = map[string]any{"probation_window": o.ProbationWindow.String()}

@@ -40,10 +40,12 @@ const (
 	ScenarioMicro    = "micro"    // verify + decrypt + normalize per event vs the SDK
 	ScenarioRSS      = "rss"      // process RSS at a fixed offered rate
 	ScenarioSwap     = "swap"     // a plugin hot swap under a paced end-to-end load (per bus)
+	// ScenarioSustained (sustained.go): overload and a step, per second,
+	// load from a separate process.
 )
 
 // AllScenarios is every scenario.
-var AllScenarios = []string{ScenarioRefs, ScenarioIngest, ScenarioDispatch, ScenarioE2E, ScenarioActions, ScenarioMicro, ScenarioRSS, ScenarioSwap}
+var AllScenarios = []string{ScenarioRefs, ScenarioIngest, ScenarioDispatch, ScenarioE2E, ScenarioActions, ScenarioMicro, ScenarioRSS, ScenarioSwap, ScenarioSustained}
 
 // Plugins are the plugin executables the bench runs.
 type Plugins struct {
@@ -89,6 +91,13 @@ type Options struct {
 	// scenarios that need the in-process stack are skipped.
 	URL string
 	App App
+	// Loadgen is the larkway binary whose `loadgen` subcommand the
+	// sustained scenario runs as a process of its own.
+	Loadgen string
+	// SustainDuration is the sustained overload's length (the step takes
+	// as long again); SustainConns its closed-loop connections.
+	SustainDuration time.Duration
+	SustainConns    int
 	// Dir holds sockets.
 	Dir    string
 	Log    io.Writer
@@ -125,6 +134,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Window <= 0 {
 		o.Window = 64
+	}
+	if o.SustainDuration <= 0 {
+		o.SustainDuration = 30 * time.Second
+	}
+	if o.SustainConns <= 0 {
+		o.SustainConns = 64
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -226,6 +241,11 @@ func (r *runner) once(ctx context.Context) error {
 	if o.has(ScenarioRSS) {
 		if err := r.rss(ctx); err != nil {
 			return fmt.Errorf("rss: %w", err)
+		}
+	}
+	if o.has(ScenarioSustained) {
+		if err := r.sustained(ctx); err != nil {
+			return fmt.Errorf("sustained: %w", err)
 		}
 	}
 	if o.has(ScenarioSwap) {

@@ -11,6 +11,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/larkway/larkway/core/internal/backoff"
@@ -23,6 +24,22 @@ var ErrUnavailable = errors.New("bus unavailable")
 
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("bus closed")
+
+// ErrFull classes a publish refused because the bus holds as much as its
+// bound allows: it wraps ErrUnavailable (Lark retries), and the publish may
+// succeed as soon as consumers acknowledge what is held.
+var ErrFull = fmt.Errorf("%w: at its bound", ErrUnavailable)
+
+// Admitter is implemented by a bus that bounds what it holds. Ingest asks
+// it before a request's expensive work (verification, decryption), so that
+// at the bound a request costs a cheap 503 rather than the CPU dispatch
+// needs to make room.
+type Admitter interface {
+	// Room returns nil while a publish would be taken; otherwise a channel
+	// that is closed once it may be taken again (it may stay open forever,
+	// e.g. while a disk is full: callers bound their wait).
+	Room() <-chan struct{}
+}
 
 // Message is what producers publish. Key orders messages: messages with one key
 // reach one consumer of a subscription in publish order (Key_Shared).

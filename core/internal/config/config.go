@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
 
@@ -248,9 +249,12 @@ type EmbeddedRetention struct {
 
 // Memory configures the non-durable in-process bus.
 type Memory struct {
-	// MaxRetainedMB bounds the events held for plugins that have not
-	// handled them yet; past it, webhooks get 503 and Lark retries later
-	// (default 64).
+	// MaxRetainedMB bounds the heap held by events that plugins have not
+	// handled yet (all it really takes: payload, bookkeeping, per-plugin
+	// entries); past it, webhooks get 503 and Lark retries later (default
+	// 256: about 150 000 typical events, 30 s of a 5 000 events/s peak).
+	// `larkway serve` sets the Go memory limit to it + 64 MB unless
+	// GOMEMLIMIT is set.
 	MaxRetainedMB int `yaml:"max_retained_mb"`
 }
 
@@ -414,6 +418,16 @@ type Ingest struct {
 	// card before Lark gets {} (the card is then applied with a delayed
 	// update).
 	CardBudget Duration `yaml:"card_budget"`
+	// MaxInFlight bounds the webhook requests read, verified, decrypted and
+	// encoded at once; the rest wait parked for a slot, so a peak queues at
+	// the bus rather than competing with dispatch for the cores (default:
+	// the number of CPUs Go uses).
+	MaxInFlight int `yaml:"max_in_flight"`
+	// AdmissionWait bounds how long a webhook request waits, unread, for the
+	// bus to have room and for a slot before it gets 503 with Retry-After
+	// (default 500ms, less if publish_timeout leaves less of Lark's 3 s;
+	// admission_wait + publish_timeout ≤ 2.8s).
+	AdmissionWait Duration `yaml:"admission_wait"`
 }
 
 // Duration is a time.Duration written as "1.5s" in YAML.
@@ -514,7 +528,7 @@ func (c *Config) applyDefaults() {
 		c.Metrics.Listen = "127.0.0.1:8093"
 	}
 	if c.Bus.Memory.MaxRetainedMB == 0 {
-		c.Bus.Memory.MaxRetainedMB = 64
+		c.Bus.Memory.MaxRetainedMB = 256
 	}
 	if c.Bus.Kind == "" {
 		c.Bus.Kind = "memory"
@@ -596,6 +610,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Admin.Console.SessionTTL == 0 {
 		c.Admin.Console.SessionTTL = Duration(12 * time.Hour)
+	}
+	if c.Ingest.AdmissionWait == 0 {
+		c.Ingest.AdmissionWait = Duration(max(min(500*time.Millisecond, 2800*time.Millisecond-c.Ingest.PublishTimeout.D()), time.Millisecond))
+	}
+	if c.Ingest.MaxInFlight == 0 {
+		c.Ingest.MaxInFlight = runtime.GOMAXPROCS(0)
 	}
 	if c.Admin.JWT.Enabled() && c.Admin.JWT.RoleClaim == "" {
 		c.Admin.JWT.RoleClaim = "role"
@@ -845,6 +865,12 @@ func (c *Config) Validate() error {
 	}
 	if pt := c.Ingest.PublishTimeout.D(); pt <= 0 || pt > 2500*time.Millisecond {
 		bad("ingest.publish_timeout %s: want > 0 and ≤ 2.5s (Lark waits 3 s)", pt)
+	}
+	if aw := c.Ingest.AdmissionWait.D(); aw <= 0 || aw+c.Ingest.PublishTimeout.D() > 2800*time.Millisecond {
+		bad("ingest.admission_wait %s: want > 0 and admission_wait + publish_timeout ≤ 2.8s (Lark waits 3 s)", aw)
+	}
+	if c.Ingest.MaxInFlight < 1 || c.Ingest.MaxInFlight > 4096 {
+		bad("ingest.max_in_flight %d: want 1..4096", c.Ingest.MaxInFlight)
 	}
 	if c.Admin.Listen != "" {
 		errs = append(errs, c.Admin.validate()...)

@@ -102,6 +102,38 @@ func TestCardPathOptIn(t *testing.T) {
 	}
 }
 
+// Admission defaults: the wait leaves publish_timeout within Lark's 3 s
+// (a config with the longest publish_timeout stays valid), one slot per
+// CPU, and the memory bus holds a peak's worth.
+func TestAdmissionDefaults(t *testing.T) {
+	tests := []struct {
+		name     string
+		yaml     string
+		wantWait time.Duration
+	}{
+		{"default publish timeout", minimal, 500 * time.Millisecond},
+		{"longest publish timeout", minimal + "ingest:\n  publish_timeout: 2.5s\n", 300 * time.Millisecond},
+		{"set", minimal + "ingest:\n  admission_wait: 100ms\n", 100 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(strings.NewReader(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Ingest.AdmissionWait.D(); got != tt.wantWait {
+				t.Errorf("ingest.admission_wait = %s, want %s", got, tt.wantWait)
+			}
+			if c.Ingest.MaxInFlight != runtime.GOMAXPROCS(0) {
+				t.Errorf("ingest.max_in_flight = %d, want GOMAXPROCS %d", c.Ingest.MaxInFlight, runtime.GOMAXPROCS(0))
+			}
+			if c.Bus.Memory.MaxRetainedMB != 256 {
+				t.Errorf("bus.memory.max_retained_mb = %d, want 256", c.Bus.Memory.MaxRetainedMB)
+			}
+		})
+	}
+}
+
 func TestMaxRetryAfterDefault(t *testing.T) {
 	c, err := Parse(strings.NewReader(minimal))
 	if err != nil {
@@ -159,6 +191,9 @@ func TestParseErrors(t *testing.T) {
 		{"not yaml", "{{{", "decoding config"},
 		{"wrong type", minimal + "dispatch:\n  max_attempts: many\n", "line 7"},
 		{"publish timeout too long", minimal + "ingest:\n  publish_timeout: 5s\n", "publish_timeout"},
+		{"admission wait past Lark's window", minimal + "ingest:\n  publish_timeout: 2s\n  admission_wait: 1s\n", "ingest.admission_wait"},
+		{"negative admission wait", minimal + "ingest:\n  admission_wait: -1s\n", "ingest.admission_wait"},
+		{"negative max in flight", minimal + "ingest:\n  max_in_flight: -1\n", "ingest.max_in_flight"},
 		{"metrics on the webhook port", minimal + "listen: 0.0.0.0:8090\nmetrics: {listen: 127.0.0.1:8090}\n", "metrics.listen"},
 		{"metrics on the admin port", minimal + "admin: {listen: 127.0.0.1:8092, token: 0123456789abcdef}\nmetrics: {listen: ':8092'}\n", "admin.listen"},
 		{"metrics address without port", minimal + "metrics: {listen: localhost}\n", "metrics.listen"},

@@ -116,6 +116,16 @@ type tapPublisher struct {
 // Publisher wraps the publisher ingest writes events to.
 func (h *Hub) Publisher(p bus.Publisher) bus.Publisher { return &tapPublisher{Publisher: p, h: h} }
 
+// Room passes on the bus's bound (bus.Admitter), so ingest's admission
+// control sees through the tap: without it, ingest would find no bound and
+// verify every request of a peak only to be refused at publish.
+func (t *tapPublisher) Room() <-chan struct{} {
+	if a, ok := t.Publisher.(bus.Admitter); ok {
+		return a.Room()
+	}
+	return nil
+}
+
 func (t *tapPublisher) Publish(ctx context.Context, topic string, msg bus.Message) error {
 	err := t.Publisher.Publish(ctx, topic, msg)
 	if err != nil {

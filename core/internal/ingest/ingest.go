@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -59,6 +60,12 @@ type Config struct {
 	// CardBudget is how long a card callback waits for the plugin's toast or
 	// card before Lark gets {} (default 2 s; Lark allows 3 s).
 	CardBudget time.Duration
+	// MaxInFlight bounds the event requests read, verified, decrypted and
+	// encoded at once (default GOMAXPROCS); see admission.go.
+	MaxInFlight int
+	// AdmissionWait bounds how long an event request waits for the bus to
+	// have room and for a slot before it gets a 503 (default 500 ms).
+	AdmissionWait time.Duration
 }
 
 // Lark's signature headers.
@@ -77,6 +84,9 @@ type Server struct {
 	exact   map[string]http.Handler // the apps' paths
 	tracing bool                    // a tracer was configured
 	metrics *metrics
+
+	admitter bus.Admitter  // nil: the bus has no bound to ask about
+	slots    chan struct{} // ingest slots taken (see admission.go)
 }
 
 // appState is an App with what its requests need precomputed, so the hot
@@ -88,6 +98,8 @@ type appState struct {
 	cardNonceScope  string
 	stored          prometheus.Counter
 	challenged      prometheus.Counter
+	// The overload refusal's rejections_total and requests_total series.
+	overloaded, overloadedReq prometheus.Counter
 	// The uniform rejection's rejections_total and requests_total series.
 	unauthenticated, unauthenticatedReq prometheus.Counter
 	spanOpts                            []trace.SpanStartOption
@@ -97,6 +109,8 @@ func (s *Server) newAppState(a App) *appState {
 	st := &appState{App: a, eventNonceScope: a.ID + ":", cardNonceScope: a.ID + ":card:",
 		stored:             s.metrics.requests.WithLabelValues(a.ID, "stored", "200"),
 		challenged:         s.metrics.requests.WithLabelValues(a.ID, "challenge", "200"),
+		overloaded:         s.metrics.rejected.WithLabelValues(a.ID, reasonOverloaded),
+		overloadedReq:      s.metrics.requests.WithLabelValues(a.ID, "rejected", strconv.Itoa(http.StatusServiceUnavailable)),
 		unauthenticated:    s.metrics.rejected.WithLabelValues(a.ID, reasonUnauthenticated),
 		unauthenticatedReq: s.metrics.requests.WithLabelValues(a.ID, "rejected", strconv.Itoa(http.StatusUnauthorized)),
 		spanOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer),
@@ -112,6 +126,7 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
 	published prometheus.Histogram
+	waiting   prometheus.Gauge
 }
 
 // New builds the handler; it does no I/O. reg receives the ingest metrics.
@@ -127,9 +142,12 @@ func New(cfg Config, pub bus.Publisher, logger *slog.Logger, reg prometheus.Regi
 			Name: "larkway_ingest_publish_duration_seconds", Help: "Time for the bus to durably accept an event.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "larkway_ingest_admission_waiting", Help: "Webhook requests waiting for the bus to have room or for an ingest slot.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.rejected, m.published)
+		reg.MustRegister(m.requests, m.rejected, m.published, m.waiting)
 	}
 	if cfg.ClockSkew <= 0 {
 		cfg.ClockSkew = 5 * time.Minute
@@ -150,8 +168,15 @@ func New(cfg Config, pub bus.Publisher, logger *slog.Logger, reg prometheus.Regi
 	if cfg.CardBudget <= 0 {
 		cfg.CardBudget = 2 * time.Second
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = runtime.GOMAXPROCS(0)
+	}
+	if cfg.AdmissionWait <= 0 {
+		cfg.AdmissionWait = 500 * time.Millisecond
+	}
 	s := &Server{cfg: cfg, pub: pub, logger: logger.With("component", "ingest"), mux: http.NewServeMux(), metrics: m,
-		tracing: tracing, exact: map[string]http.Handler{}}
+		tracing: tracing, exact: map[string]http.Handler{}, slots: make(chan struct{}, cfg.MaxInFlight)}
+	s.admitter, _ = pub.(bus.Admitter)
 	for _, a := range cfg.Apps {
 		st := s.newAppState(a)
 		s.handle(a.EventPath, s.eventHandler(st))
@@ -267,6 +292,16 @@ func (s *Server) eventHandler(app *appState) http.Handler {
 			ctx, span = s.cfg.Tracer.Start(ctx, "ingest.webhook", app.spanOpts...)
 			defer span.End()
 		}
+		if !s.admit(ctx) {
+			s.overloaded(w, app)
+			return
+		}
+		slot := true
+		defer func() {
+			if slot {
+				s.release()
+			}
+		}()
 		rb := getBuf()
 		retained := false // the Event, whose RawJson is rb's bytes, outlives the handler
 		defer func() {
@@ -307,12 +342,14 @@ func (s *Server) eventHandler(app *appState) http.Handler {
 		if ev.GetCardAction() != nil {
 			// Held while the plugin answers: the buffers are left to the GC.
 			retained = true
+			slot = false
+			s.release()
 			s.cardCallback(ctx, w, app.App, ev, false)
 			return
 		}
 		// publish encodes ev (copying RawJson) before it returns, and
 		// nothing keeps ev after it: the buffers go back to the pool.
-		if !s.publish(ctx, w, app.App, ev, &rb.enc) {
+		if !s.publish(ctx, w, app.App, ev, &rb.enc, func() { slot = false; s.release() }) {
 			return
 		}
 		app.stored.Inc()
@@ -323,13 +360,20 @@ func (s *Server) eventHandler(app *appState) http.Handler {
 // publish stores ev durably; on failure it has answered 503 (Lark retries).
 //
 // enc, if not nil, is a reusable buffer for the encoded event: it is kept
-// only when the publish succeeded (see bus.Publisher).
-func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev *pluginv1.Event, enc *[]byte) bool {
+// only when the publish succeeded (see bus.Publisher). encoded, if not nil,
+// is called once the event is encoded, before the wait for the bus.
+//
+// A bus found full after admission is waited on (Room) within the publish
+// timeout: the event is verified already, and refusing it would waste that.
+func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev *pluginv1.Event, enc *[]byte, encoded func()) bool {
 	var buf []byte
 	if enc != nil {
 		buf, *enc = *enc, nil
 	}
 	msg, err := envelope.EncodeTo(buf, ev)
+	if encoded != nil {
+		encoded()
+	}
 	if err != nil {
 		s.reject(w, app.ID, http.StatusInternalServerError, "encode", "encoding event failed")
 		return false
@@ -340,7 +384,7 @@ func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	start := time.Now()
-	if err := s.pub.Publish(pctx, envelope.Topic(app.ID), msg); err != nil {
+	if err := s.publishWhenRoom(pctx, envelope.Topic(app.ID), msg); err != nil {
 		s.logger.Warn("event not stored; Lark will retry", "app", app.ID, "event_id", ev.GetEventId(), "err", err)
 		s.reject(w, app.ID, http.StatusServiceUnavailable, "bus_unavailable", "event could not be stored; retry later")
 		return false
@@ -350,6 +394,24 @@ func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev
 		*enc = msg.Payload
 	}
 	return true
+}
+
+// publishWhenRoom publishes msg, waiting for room (bus.Admitter) and
+// trying again while the bus is at its bound, until ctx ends.
+func (s *Server) publishWhenRoom(ctx context.Context, topic string, msg bus.Message) error {
+	for {
+		err := s.pub.Publish(ctx, topic, msg)
+		if err == nil || s.admitter == nil || !errors.Is(err, bus.ErrFull) {
+			return err
+		}
+		if room := s.admitter.Room(); room != nil {
+			select {
+			case <-room:
+			case <-ctx.Done():
+				return err
+			}
+		}
+	}
 }
 
 // rejection is an authentication failure's answer.

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,5 +112,98 @@ func TestMemoryReplayCacheExpires(t *testing.T) {
 	seen("other")
 	if n := c.len(); n != 1 {
 		t.Fatalf("after the TTL the cache holds %d entries, want 1", n)
+	}
+}
+
+// countingKV is a map KV that counts reads.
+type countingKV struct {
+	mu    sync.Mutex
+	m     map[string]time.Time
+	reads int
+}
+
+func (k *countingKV) Get(key string) ([]byte, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.reads++
+	_, ok := k.m[key]
+	return nil, ok, nil
+}
+
+func (k *countingKV) Put(key string, _ []byte, expires time.Time, _ bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.m[key] = expires
+	return nil
+}
+
+// The disk is read only while a previous process's nonces may be live
+// (the first ttl after the start); after that, the nonces in memory are all
+// there is, and every nonce is still written for the next process.
+func TestDurableReplayCacheReadsDiskOnlyAfterStart(t *testing.T) {
+	ctx := t.Context()
+	kv := &countingKV{m: map[string]time.Time{"app:old": time.Now().Add(time.Hour)}}
+	now := time.Unix(1_700_000_000, 0)
+	c := NewDurableReplayCache(kv)
+	c.now = func() time.Time { return now }
+	c.start = now
+	if seen, err := c.Seen(ctx, "app:old", time.Minute); !seen || err != nil {
+		t.Fatalf("a nonce recorded by the previous process = %v %v, want seen", seen, err)
+	}
+	if seen, _ := c.Seen(ctx, "app:new", time.Minute); seen {
+		t.Fatal("a fresh nonce reported seen")
+	}
+	if kv.reads != 2 {
+		t.Fatalf("%d disk reads in the first ttl, want 2", kv.reads)
+	}
+	now = now.Add(2 * time.Minute)
+	if seen, _ := c.Seen(ctx, "app:later", time.Minute); seen {
+		t.Fatal("a fresh nonce reported seen")
+	}
+	if seen, _ := c.Seen(ctx, "app:later", time.Minute); !seen {
+		t.Fatal("a replayed nonce passed")
+	}
+	if kv.reads != 2 {
+		t.Fatalf("%d disk reads, want none after the first ttl", kv.reads-2)
+	}
+	if _, ok := kv.m["app:later"]; !ok {
+		t.Fatal("the nonce was not written for the next process")
+	}
+}
+
+// emptyKV is a countingKV that says whether it holds anything.
+type emptyKV struct{ *countingKV }
+
+func (k emptyKV) Empty() (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.m) == 0, nil
+}
+
+// A store that held no nonce when the process started is never read: every
+// nonce that could be found there was recorded by this process, and is in
+// memory.
+func TestDurableReplayCacheFreshStoreIsNotRead(t *testing.T) {
+	ctx := t.Context()
+	kv := emptyKV{&countingKV{m: map[string]time.Time{}}}
+	c := NewDurableReplayCache(kv)
+	for _, nonce := range []string{"app:a", "app:b"} {
+		if seen, err := c.Seen(ctx, nonce, time.Minute); seen || err != nil {
+			t.Fatalf("fresh nonce %s = %v %v", nonce, seen, err)
+		}
+	}
+	if seen, _ := c.Seen(ctx, "app:a", time.Minute); !seen {
+		t.Fatal("a replayed nonce passed")
+	}
+	if kv.reads != 0 {
+		t.Fatalf("%d disk reads on a store that started empty, want 0", kv.reads)
+	}
+	if len(kv.m) != 2 {
+		t.Fatalf("%d nonces written for the next process, want 2", len(kv.m))
+	}
+	// The next process finds them and reads the disk.
+	next := NewDurableReplayCache(kv)
+	if seen, _ := next.Seen(ctx, "app:b", time.Minute); !seen {
+		t.Fatal("after a restart, a nonce of the previous process passed")
 	}
 }

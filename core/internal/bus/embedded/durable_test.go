@@ -293,7 +293,20 @@ func TestFullDiskAnswersUnavailable(t *testing.T) {
 	if err := b.Ping(t.Context()); !errors.Is(err, bus.ErrUnavailable) {
 		t.Errorf("Ping on a full disk = %v, want ErrUnavailable", err)
 	}
+	// Admission (bus.Admitter) refuses before ingest verifies anything.
+	room := b.Room()
+	if room == nil {
+		t.Fatal("Room on a full disk = nil, want a channel to wait on")
+	}
+	select {
+	case <-room:
+		t.Fatal("Room's channel closed while the disk is full")
+	default:
+	}
 	full = false
+	if room := b.Room(); room != nil {
+		t.Fatal("Room once the disk has space = a channel, want nil")
+	}
 	publishN(t, b, "events", 1, 2)
 	d := receiveT(t, c)
 	if string(d.Payload) != "m1" {

@@ -409,6 +409,23 @@ func (b *Bus) checkSpace() error {
 	return nil
 }
 
+var _ bus.Admitter = (*Bus)(nil)
+
+// lowDiskWait is what Room returns while the disk is nearly full: no
+// acknowledgement frees disk at once (compactions do, later), so a waiter
+// waits out its bound and is refused.
+var lowDiskWait = make(chan struct{})
+
+// Room implements bus.Admitter. The bus's bound is its disk: while the
+// last publish found the disk below MinFreeBytes, Room checks again and,
+// still short, refuses before ingest verifies anything.
+func (b *Bus) Room() <-chan struct{} {
+	if !b.lowDisk.Load() || b.checkSpace() == nil {
+		return nil
+	}
+	return lowDiskWait
+}
+
 // Publish stores msg and returns once it is fsynced.
 func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) error {
 	if err := b.publish(ctx, topicName, msg, nil); err != nil {

@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,6 +68,30 @@ func (s *State) Get(key string) (value []byte, ok bool, err error) {
 	}
 	return append([]byte(nil), v[8:]...), true, nil
 }
+
+// Empty reports whether the space holds no key at all (expired or not):
+// a check-then-set caller then knows no earlier process left one to find.
+func (s *State) Empty() (bool, error) {
+	b := s.b
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
+	if b.dbClosed {
+		return false, fmt.Errorf("reading %s state: %w", s.space, bus.ErrClosed)
+	}
+	prefix := s.key("")
+	empty := true
+	err := b.scan(prefix, prefixEnd(prefix), func(_, _ []byte) error {
+		empty = false
+		return errFound
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return false, fmt.Errorf("reading %s state: %w", s.space, err)
+	}
+	return empty, nil
+}
+
+// errFound stops a scan at its first record.
+var errFound = errors.New("found")
 
 // Put sets key to value until expires (zero: never). With sync it returns
 // once the write is fsynced; without, the next fsync of the store (a

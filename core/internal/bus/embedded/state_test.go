@@ -72,3 +72,26 @@ func TestStatePersistsAndExpires(t *testing.T) {
 		t.Errorf("deleted key read %s", got)
 	}
 }
+
+// Empty tells whether a space holds any key: the nonce cache reads the
+// disk only if an earlier process left some.
+func TestStateEmpty(t *testing.T) {
+	b := openTest(t, Config{})
+	defer closeBus(t, b)
+	nonces, other := b.State("nonce"), b.State("nonc")
+	if empty, err := nonces.Empty(); !empty || err != nil {
+		t.Fatalf("a new space: Empty = %v %v, want true", empty, err)
+	}
+	if err := other.Put("x", nil, time.Time{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if empty, _ := nonces.Empty(); !empty {
+		t.Fatal("a key of another space (a name prefix of this one) made it non-empty")
+	}
+	if err := nonces.Put("app:n1", nil, time.Now().Add(time.Hour), false); err != nil {
+		t.Fatal(err)
+	}
+	if empty, err := nonces.Empty(); empty || err != nil {
+		t.Fatalf("after a Put: Empty = %v %v, want false", empty, err)
+	}
+}

@@ -27,10 +27,16 @@
 //     of a message already delivered MaxDeliveries times publishes it to the
 //     dead-letter topic (key, payload and properties kept) and acknowledges it.
 //   - There is no prefetch: ReceiverQueueSize is ignored.
-//   - Retained payloads are bounded (WithMaxRetainedBytes): a publish that
-//     would exceed the bound fails with bus.ErrUnavailable, so ingest answers
-//     503 and Lark retries later, instead of the process growing without
-//     limit while plugins fall behind.
+//   - What is retained is bounded (WithMaxRetainedBytes): a publish that
+//     would exceed the bound fails with bus.ErrFull (a bus.ErrUnavailable),
+//     so ingest answers 503 and Lark retries later, instead of the process
+//     growing without limit while plugins fall behind. The bound counts the
+//     heap a queued message really holds (its copy of the payload, key and
+//     properties, its bookkeeping and each subscription's entry, rounded up
+//     to the allocator's size classes), not just its payload: counting the
+//     payload alone let the heap grow to twice the bound. Room (bus.Admitter)
+//     tells ingest whether a publish would be taken before it verifies and
+//     decrypts a request.
 //
 // The bus starts no goroutines; all calls are safe for concurrent use.
 package memory
@@ -47,6 +53,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/bus/internal/keyshared"
@@ -70,18 +77,33 @@ type Bus struct {
 
 	maxRetained   int64        // bytes; 0: unbounded
 	retainedBytes atomic.Int64 // bytes of messages some subscription still holds
+
+	// room, when not nil, is closed once retainedBytes falls below
+	// maxRetained (see Room).
+	room atomic.Pointer[chan struct{}]
 }
 
+var _ bus.Admitter = (*Bus)(nil)
+
 // DefaultMaxRetainedBytes bounds retained messages unless WithMaxRetainedBytes
-// says otherwise: about 30 000 typical events, keeping the embedded core
-// well under 200 MB however far its plugins fall behind.
-const DefaultMaxRetainedBytes = 64 << 20
+// says otherwise: a peak worth holding, not a few seconds of one. A typical
+// 1.3 KB Lark event holds about 1.7 KB (MessageHeap) with one plugin
+// subscribed, so this is about 150 000 events: 30 s of a 5 000 events/s
+// peak beyond what the plugins handle.
+const DefaultMaxRetainedBytes = 256 << 20
+
+// MemoryLimit is the Go memory limit (debug.SetMemoryLimit) that keeps a
+// process whose memory bus holds up to bound bytes near bound: the bound
+// counts live heap, and without a limit the collector lets the heap grow to
+// twice the live one. The 64 MiB cover the rest of a core (its buffers,
+// the plugins' sessions, the nonce cache at moderate rates).
+func MemoryLimit(bound int64) int64 { return bound + 64<<20 }
 
 // Option configures a Bus.
 type Option func(*Bus)
 
-// WithMaxRetainedBytes bounds the bytes (payload, key and properties) of the
-// messages retained for subscriptions; n <= 0 means unbounded.
+// WithMaxRetainedBytes bounds the heap held by the messages retained for
+// subscriptions (see MessageHeap); n <= 0 means unbounded.
 func WithMaxRetainedBytes(n int64) Option { return func(b *Bus) { b.maxRetained = max(n, 0) } }
 
 // New returns an empty bus. It does no I/O and starts no goroutines.
@@ -120,20 +142,86 @@ type message struct {
 	refs      atomic.Int32 // subscriptions still holding it
 }
 
-// messageSize is what a message counts toward the retention bound.
-func messageSize(m bus.Message) int64 {
-	n := len(m.Key) + len(m.Payload)
-	for k, v := range m.Properties {
-		n += len(k) + len(v)
+// MessageHeap is the heap a message published to a topic with subs
+// subscriptions holds while queued, what counts toward the bound: the
+// stored copy (payload, properties, the message record and its id) and,
+// per subscription, its entry and its slot in the pending list, each
+// rounded up to the allocator's size class. The key is the publisher's
+// string, kept rather than copied, so it counts too. GC headroom is not in
+// it: that is the process's memory limit's business (see docs/operations.md).
+func MessageHeap(m bus.Message, subs int) int64 {
+	n := allocSize(len(m.Payload)) + allocSize(len(m.Key)) + allocSize(int(unsafe.Sizeof(message{}))) +
+		allocSize(20) // the id: a decimal uint64
+	if len(m.Properties) > 0 {
+		// A small map: its header and one group of 8 slots per 8 entries.
+		n += allocSize(48) + allocSize((len(m.Properties)+7)/8*(8+8*32))
+		for k, v := range m.Properties {
+			n += allocSize(len(k)) + allocSize(len(v))
+		}
 	}
-	return int64(n)
+	// An entry, and its pointer in the pending slice, which append grows by
+	// doubling: up to two slots per entry.
+	perSub := allocSize(int(unsafe.Sizeof(entry{}))) + 2*8
+	return int64(n + subs*perSub)
+}
+
+// sizeClasses are the Go allocator's small-object size classes
+// (runtime/sizeclasses.go); larger objects take whole 8 KiB pages.
+var sizeClasses = [...]int{8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
+	288, 320, 352, 384, 416, 448, 480, 512, 576, 640, 704, 768, 896, 1024, 1152, 1280, 1408, 1536, 1792, 2048,
+	2304, 2688, 3072, 3200, 3456, 4096, 4864, 5376, 6144, 6528, 6784, 6912, 8192, 9472, 9728, 10240, 10880,
+	12288, 13568, 14336, 16384, 18432, 19072, 20480, 21760, 24576, 27264, 28672, 32768}
+
+// allocSize is what an allocation of n bytes takes from the heap.
+func allocSize(n int) int {
+	if n == 0 {
+		return 0
+	}
+	if n > sizeClasses[len(sizeClasses)-1] {
+		return (n + 8191) &^ 8191
+	}
+	i, _ := slices.BinarySearch(sizeClasses[:], n)
+	return sizeClasses[i]
 }
 
 // drop releases one subscription's hold on m.
 func (b *Bus) drop(m *message) {
 	if m.refs.Add(-1) == 0 {
-		b.retainedBytes.Add(-m.size)
+		if b.retainedBytes.Add(-m.size) < b.maxRetained {
+			b.openRoom()
+		}
 	}
+}
+
+// openRoom wakes whoever waits on Room.
+func (b *Bus) openRoom() {
+	if p := b.room.Load(); p != nil && b.room.CompareAndSwap(p, nil) {
+		close(*p)
+	}
+}
+
+// Room implements bus.Admitter: nil while the retained heap is under the
+// bound, else a channel closed once an acknowledgement brings it under.
+func (b *Bus) Room() <-chan struct{} {
+	if b.maxRetained <= 0 || b.retainedBytes.Load() < b.maxRetained {
+		return nil
+	}
+	p := b.room.Load()
+	if p == nil {
+		ch := make(chan struct{})
+		if b.room.CompareAndSwap(nil, &ch) {
+			p = &ch
+		} else if p = b.room.Load(); p == nil {
+			return nil // opened meanwhile
+		}
+	}
+	// A drop between the first check and the channel's publication saw no
+	// channel to close: check again now that it is published.
+	if b.retainedBytes.Load() < b.maxRetained {
+		b.openRoom()
+		return nil
+	}
+	return *p
 }
 
 // entry is a message's state within one subscription.
@@ -181,10 +269,13 @@ func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) er
 	if t == nil {
 		return nil // no subscription: nothing retains it
 	}
-	size := messageSize(msg)
-	if b.maxRetained > 0 && b.retainedBytes.Load()+size > b.maxRetained {
+	size := MessageHeap(msg, len(t.subs)) // len under b.mu: Subscribe takes it exclusively
+	// At the bound, not past it: the check Room makes, so a publish Room
+	// admitted is not refused (the bound is overshot by at most one message
+	// per concurrent publisher).
+	if b.maxRetained > 0 && b.retainedBytes.Load() >= b.maxRetained {
 		return fmt.Errorf("publishing to %s: %d bytes retained for subscribers, the bound is %d: %w",
-			topicName, b.retainedBytes.Load(), b.maxRetained, bus.ErrUnavailable)
+			topicName, b.retainedBytes.Load(), b.maxRetained, bus.ErrFull)
 	}
 	m := &message{
 		msg: bus.Message{
@@ -290,6 +381,7 @@ func (b *Bus) Close(ctx context.Context) error {
 	b.topics = make(map[string]*topic)
 	b.retainedBytes.Store(0)
 	b.mu.Unlock()
+	b.openRoom() // waiters find the bus closed
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("closing memory bus: %w", err)
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -322,7 +324,7 @@ func (b *Bus) dump() string {
 func TestRetentionBound(t *testing.T) {
 	ctx := t.Context()
 	msg := bus.Message{Key: "k", Payload: make([]byte, 100)}
-	size := messageSize(msg)
+	size := MessageHeap(msg, 2)
 	b := New(nil, WithMaxRetainedBytes(3*size))
 	defer b.Close(context.Background())
 	if err := b.Publish(ctx, "unsubscribed", msg); err != nil {
@@ -342,8 +344,8 @@ func TestRetentionBound(t *testing.T) {
 			t.Fatalf("publish %d within the bound: %v", i, err)
 		}
 	}
-	if err := b.Publish(ctx, "t", msg); !errors.Is(err, bus.ErrUnavailable) {
-		t.Fatalf("publish past the bound = %v, want ErrUnavailable", err)
+	if err := b.Publish(ctx, "t", msg); !errors.Is(err, bus.ErrFull) || !errors.Is(err, bus.ErrUnavailable) {
+		t.Fatalf("publish past the bound = %v, want ErrFull, an ErrUnavailable", err)
 	}
 	d1, err := c1.Receive(ctx)
 	if err != nil {
@@ -372,4 +374,122 @@ func TestRetentionBound(t *testing.T) {
 	if err := b.Publish(ctx, "t", msg); err != nil {
 		t.Fatalf("publish after both subscriptions acked: %v", err)
 	}
+}
+
+// Room says whether a publish would be taken, and its channel closes when an
+// acknowledgement makes room: ingest's admission waits on it instead of
+// verifying requests it would then refuse.
+func TestRoom(t *testing.T) {
+	ctx := t.Context()
+	msg := bus.Message{Key: "k", Payload: make([]byte, 100)}
+	b := New(nil, WithMaxRetainedBytes(2*MessageHeap(msg, 1)))
+	defer b.Close(context.Background())
+	c, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: "t", Subscription: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if ch := b.Room(); ch != nil {
+			t.Fatalf("Room before publish %d = a channel, want nil (under the bound)", i)
+		}
+		if err := b.Publish(ctx, "t", msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	room := b.Room()
+	if room == nil {
+		t.Fatal("Room at the bound = nil, want a channel")
+	}
+	if again := b.Room(); again != room {
+		t.Fatal("a second Room at the bound returned another channel: waiters would not share one wake-up")
+	}
+	select {
+	case <-room:
+		t.Fatal("Room's channel closed before anything was acknowledged")
+	default:
+	}
+	d, err := c.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-room:
+	default:
+		t.Fatal("Room's channel still open after an ack made room")
+	}
+	if ch := b.Room(); ch != nil {
+		t.Fatal("Room after the ack = a channel, want nil")
+	}
+	if err := b.Publish(ctx, "t", msg); err != nil {
+		t.Fatalf("publish after Room opened: %v", err)
+	}
+	// Close wakes waiters too: they find the bus closed.
+	room = b.Room()
+	if room == nil {
+		t.Fatal("Room at the bound again = nil")
+	}
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-room:
+	default:
+		t.Fatal("Room's channel still open after Close")
+	}
+}
+
+// The bound counts what a queued message really holds: the heap measured
+// after queueing many messages is within 15 % of MessageHeap's sum. (It
+// counted the payload alone once, and the heap ran to twice the bound.)
+func TestMessageHeapIsTheRealHeap(t *testing.T) {
+	ctx := t.Context()
+	const n = 20000
+	payload := make([]byte, 1300)
+	keys := make([]string, 100)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("oc_%032d", i)
+	}
+	b := New(nil, WithMaxRetainedBytes(0))
+	defer b.Close(context.Background())
+	for _, sub := range []string{"a", "b"} {
+		if _, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: "t", Subscription: sub}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want int64
+	msgs := make([]bus.Message, n)
+	for i := range msgs {
+		// The key is the publisher's own string, as ingest's is.
+		msgs[i] = bus.Message{Key: strings.Clone(keys[i%len(keys)]), Payload: payload}
+	}
+	heapBefore := liveHeap()
+	for i := range msgs {
+		if err := b.Publish(ctx, "t", msgs[i]); err != nil {
+			t.Fatal(err)
+		}
+		want += MessageHeap(msgs[i], 2)
+	}
+	// The keys were allocated before the measurement: count them out.
+	for i := range msgs {
+		want -= int64(allocSize(len(msgs[i].Key)))
+	}
+	got := int64(liveHeap() - heapBefore)
+	runtime.KeepAlive(msgs)
+	t.Logf("%d messages: heap %d bytes, MessageHeap %d (%.3fx)", n, got, want, float64(got)/float64(want))
+	if got > want*115/100 || got < want*85/100 {
+		t.Fatalf("%d messages took %d bytes of heap, MessageHeap counted %d (%.2fx)", n, got, want, float64(got)/float64(want))
+	}
+	if r := b.retainedBytes.Load(); r != want+int64(n*allocSize(len(keys[0]))) {
+		t.Fatalf("retainedBytes = %d, want the sum of MessageHeap", r)
+	}
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

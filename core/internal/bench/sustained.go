@@ -1,0 +1,462 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/larkway/larkway/core/internal/bus"
+	"github.com/larkway/larkway/core/internal/bus/memory"
+	"github.com/larkway/larkway/core/internal/dispatch"
+	"github.com/larkway/larkway/core/internal/envelope"
+)
+
+// ScenarioSustained holds each webhook under sustained load from a load
+// generator in a process of its own (`larkway loadgen`): closed loop flat
+// out over 64 connections for SustainDuration (overload), then, on
+// larkway's buses, an open-loop step at half the measured capacity, 3× that,
+// and half again. Every second it records offered, accepted, rejected,
+// delivered, backlog, RSS and the CPU of the core, the generator and the
+// plugin.
+const ScenarioSustained = "sustained"
+
+// SustainedRow is one second of a sustained run.
+type SustainedRow struct {
+	Second
+	Phase     string  `json:"phase"`
+	Delivered int     `json:"delivered"`
+	Backlog   int64   `json:"backlog"`
+	RSSMB     float64 `json:"rss_mb"`
+	// CPU used in the second, in cores, per process.
+	CoreCPU    float64 `json:"core_cpu"`
+	LoadgenCPU float64 `json:"loadgen_cpu"`
+	PluginCPU  float64 `json:"plugin_cpu"`
+}
+
+// SustainedResult is one target's sustained run.
+type SustainedResult struct {
+	Rows []SustainedRow `json:"rows"`
+	// Steady state of the overload: medians of the seconds after the
+	// first third (the bound fills, the rates settle).
+	Accepted, Rejected, Delivered float64
+	MaxRSSMB                      float64 `json:"max_rss_mb"`
+	// CoreRSSMB is MaxRSSMB less the bench process's RSS before the core
+	// started: the core's own.
+	CoreRSSMB float64 `json:"core_rss_mb"`
+	// CPU per request answered 503, and per request answered at all,
+	// of the core in microseconds over the overload's steady state.
+	CoreUSPerRequest float64 `json:"core_us_per_request"`
+	// The step: events accepted and delivered in all, and the largest
+	// backlog; Lost is accepted − delivered once drained.
+	StepAccepted, StepDelivered int
+	StepMaxBacklog              int64
+	Lost                        int
+	DrainSeconds                float64
+}
+
+// sustainTarget is one webhook under sustained load.
+type sustainTarget struct {
+	key, label string
+	url        string
+	app        App
+	delivered  func() int64 // nil: nothing to deliver to
+	backlog    func() int64
+	baseRSS    float64 // the bench process's RSS before the target started (MB)
+}
+
+// baselineRSS is the bench process's RSS once its garbage is returned.
+func baselineRSS() float64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	return rssMB()
+}
+
+func (r *runner) sustained(ctx context.Context) error {
+	o := r.o
+	if o.Loadgen == "" {
+		return fmt.Errorf("no load generator: bench.Options.Loadgen names the larkway binary")
+	}
+	var handled atomic.Int64
+	bare, err := Serve(BareResponder(), "/lark/events")
+	if err != nil {
+		return err
+	}
+	defer bare.Close()
+	sdk, err := Serve(SDKDispatcher(o.App, &handled), "/lark/events")
+	if err != nil {
+		return err
+	}
+	defer sdk.Close()
+	results := map[string]SustainedResult{}
+	run := func(t sustainTarget, step bool) error {
+		res, err := r.sustainOne(ctx, t, step)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.key, err)
+		}
+		results[t.key] = res
+		r.logf("%s: steady accepted %.0f/s, rejected %.0f/s, delivered %.0f/s; RSS max %.0f MB (core's own %.0f MB); core %.1f µs/request",
+			t.key, res.Accepted, res.Rejected, res.Delivered, res.MaxRSSMB, res.CoreRSSMB, res.CoreUSPerRequest)
+		if step {
+			r.logf("%s step: accepted %d, delivered %d, lost %d, backlog max %d, drained %.1f s after the step",
+				t.key, res.StepAccepted, res.StepDelivered, res.Lost, res.StepMaxBacklog, res.DrainSeconds)
+		}
+		r.rep.add(r.run, "sustained."+t.key+".accepted", t.label+": accepted/s, steady state of 64-connection overload", "events/s", res.Accepted, res)
+		r.rep.add(r.run, "sustained."+t.key+".delivered", t.label+": delivered/s, same seconds", "events/s", res.Delivered, nil)
+		r.rep.add(r.run, "sustained."+t.key+".rss", t.label+": peak RSS of the bench process hosting it", "MB", res.MaxRSSMB, nil)
+		if t.baseRSS > 0 {
+			r.rep.add(r.run, "sustained."+t.key+".core_rss", t.label+": the core's peak RSS (the bench process's over its RSS before the core started)", "MB", res.CoreRSSMB, nil)
+		}
+		r.rep.add(r.run, "sustained."+t.key+".cpu", t.label+": core CPU per request answered, steady state", "µs", res.CoreUSPerRequest, nil)
+		if step {
+			r.rep.add(r.run, "sustained."+t.key+".lost", t.label+": step half → 3× → half of capacity: accepted minus delivered", "events", float64(res.Lost), nil)
+		}
+		return nil
+	}
+	if err := run(sustainTarget{key: "ref.bare", label: "bare net/http", url: bare.URL, app: o.App}, false); err != nil {
+		return err
+	}
+	if err := run(sustainTarget{key: "ref.sdk", label: "oapi-sdk-go dispatcher", url: sdk.URL, app: o.App,
+		delivered: handled.Load}, false); err != nil {
+		return err
+	}
+	for _, b := range o.Buses {
+		app := r.appForRun("su")
+		d := &deliveries{}
+		base := baselineRSS()
+		core, err := r.startCore(ctx, b, app, r.noopGo(), "", d)
+		if err != nil {
+			return fmt.Errorf("starting a core on %s: %w", b, err)
+		}
+		t := sustainTarget{key: "ingest." + b, label: "larkway, " + b + " bus, no-op Go plugin", url: core.URL, app: app,
+			delivered: d.n.Load, baseRSS: base}
+		if bl, ok := core.Bus.(bus.Backlogger); ok {
+			topic, sub := envelope.Topic(app.ID), dispatch.Subscription("noop")
+			t.backlog = func() int64 {
+				n, _ := bl.Backlog(ctx, topic, sub)
+				return n
+			}
+		}
+		prevLimit := debug.SetMemoryLimit(-1)
+		if b == "memory" { // as serve sets it, over what the bench held before
+			debug.SetMemoryLimit(int64(base*(1<<20)) + memory.MemoryLimit(memory.DefaultMaxRetainedBytes))
+		}
+		err = run(t, true)
+		debug.SetMemoryLimit(prevLimit)
+		_ = core.Close()
+		runtime.GC()
+		debug.FreeOSMemory()
+		if err != nil {
+			return err
+		}
+	}
+	// A core whose plugin has stalled, its memory bus filled to the default
+	// bound: what a refusal costs, and the RSS the bound holds (with the
+	// memory limit serve sets). The admission wait is 1 ms so the 64
+	// connections spin on refusals rather than wait.
+	if err := r.sustainFull(ctx, run, results); err != nil {
+		return err
+	}
+	// Same-round ratios.
+	sdkRes := results["ref.sdk"]
+	for _, b := range o.Buses {
+		res := results["ingest."+b]
+		if sdkRes.Delivered > 0 {
+			r.rep.add(r.run, "sustained.ingest."+b+".vs_sdk", "accepted and delivered (the lower) ÷ the SDK's handled, same round", "×",
+				min(res.Accepted, res.Delivered)/sdkRes.Delivered, nil)
+		}
+	}
+	return nil
+}
+
+// sustainOne runs the overload (and the step) against t.
+func (r *runner) sustainOne(ctx context.Context, t sustainTarget, step bool) (SustainedResult, error) {
+	var res SustainedResult
+	over := []Phase{{Rate: 0, Duration: r.o.SustainDuration}}
+	rows, err := r.loadgen(ctx, t, "overload", over, r.o.SustainConns)
+	if err != nil {
+		return res, err
+	}
+	res.Rows = rows
+	full := rows
+	if n := len(full); n > 0 && full[n-1].Partial {
+		full = full[:n-1]
+	}
+	steady := full[len(full)/3:]
+	med := func(f func(SustainedRow) float64) float64 {
+		xs := make([]float64, 0, len(steady))
+		for _, row := range steady {
+			xs = append(xs, f(row))
+		}
+		slices.Sort(xs)
+		if len(xs) == 0 {
+			return 0
+		}
+		return xs[len(xs)/2]
+	}
+	res.Accepted = med(func(x SustainedRow) float64 { return float64(x.Accepted) })
+	res.Rejected = med(func(x SustainedRow) float64 { return float64(x.Rejected) })
+	res.Delivered = med(func(x SustainedRow) float64 { return float64(x.Delivered) })
+	var cpu, reqs float64
+	for _, row := range steady {
+		cpu += row.CoreCPU
+		reqs += float64(row.Accepted + row.Rejected + row.Failed)
+	}
+	if reqs > 0 {
+		res.CoreUSPerRequest = cpu / reqs * 1e6
+	}
+	if t.delivered == nil {
+		res.Delivered = res.Accepted // the bare responder delivers nothing: its answer is all it does
+	}
+	if step {
+		if _, err := r.drained(ctx, t); err != nil {
+			return res, err
+		}
+		capacity := max(min(res.Accepted, res.Delivered), 100)
+		d0 := t.delivered()
+		third := max(r.o.SustainDuration/3, time.Second)
+		phases := []Phase{{Rate: capacity / 2, Duration: third}, {Rate: capacity * 1.5, Duration: third}, {Rate: capacity / 2, Duration: third}}
+		rows, err := r.loadgen(ctx, t, "step", phases, 4*r.o.SustainConns)
+		if err != nil {
+			return res, err
+		}
+		res.Rows = append(res.Rows, rows...)
+		stepEnd := time.Now()
+		for _, row := range rows {
+			res.StepAccepted += row.Accepted
+			res.StepMaxBacklog = max(res.StepMaxBacklog, row.Backlog)
+		}
+		ok, err := r.drained(ctx, t)
+		if err != nil {
+			return res, err
+		}
+		res.DrainSeconds = time.Since(stepEnd).Seconds()
+		res.StepDelivered = int(t.delivered() - d0)
+		res.Lost = res.StepAccepted - res.StepDelivered
+		if !ok {
+			r.logf("%s: the backlog did not drain", t.key)
+		}
+	}
+	for _, row := range res.Rows {
+		res.MaxRSSMB = max(res.MaxRSSMB, row.RSSMB)
+	}
+	if t.baseRSS > 0 {
+		res.CoreRSSMB = res.MaxRSSMB - t.baseRSS
+	}
+	return res, nil
+}
+
+// drained waits until t's backlog is empty and deliveries have stopped
+// moving (false if they stopped with a backlog left).
+func (r *runner) drained(ctx context.Context, t sustainTarget) (bool, error) {
+	if t.delivered == nil {
+		return true, nil
+	}
+	last, still := t.delivered(), 0
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		n := t.delivered()
+		backlog := int64(0)
+		if t.backlog != nil {
+			backlog = t.backlog()
+		}
+		if backlog == 0 && n == last {
+			return true, nil
+		}
+		if n == last {
+			if still++; still > 50 { // 10 s without a delivery
+				return false, nil
+			}
+		} else {
+			still = 0
+		}
+		last = n
+	}
+}
+
+// loadgen runs `larkway loadgen` against t through phases and samples the
+// core's side at each second the generator reports.
+func (r *runner) loadgen(ctx context.Context, t sustainTarget, phase string, phases []Phase, conns int) ([]SustainedRow, error) {
+	var spec []string
+	for _, p := range phases {
+		spec = append(spec, fmt.Sprintf("%s@%.0f", p.Duration, p.Rate))
+	}
+	cmd := exec.CommandContext(ctx, r.o.Loadgen, "loadgen", "--url", t.url, "--app-id", t.app.ID,
+		"--token", t.app.VerificationToken, "--encrypt-key", t.app.EncryptKey, "--phases", strings.Join(spec, ","),
+		"--conns", strconv.Itoa(conns), "--run", r.runTag()+phase+"_")
+	cmd.Env = append(os.Environ(), r.plugEnv...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = r.o.Log
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the load generator: %w", err)
+	}
+	pid := cmd.Process.Pid
+	self := os.Getpid()
+	prevSelf, _ := cpuTimes()
+	prevGen, prevPlug := procCPU(pid), childrenCPU(self, pid)
+	prevDelivered := int64(0)
+	if t.delivered != nil {
+		prevDelivered = t.delivered()
+	}
+	prevAt := time.Now()
+	var rows []SustainedRow
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		var s Second
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			continue
+		}
+		now := time.Now()
+		el := now.Sub(prevAt).Seconds()
+		selfCPU, _ := cpuTimes()
+		gen, plug := procCPU(pid), childrenCPU(self, pid)
+		row := SustainedRow{Second: s, Phase: phase, RSSMB: rssMB(),
+			CoreCPU: (selfCPU - prevSelf).Seconds() / el, LoadgenCPU: (gen - prevGen).Seconds() / el, PluginCPU: (plug - prevPlug).Seconds() / el}
+		if t.delivered != nil {
+			n := t.delivered()
+			row.Delivered = int(n - prevDelivered)
+			prevDelivered = n
+		}
+		if t.backlog != nil {
+			row.Backlog = t.backlog()
+		}
+		prevSelf, prevGen, prevPlug, prevAt = selfCPU, gen, plug, now
+		rows = append(rows, row)
+		r.logf("%s %s t=%2d offered %6d unsent %6d accepted %6d rejected %6d delivered %6d backlog %7d rss %4.0f MB cpu core %.2f gen %.2f plugin %.2f p99 %.1f ms",
+			t.key, phase, s.T, s.Offered, s.Unsent, s.Accepted, s.Rejected, row.Delivered, row.Backlog, row.RSSMB, row.CoreCPU, row.LoadgenCPU, row.PluginCPU, s.AckP99)
+	}
+	if err := cmd.Wait(); err != nil {
+		return rows, fmt.Errorf("load generator: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("the load generator reported nothing")
+	}
+	return rows, nil
+}
+
+// procCPU is a process's user + system CPU time from /proc (0 if gone).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesized command name: state is field 3,
+	// utime 14 and stime 15 (1-based), in clock ticks (100 per second).
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// childrenCPU sums procCPU over this process's children but skip (the
+// plugins, when skip is the generator).
+func childrenCPU(self, skip int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", self, self))
+	var total time.Duration
+	seen := map[int]bool{}
+	add := func(list string) {
+		for _, f := range strings.Fields(list) {
+			pid, _ := strconv.Atoi(f)
+			if pid != 0 && pid != skip && !seen[pid] {
+				seen[pid] = true
+				total += procCPU(pid)
+			}
+		}
+	}
+	if err == nil {
+		add(string(b))
+	}
+	// Children started from other threads are listed under those.
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", self))
+	for _, tk := range tasks {
+		if c, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", self, tk.Name())); err == nil {
+			add(string(c))
+		}
+	}
+	return total
+}
+
+// sustainFull measures a core at its bound (see sustained).
+func (r *runner) sustainFull(ctx context.Context, run func(sustainTarget, bool) error, results map[string]SustainedResult) error {
+	app := r.appForRun("fu")
+	base := baselineRSS()
+	core, err := NewCore(ctx, CoreOptions{Bus: "memory", App: app, LarkURL: "http://127.0.0.1:1",
+		AdmissionWait: time.Millisecond, Logger: r.o.Logger})
+	if err != nil {
+		return fmt.Errorf("starting a core at its bound: %w", err)
+	}
+	defer core.Close()
+	bound := int64(memory.DefaultMaxRetainedBytes)
+	// serve's limit, over what the bench process held before the core.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(base*(1<<20)) + memory.MemoryLimit(bound)))
+	topic := envelope.Topic(app.ID)
+	stalled, err := core.Bus.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "stalled"})
+	if err != nil {
+		return err
+	}
+	defer stalled.Close(context.WithoutCancel(ctx))
+	// Filled in process, with the events ingest would store.
+	evs, err := r.events(app, 100)
+	if err != nil {
+		return err
+	}
+	held := 0
+	for ; ; held++ {
+		ev := evs[held%len(evs)]
+		ev.EventId = fmt.Sprintf("fill_%d", held)
+		msg, err := envelope.Encode(ev)
+		if err != nil {
+			return err
+		}
+		if err := core.Bus.Publish(ctx, topic, msg); err != nil {
+			if errors.Is(err, bus.ErrFull) {
+				break
+			}
+			return err
+		}
+	}
+	r.logf("ingest.full: %d events fill the %d MB bound (%.0f bytes each)", held, bound>>20, float64(bound)/float64(held))
+	if err := run(sustainTarget{key: "ingest.full", label: "larkway, memory bus at its default bound (plugin stalled)", url: core.URL, app: app, baseRSS: base}, false); err != nil {
+		return err
+	}
+	full := results["ingest.full"]
+	// Where the RSS beyond the bound is: live heap, or heap the runtime
+	// has not returned to the OS.
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.logf("ingest.full: heap live %d MB, in use %d MB, idle not returned %d MB, runtime total %d MB; memory limit %d MB",
+		ms.HeapAlloc>>20, ms.HeapInuse>>20, (ms.HeapIdle-ms.HeapReleased)>>20, (ms.Sys-ms.HeapReleased)>>20, debug.SetMemoryLimit(-1)>>20)
+	r.rep.add(r.run, "sustained.full.rss_vs_bound", "the core's peak RSS (the bench process's over its RSS before the core) ÷ bus.memory.max_retained_mb, at the bound (goal ≤ 1.2×)", "×",
+		full.CoreRSSMB/float64(bound>>20), nil)
+	if bare := results["ref.bare"]; bare.CoreUSPerRequest > 0 {
+		r.rep.add(r.run, "sustained.reject_cost", "core CPU per 503 at the bound ÷ bare's per 200, same round (goal ≤ 1.5×)", "×",
+			full.CoreUSPerRequest/bare.CoreUSPerRequest, nil)
+	}
+	return nil
+}
