@@ -64,8 +64,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	run(t, ctx, "opening the plugin page",
 		chromedp.Navigate(s.consoleURL+"/plugins/echo"),
 		chromedp.WaitVisible("#op-swap", chromedp.ByID),
-		chromedp.SetValue("#echo-path", path, chromedp.ByID),
-		chromedp.SetValue("#echo-sha256", sha, chromedp.ByID),
+		chromedp.SetValue("#echo-swap-path", path, chromedp.ByID),
+		chromedp.SetValue("#echo-swap-sha256", sha, chromedp.ByID),
 	)
 	screenshot(t, ctx, "console-plugin")
 	run(t, ctx, "swapping",
