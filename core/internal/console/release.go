@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -50,16 +51,24 @@ type releaseData struct {
 	Started                time.Time
 	States                 string
 	Stats                  []statsRow
-	ErrorRate              string
-	Verdict, Reason        string
-	Last                   *lastRelease
-	Shadow                 *shadowData
+	// PerReplica are the same stats on each replica running the release.
+	PerReplica      []replicaStats
+	ErrorRate       string
+	Verdict, Reason string
+	Last            *lastRelease
+	Shadow          *shadowData
 }
 
 type lastRelease struct {
 	Mode, Path, Result, Reason string
 	At                         time.Time
 	Stats                      statsRow
+}
+
+// replicaStats is a release on one replica.
+type replicaStats struct {
+	Replica, State    string
+	Stable, Candidate statsRow
 }
 
 // shadowData is the shadow report: its summary and the newest records.
@@ -110,7 +119,12 @@ func policyText(r *cluster.Release) string {
 func actionTexts(actions []json.RawMessage) []string {
 	out := make([]string, len(actions))
 	for i, a := range actions {
-		out[i] = string(a)
+		var b bytes.Buffer
+		if json.Compact(&b, a) != nil {
+			out[i] = string(a)
+			continue
+		}
+		out[i] = b.String()
 	}
 	return out
 }
@@ -150,6 +164,8 @@ func (c *Console) release(r *http.Request, name string) releaseData {
 				state += ": " + rs.LastError
 			}
 			states = append(states, id+" "+state)
+			d.PerReplica = append(d.PerReplica, replicaStats{Replica: id, State: state,
+				Stable: newStatsRow("stable", "", rs.StableStats), Candidate: newStatsRow(string(rs.Mode), rs.Version, rs.Stats)})
 		}
 		d.Version, d.States = uniq(versions), strings.Join(states, "; ")
 		d.ErrorRate, d.Verdict, d.Reason = percent(v.ErrorRate), string(v.Verdict), v.Reason

@@ -1,13 +1,16 @@
 package console_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -99,7 +102,8 @@ func releaseTotals(t *testing.T, s *stack) (candidate, stable int64) {
 // kind, version, split and each version's stats as the API counts them,
 // the overview marks the plugin; after the promotion the last release's
 // result; the shadow's records with their differences marked. A viewer
-// sees the same page with the forms disabled.
+// sees the same page with the forms disabled. Last, a failing canary
+// rolled back by its error budget.
 func TestReleasesOnPluginPage(t *testing.T) {
 	s := startStack(t, false)
 	variant, variantSHA := s.variant(t)
@@ -243,4 +247,45 @@ func TestReleasesOnPluginPage(t *testing.T) {
 	if code, body := post("/plugins/echo/abort", url.Values{"confirm": {"yes"}}); code != http.StatusConflict || !strings.Contains(body, "Abort of plugin echo failed") {
 		t.Fatalf("abort without a release: %d, want the API's 409\n%s", code, body)
 	}
+
+	// A canary failing every delivery (started through the API: the form
+	// sets no environment) is rolled back by its error budget; the page
+	// says so, why, and what the candidate did.
+	b, err := os.ReadFile(variant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing := filepath.Join(s.pluginDir, "echovariant-failing")
+	if err := os.WriteFile(failing, append(b, "\nfailing\n"...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := apiPost(t, s, "/v1/plugins/echo/canary", map[string]any{"path": failing, "sha256": fileSHA256(t, failing),
+		"chats": []string{"oc_playground_group"}, "env": []string{"ECHO_FAIL_PERCENT=100"}, "max_error_rate": 0.1, "min_deliveries": 1}); code != http.StatusOK {
+		t.Fatalf("failing canary: %d %s", code, body)
+	}
+	testenv.Eventually(t, 60*time.Second, "the failing canary never ran on the replica", func() bool { return candidateRunning(page(viewerToken)) })
+	sendTo(t, s, "oc_playground_group", "doomed hello")
+	testenv.Eventually(t, 60*time.Second, "the page never showed the rollback", func() bool {
+		p = page(viewerToken)
+		return strings.Contains(p, `id="release-last-result" class="err">rolled_back: error rate`) && strings.Contains(p, `id="release-none"`)
+	})
+	if !regexp.MustCompile(`<dd>\d+ deliveries, [1-9]\d* errors \(100\.0 %\)`).MatchString(p) {
+		t.Fatalf("the rolled-back canary's errors are not shown:\n%s", p)
+	}
+}
+
+// apiPost posts body as JSON to the admin API as the operator.
+func apiPost(t *testing.T, s *stack, path string, body any) (int, string) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, s.consoleURL+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+operatorToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(out)
 }
