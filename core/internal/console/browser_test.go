@@ -18,7 +18,8 @@ import (
 // The console in a real browser (Debian's Chromium, headless): a refused
 // login, a login, the overview listing the echo plugin, a swap from the
 // plugin page through its confirmation, a dead-letter replay whose event
-// the echo plugin then answers, and the live tail. Screenshots go to
+// the echo plugin then answers, the live tail, and a canary started from
+// the plugin page with its stats. Screenshots go to
 // docs/img/ for the README.
 func TestConsoleInBrowser(t *testing.T) {
 	s := startStack(t, true)
@@ -64,8 +65,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	run(t, ctx, "opening the plugin page",
 		chromedp.Navigate(s.consoleURL+"/plugins/echo"),
 		chromedp.WaitVisible("#op-swap", chromedp.ByID),
-		chromedp.SetValue("#echo-path", path, chromedp.ByID),
-		chromedp.SetValue("#echo-sha256", sha, chromedp.ByID),
+		chromedp.SetValue("#echo-swap-path", path, chromedp.ByID),
+		chromedp.SetValue("#echo-swap-sha256", sha, chromedp.ByID),
 	)
 	screenshot(t, ctx, "console-plugin")
 	run(t, ctx, "swapping",
@@ -117,6 +118,48 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(`#tail li.action`, chromedp.ByQuery),
 	)
 	screenshot(t, ctx, "console-tail")
+
+	// A canary of the echo variant for the group chat, started from the
+	// plugin page; once it answered a message, the page shows its stats.
+	variant, variantSHA := s.variant(t)
+	run(t, ctx, "starting a canary",
+		chromedp.Navigate(s.consoleURL+"/plugins/echo"),
+		chromedp.WaitVisible("#op-canary", chromedp.ByID),
+		chromedp.SetValue("#echo-canary-path", variant, chromedp.ByID),
+		chromedp.SetValue("#echo-canary-sha256", variantSHA, chromedp.ByID),
+		chromedp.SetValue("#echo-canary-chats", "oc_playground_group", chromedp.ByID),
+		chromedp.SetValue("#echo-canary-promote_after", "1000", chromedp.ByID),
+		chromedp.Click("#op-canary button", chromedp.ByQuery),
+		chromedp.WaitVisible("#confirm", chromedp.ByID),
+		chromedp.Click("#confirm button", chromedp.ByQuery),
+		chromedp.WaitVisible("#result", chromedp.ByID),
+		chromedp.Text("#result", &result, chromedp.ByID),
+	)
+	if result != "Start canary of plugin echo: done." {
+		t.Fatalf("canary result %q", result)
+	}
+	testenv.Eventually(t, 60*time.Second, "the canary never ran on the replica", func() bool {
+		_, body := do(t, client(t), http.MethodGet, s.consoleURL+"/plugins/echo", viewerToken, nil)
+		return candidateRunning(body)
+	})
+	postPlayground(t, s, "hello canary")
+	testenv.Eventually(t, 60*time.Second, "the release view never counted the canary's delivery", func() bool {
+		c, _ := releaseTotals(t, s)
+		return c == 1
+	})
+	var deliveries string
+	run(t, ctx, "seeing the canary's stats",
+		chromedp.Navigate(s.consoleURL+"/plugins/echo"),
+		chromedp.WaitVisible("#release-stats", chromedp.ByID),
+		chromedp.Text(`#release-stats tr[data-role="canary"] td[data-stat="deliveries"]`, &deliveries, chromedp.ByQuery),
+	)
+	if deliveries != "1" {
+		t.Fatalf("canary deliveries on the page %q, want 1", deliveries)
+	}
+	if !botSaid(s, "echo2: hello canary") {
+		t.Fatal("the canary did not answer the group chat")
+	}
+	screenshot(t, ctx, "console-canary")
 }
 
 // The playground in a real browser: "hello" in the group chat gets echo's

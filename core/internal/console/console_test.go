@@ -58,6 +58,10 @@ func TestViewerReadsEverythingAndChangesNothing(t *testing.T) {
 		{"/plugins/echo/drain", nil},
 		{"/plugins/echo/disable", nil},
 		{"/plugins/echo/enable", nil},
+		{"/plugins/echo/canary", url.Values{"path": {s.echoPath}, "sha256": {sha}, "percent": {"10"}, "promote_after": {"5"}}},
+		{"/plugins/echo/shadow", url.Values{"path": {s.echoPath}, "sha256": {sha}, "chats": {"oc_a, oc_b"}}},
+		{"/plugins/echo/promote", nil},
+		{"/plugins/echo/abort", nil},
 		{"/dlq/echo/replay", url.Values{"all": {"yes"}}},
 		{"/dlq/echo/purge", url.Values{"all": {"yes"}}},
 	}
@@ -86,6 +90,10 @@ func TestViewerReadsEverythingAndChangesNothing(t *testing.T) {
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &d) != nil || (d.Plugin.Desired != nil && !d.Plugin.Desired.Enabled) ||
 		!strings.Contains(body, `"state": "serving"`) {
 		t.Fatalf("after the viewer's attempts echo is not serving as before: %d %s", code, body)
+	}
+	if code, body := do(t, client(t), http.MethodGet, s.consoleURL+"/v1/plugins/echo/release", viewerToken, nil); code != http.StatusOK ||
+		strings.Contains(body, `"release"`) || strings.Contains(body, `"last"`) {
+		t.Fatalf("after the viewer's attempts echo has a release: %d %s", code, body)
 	}
 
 	// The operator is asked first, and only the confirmed form acts.

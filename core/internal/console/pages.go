@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // pageNames are the templates in web/, each rendered inside layout.html.
@@ -98,6 +100,9 @@ type pluginRow struct {
 	// replica's.
 	CurrentPath   string
 	ReplicaStatus []replicaPlugin
+	// Release marks a running canary or shadow, e.g. "canary 10 % of
+	// chats"; empty without one.
+	Release string
 }
 
 // replicaPlugin is a plugin on one replica.
@@ -149,6 +154,7 @@ func (c *Console) rows(l pluginList, backlog map[string]int) []pluginRow {
 			row.DesiredPath, row.DesiredSHA256, row.DesiredGeneration = d.Spec.Path, d.Spec.SHA256, d.Generation
 		}
 		row.Versions, row.States = uniq(versions), uniq(states)
+		row.Release = releaseTag(v)
 		row.CurrentPath = row.DesiredPath
 		if row.CurrentPath == "" && len(row.ReplicaStatus) > 0 {
 			row.CurrentPath = row.ReplicaStatus[0].Path
@@ -194,21 +200,99 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 }
 
 // pluginOpDef is one operation on a plugin. The plugin page lists them in
-// this order; an operation added to the admin API is added here (its form
-// fields, if any, in the templates' "op-fields" block).
+// this order; an operation added to the admin API is added here.
 type pluginOpDef struct {
 	Name, Label, Help string
 	// Fields are posted to the API as its JSON body.
-	Fields []string
+	Fields []opField
+	// Body turns the posted fields (empty ones left out) into the API's
+	// JSON body; nil posts them as strings. Its error is the operator's
+	// mistake, shown before anything is asked of the API.
+	Body func(fields map[string]string) (any, error)
+	// OnRelease: offered only while a canary or shadow runs.
+	OnRelease bool
 }
 
+// opField is one form field of an operation.
+type opField struct {
+	Name, Label string
+	// Type is the input's type ("" is text); Pattern its HTML pattern.
+	Type, Pattern, Placeholder, Help string
+	Required                         bool
+	// Prefill fills the field with the plugin's current path.
+	Prefill bool
+}
+
+var (
+	pathField   = opField{Name: "path", Label: "path", Required: true, Prefill: true}
+	sha256Field = opField{Name: "sha256", Label: "sha256", Required: true, Pattern: "[0-9a-fA-F]{64}", Placeholder: "64 hex digits"}
+	// A candidate's file is another one than the running version's.
+	candidateFields = []opField{
+		{Name: "path", Label: "candidate file", Required: true, Placeholder: "a file in the plugin directory"},
+		sha256Field,
+		{Name: "percent", Label: "percent of chats", Type: "number", Placeholder: "e.g. 10"},
+		{Name: "chats", Label: "chats", Placeholder: "chat ids, comma-separated"},
+	}
+	canaryFields = append(slices.Clone(candidateFields),
+		opField{Name: "promote_after", Label: "promote after", Placeholder: "deliveries (1000) or duration (30m); empty: by hand"},
+		opField{Name: "max_error_rate", Label: "max error rate", Type: "number", Placeholder: "0..1, default 0.05"},
+		opField{Name: "min_deliveries", Label: "min deliveries", Type: "number", Placeholder: "default 20"},
+	)
+)
+
 var pluginOps = []pluginOpDef{
-	{Name: "swap", Label: "Swap", Fields: []string{"path", "sha256"},
+	{Name: "swap", Label: "Swap", Fields: []opField{pathField, sha256Field},
 		Help: "Run a new version, pinned by its sha256, on every replica; it is rolled back by itself if it fails its probation. The file must be in the plugin directory."},
 	{Name: "rollback", Label: "Roll back", Help: "Go back to the version before the last swap on every replica."},
 	{Name: "drain", Label: "Drain", Help: "Stop taking this plugin's events on this replica and finish those in flight; the other replicas keep serving them."},
 	{Name: "disable", Label: "Disable", Help: "Stop the plugin on every replica; its events wait in the bus."},
 	{Name: "enable", Label: "Enable", Help: "Start a disabled plugin again on every replica."},
+	{Name: "canary", Label: "Start canary", Fields: canaryFields, Body: releaseBody(true),
+		Help: "Run a candidate version beside the stable one for the chats selected (a percentage by a hash of the chat id, and/or chat ids), on every replica; it is promoted after the given deliveries or time within the error budget, rolled back past it. Again with the same file changes the split."},
+	{Name: "shadow", Label: "Start shadow", Fields: candidateFields, Body: releaseBody(false),
+		Help: "Give a candidate version a copy of the selected chats' deliveries (default: every chat) after the stable version handled them; its actions are recorded and compared, never performed."},
+	{Name: "promote", Label: "Promote", OnRelease: true,
+		Help: "Make the canary the stable version on every replica now (plugin rollback returns to the old one)."},
+	{Name: "abort", Label: "Abort", OnRelease: true,
+		Help: "Stop the canary (its chats go back to the stable version) or the shadow, on every replica."},
+}
+
+// releaseBody reads a canary's or shadow's form into the API's typed body.
+func releaseBody(canary bool) func(map[string]string) (any, error) {
+	return func(f map[string]string) (any, error) {
+		body := map[string]any{"path": f["path"], "sha256": f["sha256"]}
+		if v := f["percent"]; v != "" {
+			p, err := strconv.ParseFloat(v, 64)
+			if err != nil || p < 0 || p > 100 {
+				return nil, fmt.Errorf("percent of chats %q is not a number from 0 to 100", v)
+			}
+			body["percent"] = p
+		}
+		if v := f["chats"]; v != "" {
+			body["chats"] = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+		}
+		if !canary {
+			return body, nil
+		}
+		if v := f["promote_after"]; v != "" {
+			body["promote_after"] = v // the API says what it accepts
+		}
+		if v := f["max_error_rate"]; v != "" {
+			r, err := strconv.ParseFloat(v, 64)
+			if err != nil || r < 0 || r > 1 {
+				return nil, fmt.Errorf("max error rate %q is not a number from 0 to 1", v)
+			}
+			body["max_error_rate"] = r
+		}
+		if v := f["min_deliveries"]; v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("min deliveries %q is not a whole number", v)
+			}
+			body["min_deliveries"] = n
+		}
+		return body, nil
+	}
 }
 
 func opByName(name string) (pluginOpDef, bool) {
@@ -251,8 +335,15 @@ func (c *Console) pluginPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var pretty bytes.Buffer
 	_ = json.Indent(&pretty, d.Manifest, "", "  ")
+	rel := c.release(r, name)
+	if len(rel.Stats) > 0 {
+		rel.Stats[0].Version = rows[0].Versions
+	}
+	// Promote and abort are offered while a release runs (the API refuses
+	// them otherwise with no_release).
+	ops := slices.DeleteFunc(slices.Clone(pluginOps), func(o pluginOpDef) bool { return o.OnRelease && !rel.Running })
 	c.render(w, r, http.StatusOK, "plugin", map[string]any{"Row": rows[0], "Manifest": m, "Subscriptions": subs,
-		"ManifestJSON": pretty.String(), "ManifestError": d.ManifestError, "Ops": pluginOps})
+		"ManifestJSON": pretty.String(), "ManifestError": d.ManifestError, "Ops": ops, "Release": rel})
 }
 
 func (c *Console) pluginOp(w http.ResponseWriter, r *http.Request) {
@@ -264,20 +355,30 @@ func (c *Console) pluginOp(w http.ResponseWriter, r *http.Request) {
 	}
 	fields := map[string]string{}
 	for _, f := range op.Fields {
-		fields[f] = strings.TrimSpace(r.PostFormValue(f))
+		if v := strings.TrimSpace(r.PostFormValue(f.Name)); v != "" || f.Required {
+			fields[f.Name] = v
+		}
 	}
 	back := "/plugins/" + url.PathEscape(name)
+	what := fmt.Sprintf("%s of plugin %s", op.Label, name)
+	var body any
+	if op.Body != nil {
+		var err error
+		if body, err = op.Body(fields); err != nil {
+			c.render(w, r, http.StatusBadRequest, "result", map[string]any{"Message": what + " failed: " + err.Error(),
+				"Status": http.StatusBadRequest, "Back": back})
+			return
+		}
+	} else if len(op.Fields) > 0 {
+		body = fields
+	}
 	if r.PostFormValue("confirm") != "yes" {
 		c.render(w, r, http.StatusOK, "confirm", map[string]any{"Action": back + "/" + op.Name, "Back": back,
 			"Question": fmt.Sprintf("%s plugin %s?", op.Label, name), "Help": op.Help, "Fields": fields, "Label": op.Label})
 		return
 	}
-	var body any
-	if len(op.Fields) > 0 {
-		body = fields
-	}
 	res := c.call(r, http.MethodPost, "/v1/plugins/"+url.PathEscape(name)+"/"+op.Name, body)
-	c.result(w, r, res, fmt.Sprintf("%s of plugin %s", op.Label, name), back)
+	c.result(w, r, res, what, back)
 }
 
 // result shows an operation's outcome with the API's status.
