@@ -133,7 +133,10 @@ event's stable and shadow actions and marks the differences.
 
 A remote plugin (plugins[].remote) gets --address ADDR instead: the shadow
 is its deployment at that endpoint, dialled with the configured TLS
-settings (its certificate must name the plugin).`
+settings (its certificate must name the plugin). The state server knows
+plugins by certificate, so such a shadow's state calls reach the stable
+version's keys: shadow a stateful remote plugin only with a candidate that
+does not write state.`
 	}
 	f.register(cmd, mode == "canary")
 	// It runs and holds commands: the usage shows both.

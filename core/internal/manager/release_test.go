@@ -166,7 +166,7 @@ func TestSameRelease(t *testing.T) {
 // dialled under the plugin's name with its TLS files, a new address is a
 // new candidate, abort leaves the stable endpoint, and promotion makes the
 // candidate's address the plugin's.
-func TestRemoteCanaryByEndpoint(t *testing.T) {
+func TestRemoteCanaryCandidateIsAnEndpoint(t *testing.T) {
 	var mu sync.Mutex
 	var dialled []Spec
 	var e *env
