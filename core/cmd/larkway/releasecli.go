@@ -18,6 +18,7 @@ import (
 // releaseFlags are a canary's or shadow's flags.
 type releaseFlags struct {
 	file          string
+	address       string
 	sum           sha256Hex
 	chats         string
 	chat          []string
@@ -29,6 +30,9 @@ type releaseFlags struct {
 // body is the admin API's request.
 func (f *releaseFlags) body() (map[string]any, error) {
 	b := map[string]any{"path": f.file, "sha256": string(f.sum)}
+	if f.address != "" {
+		b = map[string]any{"address": f.address}
+	}
 	if f.chats != "" {
 		p, err := strconv.ParseFloat(strings.TrimSuffix(f.chats, "%"), 64)
 		if err != nil || p <= 0 || p > 100 {
@@ -55,11 +59,14 @@ func (f *releaseFlags) register(c *cobra.Command, canary bool) {
 	fs := c.Flags()
 	fs.StringVar(&f.file, "file", "", "the candidate plugin file's `PATH` (on the replicas)")
 	fs.Var(&f.sum, "sha256", "the candidate file's SHA-256, 64 hex digits")
+	fs.StringVar(&f.address, "address", "", "a remote plugin's candidate endpoint `ADDR` (host:port, dns:///host:port or a list), instead of --file")
 	fs.StringVar(&f.chats, "chats", "", "`PERCENT` of chats, chosen by a hash of the chat id (the same on every replica; a chat in 5 % stays in 10 %)")
 	fs.StringArrayVar(&f.chat, "chat", nil, "a chat `ID` to include (repeat for more)")
-	for _, n := range []string{"file", "sha256"} {
-		_ = c.MarkFlagRequired(n)
-	}
+	// A launched plugin's candidate is a pinned file, a remote one's an
+	// endpoint (dialled with the configured TLS settings), as for swap.
+	c.MarkFlagsRequiredTogether("file", "sha256")
+	c.MarkFlagsOneRequired("file", "address")
+	c.MarkFlagsMutuallyExclusive("file", "address")
 	_ = c.MarkFlagFilename("file")
 	if canary {
 		fs.StringVar(&f.promoteAfter, "promote-after", "", "promote after `N|DURATION`: N deliveries (summed over replicas) or a duration such as 30m, within the error budget (default: promote by hand)")
@@ -93,7 +100,7 @@ func newReleaseCmd(o *adminOptions, stdout io.Writer, mode string) *cobra.Comman
 	}
 	var cmd *cobra.Command
 	if mode == "canary" {
-		cmd = adminCmd(o, "canary NAME --file PATH --sha256 HEX (--chats PERCENT | --chat ID...) [--promote-after N|DURATION] [--max-error-rate R]",
+		cmd = adminCmd(o, "canary NAME (--file PATH --sha256 HEX | --address ADDR) (--chats PERCENT | --chat ID...) [--promote-after N|DURATION] [--max-error-rate R]",
 			"Run a new version for a slice of chats; promote or roll back on its numbers", name, start)
 		cmd.Long = `Starts the file PATH beside plugin NAME's stable version on every replica; the
 chats --chats PERCENT selects (by a hash of the chat id, the same on every
@@ -106,17 +113,30 @@ version. Once it served --promote-after deliveries (or ran that long) with
 an error rate within --max-error-rate, it is promoted on every replica; once
 its error rate breaches the budget (after --min-deliveries), or it crashes,
 it is rolled back: its chats return to the stable version, and deliveries it
-had not finished are redelivered there.`
-		cmd.Example = "  larkway plugin canary echo --file bin/plugins/echo2 --sha256 $(sha256sum bin/plugins/echo2 | cut -d' ' -f1) --chats 5 --promote-after 1000 --max-error-rate 0.01"
+had not finished are redelivered there.
+
+A remote plugin (plugins[].remote) gets --address ADDR instead: the
+candidate is its deployment at that endpoint, dialled with the configured
+TLS settings (its certificate must name the plugin). Promotion makes ADDR
+the plugin's endpoint; an abort or rollback leaves the stable endpoint.`
+		cmd.Example = "  larkway plugin canary echo --file bin/plugins/echo2 --sha256 $(sha256sum bin/plugins/echo2 | cut -d' ' -f1) --chats 5 --promote-after 1000 --max-error-rate 0.01\n" +
+			"  larkway plugin canary triage --address dns:///triage-v2.plugins.svc.cluster.local:7443 --chats 10"
 	} else {
-		cmd = adminCmd(o, "shadow NAME --file PATH --sha256 HEX [--chats PERCENT | --chat ID...]",
+		cmd = adminCmd(o, "shadow NAME (--file PATH --sha256 HEX | --address ADDR) [--chats PERCENT | --chat ID...]",
 			"Give a new version a copy of live traffic; record, never perform, its actions", name, start)
 		cmd.Long = `Starts the file PATH beside plugin NAME's stable version on every replica. After
 the stable version handled a delivery of a selected chat (default: every
 chat), the shadow gets a copy; its outcome settles nothing and its actions
 are checked against its manifest and recorded, never performed. It keeps
 state in a namespace of its own. 'plugin shadow report NAME' pairs each
-event's stable and shadow actions and marks the differences.`
+event's stable and shadow actions and marks the differences.
+
+A remote plugin (plugins[].remote) gets --address ADDR instead: the shadow
+is its deployment at that endpoint, dialled with the configured TLS
+settings (its certificate must name the plugin). The state server knows
+plugins by certificate, so such a shadow's state calls reach the stable
+version's keys: shadow a stateful remote plugin only with a candidate that
+does not write state.`
 	}
 	f.register(cmd, mode == "canary")
 	// It runs and holds commands: the usage shows both.
@@ -172,15 +192,13 @@ event's stable and shadow actions and marks the differences.`
 type releaseView struct {
 	Plugin  string `json:"plugin"`
 	Release *struct {
-		Mode    string   `json:"mode"`
-		Percent float64  `json:"percent"`
-		Chats   []string `json:"chats"`
-		Spec    struct {
-			Path string `json:"path"`
-		} `json:"spec"`
-		PromoteAfterDeliveries int64   `json:"promote_after_deliveries"`
-		PromoteAfterDuration   string  `json:"promote_after_duration"`
-		MaxErrorRate           float64 `json:"max_error_rate"`
+		Mode                   string      `json:"mode"`
+		Percent                float64     `json:"percent"`
+		Chats                  []string    `json:"chats"`
+		Spec                   releaseSpec `json:"spec"`
+		PromoteAfterDeliveries int64       `json:"promote_after_deliveries"`
+		PromoteAfterDuration   string      `json:"promote_after_duration"`
+		MaxErrorRate           float64     `json:"max_error_rate"`
 	} `json:"release"`
 	Replicas map[string]struct {
 		Version string       `json:"version"`
@@ -193,13 +211,26 @@ type releaseView struct {
 	Verdict     string       `json:"verdict"`
 	Reason      string       `json:"reason"`
 	Last        *struct {
-		Mode   string `json:"mode"`
-		Result string `json:"result"`
-		Reason string `json:"reason"`
-		Spec   struct {
-			Path string `json:"path"`
-		} `json:"spec"`
+		Mode   string      `json:"mode"`
+		Result string      `json:"result"`
+		Reason string      `json:"reason"`
+		Spec   releaseSpec `json:"spec"`
 	} `json:"last"`
+}
+
+// releaseSpec is a candidate: a file, or a remote plugin's endpoint.
+type releaseSpec struct {
+	Path   string `json:"path"`
+	Remote *struct {
+		Address string `json:"address"`
+	} `json:"remote"`
+}
+
+func (s releaseSpec) String() string {
+	if s.Remote != nil {
+		return s.Remote.Address
+	}
+	return s.Path
 }
 
 type versionStats struct {
@@ -215,7 +246,7 @@ func printRelease(w io.Writer, v releaseView) {
 		fmt.Fprintf(w, "%s: no canary or shadow running\n", v.Plugin)
 	} else {
 		r := v.Release
-		fmt.Fprintf(w, "%s: %s of %s on %g%% of chats", v.Plugin, r.Mode, r.Spec.Path, r.Percent)
+		fmt.Fprintf(w, "%s: %s of %s on %g%% of chats", v.Plugin, r.Mode, r.Spec, r.Percent)
 		if len(r.Chats) > 0 {
 			fmt.Fprintf(w, " and %d named chat(s)", len(r.Chats))
 		}
@@ -248,7 +279,7 @@ func printRelease(w io.Writer, v releaseView) {
 		_ = tw.Flush()
 	}
 	if l := v.Last; l != nil {
-		fmt.Fprintf(w, "last %s (%s): %s", l.Mode, l.Spec.Path, l.Result)
+		fmt.Fprintf(w, "last %s (%s): %s", l.Mode, l.Spec, l.Result)
 		if l.Reason != "" {
 			fmt.Fprintf(w, ", %s", l.Reason)
 		}

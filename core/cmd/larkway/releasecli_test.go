@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,5 +99,75 @@ func TestParseReplayTime(t *testing.T) {
 				t.Fatalf("got %v, %v", got, err)
 			}
 		})
+	}
+}
+
+// A canary or shadow takes a file (launched plugins) or an endpoint
+// (remote plugins), never both; the admin API refuses an address for a
+// launched plugin.
+func TestReleaseByAddressFlags(t *testing.T) {
+	url, echo := startCore(t)
+	auth := []string{"--admin", url, "--token", adminToken}
+	with := func(args ...string) []string { return append(args, auth...) }
+	sum := mustSum(t, echo)
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int
+		err  string
+	}{
+		{"canary without file or address", with("plugin", "canary", "echo", "--chats", "5"), 2, "at least one of the flags in the group [file address] is required"},
+		{"canary file and address", with("plugin", "canary", "echo", "--file", echo, "--sha256", sum, "--address", "a:1", "--chats", "5"), 2, "[address file] were all set"},
+		{"canary sha256 and address", with("plugin", "canary", "echo", "--sha256", sum, "--address", "a:1", "--chats", "5"), 2, "missing [file]"},
+		{"canary by address without chats", with("plugin", "canary", "echo", "--address", "a:1"), 2, "--chats"},
+		{"canary of a launched plugin by address", with("plugin", "canary", "echo", "--address", "127.0.0.1:7443", "--chats", "5"), 1, "address is for remote plugins"},
+		{"shadow of a launched plugin by address", with("plugin", "shadow", "echo", "--address", "127.0.0.1:7443"), 1, "address is for remote plugins"},
+		{"shadow without file or address", with("plugin", "shadow", "echo"), 2, "at least one of the flags in the group [file address] is required"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runCLI(t, tt.args...)
+			if code != tt.code || !strings.Contains(errOut+out, tt.err) {
+				t.Fatalf("code %d (want %d)\nstdout %s\nstderr %s", code, tt.code, out, errOut)
+			}
+		})
+	}
+}
+
+func TestReleaseRequestBody(t *testing.T) {
+	sum := sha256Hex(strings.Repeat("ab", 32))
+	for _, tc := range []struct {
+		name string
+		f    releaseFlags
+		want string
+	}{
+		{"file", releaseFlags{file: "/p/echo2", sum: sum, chats: "10%"}, `{"path":"/p/echo2","percent":10,"sha256":"` + string(sum) + `"}`},
+		{"endpoint", releaseFlags{address: "dns:///triage-v2:7443", chats: "10", chat: []string{"oc_vip"}}, `{"address":"dns:///triage-v2:7443","chats":["oc_vip"],"percent":10}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.f.body()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := json.Marshal(b)
+			if string(got) != tc.want {
+				t.Fatalf("body %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// A remote plugin's release is shown by its candidate's endpoint.
+func TestPrintRemoteRelease(t *testing.T) {
+	var v releaseView
+	if err := json.Unmarshal([]byte(`{"plugin":"triage","release":{"mode":"canary","percent":10,"spec":{"name":"triage","path":"","remote":{"address":"10.0.0.2:7443"}}},
+		"last":{"mode":"shadow","result":"aborted","spec":{"remote":{"address":"10.0.0.3:7443"}}}}`), &v); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	printRelease(&out, v)
+	for _, want := range []string{"triage: canary of 10.0.0.2:7443 on 10% of chats", "last shadow (10.0.0.3:7443): aborted"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("no %q in\n%s", want, out.String())
+		}
 	}
 }

@@ -225,7 +225,11 @@ func TestNewRefusesBadCredentials(t *testing.T) {
 }
 
 func (f *fakeCluster) StartRelease(_ context.Context, n string, rel cluster.Release) error {
-	return f.op(fmt.Sprintf("%s %s %s %v %v", rel.Mode, n, rel.Spec.Path, rel.Percent, rel.Chats))
+	what := rel.Spec.Path
+	if r := rel.Spec.Remote; r != nil {
+		what = "remote " + r.Address + " " + r.CAFile + " " + r.CertFile + " " + r.KeyFile
+	}
+	return f.op(fmt.Sprintf("%s %s %s %v %v", rel.Mode, n, what, rel.Percent, rel.Chats))
 }
 
 func (f *fakeCluster) EndRelease(_ context.Context, n string, promote bool) error {

@@ -51,24 +51,9 @@ func (s *Server) startRelease(w http.ResponseWriter, r *http.Request, name, op s
 	if !decode(w, r, &req) {
 		return false, nil
 	}
-	if req.Path == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", "path is required")
+	spec, ok := s.candidateSpec(w, name, req.swapRequest)
+	if !ok {
 		return false, nil
-	}
-	if b, herr := hex.DecodeString(req.SHA256); herr != nil || len(b) != 32 {
-		writeError(w, http.StatusBadRequest, "bad_request", "sha256 must be 64 hex digits: the candidate file is pinned")
-		return false, nil
-	}
-	path, perr := s.swapPath(name, req.Path)
-	if perr != nil {
-		writeError(w, perr.status, perr.reason, perr.msg)
-		return false, nil
-	}
-	for _, f := range req.Files {
-		if _, ferr := s.swapPath(name, f.Path); ferr != nil {
-			writeError(w, ferr.status, ferr.reason, "files: "+ferr.msg)
-			return false, nil
-		}
 	}
 	n, dur, err := parsePromoteAfter(req.PromoteAfter)
 	if err != nil {
@@ -76,7 +61,7 @@ func (s *Server) startRelease(w http.ResponseWriter, r *http.Request, name, op s
 		return false, nil
 	}
 	rel := cluster.Release{Release: manager.Release{Mode: dispatch.Mode(op),
-		Spec:  manager.Spec{Name: name, Path: path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env, Files: req.Files},
+		Spec:  spec,
 		Split: dispatch.Split{Percent: req.Percent, Chats: req.Chats}},
 		PromoteAfterDeliveries: n, PromoteAfterDuration: dur, MaxErrorRate: req.MaxErrorRate, MinDeliveries: req.MinDeliveries}
 	if rel.Mode == dispatch.ModeShadow && (n > 0 || dur != "") {
@@ -88,8 +73,12 @@ func (s *Server) startRelease(w http.ResponseWriter, r *http.Request, name, op s
 		return false, nil
 	}
 	p, _ := PrincipalFrom(r.Context())
-	s.logger.Info("admin release", "principal", p.Name, "plugin", name, "mode", op, "path", path, "sha256", rel.Spec.SHA256,
-		"percent", rel.Percent, "chats", len(rel.Chats))
+	where := []any{"path", spec.Path, "sha256", spec.SHA256}
+	if spec.Remote != nil {
+		where = []any{"address", spec.Remote.Address}
+	}
+	s.logger.Info("admin release", append([]any{"principal", p.Name, "plugin", name, "mode", op}, append(where,
+		"percent", rel.Percent, "chats", len(rel.Chats))...)...)
 	if rel.Mode == dispatch.ModeShadow && s.deps.Shadows != nil {
 		// The report is about this candidate from its first event.
 		if err := s.deps.Shadows.Clear(r.Context(), name); err != nil {
@@ -97,6 +86,49 @@ func (s *Server) startRelease(w http.ResponseWriter, r *http.Request, name, op s
 		}
 	}
 	return true, s.deps.Cluster.StartRelease(r.Context(), name, rel)
+}
+
+// candidateSpec is what a canary or shadow of name runs: a remote plugin's
+// candidate is its configured remote at another address (the same TLS
+// files, so the same certificate checks: it must name the plugin); a
+// launched plugin's is a pinned file from where swaps may take them. It
+// reports false when it answered a bad request.
+func (s *Server) candidateSpec(w http.ResponseWriter, name string, req swapRequest) (manager.Spec, bool) {
+	if rem, remote := s.remotes[name]; remote || req.Address != "" {
+		switch {
+		case !remote:
+			writeError(w, http.StatusBadRequest, "bad_request", "address is for remote plugins; "+name+" is launched from a file: give path and sha256")
+			return manager.Spec{}, false
+		case req.Address == "":
+			writeError(w, http.StatusBadRequest, "bad_request", "address is required: "+name+" is a remote plugin, its candidate is an endpoint")
+			return manager.Spec{}, false
+		case req.Path != "" || req.SHA256 != "" || len(req.Files) > 0 || len(req.Args) > 0 || len(req.Env) > 0:
+			writeError(w, http.StatusBadRequest, "bad_request", name+" is remote: give address alone, not path, sha256, files, args or env")
+			return manager.Spec{}, false
+		}
+		rem.Address = req.Address
+		return manager.Spec{Name: name, Remote: &rem}, true
+	}
+	if req.Path == "" {
+		writeError(w, http.StatusBadRequest, "bad_request", "path is required")
+		return manager.Spec{}, false
+	}
+	if b, herr := hex.DecodeString(req.SHA256); herr != nil || len(b) != 32 {
+		writeError(w, http.StatusBadRequest, "bad_request", "sha256 must be 64 hex digits: the candidate file is pinned")
+		return manager.Spec{}, false
+	}
+	path, perr := s.swapPath(name, req.Path)
+	if perr != nil {
+		writeError(w, perr.status, perr.reason, perr.msg)
+		return manager.Spec{}, false
+	}
+	for _, f := range req.Files {
+		if _, ferr := s.swapPath(name, f.Path); ferr != nil {
+			writeError(w, ferr.status, ferr.reason, "files: "+ferr.msg)
+			return manager.Spec{}, false
+		}
+	}
+	return manager.Spec{Name: name, Path: path, SHA256: strings.ToLower(req.SHA256), Args: req.Args, Env: req.Env, Files: req.Files}, true
 }
 
 // showRelease serves GET /v1/plugins/{name}/release.

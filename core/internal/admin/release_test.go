@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/larkway/larkway/core/internal/cluster"
 	"github.com/larkway/larkway/core/internal/dispatch"
 	"github.com/larkway/larkway/core/internal/dlq"
+	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/shadow"
 )
 
@@ -41,6 +43,17 @@ func TestReleaseRequests(t *testing.T) {
 		{"canary without sha", "POST", "/v1/plugins/echo/canary", `{"path":"@DIR@/echo2","percent":5}`, 400, "bad_request", ""},
 		{"shadow of every chat", "POST", "/v1/plugins/echo/shadow", `{"path":"@DIR@/echo2",` + ok + `}`, 200, "", "shadow echo @DIR@/echo2 100 []"},
 		{"shadow with a policy", "POST", "/v1/plugins/echo/shadow", `{"path":"@DIR@/echo2",` + ok + `,"promote_after":"10"}`, 400, "bad_request", ""},
+		{"canary of a remote plugin by address", "POST", "/v1/plugins/triage/canary", `{"address":"10.0.0.2:7443","percent":5}`, 200, "",
+			"canary triage remote 10.0.0.2:7443 ca.pem core.pem core-key.pem 5 []"},
+		{"shadow of a remote plugin by address", "POST", "/v1/plugins/triage/shadow", `{"address":"dns:///triage-v2:7443"}`, 200, "",
+			"shadow triage remote dns:///triage-v2:7443 ca.pem core.pem core-key.pem 100 []"},
+		{"canary of a remote plugin without address", "POST", "/v1/plugins/triage/canary", `{"percent":5}`, 400, "bad_request:address is required", ""},
+		{"canary of a remote plugin by file", "POST", "/v1/plugins/triage/canary", `{"path":"@DIR@/echo2",` + ok + `,"percent":5}`, 400, "bad_request:address is required", ""},
+		{"canary of a remote plugin by address and file", "POST", "/v1/plugins/triage/canary", `{"address":"10.0.0.2:7443","path":"@DIR@/echo2",` + ok + `,"percent":5}`, 400, "bad_request:give address alone", ""},
+		{"shadow of a remote plugin without address", "POST", "/v1/plugins/triage/shadow", `{}`, 400, "bad_request:address is required", ""},
+		{"canary of a launched plugin by address", "POST", "/v1/plugins/echo/canary", `{"address":"10.0.0.2:7443","percent":5}`, 400, "bad_request:address is for remote plugins", ""},
+		{"shadow of a launched plugin by address", "POST", "/v1/plugins/echo/shadow", `{"address":"10.0.0.2:7443"}`, 400, "bad_request:address is for remote plugins", ""},
+		{"canary of a remote plugin, bad split", "POST", "/v1/plugins/triage/canary", `{"address":"10.0.0.2:7443","percent":500}`, 400, "bad_request", ""},
 		{"promote", "POST", "/v1/plugins/echo/promote", "", 200, "", "promote echo"},
 		{"abort", "POST", "/v1/plugins/echo/abort", "", 200, "", "abort echo"},
 		{"release view", "GET", "/v1/plugins/echo/release", "", 200, "", ""},
@@ -58,7 +71,8 @@ func TestReleaseRequests(t *testing.T) {
 			shadows := shadow.NewMemory(0)
 			_ = shadows.Add(context.Background(), shadow.Record{Plugin: "echo", EventID: "ev1", Differs: true})
 			s, err := New(Config{Tokens: []Token{{Name: "ops", Secret: "secret-token", Role: RoleOperator}},
-				PluginPaths: map[string]string{"echo": filepath.Join(dir, "echo"), "noshadow": filepath.Join(dir, "echo")}},
+				PluginPaths:   map[string]string{"echo": filepath.Join(dir, "echo"), "noshadow": filepath.Join(dir, "echo")},
+				PluginRemotes: map[string]manager.Remote{"triage": {Address: "10.0.0.1:7443", CAFile: "ca.pem", CertFile: "core.pem", KeyFile: "core-key.pem"}}},
 				Deps{Cluster: fc, Store: cluster.NewMemory(), Local: &fakeLocal{}, DeadLetters: dlq.NewMemory(), Replayer: &replayer{},
 					Shadows: shadows, ShadowReplayer: &fakeShadowReplayer{}}, slog.New(slog.DiscardHandler))
 			if err != nil {
@@ -72,8 +86,13 @@ func TestReleaseRequests(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
 				t.Fatalf("not JSON: %s", rec.Body)
 			}
-			if tt.reason != "" && body["reason"] != tt.reason {
-				t.Fatalf("reason %v, want %s", body["reason"], tt.reason)
+			// reason, or reason:words of the message.
+			reason, words, _ := strings.Cut(tt.reason, ":")
+			if tt.reason != "" && (body["reason"] != reason || !strings.Contains(fmt.Sprint(body["message"], body["error"]), words)) {
+				t.Fatalf("reason %v (%v), want %s", body["reason"], body, tt.reason)
+			}
+			if tt.status != 200 && len(fc.ops) != 0 {
+				t.Fatalf("a refused request reached the cluster: %v", fc.ops)
 			}
 			if want := strings.ReplaceAll(tt.op, "@DIR@", dir); want != "" && (len(fc.ops) != 1 || fc.ops[0] != want) {
 				t.Fatalf("ops %v, want %s", fc.ops, want)

@@ -16,6 +16,7 @@ import (
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/apptest"
 	"github.com/larkway/larkway/core/internal/config"
+	"github.com/larkway/larkway/core/internal/dispatch"
 	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/testenv"
 )
@@ -270,5 +271,104 @@ supervision: {restart_backoff: 10ms, restart_backoff_max: 20ms}
 	testenv.Eventually(t, 30*time.Second, "the remote plugin was not redialled", func() bool { return states()["gone"].Restarts > 10 })
 	if st := states()["gone"]; st.State == manager.StateQuarantined || !strings.Contains(st.LastError, "connection refused") {
 		t.Fatalf("remote plugin %+v: want it crashed and redialled, saying why", st)
+	}
+}
+
+// A remote plugin's canary is another endpoint of it, through the same
+// admin command as a launched plugin's: on two replicas sharing Redis and
+// Pulsar, a 10 % canary at the candidate's address gets exactly the chats
+// the hash selects, whichever replica handles them, every event is answered
+// exactly once, a candidate whose certificate names another plugin is
+// refused, and promotion makes the candidate's address the plugin's
+// endpoint on every replica.
+func TestRemoteCanaryByEndpoint(t *testing.T) {
+	appID := uniqueApp(t, "rcanary")
+	emu, emuAddr := emulator(t, appID)
+	pki := testenv.NewPKI(t)
+	coreCert, coreKey := pki.Issue(t, testenv.Cert{})
+	echoCert, echoKey := pki.Issue(t, testenv.Cert{URIs: []string{"urn:larkway:plugin:echo"}})
+	otherCert, otherKey := pki.Issue(t, testenv.Cert{URIs: []string{"urn:larkway:plugin:billing"}})
+	dir := t.TempDir()
+	echo := testenv.BuildPlugin(t, "./plugins/echo", dir)
+	variant := testenv.BuildPlugin(t, "./core/internal/app/testdata/echovariant", dir) // replies "echo2: …"
+	stable := startRemote(t, []string{echo}, echoCert, echoKey, pki.CAFile)
+	candidate := startRemote(t, []string{variant}, echoCert, echoKey, pki.CAFile)
+	impostor := startRemote(t, []string{variant}, otherCert, otherKey, pki.CAFile)
+	plugins := remotePlugin("echo", []string{stable.addr}, pki.CAFile, coreCert, coreKey)
+	f := &releaseFixture{appID: appID, emu: emu, chatOfID: map[string]string{}}
+	for i := range 2 {
+		f.cores = append(f.cores, runCore(t, clusterYAML(t, appID, emuAddr, appID+":", fmt.Sprintf("rcanary-r%d", i), plugins)))
+	}
+	endpoints := func() map[string]string { // replica → the endpoint its stable version dials
+		_, out := f.cores[0].adminCall(t, http.MethodGet, "/v1/plugins/echo", nil)
+		p, _ := out["plugin"].(map[string]any)
+		reps, _ := p["replicas"].(map[string]any)
+		got := map[string]string{}
+		for id, r := range reps {
+			spec, _ := r.(map[string]any)["spec"].(map[string]any)
+			rem, _ := spec["remote"].(map[string]any)
+			got[id], _ = rem["address"].(string)
+		}
+		return got
+	}
+
+	code, out := f.cores[0].adminCall(t, http.MethodPost, "/v1/plugins/echo/canary", map[string]any{"address": impostor.addr, "percent": 10})
+	if code != http.StatusConflict || !strings.Contains(fmt.Sprint(out["error"]), "names billing") {
+		t.Fatalf("canary at an impostor: %d %v", code, out)
+	}
+	if rel := f.release(t)["release"]; rel != nil {
+		t.Fatalf("a refused canary is desired: %v", rel)
+	}
+	code, out = f.cores[1].adminCall(t, http.MethodPost, "/v1/plugins/echo/canary", map[string]any{"address": candidate.addr, "percent": 10})
+	if code != http.StatusOK {
+		t.Fatalf("canary: %d %v", code, out)
+	}
+	testenv.Eventually(t, 30*time.Second, "the canary did not run on both replicas", func() bool {
+		reps, _ := f.release(t)["replicas"].(map[string]any)
+		return len(reps) == 2
+	})
+	chats := chatsN("rc", 200)
+	for round := range 2 {
+		f.post(t, round, chats)
+	}
+	by := f.answered(t)
+	want := map[string]bool{}
+	for _, c := range chats {
+		if (dispatch.Split{Percent: 10}).Has(c) {
+			want[c] = true
+		}
+	}
+	if len(want) < 5 || len(want) > 40 {
+		t.Fatalf("the hash put %d of 200 chats in a 10 %% slice", len(want))
+	}
+	for id, v := range by {
+		if chat := f.chatOfID[id]; (v == "2") != want[chat] {
+			t.Errorf("%s (chat %s, in slice %v) answered by the %s endpoint", id, chat, want[chat], map[string]string{"1": "stable", "2": "candidate"}[v])
+		}
+	}
+	for id, ep := range endpoints() {
+		if ep != stable.addr {
+			t.Fatalf("replica %s dials %s during the canary, want the stable %s", id, ep, stable.addr)
+		}
+	}
+
+	if code, out = f.cores[0].adminCall(t, http.MethodPost, "/v1/plugins/echo/promote", nil); code != http.StatusOK {
+		t.Fatalf("promote: %d %v", code, out)
+	}
+	testenv.Eventually(t, 30*time.Second, "not every replica dials the candidate's address", func() bool {
+		eps := endpoints()
+		return len(eps) == 2 && eps["rcanary-r0"] == candidate.addr && eps["rcanary-r1"] == candidate.addr
+	})
+	if last, _ := f.release(t)["last"].(map[string]any); last["result"] != "promoted" {
+		t.Fatalf("last release %v", last)
+	}
+	// The old endpoint is gone: every chat is answered by the candidate's.
+	_ = stable.cmd.Process.Kill()
+	f.post(t, 2, chats)
+	by = f.answered(t)
+	for id, v := range by {
+		if strings.HasSuffix(id, "_2") && v != "2" {
+			t.Errorf("%s, after the promotion, answered by the stable endpoint", id)
+		}
 	}
 }

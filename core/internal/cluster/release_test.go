@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -203,5 +204,90 @@ func TestReleaseRunIdentity(t *testing.T) {
 	}
 	if id() == first || a.release("echo").ID != id() {
 		t.Fatalf("the same request again kept run %s (local %s)", first, a.release("echo").ID)
+	}
+}
+
+// A remote plugin's canary is an endpoint, carried to every replica by the
+// desired state: another address while one runs is a new candidate
+// everywhere, an abort leaves every replica on the stable endpoint, and a
+// promotion (by hand or by verdict) makes the candidate's address the
+// plugin's on every replica.
+func TestRemoteCanaryAcrossReplicas(t *testing.T) {
+	ctx := context.Background()
+	rem := func(addr string) *manager.Remote {
+		return &manager.Remote{Address: addr, CAFile: "ca", CertFile: "c", KeyFile: "k", ResolveInterval: time.Second}
+	}
+	remoteCanary := func(addr string) Release {
+		r := canary(25)
+		r.Spec = manager.Spec{Remote: rem(addr)}
+		return r
+	}
+	for name, store := range stores(t) {
+		for _, byVerdict := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/promoted by verdict %v", name, byVerdict), func(t *testing.T) {
+				a, b := newFake(""), newFake("")
+				for _, f := range []*fakePlugins{a, b} {
+					s := f.status["echo"]
+					s.Spec.Remote = rem("a:7443")
+					f.status["echo"] = s
+				}
+				ra, _ := NewReconciler(Config{ReplicaID: "a"}, store, a, slog.New(slog.DiscardHandler))
+				rb, _ := NewReconciler(Config{ReplicaID: "b"}, store, b, slog.New(slog.DiscardHandler))
+				candidate := func(f *fakePlugins) string {
+					if r := f.release("echo"); r != nil {
+						return r.Spec.Remote.GetAddress()
+					}
+					return ""
+				}
+				if err := ra.StartRelease(ctx, "echo", remoteCanary("b:7443")); err != nil {
+					t.Fatal(err)
+				}
+				rb.Reconcile(ctx)
+				if candidate(b) != "b:7443" || *b.release("echo").Spec.Remote != *rem("b:7443") {
+					t.Fatalf("replica b's candidate %+v", b.release("echo"))
+				}
+				first := b.release("echo").ID
+				if err := ra.StartRelease(ctx, "echo", remoteCanary("c:7443")); err != nil {
+					t.Fatal(err)
+				}
+				rb.Reconcile(ctx)
+				if candidate(b) != "c:7443" || b.release("echo").ID == first {
+					t.Fatalf("another address is not a new candidate on b: %+v", b.release("echo"))
+				}
+				if err := ra.EndRelease(ctx, "echo", false); err != nil {
+					t.Fatal(err)
+				}
+				rb.Reconcile(ctx)
+				for id, f := range map[string]*fakePlugins{"a": a, "b": b} {
+					if f.release("echo") != nil || f.spec("echo").Remote.GetAddress() != "a:7443" {
+						t.Fatalf("replica %s after abort: release %+v, endpoint %s", id, f.release("echo"), f.spec("echo").Remote.GetAddress())
+					}
+				}
+				if err := ra.StartRelease(ctx, "echo", remoteCanary("b:7443")); err != nil {
+					t.Fatal(err)
+				}
+				rb.Reconcile(ctx)
+				if byVerdict {
+					for _, f := range []*fakePlugins{a, b} {
+						f.setReleaseStats("echo", dispatch.VersionStats{Deliveries: 60}, false)
+					}
+					rb.heartbeat(ctx)
+					ra.evaluate(ctx)
+					ra.Reconcile(ctx)
+				} else if err := ra.EndRelease(ctx, "echo", true); err != nil {
+					t.Fatal(err)
+				}
+				rb.Reconcile(ctx)
+				for id, f := range map[string]*fakePlugins{"a": a, "b": b} {
+					if f.release("echo") != nil || f.spec("echo").Remote == nil || *f.spec("echo").Remote != *rem("b:7443") {
+						t.Fatalf("replica %s after promotion: release %+v, spec %+v", id, f.release("echo"), f.spec("echo"))
+					}
+				}
+				d, _ := store.Desired(ctx)
+				if got := d["echo"].Spec.Remote; got == nil || *got != *rem("b:7443") || d["echo"].LastRelease.Result != ResultPromoted {
+					t.Fatalf("desired after promotion %+v", d["echo"])
+				}
+			})
+		}
 	}
 }

@@ -70,6 +70,14 @@ type Remote struct {
 	ResolveInterval time.Duration `json:"resolve_interval,omitempty"`
 }
 
+// GetAddress is r's address, or "" for a launched plugin (nil r).
+func (r *Remote) GetAddress() string {
+	if r == nil {
+		return ""
+	}
+	return r.Address
+}
+
 // Instance is a running plugin process.
 type Instance interface {
 	dispatch.Plugin

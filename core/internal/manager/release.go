@@ -50,10 +50,12 @@ const (
 )
 
 // SameRelease reports whether two releases run the same candidate in the
-// same mode (their splits may differ).
+// same mode (their splits may differ). A remote plugin's candidate is its
+// endpoint: another address is another candidate.
 func SameRelease(a, b Release) bool {
 	return a.Mode == b.Mode && a.Spec.Path == b.Spec.Path && a.Spec.SHA256 == b.Spec.SHA256 &&
-		slices.Equal(a.Spec.Args, b.Spec.Args) && slices.Equal(a.Spec.Env, b.Spec.Env) && slices.Equal(a.Spec.Files, b.Spec.Files)
+		slices.Equal(a.Spec.Args, b.Spec.Args) && slices.Equal(a.Spec.Env, b.Spec.Env) && slices.Equal(a.Spec.Files, b.Spec.Files) &&
+		(a.Spec.Remote == nil) == (b.Spec.Remote == nil) && (a.Spec.Remote == nil || *a.Spec.Remote == *b.Spec.Remote)
 }
 
 // ShadowNamespace is the state namespace of name's shadow candidate: its
@@ -116,7 +118,7 @@ func (s *supervisor) startRelease(ctx context.Context, rel Release) error {
 	s.mu.Unlock()
 	s.retire(prev, oldInst)
 	s.log.Info("release started", "mode", rel.Mode, "version", inst.Manifest().GetVersion(), "path", rel.Spec.Path,
-		"percent", rel.Percent, "chats", len(rel.Chats))
+		"address", rel.Spec.Remote.GetAddress(), "percent", rel.Percent, "chats", len(rel.Chats))
 	return nil
 }
 
@@ -175,7 +177,7 @@ func (s *supervisor) endRelease(promote bool) error {
 	s.recordSwap(rel.Spec)
 	s.m.metrics.swaps.WithLabelValues(rel.Spec.Name, "done").Inc()
 	s.retire(prev, oldInst)
-	s.log.Info("canary promoted: every chat is on it", "version", rel.Version, "path", rel.Spec.Path)
+	s.log.Info("canary promoted: every chat is on it", "version", rel.Version, "path", rel.Spec.Path, "address", rel.Spec.Remote.GetAddress())
 	return nil
 }
 

@@ -136,3 +136,98 @@ func TestShadowLaunchedInItsOwnNamespace(t *testing.T) {
 		t.Fatal("a release started on a disabled plugin")
 	}
 }
+
+func TestSameRelease(t *testing.T) {
+	rem := func(addr string) *Remote {
+		return &Remote{Address: addr, CAFile: "ca", CertFile: "c", KeyFile: "k"}
+	}
+	canary := func(s Spec) Release { return Release{Mode: dispatch.ModeCanary, Spec: s} }
+	for _, tc := range []struct {
+		name string
+		a, b Release
+		want bool
+	}{
+		{"same file", canary(Spec{Path: "v2", SHA256: "ab"}), canary(Spec{Path: "v2", SHA256: "ab"}), true},
+		{"other pin", canary(Spec{Path: "v2", SHA256: "ab"}), canary(Spec{Path: "v2", SHA256: "cd"}), false},
+		{"same endpoint", canary(Spec{Remote: rem("b:7443")}), canary(Spec{Remote: rem("b:7443")}), true},
+		{"other endpoint", canary(Spec{Remote: rem("b:7443")}), canary(Spec{Remote: rem("c:7443")}), false},
+		{"endpoint and file", canary(Spec{Remote: rem("b:7443")}), canary(Spec{}), false},
+		{"same endpoint, other mode", canary(Spec{Remote: rem("b:7443")}), Release{Mode: dispatch.ModeShadow, Spec: Spec{Remote: rem("b:7443")}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := SameRelease(tc.a, tc.b); got != tc.want {
+				t.Fatalf("SameRelease = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// A remote plugin's canary is another endpoint of it: the candidate is
+// dialled under the plugin's name with its TLS files, a new address is a
+// new candidate, abort leaves the stable endpoint, and promotion makes the
+// candidate's address the plugin's.
+func TestRemoteCanaryCandidateIsAnEndpoint(t *testing.T) {
+	var mu sync.Mutex
+	var dialled []Spec
+	var e *env
+	e = newEnvWith(t, fast(), LauncherFunc(func(ctx context.Context, s Spec) (Instance, error) {
+		mu.Lock()
+		dialled = append(dialled, s)
+		mu.Unlock()
+		s.Path = s.Remote.GetAddress() // the test plugins are keyed by endpoint
+		return e.launch(ctx, s)
+	}), slog.New(slog.DiscardHandler))
+	rem := func(addr string) *Remote {
+		return &Remote{Address: addr, CAFile: "ca", CertFile: "c", KeyFile: "k"}
+	}
+	ctx := context.Background()
+	e.start(Spec{Name: "p", Remote: rem("a:7443")})
+	canary := func(addr string, percent float64) {
+		t.Helper()
+		if err := e.mgr.StartRelease(ctx, "p", Release{ID: "1", Mode: dispatch.ModeCanary, Spec: Spec{Remote: rem(addr)},
+			Split: dispatch.Split{Percent: percent}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	canary("b:7443", 50)
+	mu.Lock()
+	last := dialled[len(dialled)-1]
+	mu.Unlock()
+	if last.Name != "p" || last.Remote == nil || *last.Remote != *rem("b:7443") {
+		t.Fatalf("candidate dialled as %+v", last)
+	}
+	canary("b:7443", 80) // the same endpoint: only the split grows
+	if n := e.launches("b:7443"); n != 1 {
+		t.Fatalf("growing the split dialled the candidate %d times", n)
+	}
+	var ids []string
+	for i := range 40 {
+		ids = append(ids, e.publish(fmt.Sprintf("oc_%d", i)))
+	}
+	e.exactlyOnce(ids)
+	if len(e.latest("b:7443").Seen()) == 0 || len(e.latest("a:7443").Seen()) == 0 {
+		t.Fatal("the canary's split did not reach both endpoints")
+	}
+	canary("c:7443", 80) // another endpoint: another candidate
+	if !e.latest("b:7443").Closed() || e.launches("c:7443") != 1 {
+		t.Fatal("a canary at another address did not replace the candidate")
+	}
+	if err := e.mgr.EndRelease(ctx, "p", false); err != nil {
+		t.Fatal(err)
+	}
+	st := e.mgr.Status()[0]
+	if st.Release != nil || st.Spec.Remote.GetAddress() != "a:7443" || e.latest("a:7443").Closed() || !e.latest("c:7443").Closed() {
+		t.Fatalf("after abort: %+v", st)
+	}
+	canary("b:7443", 50)
+	if err := e.mgr.EndRelease(ctx, "p", true); err != nil {
+		t.Fatal(err)
+	}
+	st = e.mgr.Status()[0]
+	if st.Spec.Remote.GetAddress() != "b:7443" || st.Spec.Remote.CAFile != "ca" || st.Previous == nil || st.Previous.Remote.GetAddress() != "a:7443" {
+		t.Fatalf("after promotion: %+v", st)
+	}
+	if !e.latest("a:7443").Closed() {
+		t.Fatal("the old endpoint is still dialled")
+	}
+}
