@@ -79,6 +79,11 @@ test: tools build ## start real Redis and Pulsar (and install Chromium for the b
 	go test -tags faults -count=1 -timeout 20m ./core/internal/faults; \
 	scripts/fuzz.sh
 
+.PHONY: screenshots
+screenshots: ## refresh docs/img from the browser tests (needs Redis; make services-up)
+	scripts/chromium.sh install >/dev/null
+	eval "$$(scripts/env.sh)"; LARKWAY_SCREENSHOTS=1 go test -count=1 -run 'InBrowser' ./core/internal/console/
+
 .PHONY: images
 images: ## build the core, Go plugin and Python base images with buildah (installed with apt if missing)
 	scripts/images.sh
