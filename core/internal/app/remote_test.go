@@ -118,6 +118,9 @@ func TestRemotePluginsOverMTLS(t *testing.T) {
 	}
 	// Kill one Go instance while events are still being handled.
 	testenv.Eventually(t, 120*time.Second, "no progress before the kill", func() bool { return len(emu.Messages()) >= chats*per/2 })
+	if n := testenv.MetricValue(t, c.reg, "larkway_plugin_remote_instances", "plugin", "echo"); n != 2 {
+		t.Errorf("larkway_plugin_remote_instances{plugin=echo} = %v before the kill, want 2", n)
+	}
 	if err := goA.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +135,12 @@ func TestRemotePluginsOverMTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 180*time.Second, "not every event answered by both plugins", func() bool { return len(emu.Messages()) >= 2*chats*per })
+	testenv.Eventually(t, 60*time.Second, "the killed instance still counted", func() bool {
+		return testenv.MetricValue(t, c.reg, "larkway_plugin_remote_instances", "plugin", "echo") == 1
+	})
+	if n := testenv.MetricValue(t, c.reg, "larkway_plugin_remote_instances", "plugin", "py-echo"); n != 1 {
+		t.Errorf("larkway_plugin_remote_instances{plugin=py-echo} = %v, want 1", n)
+	}
 
 	// Each reply's idempotency uuid says which plugin sent it.
 	byPlugin := map[string]map[string]int{"echo": {}, "py-echo": {}}
