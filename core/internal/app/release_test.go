@@ -92,6 +92,38 @@ func (f *releaseFixture) answered(t *testing.T) map[string]string {
 }
 
 // release reads GET /v1/plugins/echo/release.
+// canarySlice waits until a 10 % canary runs on both replicas, posts two
+// rounds over 200 chats and checks each event was answered by the version
+// its chat's hash picks (version "2" is the candidate; who names a version
+// in errors). It returns the chats in the slice.
+func (f *releaseFixture) canarySlice(t *testing.T, prefix string, who func(v string) string) map[string]bool {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, "the canary did not run on both replicas", func() bool {
+		reps, _ := f.release(t)["replicas"].(map[string]any)
+		return len(reps) == 2
+	})
+	chats := chatsN(prefix, 200)
+	for round := range 2 {
+		f.post(t, round, chats)
+	}
+	by := f.answered(t)
+	want := map[string]bool{}
+	for _, c := range chats {
+		if (dispatch.Split{Percent: 10}).Has(c) {
+			want[c] = true
+		}
+	}
+	if len(want) < 5 || len(want) > 40 {
+		t.Fatalf("the hash put %d of 200 chats in a 10 %% slice", len(want))
+	}
+	for id, v := range by {
+		if chat := f.chatOfID[id]; (v == "2") != want[chat] {
+			t.Errorf("%s (chat %s, in slice %v) answered by %s", id, chat, want[chat], who(v))
+		}
+	}
+	return want
+}
+
 func (f *releaseFixture) release(t *testing.T) map[string]any {
 	t.Helper()
 	code, out := f.cores[0].adminCall(t, http.MethodGet, "/v1/plugins/echo/release", nil)
@@ -119,29 +151,7 @@ func TestCanarySameChatsOnEveryReplica(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("canary: %d %v", code, out)
 	}
-	testenv.Eventually(t, 30*time.Second, "the canary did not run on both replicas", func() bool {
-		reps, _ := f.release(t)["replicas"].(map[string]any)
-		return len(reps) == 2
-	})
-	chats := chatsN("c", 200)
-	for round := range 2 {
-		f.post(t, round, chats)
-	}
-	by := f.answered(t)
-	want := map[string]bool{}
-	for _, c := range chats {
-		if (dispatch.Split{Percent: 10}).Has(c) {
-			want[c] = true
-		}
-	}
-	if len(want) < 5 || len(want) > 40 {
-		t.Fatalf("the hash put %d of 200 chats in a 10 %% slice", len(want))
-	}
-	for id, v := range by {
-		if chat := f.chatOfID[id]; (v == "2") != want[chat] {
-			t.Errorf("%s (chat %s, in slice %v) answered by version %s", id, chat, want[chat], v)
-		}
-	}
+	want := f.canarySlice(t, "c", func(v string) string { return "version " + v })
 	// Both replicas served canary chats: each picked the same ones.
 	testenv.Eventually(t, 10*time.Second, "not both replicas served canary chats", func() bool {
 		reps, _ := f.release(t)["replicas"].(map[string]any)

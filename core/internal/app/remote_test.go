@@ -16,7 +16,6 @@ import (
 	"github.com/larkway/larkway/core/internal/action"
 	"github.com/larkway/larkway/core/internal/apptest"
 	"github.com/larkway/larkway/core/internal/config"
-	"github.com/larkway/larkway/core/internal/dispatch"
 	"github.com/larkway/larkway/core/internal/manager"
 	"github.com/larkway/larkway/core/internal/testenv"
 )
@@ -332,29 +331,9 @@ func TestRemoteCanaryByEndpoint(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("canary: %d %v", code, out)
 	}
-	testenv.Eventually(t, 30*time.Second, "the canary did not run on both replicas", func() bool {
-		reps, _ := f.release(t)["replicas"].(map[string]any)
-		return len(reps) == 2
+	f.canarySlice(t, "rc", func(v string) string {
+		return "the " + map[string]string{"1": "stable", "2": "candidate"}[v] + " endpoint"
 	})
-	chats := chatsN("rc", 200)
-	for round := range 2 {
-		f.post(t, round, chats)
-	}
-	by := f.answered(t)
-	want := map[string]bool{}
-	for _, c := range chats {
-		if (dispatch.Split{Percent: 10}).Has(c) {
-			want[c] = true
-		}
-	}
-	if len(want) < 5 || len(want) > 40 {
-		t.Fatalf("the hash put %d of 200 chats in a 10 %% slice", len(want))
-	}
-	for id, v := range by {
-		if chat := f.chatOfID[id]; (v == "2") != want[chat] {
-			t.Errorf("%s (chat %s, in slice %v) answered by the %s endpoint", id, chat, want[chat], map[string]string{"1": "stable", "2": "candidate"}[v])
-		}
-	}
 	for id, ep := range endpoints() {
 		if ep != stable.addr {
 			t.Fatalf("replica %s dials %s during the canary, want the stable %s", id, ep, stable.addr)
@@ -373,9 +352,8 @@ func TestRemoteCanaryByEndpoint(t *testing.T) {
 	}
 	// The old endpoint is gone: every chat is answered by the candidate's.
 	_ = stable.cmd.Process.Kill()
-	f.post(t, 2, chats)
-	by = f.answered(t)
-	for id, v := range by {
+	f.post(t, 2, chatsN("rc", 200))
+	for id, v := range f.answered(t) {
 		if strings.HasSuffix(id, "_2") && v != "2" {
 			t.Errorf("%s, after the promotion, answered by the stable endpoint", id)
 		}

@@ -232,35 +232,46 @@ func TestQuarantineAfterRepeatedCrashes(t *testing.T) {
 	e.exactlyOnce([]string{id})
 }
 
-func TestSwapUnderLoadExactlyOnce(t *testing.T) {
-	e := newEnv(t, fast())
-	e.start(Spec{Name: "p", Path: "v1"})
+// load publishes events over chats chats until the returned function is
+// called; that stops it and returns the published event ids.
+func (e *env) load(chats int) func() []string {
 	var mu sync.Mutex
 	var ids []string
 	stop := make(chan struct{})
-	pubDone := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer close(pubDone)
+		defer close(done)
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			id := e.publish(fmt.Sprintf("oc_%d", i%7))
+			id := e.publish(fmt.Sprintf("oc_%d", i%chats))
 			mu.Lock()
 			ids = append(ids, id)
 			mu.Unlock()
 		}
 	}()
+	return func() []string {
+		close(stop)
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return ids
+	}
+}
+
+func TestSwapUnderLoadExactlyOnce(t *testing.T) {
+	e := newEnv(t, fast())
+	e.start(Spec{Name: "p", Path: "v1"})
+	stopLoad := e.load(7)
 	testenv.Eventually(t, 5*time.Second, "no traffic", func() bool { return e.exec.total() > 50 })
 	if err := e.mgr.Swap(context.Background(), "p", Spec{Path: "v2"}); err != nil {
 		t.Fatalf("swap: %v", err)
 	}
 	testenv.Eventually(t, 5*time.Second, "no traffic after swap", func() bool { return len(e.latest("v2").Seen()) > 50 })
-	close(stop)
-	<-pubDone
-	e.exactlyOnce(ids)
+	e.exactlyOnce(stopLoad())
 	st := e.mgr.Status()[0]
 	if st.Version != "v2" || st.Spec.Path != "v2" || st.Previous == nil || st.Previous.Path != "v1" || st.Swaps != 1 {
 		t.Fatalf("status %+v", st)

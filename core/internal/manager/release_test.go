@@ -19,24 +19,7 @@ import (
 func TestCanaryPromotedUnderLoadExactlyOnce(t *testing.T) {
 	e := newEnv(t, fast())
 	e.start(Spec{Name: "p", Path: "v1"})
-	var mu sync.Mutex
-	var ids []string
-	stop := make(chan struct{})
-	pubDone := make(chan struct{})
-	go func() {
-		defer close(pubDone)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			id := e.publish(fmt.Sprintf("oc_%d", i%20))
-			mu.Lock()
-			ids = append(ids, id)
-			mu.Unlock()
-		}
-	}()
+	stopLoad := e.load(20)
 	testenv.Eventually(t, 5*time.Second, "no traffic", func() bool { return e.exec.total() > 50 })
 	if err := e.mgr.StartRelease(context.Background(), "p", Release{Mode: dispatch.ModeCanary, Spec: Spec{Path: "v2"},
 		Split: dispatch.Split{Percent: 50}}); err != nil {
@@ -50,9 +33,7 @@ func TestCanaryPromotedUnderLoadExactlyOnce(t *testing.T) {
 	if err := e.mgr.EndRelease(context.Background(), "p", true); err != nil {
 		t.Fatal(err)
 	}
-	close(stop)
-	<-pubDone
-	e.exactlyOnce(ids)
+	e.exactlyOnce(stopLoad())
 	st = e.mgr.Status()[0]
 	if st.Release != nil || st.Version != "v2" || st.Spec.Path != "v2" || st.Previous == nil || st.Previous.Path != "v1" {
 		t.Fatalf("status after promotion %+v", st)
