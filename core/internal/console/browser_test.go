@@ -3,7 +3,6 @@ package console_test
 import (
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -227,16 +226,5 @@ func replies(emu *larkemu.Emulator, parent, text string) []larkemu.Message {
 // postPlayground sends a message as the playground's user in its group chat.
 func postPlayground(t *testing.T, s *stack, text string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, s.emuURL+"/playground/send",
-		strings.NewReader(url.Values{"chat": {"oc_playground_group"}, "text": {text}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("HX-Request", "true")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("playground send: %d", resp.StatusCode)
-	}
+	sendTo(t, s, "oc_playground_group", text)
 }

@@ -242,17 +242,7 @@ func TestLiveTailStreamsFilteredEventsAndActions(t *testing.T) {
 	}
 	byChat := open("chat=oc_playground_group")
 	byPlugin := open("plugin=approval")
-	send := func(text string) {
-		req, _ := http.NewRequest(http.MethodPost, s.emuURL+"/playground/send",
-			strings.NewReader(url.Values{"chat": {"oc_playground_group"}, "text": {text}}.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("HX-Request", "true")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-	}
+	send := func(text string) { postPlayground(t, s, text) }
 	send("/approve-request tail me")
 	next := func(st stream) console.Item {
 		t.Helper()

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -126,12 +126,7 @@ func (c *Console) rows(l pluginList, backlog map[string]int) []pluginRow {
 	for _, v := range l.Plugins {
 		row := pluginRow{Name: v.Name, Replicas: len(v.Replicas), DeadLetters: v.DeadLetters, Backlog: backlog[v.Name], Enabled: true}
 		var versions, states []string
-		ids := make([]string, 0, len(v.Replicas))
-		for id := range v.Replicas {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
+		for _, id := range slices.Sorted(maps.Keys(v.Replicas)) {
 			s := v.Replicas[id]
 			versions, states = append(versions, s.Version), append(states, string(s.State))
 			if s.State == "serving" {

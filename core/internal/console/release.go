@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -151,12 +152,7 @@ func (c *Console) release(r *http.Request, name string) releaseData {
 		d.Path, d.SHA256, d.Started = rel.Spec.Path, rel.Spec.SHA256, rel.Started
 		d.Split, d.Policy = splitText(rel.Split), policyText(rel)
 		var versions, states []string
-		ids := make([]string, 0, len(v.Replicas))
-		for id := range v.Replicas {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
+		for _, id := range slices.Sorted(maps.Keys(v.Replicas)) {
 			rs := v.Replicas[id]
 			versions = append(versions, rs.Version)
 			state := rs.State
