@@ -24,19 +24,23 @@ type KV interface {
 }
 
 // Durable is the single-process Store of a core without Redis on the
-// embedded bus: claims and done markers in a KV on local disk, so that a
-// restart after a crash never runs a handler again for an event it already
-// finished. Markers are written without an fsync of their own: a process
-// crash loses at most the last microseconds' (they reach the kernel's page
-// cache at once), and the bus
-// fsyncs its log with every publish and at least every
-// embedded.SyncInterval, which bounds what a machine crash can lose. A lost
-// lease only means an earlier retry.
+// embedded bus: done markers in a KV on local disk, so that a restart after
+// a crash never runs a handler again for an event it already finished.
+// Markers are written without an fsync of their own: a process crash loses
+// at most the last microseconds' (they reach the kernel's page cache at
+// once), and the bus fsyncs its log with every publish and at least every
+// embedded.SyncInterval, which bounds what a machine crash can lose.
+//
+// Leases stay in memory: one process uses the store, and a lease only
+// keeps this process's consumers from running one event twice at once;
+// after a crash its holder is gone, so a lease on disk would only delay
+// the redelivery until it expired. (A lease an earlier version wrote to
+// disk is still honoured until it expires.) That saves a write per event.
 //
 // Nearly every claim is of a key that does not exist, and a look-up of a
 // missing key in the store reads the filter and index blocks of several
 // sstables (7 % of the embedded core's CPU under load). So the keys this
-// process writes are also added to a Bloom filter (front), and a claim
+// process marks done are also added to a Bloom filter (front), and a claim
 // whose key the filter has never seen is answered "absent" without the
 // disk, once no key an earlier process wrote can still be live (the KV's
 // Horizon, read at the first claim; a KV without one is always read).
@@ -51,11 +55,20 @@ type Durable struct {
 		until time.Time // earlier processes' keys may be live until then
 	}
 
-	// locks make Claim's and Release's check-then-write atomic per key;
-	// striped, so that look-ups of different keys (which may read the
-	// disk) do not wait for each other.
+	// locks make Claim's check-then-set atomic per key; striped, so that
+	// look-ups of different keys (which may read the disk) do not wait for
+	// each other.
 	locks [64]sync.Mutex
 	seq   atomic.Uint64
+
+	leaseMu   sync.Mutex
+	leases    map[string]memLease
+	nextSweep int // sweep expired leases when the map grows past it
+}
+
+type memLease struct {
+	token   string
+	expires time.Time
 }
 
 func (s *Durable) lock(k string) *sync.Mutex {
@@ -68,7 +81,8 @@ var lockSeed = maphash.MakeSeed()
 func NewDurable(kv KV) *Durable {
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	return &Durable{kv: kv, now: time.Now, epoch: "lease-" + hex.EncodeToString(b) + "-"}
+	return &Durable{kv: kv, now: time.Now, epoch: "lease-" + hex.EncodeToString(b) + "-",
+		leases: map[string]memLease{}, nextSweep: 1024}
 }
 
 // durableKey length-prefixes plugin so that no two pairs share a key.
@@ -83,6 +97,12 @@ func (s *Durable) Claim(_ context.Context, plugin, key string, d time.Duration) 
 	mu.Lock()
 	defer mu.Unlock()
 	now := s.now()
+	s.leaseMu.Lock()
+	held, ok := s.leases[k]
+	s.leaseMu.Unlock()
+	if ok && now.Before(held.expires) {
+		return Busy, Lease{}, nil
+	}
 	if s.front.mayHold(k, now) || now.Before(s.diskUntil()) {
 		v, ok, err := s.kv.Get(k)
 		if err != nil {
@@ -92,16 +112,21 @@ func (s *Durable) Claim(_ context.Context, plugin, key string, d time.Duration) 
 			if string(v) == doneValue {
 				return AlreadyDone, Lease{}, nil
 			}
-			return Busy, Lease{}, nil
+			return Busy, Lease{}, nil // an earlier version's lease on disk
 		}
 	}
 	l := Lease{key: k, token: s.epoch + strconv.FormatUint(s.seq.Add(1), 36)}
-	expires := now.Add(d)
-	// Into the filter before the store, so that no claim can miss a key
-	// that is on disk.
-	s.front.add(k, expires)
-	if err := s.kv.Put(k, []byte(l.token), expires, false); err != nil {
-		return 0, Lease{}, fmt.Errorf("claiming %s/%s: %w: %w", plugin, key, ErrStore, err)
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	s.leases[k] = memLease{token: l.token, expires: now.Add(d)}
+	if len(s.leases) > s.nextSweep {
+		// Done and Release drop leases; this catches any left behind.
+		for k, l := range s.leases {
+			if !now.Before(l.expires) {
+				delete(s.leases, k)
+			}
+		}
+		s.nextSweep = 2*len(s.leases) + 1024
 	}
 	return Claimed, l, nil
 }
@@ -109,26 +134,26 @@ func (s *Durable) Claim(_ context.Context, plugin, key string, d time.Duration) 
 // Done implements Store.
 func (s *Durable) Done(_ context.Context, l Lease, ttl time.Duration) error {
 	expires := s.now().Add(ttl)
-	// Again (the claim's generation may be dropped when its lease expires),
-	// and before the store.
+	// Into the filter before the store, so that no claim can miss a key
+	// that is on disk.
 	s.front.add(l.key, expires)
 	if err := s.kv.Put(l.key, []byte(doneValue), expires, false); err != nil {
 		return fmt.Errorf("marking %s done: %w: %w", l.key, ErrStore, err)
 	}
+	// After the marker: a claim in between finds the lease (Busy), never
+	// neither.
+	s.leaseMu.Lock()
+	delete(s.leases, l.key)
+	s.leaseMu.Unlock()
 	return nil
 }
 
 // Release implements Store.
 func (s *Durable) Release(_ context.Context, l Lease) error {
-	mu := s.lock(l.key)
-	mu.Lock()
-	defer mu.Unlock()
-	v, ok, err := s.kv.Get(l.key)
-	if err == nil && ok && string(v) == l.token {
-		err = s.kv.Delete(l.key)
-	}
-	if err != nil {
-		return fmt.Errorf("releasing %s: %w: %w", l.key, ErrStore, err)
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	if held, ok := s.leases[l.key]; ok && held.token == l.token {
+		delete(s.leases, l.key)
 	}
 	return nil
 }

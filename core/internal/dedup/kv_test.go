@@ -113,6 +113,11 @@ func TestDurableReadsDiskUntilHorizon(t *testing.T) {
 	if st, _, _ := s.Claim(ctx, "p", "earlier", time.Minute); st != AlreadyDone {
 		t.Fatalf("an earlier process's done event: %v", st)
 	}
+	// An earlier version wrote leases to disk: honoured until they expire.
+	_ = kv.Put(durableKey("p", "leased"), []byte("lease-x"), now.Add(time.Minute), false)
+	if st, _, _ := s.Claim(ctx, "p", "leased", time.Minute); st != Busy {
+		t.Fatalf("an earlier version's lease on disk: %v", st)
+	}
 	before := kv.getCount()
 	if st, _, _ := s.Claim(ctx, "p", "fresh", time.Minute); st != Claimed || kv.getCount() == before {
 		t.Fatalf("claim before the horizon: %v, %d look-ups", st, kv.getCount()-before)
