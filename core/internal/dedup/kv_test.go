@@ -176,3 +176,45 @@ func TestDurableFrontDropsGenerationsSafely(t *testing.T) {
 		t.Fatalf("%d generations kept", len(s.front.gens))
 	}
 }
+
+// Leases live in memory: Done and Release drop them, and expired ones that
+// neither dropped (a consumer that died mid-delivery) are swept as the map
+// grows, so it stays within about twice the leases live at once.
+func TestDurableLeasesDoNotAccumulate(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	s := NewDurable(newMapKV(func() time.Time { return now }))
+	s.now = func() time.Time { return now }
+	held := func() int {
+		s.leaseMu.Lock()
+		defer s.leaseMu.Unlock()
+		return len(s.leases)
+	}
+	for i := range 1000 {
+		_, l, _ := s.Claim(ctx, "p", fmt.Sprint("finished-", i), time.Minute)
+		if i%2 == 0 {
+			_ = s.Done(ctx, l, time.Hour)
+		} else {
+			_ = s.Release(ctx, l)
+		}
+	}
+	if n := held(); n != 0 {
+		t.Fatalf("%d leases held after every claim was done or released", n)
+	}
+	for i := range 3000 {
+		if st, _, _ := s.Claim(ctx, "p", fmt.Sprint("abandoned-", i), time.Second); st != Claimed {
+			t.Fatalf("claim %d: %v", i, st)
+		}
+	}
+	now = now.Add(2 * time.Second)
+	for i := range 3000 {
+		if st, _, _ := s.Claim(ctx, "p", fmt.Sprint("live-", i), time.Minute); st != Claimed {
+			t.Fatalf("claim %d: %v", i, st)
+		}
+	}
+	// The abandoned leases expired and were swept when the map outgrew its
+	// last sweep; the live ones stay.
+	if n := held(); n != 3000 {
+		t.Fatalf("%d leases held, want the 3000 live ones", n)
+	}
+}
