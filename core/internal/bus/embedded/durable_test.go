@@ -315,6 +315,23 @@ func TestFullDiskAnswersUnavailable(t *testing.T) {
 	if err := d.Ack(); err != nil {
 		t.Fatal(err)
 	}
+	// Publishes reuse a recent check (publishSpace), but a disk that fills
+	// is noticed within spaceCheckN publishes.
+	full = true
+	refused := false
+	for range spaceCheckN + 1 {
+		err := b.Publish(t.Context(), "events", bus.Message{Key: "k", Payload: []byte("x")})
+		if errors.Is(err, bus.ErrUnavailable) {
+			refused = true
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !refused {
+		t.Fatalf("%d publishes after the disk filled, none refused", spaceCheckN+1)
+	}
 }
 
 func TestConfigValidate(t *testing.T) {

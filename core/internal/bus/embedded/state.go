@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -78,6 +79,12 @@ func (s *State) Empty() (bool, error) {
 	if b.dbClosed {
 		return false, fmt.Errorf("reading %s state: %w", s.space, bus.ErrClosed)
 	}
+	return s.emptyLocked()
+}
+
+// emptyLocked is Empty; callers hold dbMu for reading.
+func (s *State) emptyLocked() (bool, error) {
+	b := s.b
 	prefix := s.key("")
 	empty := true
 	err := b.scan(prefix, prefixEnd(prefix), func(_, _ []byte) error {
@@ -88,6 +95,47 @@ func (s *State) Empty() (bool, error) {
 		return false, fmt.Errorf("reading %s state: %w", s.space, err)
 	}
 	return empty, nil
+}
+
+// Horizon is the latest time any key of the space may still be live:
+// zero when the space holds no key, far in the future when one never
+// expires. A check-then-set caller that remembers every key it writes needs
+// the disk only for keys it did not write, and for those only until then.
+// It reads the expiry index backwards and stops at the space's last entry;
+// an index entry may outlive its key (a rewrite, a delete), which only
+// makes the answer later than needed, never earlier.
+func (s *State) Horizon() (time.Time, error) {
+	b := s.b
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
+	if b.dbClosed {
+		return time.Time{}, fmt.Errorf("reading %s state: %w", s.space, bus.ErrClosed)
+	}
+	lower := []byte{kindStateIndex}
+	it, err := b.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading %s state: %w", s.space, err)
+	}
+	defer it.Close()
+	name := appendName(nil, s.space)
+	for ok := it.Last(); ok; ok = it.Prev() {
+		k := it.Key()
+		if len(k) < 9 {
+			return time.Time{}, fmt.Errorf("reading %s state: %w: short state index key", s.space, errCorrupt)
+		}
+		if bytes.HasPrefix(k[9:], name) {
+			return time.Unix(0, int64(binary.BigEndian.Uint64(k[1:9]))), nil
+		}
+	}
+	if err := it.Error(); err != nil {
+		return time.Time{}, fmt.Errorf("reading %s state: %w", s.space, withDetails(err))
+	}
+	// No expiring key; one written without an expiry is not indexed.
+	empty, err := s.emptyLocked()
+	if err != nil || empty {
+		return time.Time{}, err
+	}
+	return time.Unix(1<<62, 0), nil
 }
 
 // errFound stops a scan at its first record.

@@ -95,3 +95,45 @@ func TestStateEmpty(t *testing.T) {
 		t.Fatalf("after a Put: Empty = %v %v, want false", empty, err)
 	}
 }
+
+// Horizon is the latest expiry of the space's keys, whatever other spaces
+// hold: zero when empty, far in the future when a key never expires.
+func TestStateHorizon(t *testing.T) {
+	b := openTest(t, Config{Dir: t.TempDir()})
+	defer closeBus(t, b)
+	horizon := func(s *State) time.Time {
+		t.Helper()
+		h, err := s.Horizon()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	s := b.State("dedup")
+	if h := horizon(s); !h.IsZero() {
+		t.Fatalf("empty space: %v", h)
+	}
+	now := time.Now()
+	for key, exp := range map[string]time.Time{"a": now.Add(time.Hour), "b": now.Add(3 * time.Hour), "c": now.Add(time.Minute)} {
+		if err := s.Put(key, nil, exp, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Later keys of other spaces, one a prefix of this one's name.
+	if err := b.State("nonce").Put("n", nil, now.Add(5*time.Hour), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.State("dedupx").Put("n", nil, now.Add(6*time.Hour), false); err != nil {
+		t.Fatal(err)
+	}
+	if h := horizon(s); !h.Equal(time.Unix(0, now.Add(3*time.Hour).UnixNano())) {
+		t.Fatalf("horizon %v, want %v", h, now.Add(3*time.Hour))
+	}
+	never := b.State("never")
+	if err := never.Put("k", nil, time.Time{}, false); err != nil {
+		t.Fatal(err)
+	}
+	if h := horizon(never); h.Before(now.Add(100 * 365 * 24 * time.Hour)) {
+		t.Fatalf("a key that never expires: horizon %v", h)
+	}
+}
