@@ -430,10 +430,7 @@ func (r *runner) sustainFull(ctx context.Context, run func(sustainTarget, bool) 
 	for ; ; held++ {
 		ev := evs[held%len(evs)]
 		ev.EventId = fmt.Sprintf("fill_%d", held)
-		msg, err := envelope.Encode(ev)
-		if err != nil {
-			return err
-		}
+		msg := envelope.EncodeRaw(nil, app.ID, ev.GetRawJson(), ev)
 		if err := core.Bus.Publish(ctx, topic, msg); err != nil {
 			if errors.Is(err, bus.ErrFull) {
 				break

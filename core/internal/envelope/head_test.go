@@ -85,6 +85,10 @@ func FuzzDecodeHead(f *testing.F) {
 	for _, p := range goldenPayloads(f) {
 		f.Add(p)
 	}
+	_, raw := rawPayloads(f)
+	for _, p := range raw {
+		f.Add(p)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) { checkHead(t, b) })
 }
 
