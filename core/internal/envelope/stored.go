@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/larkway/larkway/core/internal/bus"
 	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
@@ -75,4 +76,33 @@ func decodeRaw(payload []byte) (*pluginv1.Event, error) {
 func headOfEvent(ev *pluginv1.Event) Head {
 	return Head{EventID: ev.GetEventId(), EventType: ev.GetEventType(), DedupKey: ev.GetDedupKey(), ChatID: ev.GetChatId(),
 		Text: ev.GetMessage().GetText(), Card: ev.GetCardAction() != nil, CardValueJSON: ev.GetCardAction().GetValueJson()}
+}
+
+// DecodeWire is DecodeHead that also returns the Event's protobuf, which
+// the dispatcher sends to plugins as is: payload itself in the protobuf
+// form, the re-normalized Event marshaled in the raw form (one JSON decode
+// serves both).
+func DecodeWire(payload []byte) (Head, []byte, error) {
+	if !isRaw(payload) {
+		h, err := DecodeHead(payload)
+		return h, payload, err
+	}
+	ev, err := decodeRaw(payload)
+	if err != nil {
+		return Head{}, nil, err
+	}
+	wire, err := proto.Marshal(ev)
+	if err != nil {
+		return Head{}, nil, fmt.Errorf("encoding event %s: %w", ev.GetEventId(), err)
+	}
+	return headOfEvent(ev), wire, nil
+}
+
+// Wire is the Event's protobuf for a payload in either form (see DecodeWire).
+func Wire(payload []byte) ([]byte, error) {
+	if !isRaw(payload) {
+		return payload, nil
+	}
+	_, wire, err := DecodeWire(payload)
+	return wire, err
 }

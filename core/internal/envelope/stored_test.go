@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+
+	pluginv1 "github.com/larkway/larkway/proto/gen/go/larkway/plugin/v1"
 )
 
 // rawPayloads are the golden events ingest stores in the raw form (all but
@@ -66,6 +68,16 @@ func TestRawFormDecodesAsNormalized(t *testing.T) {
 					t.Errorf("%s form head %+v, want %+v", form, h, headOf(want))
 				}
 			}
+			for form, p := range map[string][]byte{"raw": m.Payload, "protobuf": old.Payload} {
+				h, wire, err := DecodeWire(p)
+				if err != nil {
+					t.Fatalf("%s form wire: %v", form, err)
+				}
+				got := &pluginv1.Event{}
+				if err := proto.Unmarshal(wire, got); err != nil || !proto.Equal(got, want) || h != headOf(want) {
+					t.Errorf("%s form: wire decodes to %v (%v), head %+v", form, got, err, h)
+				}
+			}
 			// The Event must not alias the payload, which the bus may reuse.
 			got, _ := Decode(m.Payload)
 			clear(m.Payload)
@@ -94,6 +106,9 @@ func TestRawFormRejects(t *testing.T) {
 				t.Fatal("Decode accepted it")
 			}
 			checkHead(t, p)
+			if _, _, err := DecodeWire(p); err == nil {
+				t.Fatal("DecodeWire accepted it")
+			}
 		})
 	}
 }
