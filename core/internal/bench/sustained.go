@@ -43,6 +43,8 @@ type SustainedRow struct {
 	CoreCPU    float64 `json:"core_cpu"`
 	LoadgenCPU float64 `json:"loadgen_cpu"`
 	PluginCPU  float64 `json:"plugin_cpu"`
+	// BrokerCPU is the local Pulsar broker's (Pulsar targets only).
+	BrokerCPU float64 `json:"broker_cpu,omitempty"`
 }
 
 // SustainedResult is one target's sustained run.
@@ -64,6 +66,9 @@ type SustainedResult struct {
 	StepMaxBacklog              int64
 	Lost                        int
 	DrainSeconds                float64
+	// BrokerUSPerEvent is the Pulsar broker's CPU per accepted event over
+	// the overload's steady state (Pulsar targets only).
+	BrokerUSPerEvent float64 `json:"broker_us_per_event,omitempty"`
 }
 
 // sustainTarget is one webhook under sustained load.
@@ -74,6 +79,7 @@ type sustainTarget struct {
 	delivered  func() int64 // nil: nothing to deliver to
 	backlog    func() int64
 	baseRSS    float64 // the bench process's RSS before the target started (MB)
+	brokerPID  int     // the Pulsar broker's JVM, sampled beside the core (0: none)
 }
 
 // baselineRSS is the bench process's RSS once its garbage is returned.
@@ -134,6 +140,12 @@ func (r *runner) sustained(ctx context.Context) error {
 	for _, b := range o.Buses {
 		app := r.appForRun("su")
 		d := &deliveries{}
+		var plain PlainProducerResult
+		if b == "pulsar" {
+			if plain, err = r.pulsarRefs(ctx, app); err != nil {
+				return err
+			}
+		}
 		base := baselineRSS()
 		core, err := r.startCore(ctx, b, app, r.noopGo(), "", d)
 		if err != nil {
@@ -141,6 +153,9 @@ func (r *runner) sustained(ctx context.Context) error {
 		}
 		t := sustainTarget{key: "ingest." + b, label: "larkway, " + b + " bus, no-op Go plugin", url: core.URL, app: app,
 			delivered: d.n.Load, baseRSS: base}
+		if b == "pulsar" {
+			t.brokerPID = brokerPID()
+		}
 		if bl, ok := core.Bus.(bus.Backlogger); ok {
 			topic, sub := envelope.Topic(app.ID), dispatch.Subscription("noop")
 			t.backlog = func() int64 {
@@ -153,6 +168,9 @@ func (r *runner) sustained(ctx context.Context) error {
 			debug.SetMemoryLimit(int64(base*(1<<20)) + memory.MemoryLimit(memory.DefaultMaxRetainedBytes))
 		}
 		err = run(t, true)
+		if err == nil && b == "pulsar" {
+			err = r.pulsarAfter(ctx, t, results[t.key], plain)
+		}
 		debug.SetMemoryLimit(prevLimit)
 		_ = core.Close()
 		runtime.GC()
@@ -215,6 +233,16 @@ func (r *runner) sustainOne(ctx context.Context, t sustainTarget, step bool) (Su
 	}
 	if reqs > 0 {
 		res.CoreUSPerRequest = cpu / reqs * 1e6
+	}
+	if t.brokerPID > 0 {
+		var broker, acc float64
+		for _, row := range steady {
+			broker += row.BrokerCPU
+			acc += float64(row.Accepted)
+		}
+		if acc > 0 {
+			res.BrokerUSPerEvent = broker / acc * 1e6
+		}
 	}
 	if t.delivered == nil {
 		res.Delivered = res.Accepted // the bare responder delivers nothing: its answer is all it does
@@ -312,6 +340,10 @@ func (r *runner) loadgen(ctx context.Context, t sustainTarget, phase string, pha
 	self := os.Getpid()
 	prevSelf, _ := cpuTimes()
 	prevGen, prevPlug := procCPU(pid), childrenCPU(self, pid)
+	prevBroker := time.Duration(0)
+	if t.brokerPID > 0 {
+		prevBroker = procCPU(t.brokerPID)
+	}
 	prevDelivered := int64(0)
 	if t.delivered != nil {
 		prevDelivered = t.delivered()
@@ -337,6 +369,11 @@ func (r *runner) loadgen(ctx context.Context, t sustainTarget, phase string, pha
 		}
 		if t.backlog != nil {
 			row.Backlog = t.backlog()
+		}
+		if t.brokerPID > 0 {
+			br := procCPU(t.brokerPID)
+			row.BrokerCPU = (br - prevBroker).Seconds() / el
+			prevBroker = br
 		}
 		prevSelf, prevGen, prevPlug, prevAt = selfCPU, gen, plug, now
 		rows = append(rows, row)
@@ -430,10 +467,7 @@ func (r *runner) sustainFull(ctx context.Context, run func(sustainTarget, bool) 
 	for ; ; held++ {
 		ev := evs[held%len(evs)]
 		ev.EventId = fmt.Sprintf("fill_%d", held)
-		msg, err := envelope.Encode(ev)
-		if err != nil {
-			return err
-		}
+		msg := envelope.EncodeRaw(nil, app.ID, ev.GetRawJson(), ev)
 		if err := core.Bus.Publish(ctx, topic, msg); err != nil {
 			if errors.Is(err, bus.ErrFull) {
 				break

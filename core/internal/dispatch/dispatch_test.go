@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/larkway/larkway/core/internal/action"
@@ -43,6 +44,7 @@ type fakePlugin struct {
 	mu           sync.Mutex
 	acks         []*pluginv1.ResultAck
 	seen         []string          // message texts in delivery order
+	events       []*pluginv1.Event // the events delivered, in order
 	ids          map[string]string // message text → its last delivery id
 	unknownFlood bool
 	failAll      bool // answer every delivery RETRY
@@ -158,6 +160,7 @@ func (f *fakePlugin) answer(stream pluginv1.PluginService_HandleServer, d *plugi
 	text := d.GetEvent().GetMessage().GetText()
 	f.mu.Lock()
 	f.seen = append(f.seen, text)
+	f.events = append(f.events, d.GetEvent())
 	if f.ids == nil {
 		f.ids = map[string]string{}
 	}
@@ -366,6 +369,29 @@ func (h *harness) publish(t *testing.T, chat, text string) {
 	}
 }
 
+// publishRaw stores a Lark body as ingest does (envelope.EncodeRaw: the
+// body alone, normalized again at dispatch).
+func (h *harness) publishRaw(t *testing.T, chat, text string) *pluginv1.Event {
+	t.Helper()
+	evSeq.Lock()
+	evN++
+	id := fmt.Sprintf("ev%d", evN)
+	evSeq.Unlock()
+	content, _ := json.Marshal(map[string]string{"text": text})
+	body, _ := json.Marshal(map[string]any{"schema": "2.0",
+		"header": map[string]string{"event_id": id, "event_type": "im.message.receive_v1", "create_time": "1700000000123", "app_id": "cli_t"},
+		"event": map[string]any{"sender": map[string]any{"sender_id": map[string]string{"open_id": "ou_1"}, "sender_type": "user"},
+			"message": map[string]string{"message_id": "om_" + id, "chat_id": chat, "chat_type": "group", "message_type": "text", "content": string(content)}}})
+	ev, err := envelope.Normalize("cli_t", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.bus.Publish(context.Background(), h.topic, envelope.EncodeRaw(nil, "cli_t", body, ev)); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
 func (h *harness) deadLetters(t *testing.T) bus.Consumer {
 	t.Helper()
 	c, err := h.bus.Subscribe(context.Background(), bus.SubscribeOptions{Topic: DeadLetterTopic(h.topic, "fake"), Subscription: "inspect"})
@@ -398,6 +424,39 @@ func TestDoneExecutesActions(t *testing.T) {
 	if req.Plugin != "fake" || len(req.Actions) != 1 || req.Attempts != 1 {
 		t.Fatalf("request %+v", req)
 	}
+}
+
+// An event stored as its Lark body reaches the plugin normalized (the
+// contract's Event, raw_json included), its actions run, and once
+// dead-lettered it replays from the index through the same decode.
+func TestRawStoredEventsAreDeliveredNormalized(t *testing.T) {
+	h := start(t, manifest(), 5*time.Second)
+	want := h.publishRaw(t, "oc_raw", "hello")
+	testenv.Eventually(t, 5*time.Second, "action not executed", func() bool { return len(h.exec.texts("")) == 1 })
+	h.plugin.mu.Lock()
+	got := h.plugin.events[0]
+	h.plugin.mu.Unlock()
+	if !proto.Equal(got, want) {
+		t.Fatalf("plugin got %v, want %v", got, want)
+	}
+	h.publishRaw(t, "oc_raw", "fail")
+	ctx := context.Background()
+	var entries []dlq.Entry
+	testenv.Eventually(t, 5*time.Second, "dead letter not indexed", func() bool {
+		entries, _ = h.index.List(ctx, "fake", 0)
+		return len(entries) == 1
+	})
+	if e := entries[0]; e.EventType != "im.message.receive_v1" || e.EventID == "" {
+		t.Fatalf("entry %+v", e)
+	}
+	if err := h.disp.Replay(ctx, entries[0]); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, "replay not delivered", func() bool {
+		h.plugin.mu.Lock()
+		defer h.plugin.mu.Unlock()
+		return len(h.plugin.seen) == 3 && h.plugin.seen[2] == "fail"
+	})
 }
 
 func TestRetryThenDeadLetterWithReason(t *testing.T) {

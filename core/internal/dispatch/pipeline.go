@@ -33,7 +33,9 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) (res processed
 	d := s.d
 	// Routing needs a few fields; the whole event is decoded only if the
 	// result has a use for it (DecodeHead accepts exactly what Decode does).
-	head, err := envelope.DecodeHead(del.Payload)
+	// wire is the Event's protobuf for the plugin: the payload itself, or,
+	// for an event stored as its Lark body, the body normalized again.
+	head, wire, err := envelope.DecodeWire(del.Payload)
 	if err != nil {
 		s.deadLetter(del, "undecodable event: "+err.Error())
 		return res
@@ -55,7 +57,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) (res processed
 		return res
 	}
 	start := time.Now()
-	result, via, out := s.deliver(ctx, del)
+	result, via, out := s.deliverWire(ctx, del, wire)
 	latency := time.Since(start)
 	var actions []*pluginv1.Action
 	if out == OutcomeDone {
@@ -136,7 +138,16 @@ func dedupKey(ev *envelope.Head) string {
 // and classes what came back: the result's own outcome, or the stream's
 // failure. It returns the instance stream that answered.
 func (s *Session) deliver(ctx context.Context, del *bus.Delivery) (*pluginv1.Result, *stream.Session, Outcome) {
-	res, via, err := s.st.Deliver(ctx, del.Key, del.Attempt, del.Payload)
+	wire, err := envelope.Wire(del.Payload)
+	if err != nil { // the caller's DecodeHead accepted it: not expected
+		return nil, nil, OutcomeStreamError
+	}
+	return s.deliverWire(ctx, del, wire)
+}
+
+// deliverWire is deliver with the Event's protobuf already at hand.
+func (s *Session) deliverWire(ctx context.Context, del *bus.Delivery, wire []byte) (*pluginv1.Result, *stream.Session, Outcome) {
+	res, via, err := s.st.Deliver(ctx, del.Key, del.Attempt, wire)
 	switch {
 	case err == nil:
 	case errors.Is(err, stream.ErrTimeout):

@@ -50,8 +50,12 @@ func EncodeTo(buf []byte, ev *pluginv1.Event) (bus.Message, error) {
 	}, nil
 }
 
-// Decode reads an Event from a bus message payload.
+// Decode reads an Event from a bus message payload, in either stored form
+// (see EncodeRaw).
 func Decode(payload []byte) (*pluginv1.Event, error) {
+	if isRaw(payload) {
+		return decodeRaw(payload)
+	}
 	ev := &pluginv1.Event{}
 	if err := proto.Unmarshal(payload, ev); err != nil {
 		return nil, fmt.Errorf("decoding event: %w", err)

@@ -82,7 +82,17 @@ var errHead = errors.New("malformed event")
 // dispatcher needs the whole event only when there are actions to run.
 // protobuf-go has no public validate-without-decoding entry point, hence
 // this walk; FuzzDecodeHead holds it to proto.Unmarshal.
+//
+// A payload in the raw form (EncodeRaw) is normalized in full: its Head is
+// in the JSON.
 func DecodeHead(payload []byte) (Head, error) {
+	if isRaw(payload) {
+		ev, err := decodeRaw(payload)
+		if err != nil {
+			return Head{}, err
+		}
+		return headOfEvent(ev), nil
+	}
 	var h Head
 	if err := h.walk(payload, eventSchema, 0); err != nil {
 		return Head{}, fmt.Errorf("decoding event: %w", err)

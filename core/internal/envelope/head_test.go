@@ -42,6 +42,17 @@ func checkHead(t *testing.T, b []byte) {
 	if err == nil && h != headOf(ev) {
 		t.Fatalf("DecodeHead = %+v, Decode gives %+v, for %x", h, headOf(ev), b)
 	}
+	// DecodeWire, the dispatcher's entry point, agrees with both.
+	hw, wire, werr := DecodeWire(b)
+	if (werr == nil) != (err == nil) {
+		t.Fatalf("DecodeWire error %v, Decode error %v, for %x", werr, err, b)
+	}
+	if err == nil {
+		got := &pluginv1.Event{}
+		if uerr := proto.Unmarshal(wire, got); uerr != nil || !proto.Equal(got, ev) || hw != h {
+			t.Fatalf("DecodeWire's event %v (%v), head %+v; Decode gives %v, for %x", got, uerr, hw, ev, b)
+		}
+	}
 }
 
 func TestDecodeHead(t *testing.T) {
@@ -83,6 +94,10 @@ func TestDecodeHead(t *testing.T) {
 
 func FuzzDecodeHead(f *testing.F) {
 	for _, p := range goldenPayloads(f) {
+		f.Add(p)
+	}
+	_, raw := rawPayloads(f)
+	for _, p := range raw {
 		f.Add(p)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) { checkHead(t, b) })

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/bus/memory"
@@ -99,10 +100,9 @@ func serve(h http.Handler, body string, hdr http.Header) (*httptest.ResponseReco
 // of about the size of a test event.
 func fullBus(t *testing.T, n int) (*memory.Bus, bus.Consumer) {
 	t.Helper()
-	msg, err := envelope.Encode(mustEvent(t, eventWithID("sizing")))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Sized as ingest stores an event: its body alone.
+	ev := mustEvent(t, eventWithID("sizing"))
+	msg := envelope.EncodeRaw(nil, "cli_test", ev.GetRawJson(), ev)
 	b := memory.New(nil, memory.WithMaxRetainedBytes(int64(n)*memory.MessageHeap(msg, 1)))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -421,4 +421,35 @@ func TestOverloadLosesNothing(t *testing.T) {
 		t.Fatalf("%v answered 200, want %d", stored, senders*each)
 	}
 	t.Logf("%d refusals while %d events were stored", refused.Load(), senders*each)
+}
+
+// An event is stored once, as its decrypted body (envelope.EncodeRaw), not
+// as the body plus its normalized form; the dispatcher's decode gives the
+// Event ingest normalized.
+func TestStoresTheBodyOnce(t *testing.T) {
+	b, c := fullBus(t, 4)
+	srv, _ := admissionServer(b, NewMemoryReplayCache(), 0, time.Minute)
+	plain := eventWithID("once")
+	body, h := sealed(t, plain, testKey, testNow, "once")
+	if rec, _ := serve(srv, body, h); rec.Code != http.StatusOK {
+		t.Fatalf("event: %d %s", rec.Code, rec.Body)
+	}
+	d, err := c.Receive(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Ack()
+	if limit := len(plain) * 11 / 10; len(d.Payload) > limit {
+		t.Fatalf("stored %d bytes for a %d-byte body, want at most %d", len(d.Payload), len(plain), limit)
+	}
+	got, err := envelope.Decode(d.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := mustEvent(t, plain); !proto.Equal(got, want) {
+		t.Fatalf("decoded %v, want %v", got, want)
+	}
+	if d.Key != envelope.PartitionKey(got) {
+		t.Fatalf("key %q, want %q", d.Key, envelope.PartitionKey(got))
+	}
 }

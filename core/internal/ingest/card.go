@@ -21,7 +21,7 @@ func (s *Server) cardCallback(ctx context.Context, w http.ResponseWriter, app Ap
 	if waiter != nil {
 		defer waiter.Close()
 	}
-	if !s.publish(ctx, w, app, ev, nil, nil) {
+	if !s.publish(ctx, w, app, ev, false, nil, nil) {
 		return
 	}
 	resp := s.awaitCard(ctx, waiter)

@@ -348,8 +348,9 @@ func (s *Server) eventHandler(app *appState) http.Handler {
 			return
 		}
 		// publish encodes ev (copying RawJson) before it returns, and
-		// nothing keeps ev after it: the buffers go back to the pool.
-		if !s.publish(ctx, w, app.App, ev, &rb.enc, func() { slot = false; s.release() }) {
+		// nothing keeps ev after it: the buffers go back to the pool. ev
+		// is body's normalized form, so it is stored as the body alone.
+		if !s.publish(ctx, w, app.App, ev, true, &rb.enc, func() { slot = false; s.release() }) {
 			return
 		}
 		app.stored.Inc()
@@ -359,18 +360,30 @@ func (s *Server) eventHandler(app *appState) http.Handler {
 
 // publish stores ev durably; on failure it has answered 503 (Lark retries).
 //
+// normalized says ev is what envelope.Normalize made of its RawJson for
+// app: then only the JSON is stored (envelope.EncodeRaw), and the
+// dispatcher normalizes it again.
+//
 // enc, if not nil, is a reusable buffer for the encoded event: it is kept
 // only when the publish succeeded (see bus.Publisher). encoded, if not nil,
 // is called once the event is encoded, before the wait for the bus.
 //
 // A bus found full after admission is waited on (Room) within the publish
 // timeout: the event is verified already, and refusing it would waste that.
-func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev *pluginv1.Event, enc *[]byte, encoded func()) bool {
+func (s *Server) publish(ctx context.Context, w http.ResponseWriter, app App, ev *pluginv1.Event, normalized bool, enc *[]byte, encoded func()) bool {
 	var buf []byte
 	if enc != nil {
 		buf, *enc = *enc, nil
 	}
-	msg, err := envelope.EncodeTo(buf, ev)
+	var (
+		msg bus.Message
+		err error
+	)
+	if normalized {
+		msg = envelope.EncodeRaw(buf, app.ID, ev.GetRawJson(), ev)
+	} else {
+		msg, err = envelope.EncodeTo(buf, ev)
+	}
 	if encoded != nil {
 		encoded()
 	}

@@ -50,6 +50,48 @@ func newTestBus(t *testing.T, cfg Config) *Bus {
 	return b
 }
 
+// Compressed batches arrive as published, properties and keys included.
+func TestCompressionRoundTrips(t *testing.T) {
+	for _, comp := range []string{"lz4", "zstd"} {
+		t.Run(comp, func(t *testing.T) {
+			b := newTestBus(t, Config{URL: testenv.PulsarURL(t), Batching: true, Compression: comp})
+			defer b.Close(context.Background())
+			ctx, cancel := context.WithTimeout(t.Context(), bustest.ReceiveTimeout)
+			defer cancel()
+			topic := testenv.Name(t, "topic")
+			c, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "sub"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(context.Background())
+			const n = 4
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					p := []byte(strings.Repeat(strconv.Itoa(i), 500))
+					if err := b.Publish(ctx, topic, bus.Message{Key: "k", Payload: p, Properties: map[string]string{"i": strconv.Itoa(i)}}); err != nil {
+						t.Errorf("Publish: %v", err)
+					}
+				})
+			}
+			wg.Wait()
+			for range n {
+				d, err := c.Receive(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				i := d.Properties["i"]
+				if d.Key != "k" || string(d.Payload) != strings.Repeat(i, 500) {
+					t.Errorf("received key %q, %d bytes for property %q", d.Key, len(d.Payload), i)
+				}
+				if err := d.Ack(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // With Batching, concurrent publishes of one key share a batch, and each
 // message in it gets its own ID.
 func TestBatchingSharesEntries(t *testing.T) {
@@ -140,6 +182,9 @@ func TestConfigValidate(t *testing.T) {
 		{"prefix bad domain", Config{URL: "pulsar://b:6650", TopicPrefix: "durable://public/default/"}, false},
 		{"negative timeout", Config{URL: "pulsar://b:6650", OperationTimeout: -time.Second}, false},
 		{"negative queue", Config{URL: "pulsar://b:6650", ReceiverQueueSize: -1}, false},
+		{"lz4", Config{URL: "pulsar://b:6650", Compression: "lz4"}, true},
+		{"zstd", Config{URL: "pulsar://b:6650", Compression: "zstd"}, true},
+		{"unknown compression", Config{URL: "pulsar://b:6650", Compression: "snappy"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
