@@ -490,19 +490,29 @@ func (s *Server) needDLQ(w http.ResponseWriter) bool {
 	return true
 }
 
+// queryLimit reads the ?limit= of a list request: 100 when absent, else
+// 1..max; a bad value is answered 400.
+func queryLimit(w http.ResponseWriter, r *http.Request, max int) (int, bool) {
+	l := r.URL.Query().Get("limit")
+	if l == "" {
+		return 100, true
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > max {
+		writeError(w, http.StatusBadRequest, "bad_request", "limit must be 1.."+strconv.Itoa(max))
+		return 0, false
+	}
+	return n, true
+}
+
 func (s *Server) listDLQ(w http.ResponseWriter, r *http.Request) {
 	name, ok := s.pluginName(w, r, "plugin")
 	if !ok || !s.needDLQ(w) {
 		return
 	}
-	limit := 100
-	if l := r.URL.Query().Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "bad_request", "limit must be 1..10000")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, r, 10000)
+	if !ok {
+		return
 	}
 	list, err := s.deps.DeadLetters.List(r.Context(), name, limit)
 	if err != nil {

@@ -44,14 +44,9 @@ func (s *Server) listFailed(w http.ResponseWriter, r *http.Request) {
 	if !s.needFailed(w) {
 		return
 	}
-	limit := 100
-	if l := r.URL.Query().Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > action.DefaultFailedMax {
-			writeError(w, http.StatusBadRequest, "bad_request", "limit must be 1.."+strconv.Itoa(action.DefaultFailedMax))
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, r, action.DefaultFailedMax)
+	if !ok {
+		return
 	}
 	plugin := r.URL.Query().Get("plugin")
 	if plugin != "" && !nameRE.MatchString(plugin) {

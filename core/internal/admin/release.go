@@ -155,14 +155,9 @@ func (s *Server) shadowReport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "no_records", "shadow results are not recorded on this replica")
 		return
 	}
-	limit := 100
-	if l := r.URL.Query().Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 100000 {
-			writeError(w, http.StatusBadRequest, "bad_request", "limit must be 1..100000")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, r, 100000)
+	if !ok {
+		return
 	}
 	sum, err := s.deps.Shadows.Summary(r.Context(), name)
 	if err != nil {
