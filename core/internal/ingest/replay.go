@@ -98,11 +98,20 @@ type KV interface {
 	Put(key string, value []byte, expires time.Time, sync bool) error
 }
 
+// DeferredKV is a KV that can add a write to its next commit instead of
+// making one (the embedded bus's State).
+type DeferredKV interface {
+	KV
+	PutDeferred(key string, value []byte, expires time.Time) error
+}
+
 // DurableReplayCache keeps nonces in a KV on local disk, for a core
 // without Redis on the embedded bus: a request replayed after a restart
 // stays refused. A nonce is written without an fsync of its own: the KV
 // shares the bus's write-ahead log, so the publish that follows (and is
-// fsynced before the webhook is answered 200) makes it durable too.
+// fsynced before the webhook is answered 200) makes it durable too. On a
+// DeferredKV it is not even a commit of its own: it rides on that publish
+// (or an earlier write).
 //
 // The nonces this process has seen are also held in memory (a
 // MemoryReplayCache), which answers the check: the disk is read only for
@@ -156,7 +165,11 @@ func (c *DurableReplayCache) Seen(ctx context.Context, key string, ttl time.Dura
 			return true, nil
 		}
 	}
-	if err := c.kv.Put(key, nil, now.Add(ttl), false); err != nil {
+	put := func() error { return c.kv.Put(key, nil, now.Add(ttl), false) }
+	if d, ok := c.kv.(DeferredKV); ok {
+		put = func() error { return d.PutDeferred(key, nil, now.Add(ttl)) }
+	}
+	if err := put(); err != nil {
 		// The nonce stays in memory: a resend of this very request is
 		// refused as a replay until ttl, as Redis's SET NX would have it
 		// had the write landed. Lark signs its retries anew.

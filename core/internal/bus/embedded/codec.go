@@ -18,7 +18,9 @@ import (
 //	'p' topic sub seq        → pending state of seq on sub (encodePending)
 //	's' topic sub            → subscription record (start seq)
 //	't' topic                → topic record: the last seq retention deleted
+//	'c'                      → the store was closed cleanly (see Bus.Close)
 const (
+	kindClean        = 'c'
 	kindMessage      = 'm'
 	kindPending      = 'p'
 	kindSubscription = 's'

@@ -103,14 +103,18 @@ func (c *consumer) take(i int) *token {
 	return tk
 }
 
-// deliver writes tk's delivery count, reads its message and returns the
-// delivery. On failure the entry goes back to the subscription.
+// deliver writes tk's delivery count if it is a redelivery (a first one is
+// counted at recovery; see the package doc), reads its message and returns
+// the delivery. On failure the entry goes back to the subscription.
 func (c *consumer) deliver(tk *token) (*bus.Delivery, error) {
 	s, e := c.s, tk.E
-	batch := c.b.db.NewBatch()
-	_ = batch.Set(pendingKey(s.topic, s.name, e.M.seq), encodePending(pending{deliveries: e.Deliveries}), nil)
-	err := c.b.write(batch, false)
-	_ = batch.Close()
+	var err error
+	if e.Deliveries > 1 {
+		batch := c.b.db.NewBatch()
+		_ = batch.Set(pendingKey(s.topic, s.name, e.M.seq), encodePending(pending{deliveries: e.Deliveries}), nil)
+		err = c.b.write(batch, false)
+		_ = batch.Close()
+	}
 	written := err == nil
 	var msg bus.Message
 	var published time.Time
@@ -177,10 +181,8 @@ func (c *consumer) ack(tk *token) error {
 	if !act {
 		return nil
 	}
-	batch := c.b.db.NewBatch()
-	_ = batch.Delete(pendingKey(c.s.topic, c.s.name, tk.E.M.seq), nil)
-	err = c.b.write(batch, false)
-	_ = batch.Close()
+	key := pendingKey(c.s.topic, c.s.name, tk.E.M.seq)
+	err = c.b.writeDeferred(func(batch *pebble.Batch) { _ = batch.Delete(key, nil) })
 	if err != nil {
 		// Still pending on disk: keep it pending here too.
 		c.settle(tk, false, time.Time{})

@@ -393,3 +393,111 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 	}
 	t.Logf("%d publishes, %d fsyncs", n, syncs)
 }
+
+// crashableStore is an in-memory file system whose CrashClone keeps only
+// what was fsynced, as a machine crash would.
+func crashableStore() *vfs.MemFS {
+	return withDiskUsage(vfs.NewCrashableMem())
+}
+
+// crash is what a machine crash leaves of fs: what was fsynced.
+func crash(fs *vfs.MemFS) *vfs.MemFS { return withDiskUsage(fs.CrashClone(vfs.CrashCloneCfg{})) }
+
+// withDiskUsage gives fs a disk size (a MemFS has none, and the bus checks
+// its free space).
+func withDiskUsage(fs *vfs.MemFS) *vfs.MemFS {
+	fs.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 1 << 40, TotalBytes: 1 << 40})
+	return fs
+}
+
+// abandon closes b without waiting for its unsettled deliveries.
+func abandon(b *Bus) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = b.Close(ctx) // reports the unsettled deliveries
+}
+
+// A first delivery is not written (one write per event less), so after a
+// crash recovery counts every message not yet counted as delivered once:
+// a message that crashes the process on its first delivery still reaches
+// MaxDeliveries. After a clean close, counts are exact: Close writes those
+// of first deliveries handed out and not settled. Deferred acks ride on
+// the next write, so an ack followed by a publish survives the crash.
+func TestFirstDeliveriesCountedAcrossCrashAndCleanClose(t *testing.T) {
+	opts := bus.SubscribeOptions{Topic: "events", Subscription: "s", MaxDeliveries: 2,
+		Backoff: func(int) time.Duration { return 0 }}
+	attempts := func(t *testing.T, b *Bus, n int) map[string]int {
+		t.Helper()
+		c := subscribeT(t, b, opts)
+		got := map[string]int{}
+		for range n {
+			d := receiveT(t, c)
+			got[d.Properties["i"]] = d.Attempt
+			if err := d.Ack(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return got
+	}
+
+	t.Run("crash", func(t *testing.T) {
+		fs := crashableStore()
+		b := openTest(t, Config{Dir: "store", FS: fs})
+		c := subscribeT(t, b, opts)
+		publishN(t, b, "events", 1, 4)
+		first := receiveT(t, c) // message 1: handed out, the crash comes before it is settled
+		acked := receiveT(t, c) // message 2: acked, its delete deferred
+		if err := acked.Ack(); err != nil {
+			t.Fatal(err)
+		}
+		publishN(t, b, "events", 4, 5) // fsyncs, the deferred ack with it
+		if first.Properties["i"] != "1" || acked.Properties["i"] != "2" {
+			t.Fatalf("received messages %s and %s, want 1 and 2", first.Properties["i"], acked.Properties["i"])
+		}
+		crashed := crash(fs)
+		abandon(b)
+
+		b = openTest(t, Config{Dir: "store", FS: crashed})
+		defer closeBus(t, b)
+		if n := backlog(t, b, "events", "s"); n != 3 {
+			t.Fatalf("backlog after the crash = %d, want 3 (messages 1, 3, 4; 2 was acked)", n)
+		}
+		// Message 1 was delivered once; 3 and 4 were not, but a crash cannot
+		// tell them apart: all three count one delivery.
+		got := attempts(t, b, 3)
+		want := map[string]int{"1": 2, "3": 2, "4": 2}
+		if !maps.Equal(got, want) {
+			t.Fatalf("attempts after the crash = %v, want %v", got, want)
+		}
+	})
+
+	t.Run("clean close", func(t *testing.T) {
+		fs := crashableStore()
+		b := openTest(t, Config{Dir: "store", FS: fs})
+		c := subscribeT(t, b, opts)
+		publishN(t, b, "events", 1, 3)
+		receiveT(t, c) // message 1, never settled
+		abandon(b)
+		// What Close wrote is fsynced: a crash right after it keeps it.
+		crashed := crash(fs)
+
+		b = openTest(t, Config{Dir: "store", FS: crashed})
+		got := attempts(t, b, 2)
+		if want := map[string]int{"1": 2, "2": 1}; !maps.Equal(got, want) {
+			t.Fatalf("attempts after a clean close = %v, want %v", got, want)
+		}
+		closeBus(t, b)
+		// The marker is gone once read: a crash of this second life counts
+		// again.
+		b = openTest(t, Config{Dir: "store", FS: crashed})
+		defer closeBus(t, b)
+		publishN(t, b, "events", 3, 4)
+		crashedAgain := crash(crashed)
+		closeBus(t, b)
+		b = openTest(t, Config{Dir: "store", FS: crashedAgain})
+		defer closeBus(t, b)
+		if got := attempts(t, b, 1); got["3"] != 2 {
+			t.Fatalf("attempts after a crash following a clean restart = %v, want message 3 at attempt 2", got)
+		}
+	})
+}

@@ -8,12 +8,66 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
+// cleanKey marks a store closed cleanly: Close wrote the counts of the
+// first deliveries it had handed out, which are otherwise not written.
+var cleanKey = []byte{kindClean}
+
+// takeCleanMarker reports whether the store was closed cleanly, and deletes
+// the marker (the caller makes that durable before handing anything out).
+func takeCleanMarker(db *pebble.DB) (bool, error) {
+	_, closer, err := db.Get(cleanKey)
+	if err == pebble.ErrNotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the clean-close marker: %w", err)
+	}
+	_ = closer.Close()
+	if err := db.Delete(cleanKey, pebble.NoSync); err != nil {
+		return false, fmt.Errorf("deleting the clean-close marker: %w", err)
+	}
+	return true, nil
+}
+
+// writeCleanClose writes, with the deferred acks, the delivery count of
+// every pending message handed out (those handed out once and not settled
+// have none on disk yet), and the
+// clean-close marker, and fsyncs them. Consumers are closed: nothing is
+// handed out meanwhile.
+func (b *Bus) writeCleanClose() error {
+	batch := b.db.NewBatch()
+	defer batch.Close()
+	b.tmu.Lock()
+	for _, t := range b.topics {
+		t.mu.Lock()
+		for _, s := range t.subs {
+			s.mu.Lock()
+			for _, e := range s.ks.Pending() {
+				if e.Deliveries > 0 { // rewriting a count already written is harmless
+					_ = batch.Set(pendingKey(t.name, s.name, e.M.seq), encodePending(pending{deliveries: e.Deliveries, readyAt: e.ReadyAt}), nil)
+				}
+			}
+			s.mu.Unlock()
+		}
+		t.mu.Unlock()
+	}
+	b.tmu.Unlock()
+	_ = batch.Set(cleanKey, nil, nil)
+	if err := b.write(batch, true); err != nil {
+		return fmt.Errorf("recording a clean close: %w", err)
+	}
+	return nil
+}
+
 // recover rebuilds the in-memory state from the store: topics and their
 // last seqs, subscriptions, and each subscription's pending messages with
 // their delivery counts and redelivery times. It reads every record, so a
 // checksum failure anywhere in the live data stops Open with Pebble's
 // report of the file and offset instead of surfacing later, or never.
-func (b *Bus) recover() error {
+// After a crash (not clean), a pending message with no delivery counted
+// may have been handed out once (first deliveries are not written): it is
+// counted as delivered once.
+func (b *Bus) recover(clean bool) error {
 	// Pass one: the small records ('p', 's', 't', in key order).
 	type ref struct {
 		s *subscription
@@ -38,6 +92,9 @@ func (b *Bus) recover() error {
 				t.subs[subName] = s
 			}
 			e := &entry{Deliveries: p.deliveries, ReadyAt: p.readyAt}
+			if !clean && e.Deliveries == 0 {
+				e.Deliveries = 1
+			}
 			s.ks.Append(e) // key order is seq order; e.M comes in pass two
 			if refs[t] == nil {
 				refs[t] = make(map[uint64][]ref)

@@ -145,21 +145,39 @@ var errFound = errors.New("found")
 // once the write is fsynced; without, the next fsync of the store (a
 // publish's, or Close) makes it durable.
 func (s *State) Put(key string, value []byte, expires time.Time, sync bool) error {
+	batch := s.b.db.NewBatch()
+	defer batch.Close()
+	s.set(batch, key, value, expires)
+	if err := s.b.write(batch, sync); err != nil {
+		return fmt.Errorf("writing %s state: %w", s.space, err)
+	}
+	return nil
+}
+
+// PutDeferred is Put without a commit of its own: the write rides on the
+// store's next one (a publish, which is fsynced, at the latest within
+// SyncInterval). Get does not see it until then, and a crash before then
+// loses it. The webhook's nonces are written so: the event's publish
+// carries its nonce, and a nonce whose event was never stored guards
+// nothing.
+func (s *State) PutDeferred(key string, value []byte, expires time.Time) error {
+	if err := s.b.writeDeferred(func(batch *pebble.Batch) { s.set(batch, key, value, expires) }); err != nil {
+		return fmt.Errorf("writing %s state: %w", s.space, err)
+	}
+	return nil
+}
+
+// set adds the writes of Put to batch.
+func (s *State) set(batch *pebble.Batch, key string, value []byte, expires time.Time) {
 	var exp int64
 	if !expires.IsZero() {
 		exp = expires.UnixNano()
 	}
 	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(value)), uint64(exp))
-	batch := s.b.db.NewBatch()
-	defer batch.Close()
 	_ = batch.Set(s.key(key), append(v, value...), nil)
 	if exp != 0 {
 		_ = batch.Set(s.indexKey(exp, key), nil, nil)
 	}
-	if err := s.b.write(batch, sync); err != nil {
-		return fmt.Errorf("writing %s state: %w", s.space, err)
-	}
-	return nil
 }
 
 // Delete removes key (its index entry goes with the sweep).
