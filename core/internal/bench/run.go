@@ -646,7 +646,7 @@ func (r *runner) dispatchOne(ctx context.Context, key, label string, spec Plugin
 	var d deliveries
 	// Room for the whole backlog (the default bound is 64 MB).
 	core, err := NewCore(ctx, CoreOptions{Bus: "memory", App: app, LarkURL: "http://127.0.0.1:1", Plugins: []PluginSpec{spec},
-		UnlimitedActions: true, Observe: d.observe, Logger: r.o.Logger, MaxRetainedMB: 4096})
+		UnlimitedActions: true, Observe: d.observe, Logger: r.o.Logger, BudgetMB: 4096})
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}

@@ -82,12 +82,18 @@ type sustainTarget struct {
 	brokerPID  int     // the Pulsar broker's JVM, sampled beside the core (0: none)
 }
 
-// baselineRSS is the bench process's RSS once its garbage is returned.
-func baselineRSS() float64 {
+// baselineRSS is the bench process's RSS once its garbage is returned, and
+// its memory as the Go runtime accounts it (memory.ProcessBytes).
+func baselineRSS() (float64, int64) {
 	runtime.GC()
 	debug.FreeOSMemory()
-	return rssMB()
+	return rssMB(), memory.ProcessBytes()
 }
+
+// coreMemoryLimit is the Go memory limit `larkway serve` sets for a budget
+// (the budget itself), over what the bench process held before the core:
+// the core in this process then has the budget to itself.
+func coreMemoryLimit(baseBytes int64) int64 { return baseBytes + memory.DefaultBudget }
 
 func (r *runner) sustained(ctx context.Context) error {
 	o := r.o
@@ -146,7 +152,7 @@ func (r *runner) sustained(ctx context.Context) error {
 				return err
 			}
 		}
-		base := baselineRSS()
+		base, baseBytes := baselineRSS()
 		core, err := r.startCore(ctx, b, app, r.noopGo(), "", d)
 		if err != nil {
 			return fmt.Errorf("starting a core on %s: %w", b, err)
@@ -165,7 +171,7 @@ func (r *runner) sustained(ctx context.Context) error {
 		}
 		prevLimit := debug.SetMemoryLimit(-1)
 		if b == "memory" { // as serve sets it, over what the bench held before
-			debug.SetMemoryLimit(int64(base*(1<<20)) + memory.MemoryLimit(memory.DefaultMaxRetainedBytes))
+			debug.SetMemoryLimit(coreMemoryLimit(baseBytes))
 		}
 		err = run(t, true)
 		if err == nil && b == "pulsar" {
@@ -442,16 +448,16 @@ func childrenCPU(self, skip int) time.Duration {
 // sustainFull measures a core at its bound (see sustained).
 func (r *runner) sustainFull(ctx context.Context, run func(sustainTarget, bool) error, results map[string]SustainedResult) error {
 	app := r.appForRun("fu")
-	base := baselineRSS()
+	base, baseBytes := baselineRSS()
+	// serve's limit, over what the bench process held before the core.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(coreMemoryLimit(baseBytes)))
 	core, err := NewCore(ctx, CoreOptions{Bus: "memory", App: app, LarkURL: "http://127.0.0.1:1",
 		AdmissionWait: time.Millisecond, Logger: r.o.Logger})
 	if err != nil {
 		return fmt.Errorf("starting a core at its bound: %w", err)
 	}
 	defer core.Close()
-	bound := int64(memory.DefaultMaxRetainedBytes)
-	// serve's limit, over what the bench process held before the core.
-	defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(base*(1<<20)) + memory.MemoryLimit(bound)))
+	bound := int64(memory.DefaultBudget)
 	topic := envelope.Topic(app.ID)
 	stalled, err := core.Bus.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "stalled"})
 	if err != nil {
@@ -475,22 +481,29 @@ func (r *runner) sustainFull(ctx context.Context, run func(sustainTarget, bool) 
 			return err
 		}
 	}
-	r.logf("ingest.full: %d events fill the %d MB bound (%.0f bytes each)", held, bound>>20, float64(bound)/float64(held))
+	r.logf("ingest.full: %d events fill the %d MB budget (%.0f bytes of it each)", held, bound>>20, float64(bound)/float64(held))
+	r.logUsage("ingest.full: filled", baseBytes)
 	if err := run(sustainTarget{key: "ingest.full", label: "larkway, memory bus at its default bound (plugin stalled)", url: core.URL, app: app, baseRSS: base}, false); err != nil {
 		return err
 	}
 	full := results["ingest.full"]
-	// Where the RSS beyond the bound is: live heap, or heap the runtime
-	// has not returned to the OS.
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	r.logf("ingest.full: heap live %d MB, in use %d MB, idle not returned %d MB, runtime total %d MB; memory limit %d MB",
-		ms.HeapAlloc>>20, ms.HeapInuse>>20, (ms.HeapIdle-ms.HeapReleased)>>20, (ms.Sys-ms.HeapReleased)>>20, debug.SetMemoryLimit(-1)>>20)
-	r.rep.add(r.run, "sustained.full.rss_vs_bound", "the core's peak RSS (the bench process's over its RSS before the core) ÷ bus.memory.max_retained_mb, at the bound (goal ≤ 1.2×)", "×",
+	r.logUsage("ingest.full: after the overload", baseBytes)
+	r.rep.add(r.run, "sustained.full.rss_vs_bound", "the core's peak RSS (the bench process's over its RSS before the core) ÷ bus.memory.budget_mb, at the bound (goal ≤ 1.2×)", "×",
 		full.CoreRSSMB/float64(bound>>20), nil)
 	if bare := results["ref.bare"]; bare.CoreUSPerRequest > 0 {
 		r.rep.add(r.run, "sustained.reject_cost", "core CPU per 503 at the bound ÷ bare's per 200, same round (goal ≤ 1.5×)", "×",
 			full.CoreUSPerRequest/bare.CoreUSPerRequest, nil)
 	}
 	return nil
+}
+
+// logUsage logs where the bench process's memory is, by runtime/metrics,
+// over its baseline baseBytes (memory.ProcessBytes before the core).
+func (r *runner) logUsage(what string, baseBytes int64) {
+	u := memory.ReadUsage()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.logf("%s: runtime memory %d MB (%d MB over the bench's own), limit %d MB; heap live at the last GC %d MB, in objects %d MB, free slots in spans holding objects %d MB, free pages kept %d MB; stacks %d MB, other runtime %d MB; RSS %.0f MB; the bus's footprint estimate %d MB",
+		what, u.Mapped>>20, (u.Mapped-baseBytes)>>20, u.Limit>>20, u.Live>>20, u.Objects>>20, u.Unused>>20, u.Free>>20,
+		ms.StackSys>>20, (u.Mapped-u.Objects-u.Unused-u.Free-int64(ms.StackSys))>>20, rssMB(), u.Footprint(0)>>20)
 }
