@@ -263,9 +263,14 @@ type deliveries struct {
 	n     atomic.Int64
 	first atomic.Int64 // unix nanos, since the last reset
 	last  atomic.Int64 // unix nanos
+	// ids, if set, counts them per event id too.
+	ids *idLedger
 }
 
-func (d *deliveries) observe(string, action.Request, error) {
+func (d *deliveries) observe(_ string, req action.Request, _ error) {
+	if d.ids != nil {
+		d.ids.delivered(req.EventID)
+	}
 	d.n.Add(1)
 	now := time.Now().UnixNano()
 	d.first.CompareAndSwap(0, now)

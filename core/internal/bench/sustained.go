@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,11 +62,18 @@ type SustainedResult struct {
 	// of the core in microseconds over the overload's steady state.
 	CoreUSPerRequest float64 `json:"core_us_per_request"`
 	// The step: events accepted and delivered in all, and the largest
-	// backlog; Lost is accepted − delivered once drained.
+	// backlog.
 	StepAccepted, StepDelivered int
 	StepMaxBacklog              int64
-	Lost                        int
 	DrainSeconds                float64
+	// Per event id, over the overload and the step once drained (larkway's
+	// targets): Lost counts ids answered 200 and never delivered to the
+	// plugin, Duplicated the deliveries beyond an id's first, Unacked the
+	// ids delivered that the generator saw no 200 for (its request failed
+	// after the core stored the event: neither lost nor duplicated).
+	IDs                       int `json:"ids_delivered"`
+	Lost, Duplicated, Unacked int
+	UnknownIDs                int64 `json:"unknown_ids"` // deliveries whose id no generator run made
 	// BrokerUSPerEvent is the Pulsar broker's CPU per accepted event over
 	// the overload's steady state (Pulsar targets only).
 	BrokerUSPerEvent float64 `json:"broker_us_per_event,omitempty"`
@@ -77,6 +85,7 @@ type sustainTarget struct {
 	url        string
 	app        App
 	delivered  func() int64 // nil: nothing to deliver to
+	ids        *idLedger    // nil: deliveries not counted per id
 	backlog    func() int64
 	baseRSS    float64 // the bench process's RSS before the target started (MB)
 	brokerPID  int     // the Pulsar broker's JVM, sampled beside the core (0: none)
@@ -112,6 +121,7 @@ func (r *runner) sustained(ctx context.Context) error {
 	}
 	defer sdk.Close()
 	results := map[string]SustainedResult{}
+	var lost []error // the round goes on, and fails at its end
 	run := func(t sustainTarget, step bool) error {
 		res, err := r.sustainOne(ctx, t, step)
 		if err != nil {
@@ -121,8 +131,12 @@ func (r *runner) sustained(ctx context.Context) error {
 		r.logf("%s: steady accepted %.0f/s, rejected %.0f/s, delivered %.0f/s; RSS max %.0f MB (core's own %.0f MB); core %.1f µs/request",
 			t.key, res.Accepted, res.Rejected, res.Delivered, res.MaxRSSMB, res.CoreRSSMB, res.CoreUSPerRequest)
 		if step {
-			r.logf("%s step: accepted %d, delivered %d, lost %d, backlog max %d, drained %.1f s after the step",
-				t.key, res.StepAccepted, res.StepDelivered, res.Lost, res.StepMaxBacklog, res.DrainSeconds)
+			r.logf("%s step: accepted %d, delivered %d, backlog max %d, drained %.1f s after the step",
+				t.key, res.StepAccepted, res.StepDelivered, res.StepMaxBacklog, res.DrainSeconds)
+		}
+		if t.ids != nil {
+			r.logf("%s: %d event ids delivered; lost %d (answered 200, never delivered), duplicated %d, delivered without a 200 %d, unknown %d",
+				t.key, res.IDs, res.Lost, res.Duplicated, res.Unacked, res.UnknownIDs)
 		}
 		r.rep.add(r.run, "sustained."+t.key+".accepted", t.label+": accepted/s, steady state of 64-connection overload", "events/s", res.Accepted, res)
 		r.rep.add(r.run, "sustained."+t.key+".delivered", t.label+": delivered/s, same seconds", "events/s", res.Delivered, nil)
@@ -131,8 +145,12 @@ func (r *runner) sustained(ctx context.Context) error {
 			r.rep.add(r.run, "sustained."+t.key+".core_rss", t.label+": the core's peak RSS (the bench process's over its RSS before the core started)", "MB", res.CoreRSSMB, nil)
 		}
 		r.rep.add(r.run, "sustained."+t.key+".cpu", t.label+": core CPU per request answered, steady state", "µs", res.CoreUSPerRequest, nil)
-		if step {
-			r.rep.add(r.run, "sustained."+t.key+".lost", t.label+": step half → 3× → half of capacity: accepted minus delivered", "events", float64(res.Lost), nil)
+		if t.ids != nil {
+			r.rep.add(r.run, "sustained."+t.key+".lost", t.label+": event ids answered 200 and never delivered to the plugin (overload and step)", "events", float64(res.Lost), nil)
+			r.rep.add(r.run, "sustained."+t.key+".duplicated", t.label+": deliveries to the plugin beyond an event id's first (overload and step)", "events", float64(res.Duplicated), nil)
+			if res.Lost > 0 {
+				lost = append(lost, fmt.Errorf("%s: %d accepted events were never delivered to the plugin: LOST", t.key, res.Lost))
+			}
 		}
 		return nil
 	}
@@ -145,7 +163,7 @@ func (r *runner) sustained(ctx context.Context) error {
 	}
 	for _, b := range o.Buses {
 		app := r.appForRun("su")
-		d := &deliveries{}
+		d := &deliveries{ids: newIDLedger()}
 		var plain PlainProducerResult
 		if b == "pulsar" {
 			if plain, err = r.pulsarRefs(ctx, app); err != nil {
@@ -158,7 +176,7 @@ func (r *runner) sustained(ctx context.Context) error {
 			return fmt.Errorf("starting a core on %s: %w", b, err)
 		}
 		t := sustainTarget{key: "ingest." + b, label: "larkway, " + b + " bus, no-op Go plugin", url: core.URL, app: app,
-			delivered: d.n.Load, baseRSS: base}
+			delivered: d.n.Load, ids: d.ids, baseRSS: base}
 		if b == "pulsar" {
 			t.brokerPID = brokerPID()
 		}
@@ -201,7 +219,7 @@ func (r *runner) sustained(ctx context.Context) error {
 				min(res.Accepted, res.Delivered)/sdkRes.Delivered, nil)
 		}
 	}
-	return nil
+	return errors.Join(lost...)
 }
 
 // sustainOne runs the overload (and the step) against t.
@@ -277,10 +295,14 @@ func (r *runner) sustainOne(ctx context.Context, t sustainTarget, step bool) (Su
 		}
 		res.DrainSeconds = time.Since(stepEnd).Seconds()
 		res.StepDelivered = int(t.delivered() - d0)
-		res.Lost = res.StepAccepted - res.StepDelivered
 		if !ok {
 			r.logf("%s: the backlog did not drain", t.key)
 		}
+	}
+	if t.ids != nil {
+		a := t.ids.Account(nil)
+		res.IDs, res.Lost, res.Duplicated, res.Unacked = a.Replied, a.Lost, a.Duplicated, a.Unexpected
+		res.UnknownIDs = t.ids.unknown.Load()
 	}
 	for _, row := range res.Rows {
 		res.MaxRSSMB = max(res.MaxRSSMB, row.RSSMB)
@@ -330,9 +352,23 @@ func (r *runner) loadgen(ctx context.Context, t sustainTarget, phase string, pha
 	for _, p := range phases {
 		spec = append(spec, fmt.Sprintf("%s@%.0f", p.Duration, p.Rate))
 	}
-	cmd := exec.CommandContext(ctx, r.o.Loadgen, "loadgen", "--url", t.url, "--app-id", t.app.ID,
+	run := r.runTag() + phase + "_"
+	args := []string{"loadgen", "--url", t.url, "--app-id", t.app.ID,
 		"--token", t.app.VerificationToken, "--encrypt-key", t.app.EncryptKey, "--phases", strings.Join(spec, ","),
-		"--conns", strconv.Itoa(conns), "--run", r.runTag()+phase+"_")
+		"--conns", strconv.Itoa(conns), "--run", run}
+	var idsFile string
+	if t.ids != nil {
+		f, err := os.CreateTemp("", "larkway-accepted-*")
+		if err != nil {
+			return nil, err
+		}
+		idsFile = f.Name()
+		_ = f.Close()
+		defer os.Remove(idsFile)
+		args = append(args, "--accepted-ids", idsFile)
+		t.ids.addRun(run)
+	}
+	cmd := exec.CommandContext(ctx, r.o.Loadgen, args...)
 	cmd.Env = append(os.Environ(), r.plugEnv...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -388,6 +424,11 @@ func (r *runner) loadgen(ctx context.Context, t sustainTarget, phase string, pha
 	}
 	if err := cmd.Wait(); err != nil {
 		return rows, fmt.Errorf("load generator: %w", err)
+	}
+	if t.ids != nil {
+		if err := t.ids.acceptedFrom(idsFile); err != nil {
+			return rows, err
+		}
 	}
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("the load generator reported nothing")
@@ -506,4 +547,76 @@ func (r *runner) logUsage(what string, baseBytes int64) {
 	r.logf("%s: runtime memory %d MB (%d MB over the bench's own), limit %d MB; heap live at the last GC %d MB, in objects %d MB, free slots in spans holding objects %d MB, free pages kept %d MB; stacks %d MB, other runtime %d MB; RSS %.0f MB; the bus's footprint estimate %d MB",
 		what, u.Mapped>>20, (u.Mapped-baseBytes)>>20, u.Limit>>20, u.Live>>20, u.Objects>>20, u.Unused>>20, u.Free>>20,
 		ms.StackSys>>20, (u.Mapped-u.Objects-u.Unused-u.Free-int64(ms.StackSys))>>20, rssMB(), u.Footprint(0)>>20)
+}
+
+// idLedger counts one target's deliveries per event id, on the e2e
+// scenario's ledger. The ids are the load generator's, "ev_bench_" + its
+// run's prefix + a base-36 sequence number; the ledger's keys are the
+// run's index in the high bits and the sequence number in the low 40, so
+// that the hundreds of thousands of ids of a run do not weigh as strings
+// in the RSS measured beside them.
+type idLedger struct {
+	*LedgerOf[uint64]
+	mu      sync.RWMutex
+	runs    map[string]uint64 // "ev_bench_" + run prefix → index
+	unknown atomic.Int64      // deliveries of ids no run made
+}
+
+func newIDLedger() *idLedger {
+	return &idLedger{LedgerOf: NewLedgerOf[uint64](), runs: map[string]uint64{}}
+}
+
+// addRun registers a generator run's prefix (its --run).
+func (l *idLedger) addRun(run string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.runs["ev_bench_"+run] = uint64(len(l.runs))
+}
+
+func (l *idLedger) key(id string) (uint64, bool) {
+	i := strings.LastIndexByte(id, '_')
+	if i < 0 {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(id[i+1:], 36, 40)
+	if err != nil {
+		return 0, false
+	}
+	l.mu.RLock()
+	run, ok := l.runs[id[:i+1]]
+	l.mu.RUnlock()
+	return run<<40 | seq, ok
+}
+
+// delivered records one delivery of the event id to the plugin.
+func (l *idLedger) delivered(id string) {
+	k, ok := l.key(id)
+	if !ok {
+		l.unknown.Add(1)
+		return
+	}
+	l.Reply(k, time.Time{})
+}
+
+// acceptedFrom records the ids a generator run wrote to path
+// (--accepted-ids) as posted and accepted.
+func (l *idLedger) acceptedFrom(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("reading the accepted ids: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, ok := l.key(sc.Text())
+		if !ok {
+			return fmt.Errorf("reading the accepted ids: %q is not an id of this target's runs", sc.Text())
+		}
+		l.Posted(k, time.Time{})
+		l.Accepted(k)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading the accepted ids: %w", err)
+	}
+	return nil
 }
