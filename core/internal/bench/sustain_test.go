@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -110,8 +111,6 @@ func TestSustainAccounting(t *testing.T) {
 // would hide from a count (accepted = delivered) is still a loss.
 func TestIDLedgerCountsPerEvent(t *testing.T) {
 	l := newIDLedger()
-	l.addRun("ab12cd_overload_")
-	l.addRun("ab12cd_step_")
 	dir := t.TempDir()
 	write := func(name string, ids ...string) string {
 		p := filepath.Join(dir, name)
@@ -123,13 +122,9 @@ func TestIDLedgerCountsPerEvent(t *testing.T) {
 	// The same sequence number in two runs is two events.
 	over := write("over", "ev_bench_ab12cd_overload_1", "ev_bench_ab12cd_overload_2", "ev_bench_ab12cd_overload_z")
 	step := write("step", "ev_bench_ab12cd_step_1", "ev_bench_ab12cd_step_2")
-	l.delivered("ev_bench_ab12cd_overload_1") // before its 200 reached the generator
-	if err := l.acceptedFrom(over); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.acceptedFrom(step); err != nil {
-		t.Fatal(err)
-	}
+	l.addRun("ab12cd_overload_", over)
+	l.addRun("ab12cd_step_", step)
+	l.delivered("ev_bench_ab12cd_overload_1")
 	l.delivered("ev_bench_ab12cd_overload_2")
 	l.delivered("ev_bench_ab12cd_overload_2") // twice: a duplicate
 	l.delivered("ev_bench_ab12cd_overload_z")
@@ -138,6 +133,12 @@ func TestIDLedgerCountsPerEvent(t *testing.T) {
 	// accepted events (5).
 	l.delivered("ev_bench_ab12cd_step_9")     // delivered without a 200
 	l.delivered("ev_bench_ffffff_overload_1") // no run of this target's
+	if err := l.accepted(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(over); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the accepted ids' file is still there once read: %v", err)
+	}
 	got := l.Account(nil)
 	want := Accounting{Posted: 5, Accepted: 5, Replied: 4, Lost: 1, Duplicated: 1, Unexpected: 1}
 	if got != want {
@@ -146,7 +147,8 @@ func TestIDLedgerCountsPerEvent(t *testing.T) {
 	if n := l.unknown.Load(); n != 1 {
 		t.Fatalf("unknown ids %d, want 1", n)
 	}
-	if err := l.acceptedFrom(write("bad", "ev_bench_other_1")); err == nil {
-		t.Fatal("acceptedFrom took an id of no run of the target's")
+	l.addRun("cd34ef_overload_", write("bad", "ev_bench_other_1"))
+	if err := l.accepted(); err == nil {
+		t.Fatal("accepted took an id of no run of the target's")
 	}
 }

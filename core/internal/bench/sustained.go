@@ -225,6 +225,9 @@ func (r *runner) sustained(ctx context.Context) error {
 // sustainOne runs the overload (and the step) against t.
 func (r *runner) sustainOne(ctx context.Context, t sustainTarget, step bool) (SustainedResult, error) {
 	var res SustainedResult
+	if t.ids != nil {
+		defer t.ids.removeFiles()
+	}
 	over := []Phase{{Rate: 0, Duration: r.o.SustainDuration}}
 	rows, err := r.loadgen(ctx, t, "overload", over, r.o.SustainConns)
 	if err != nil {
@@ -300,6 +303,9 @@ func (r *runner) sustainOne(ctx context.Context, t sustainTarget, step bool) (Su
 		}
 	}
 	if t.ids != nil {
+		if err := t.ids.accepted(); err != nil {
+			return res, err
+		}
 		a := t.ids.Account(nil)
 		res.IDs, res.Lost, res.Duplicated, res.Unacked = a.Replied, a.Lost, a.Duplicated, a.Unexpected
 		res.UnknownIDs = t.ids.unknown.Load()
@@ -356,17 +362,14 @@ func (r *runner) loadgen(ctx context.Context, t sustainTarget, phase string, pha
 	args := []string{"loadgen", "--url", t.url, "--app-id", t.app.ID,
 		"--token", t.app.VerificationToken, "--encrypt-key", t.app.EncryptKey, "--phases", strings.Join(spec, ","),
 		"--conns", strconv.Itoa(conns), "--run", run}
-	var idsFile string
 	if t.ids != nil {
 		f, err := os.CreateTemp("", "larkway-accepted-*")
 		if err != nil {
 			return nil, err
 		}
-		idsFile = f.Name()
 		_ = f.Close()
-		defer os.Remove(idsFile)
-		args = append(args, "--accepted-ids", idsFile)
-		t.ids.addRun(run)
+		args = append(args, "--accepted-ids", f.Name())
+		t.ids.addRun(run, f.Name())
 	}
 	cmd := exec.CommandContext(ctx, r.o.Loadgen, args...)
 	cmd.Env = append(os.Environ(), r.plugEnv...)
@@ -425,11 +428,7 @@ func (r *runner) loadgen(ctx context.Context, t sustainTarget, phase string, pha
 	if err := cmd.Wait(); err != nil {
 		return rows, fmt.Errorf("load generator: %w", err)
 	}
-	if t.ids != nil {
-		if err := t.ids.acceptedFrom(idsFile); err != nil {
-			return rows, err
-		}
-	}
+
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("the load generator reported nothing")
 	}
@@ -554,11 +553,14 @@ func (r *runner) logUsage(what string, baseBytes int64) {
 // run's prefix + a base-36 sequence number; the ledger's keys are the
 // run's index in the high bits and the sequence number in the low 40, so
 // that the hundreds of thousands of ids of a run do not weigh as strings
-// in the RSS measured beside them.
+// in the RSS measured beside them. While the load runs only deliveries are
+// recorded (~25 bytes per id); the accepted ids the generator runs wrote
+// are read once the target is drained (~80 bytes per id more).
 type idLedger struct {
 	*LedgerOf[uint64]
 	mu      sync.RWMutex
 	runs    map[string]uint64 // "ev_bench_" + run prefix → index
+	files   []string          // each run's --accepted-ids, not read yet
 	unknown atomic.Int64      // deliveries of ids no run made
 }
 
@@ -566,11 +568,13 @@ func newIDLedger() *idLedger {
 	return &idLedger{LedgerOf: NewLedgerOf[uint64](), runs: map[string]uint64{}}
 }
 
-// addRun registers a generator run's prefix (its --run).
-func (l *idLedger) addRun(run string) {
+// addRun registers a generator run's prefix (its --run) and the file it
+// writes its accepted ids to.
+func (l *idLedger) addRun(run, acceptedIDs string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.runs["ev_bench_"+run] = uint64(len(l.runs))
+	l.files = append(l.files, acceptedIDs)
 }
 
 func (l *idLedger) key(id string) (uint64, bool) {
@@ -598,8 +602,36 @@ func (l *idLedger) delivered(id string) {
 	l.Reply(k, time.Time{})
 }
 
-// acceptedFrom records the ids a generator run wrote to path
-// (--accepted-ids) as posted and accepted.
+// accepted records the ids the generator runs wrote as posted and
+// accepted, and removes their files.
+func (l *idLedger) accepted() error {
+	l.mu.Lock()
+	files := l.files
+	l.files = nil
+	l.mu.Unlock()
+	defer func() {
+		for _, f := range files {
+			_ = os.Remove(f)
+		}
+	}()
+	for _, path := range files {
+		if err := l.acceptedFrom(path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeFiles removes the files of runs not read (a failed target).
+func (l *idLedger) removeFiles() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, f := range l.files {
+		_ = os.Remove(f)
+	}
+	l.files = nil
+}
+
 func (l *idLedger) acceptedFrom(path string) error {
 	f, err := os.Open(path)
 	if err != nil {

@@ -249,12 +249,12 @@ type EmbeddedRetention struct {
 
 // Memory configures the non-durable in-process bus.
 type Memory struct {
-	// BudgetMB is the core's whole memory, what to match to its
-	// container's limit: `larkway serve` makes it the Go memory limit
+	// BudgetMB is the core's whole memory: its container's limit less
+	// what the plugins (processes of their own) use. `larkway serve` makes it the Go memory limit
 	// (unless GOMEMLIMIT is set), and past four fifths of it, or once the
 	// events plugins have not handled yet hold three quarters of it,
-	// webhooks get 503 and Lark retries later (default 256: about 70 000
-	// typical events, 15 s of a 5 000 events/s peak).
+	// webhooks get 503 and Lark retries later (default 256: up to about
+	// 110 000 typical events, 20 s of a 5 000 events/s peak).
 	BudgetMB int `yaml:"budget_mb"`
 	// MaxRetainedMB is the key budget_mb replaced: it bounded the events
 	// held, not the process, which ran 1.4–1.7x over it. Set, it fails
@@ -736,7 +736,7 @@ func (c *Config) Validate() error {
 		bad("bus.embedded.min_free_mb %d: want a positive size", c.Bus.Embedded.MinFreeMB)
 	}
 	if c.Bus.Memory.MaxRetainedMB != 0 {
-		bad("bus.memory.max_retained_mb was replaced by bus.memory.budget_mb, the core's whole memory (the Go memory limit; set it to the container's memory limit): "+
+		bad("bus.memory.max_retained_mb was replaced by bus.memory.budget_mb, the core's whole memory (the Go memory limit: the container's memory limit less the plugins'): "+
 			"the old bound counted only the events held, and the process ran 1.4-1.7x over it (a max_retained_mb of %d is about a budget_mb of %d)",
 			c.Bus.Memory.MaxRetainedMB, c.Bus.Memory.MaxRetainedMB*3/2)
 	}

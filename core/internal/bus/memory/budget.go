@@ -88,9 +88,9 @@ const sampleEvery = 5 * time.Millisecond
 // gate refuses publishes while the process's footprint is near its Go
 // memory limit, which `larkway serve` sets to the bus's budget. Counting
 // the bytes messages hold is not enough: their allocations share spans
-// with the short-lived buffers of the requests around them, so the spans
-// they pin hold 1.3–1.5× their bytes (measured at the bound, see
-// bench/README.md).
+// with the short-lived buffers of the requests around them, and at the
+// bound the free slots of the spans they kept in use came to a third of
+// their bytes (bench/README.md).
 type gate struct {
 	read func() Usage // ReadUsage; tests inject their own
 

@@ -30,22 +30,21 @@
 //   - What the bus holds is bounded by the core's memory budget (WithBudget,
 //     bus.memory.budget_mb): a publish past it fails with bus.ErrFull (a
 //     bus.ErrUnavailable), so ingest answers 503 and Lark retries later,
-//     instead of the process growing without limit while plugins fall
-//     behind. The budget is the whole process's memory, what an operator
-//     matches to the container's limit: `larkway serve` makes it the Go
-//     memory limit, and the bus refuses publishes while the process's
-//     estimated footprint after a collection (runtime/metrics: live heap,
-//     the fragmentation of the spans holding it, stacks and the runtime's
-//     own; sampled every few milliseconds, not per publish) is past four
-//     fifths of that limit, the rest being the collector's room for
-//     garbage. Counting what messages hold was not enough: their
-//     allocations share spans with the requests' short-lived buffers, and
-//     the spans they pin held 1.4–1.7x the counted bytes. The messages are
-//     also counted (MessageHeap: the heap a message holds, rounded up to
-//     the allocator's size classes) and bounded by three quarters of the
-//     budget, which alone bounds them when the process has no memory limit.
-//     Room (bus.Admitter) tells ingest whether a publish would be taken
-//     before it verifies and decrypts a request.
+//     instead of the process growing without limit while plugins fall behind.
+//     The budget is the whole process's memory (the container's limit less
+//     the plugins'): `larkway serve` makes it the Go memory limit, and
+//     the bus refuses publishes while the process's estimated footprint after
+//     a collection (runtime/metrics: live heap, the fragmentation of the spans
+//     holding it, stacks and the runtime's own; sampled every few
+//     milliseconds, not per publish) is past four fifths of that limit, the
+//     rest being the collector's room for garbage. Counting what messages hold
+//     was not enough: the process ran 1.4–1.7x over it, as their allocations
+//     share spans with the requests' short-lived buffers and keep those spans
+//     in use. The messages are also counted (MessageHeap: the heap a message
+//     holds, rounded up to the allocator's size classes) and bounded by three
+//     quarters of the budget, which alone bounds them when the process has no
+//     memory limit. Room (bus.Admitter) tells ingest whether a publish would
+//     be taken before it verifies and decrypts a request.
 //
 // The bus starts no goroutines; all calls are safe for concurrent use.
 package memory
@@ -89,7 +88,7 @@ type Bus struct {
 	gate          *gate        // nil: no bound on the process's memory
 
 	// room, when not nil, is closed once retainedBytes falls below
-	// maxRetained (see Room).
+	// maxRetained, or, with a gate, at the next release (see Room).
 	room atomic.Pointer[chan struct{}]
 }
 
@@ -98,8 +97,9 @@ var _ bus.Admitter = (*Bus)(nil)
 // DefaultBudget is the core's memory budget unless WithBudget says
 // otherwise: a peak worth holding, not a few seconds of one. A typical
 // 1.3 KB Lark event holds about 1.7 KB (MessageHeap) with one plugin
-// subscribed, and the spans it pins about 2.5 KB: 256 MB hold about 70 000
-// events, 15 s of a 5 000 events/s peak beyond what the plugins handle.
+// subscribed, so the messages' three quarters of 256 MB are about 110 000
+// events, 20 s of a 5 000 events/s peak beyond what the plugins handle
+// (fewer when fragmentation brings the footprint to its share first).
 const DefaultBudget = 256 << 20
 
 // Option configures a Bus.
@@ -304,7 +304,8 @@ func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) er
 	size := MessageHeap(msg, len(t.subs)) // len under b.mu: Subscribe takes it exclusively
 	// At the bound, not past it: the check Room makes, so a publish Room
 	// admitted is not refused (the bound is overshot by at most one message
-	// per concurrent publisher).
+	// per concurrent publisher), unless the gate sampled the process's
+	// memory in between and found it past its share.
 	if retained := b.retainedBytes.Load(); b.maxRetained > 0 && retained >= b.maxRetained {
 		return fmt.Errorf("publishing to %s: %d bytes retained for subscribers, the bound is %d: %w",
 			topicName, retained, b.maxRetained, bus.ErrFull)
