@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,8 +17,8 @@ import (
 
 // loadgenOptions are loadgen's flags.
 type loadgenOptions struct {
-	url, appID, token, encryptKey, phases, run string
-	conns, chats                               int
+	url, appID, token, encryptKey, phases, run, acceptedIDs string
+	conns, chats                                            int
 }
 
 // newLoadgenCmd is the load generator as a process of its own: bench runs
@@ -28,11 +33,13 @@ func newLoadgenCmd(stdout io.Writer) *cobra.Command {
 request with its own nonce and signature, through --phases (durations at offered
 events/s, open loop; rate 0 is closed loop, every connection flat out), printing
 one JSON line per second: offered, unsent (due while every connection was busy),
-accepted (200), rejected (503), failed, ack_p99_ms. A refused event is not retried.`,
+accepted (200), rejected (503), failed, ack_p99_ms. A refused event is not retried.
+With --accepted-ids it also writes the event_id of every event answered 200 to
+FILE, one a line (the bench counts deliveries per id with it).`,
 		Example: `  larkway loadgen --url http://127.0.0.1:8080/lark/events --phases 30s@0 --conns 64
   larkway loadgen --url http://127.0.0.1:8080/lark/events --phases 10s@5000,10s@15000,10s@5000 --conns 512`,
 		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
+		RunE: func(c *cobra.Command, _ []string) (retErr error) {
 			if o.url == "" {
 				return usagef("--url is required")
 			}
@@ -45,8 +52,30 @@ accepted (200), rejected (503), failed, ack_p99_ms. A refused event is not retri
 			if err != nil {
 				return err
 			}
+			var accepted func(string)
+			if o.acceptedIDs != "" {
+				f, err := os.Create(o.acceptedIDs)
+				if err != nil {
+					return fmt.Errorf("creating --accepted-ids: %w", err)
+				}
+				w := bufio.NewWriterSize(f, 1<<16)
+				var mu sync.Mutex
+				accepted = func(id string) {
+					mu.Lock()
+					defer mu.Unlock()
+					_, _ = w.WriteString(id)
+					_ = w.WriteByte('\n')
+				}
+				defer func() {
+					mu.Lock()
+					defer mu.Unlock()
+					if err := errors.Join(w.Flush(), f.Close()); err != nil && retErr == nil {
+						retErr = fmt.Errorf("writing --accepted-ids: %w", err)
+					}
+				}()
+			}
 			enc := json.NewEncoder(stdout)
-			return bench.Sustain(c.Context(), src, o.url, app, o.conns, phases, func(s bench.Second) { _ = enc.Encode(s) })
+			return bench.Sustain(c.Context(), src, o.url, app, o.conns, phases, func(s bench.Second) { _ = enc.Encode(s) }, accepted)
 		},
 	}
 	fs := c.Flags()
@@ -58,5 +87,6 @@ accepted (200), rejected (503), failed, ack_p99_ms. A refused event is not retri
 	fs.StringVar(&o.run, "run", time.Now().Format("150405")+"_", "prefix making this run's event ids unique")
 	fs.IntVar(&o.conns, "conns", 64, "keep-alive connections")
 	fs.IntVar(&o.chats, "chats", 100, "chats the events spread over")
+	fs.StringVar(&o.acceptedIDs, "accepted-ids", "", "write the event_id of every event answered 200 to `FILE`, one a line")
 	return c
 }

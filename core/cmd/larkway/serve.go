@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/larkway/larkway/core/internal/app"
-	"github.com/larkway/larkway/core/internal/bus/memory"
 	"github.com/larkway/larkway/core/internal/config"
 	"github.com/larkway/larkway/core/internal/pluginhost"
 	"github.com/larkway/larkway/core/internal/remote"
@@ -66,11 +65,12 @@ func serve(ctx context.Context, path string, check bool, stdout, stderr io.Write
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	logger.Info("starting larkway", "version", version, "config", path)
 	if cfg.Bus.Kind == "memory" && os.Getenv("GOMEMLIMIT") == "" {
-		// What the memory bus's bound counts is live heap; without a limit
-		// the garbage collector lets the heap grow to twice the live one.
-		limit := memory.MemoryLimit(int64(cfg.Bus.Memory.MaxRetainedMB) << 20)
+		// The budget is the whole process's memory: the collector keeps
+		// the process under it, and the bus refuses events before the
+		// held ones leave the collector too little room (bus/memory).
+		limit := int64(cfg.Bus.Memory.BudgetMB) << 20
 		debug.SetMemoryLimit(limit)
-		logger.Info("memory bus: Go memory limit set from bus.memory.max_retained_mb", "limit_mb", limit>>20)
+		logger.Info("memory bus: Go memory limit set to bus.memory.budget_mb", "limit_mb", limit>>20)
 	}
 	core, err := app.Build(ctx, cfg, app.Deps{Logger: logger, Registry: reg, Version: version})
 	if err != nil {

@@ -83,6 +83,9 @@ var _ tokenWarmer = (*lark.Client)(nil)
 type Request struct {
 	Plugin  string
 	Allowed []pluginv1.ActionKind
+	// EventID is the event's id, set even when Event is nil (the bench
+	// counts deliveries per event with it).
+	EventID string
 	// Event is the event the actions answer; nil when there are none (the
 	// dispatcher decodes the whole event only when it has a use for it).
 	Event    *pluginv1.Event

@@ -455,7 +455,7 @@ func openBus(cfg config.Bus, logger *slog.Logger) (bus.Bus, error) {
 			MinFreeBytes:   int64(cfg.Embedded.MinFreeMB) << 20,
 		}, logger)
 	default:
-		return memory.New(logger, memory.WithMaxRetainedBytes(int64(cfg.Memory.MaxRetainedMB)<<20)), nil
+		return memory.New(logger, memory.WithBudget(int64(cfg.Memory.BudgetMB)<<20)), nil
 	}
 }
 

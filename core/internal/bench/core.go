@@ -56,8 +56,8 @@ type CoreOptions struct {
 	UnlimitedActions bool
 	// MaxInFlight is dispatch.max_in_flight (0: the config's default).
 	MaxInFlight int
-	// MaxRetainedMB is bus.memory.max_retained_mb (0: the default).
-	MaxRetainedMB int
+	// BudgetMB is bus.memory.budget_mb (0: the default).
+	BudgetMB int
 	// AdmissionWait is ingest.admission_wait (0: the default).
 	AdmissionWait time.Duration
 	// ProbationWindow is supervision.probation_window (0: the default).
@@ -110,8 +110,8 @@ func coreConfig(o CoreOptions) (*config.Config, error) {
 	case "embedded":
 		busCfg = map[string]any{"kind": "embedded", "embedded": map[string]any{"dir": o.DataDir}}
 	case "memory", "":
-		if o.MaxRetainedMB > 0 {
-			busCfg["memory"] = map[string]any{"max_retained_mb": o.MaxRetainedMB}
+		if o.BudgetMB > 0 {
+			busCfg["memory"] = map[string]any{"budget_mb": o.BudgetMB}
 		}
 	default:
 		return nil, fmt.Errorf("bench: unknown bus %q", o.Bus)

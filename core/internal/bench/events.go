@@ -56,10 +56,11 @@ type Source struct {
 }
 
 // Event is one generated event: Key is its message_id (its dedup key, and
-// the parent_id of the reply to it), Plain its JSON before sealing.
+// the parent_id of the reply to it), EventID its header's event_id, Plain
+// its JSON before sealing.
 type Event struct {
-	Key   string
-	Plain []byte
+	Key, EventID string
+	Plain        []byte
 }
 
 // NewSource returns a source whose events spread over chats chats. run makes
@@ -124,9 +125,9 @@ func (s *Source) Next() Event {
 	n := s.seq.Add(1)
 	t := s.templates[int(n)%len(s.templates)]
 	id := s.run + strconv.FormatUint(n, 36)
-	key := "om_bench_" + id
+	key, eventID := "om_bench_"+id, "ev_bench_"+id
 	vals := map[string]string{
-		phEventID: "ev_bench_" + id, phMessageID: key,
+		phEventID: eventID, phMessageID: key,
 		phChatID:     "oc_bench_" + strconv.Itoa(int(n)%s.chats),
 		phCreateTime: strconv.FormatInt(time.Now().UnixMilli(), 10),
 	}
@@ -138,7 +139,7 @@ func (s *Source) Next() Event {
 			out = append(out, p...)
 		}
 	}
-	return Event{Key: key, Plain: out}
+	return Event{Key: key, EventID: eventID, Plain: out}
 }
 
 // Count is the number of events made so far.

@@ -263,9 +263,14 @@ type deliveries struct {
 	n     atomic.Int64
 	first atomic.Int64 // unix nanos, since the last reset
 	last  atomic.Int64 // unix nanos
+	// ids, if set, counts them per event id too.
+	ids *idLedger
 }
 
-func (d *deliveries) observe(string, action.Request, error) {
+func (d *deliveries) observe(_ string, req action.Request, _ error) {
+	if d.ids != nil {
+		d.ids.delivered(req.EventID)
+	}
 	d.n.Add(1)
 	now := time.Now().UnixNano()
 	d.first.CompareAndSwap(0, now)
@@ -646,7 +651,7 @@ func (r *runner) dispatchOne(ctx context.Context, key, label string, spec Plugin
 	var d deliveries
 	// Room for the whole backlog (the default bound is 64 MB).
 	core, err := NewCore(ctx, CoreOptions{Bus: "memory", App: app, LarkURL: "http://127.0.0.1:1", Plugins: []PluginSpec{spec},
-		UnlimitedActions: true, Observe: d.observe, Logger: r.o.Logger, MaxRetainedMB: 4096})
+		UnlimitedActions: true, Observe: d.observe, Logger: r.o.Logger, BudgetMB: 4096})
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}

@@ -96,12 +96,14 @@ func Median(xs []float64) float64 {
 // the core accepted (a 200), and the replies the emulator recorded for them.
 // An accepted event without a reply is lost; a reply beyond the first for
 // one event is a duplicate; a reply to an event never posted is unexpected.
-// It is safe for concurrent use.
-type Ledger struct {
+// It is safe for concurrent use. K is the event's key: a string, or, in the
+// sustained scenario, a number the ids map to (a few million ids held as
+// strings would weigh in the RSS measured beside them).
+type LedgerOf[K comparable] struct {
 	mu       sync.Mutex
-	posted   map[string]time.Time // event key → first post
-	accepted map[string]bool
-	replies  map[string]int
+	posted   map[K]time.Time // event key → first post
+	accepted map[K]bool
+	replies  map[K]int
 	e2e      []time.Duration // first post → first reply, per event
 	pending  int             // accepted events without a reply yet
 	changed  chan struct{}   // closed and replaced on every reply
@@ -109,15 +111,21 @@ type Ledger struct {
 	firstPost, lastReply time.Time
 }
 
+// Ledger is the ledger of string keys.
+type Ledger = LedgerOf[string]
+
 // NewLedger returns an empty ledger.
-func NewLedger() *Ledger {
-	return &Ledger{posted: map[string]time.Time{}, accepted: map[string]bool{}, replies: map[string]int{},
+func NewLedger() *Ledger { return NewLedgerOf[string]() }
+
+// NewLedgerOf returns an empty ledger of keys K.
+func NewLedgerOf[K comparable]() *LedgerOf[K] {
+	return &LedgerOf[K]{posted: map[K]time.Time{}, accepted: map[K]bool{}, replies: map[K]int{},
 		changed: make(chan struct{})}
 }
 
 // Posted records the event key's first post (later calls for it are
 // ignored: a retry does not restart its clock).
-func (l *Ledger) Posted(key string, at time.Time) {
+func (l *LedgerOf[K]) Posted(key K, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, ok := l.posted[key]; !ok {
@@ -130,7 +138,7 @@ func (l *Ledger) Posted(key string, at time.Time) {
 
 // Accepted records that the core acknowledged the event key with a 200.
 // Its reply may already have been recorded: it can race the 200.
-func (l *Ledger) Accepted(key string) {
+func (l *LedgerOf[K]) Accepted(key K) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.accepted[key] {
@@ -143,7 +151,7 @@ func (l *Ledger) Accepted(key string) {
 }
 
 // Reply records a reply to the event key that the emulator recorded at at.
-func (l *Ledger) Reply(key string, at time.Time) {
+func (l *LedgerOf[K]) Reply(key K, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.replies[key]++
@@ -164,7 +172,7 @@ func (l *Ledger) Reply(key string, at time.Time) {
 
 // Pending is the number of accepted events still without a reply, and a
 // channel closed at the next reply.
-func (l *Ledger) Pending() (int, <-chan struct{}) {
+func (l *LedgerOf[K]) Pending() (int, <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.pending, l.changed
@@ -190,7 +198,7 @@ type Accounting struct {
 
 // Account counts lost, duplicated and unexpected replies: those the tap saw
 // (recorded nil), or the counts per event the emulator recorded.
-func (l *Ledger) Account(recorded map[string]int) Accounting {
+func (l *LedgerOf[K]) Account(recorded map[K]int) Accounting {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	replies := l.replies
@@ -218,14 +226,14 @@ func (l *Ledger) Account(recorded map[string]int) Accounting {
 }
 
 // Span is the first post and the last reply.
-func (l *Ledger) Span() (firstPost, lastReply time.Time) {
+func (l *LedgerOf[K]) Span() (firstPost, lastReply time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.firstPost, l.lastReply
 }
 
 // EndToEnd summarizes the first post → first reply latencies.
-func (l *Ledger) EndToEnd() Percentiles {
+func (l *LedgerOf[K]) EndToEnd() Percentiles {
 	l.mu.Lock()
 	d := slices.Clone(l.e2e)
 	l.mu.Unlock()

@@ -64,21 +64,26 @@ type Second struct {
 
 // Sustain drives url with events from src through phases over conns
 // keep-alive connections, calling every once a second with that second's
-// counts. Each request is sealed anew (its own nonce and signature) and
-// posted once: a refusal is counted, not retried.
-func Sustain(ctx context.Context, src *Source, url string, app App, conns int, phases []Phase, every func(Second)) error {
+// counts, and accepted (if not nil) with the event_id of each event
+// answered 200. Each request is sealed anew (its own nonce and signature)
+// and posted once: a refusal is counted, not retried.
+func Sustain(ctx context.Context, src *Source, url string, app App, conns int, phases []Phase, every func(Second), accepted func(eventID string)) error {
 	client := NewClient(conns, 10*time.Second)
 	defer client.CloseIdleConnections()
 	var (
-		offered, unsent, accepted, rejected, failed atomic.Int64
-		latMu                                       sync.Mutex
-		lat                                         = &Latencies{}
+		offered, unsent, okays, rejected, failed atomic.Int64
+		latMu                                    sync.Mutex
+		lat                                      = &Latencies{}
 	)
 	post := func(due time.Time) {
-		code := postOnce(ctx, client, url, app, src.Next().Plain)
+		ev := src.Next()
+		code := postOnce(ctx, client, url, app, ev.Plain)
 		switch code {
 		case http.StatusOK:
-			accepted.Add(1)
+			if accepted != nil {
+				accepted(ev.EventID)
+			}
+			okays.Add(1)
 			latMu.Lock()
 			l := lat
 			latMu.Unlock()
@@ -111,7 +116,7 @@ func Sustain(ctx context.Context, src *Source, url string, app App, conns int, p
 			latMu.Unlock()
 			p99 := l.Summary().P99
 			every(Second{T: t, Offered: int(offered.Swap(0)), Unsent: int(unsent.Swap(0)),
-				Accepted: int(accepted.Swap(0)), Rejected: int(rejected.Swap(0)), Failed: int(failed.Swap(0)), AckP99: p99, Partial: final})
+				Accepted: int(okays.Swap(0)), Rejected: int(rejected.Swap(0)), Failed: int(failed.Swap(0)), AckP99: p99, Partial: final})
 			if final {
 				return
 			}

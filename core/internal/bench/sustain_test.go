@@ -1,8 +1,13 @@
 package bench
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,6 +66,8 @@ func TestSustainAccounting(t *testing.T) {
 	}
 	var sum Second
 	reports := 0
+	var idsMu sync.Mutex
+	ids := map[string]int{}
 	err = Sustain(t.Context(), src, srv.URL, testApp, 4, []Phase{{Rate: 0, Duration: 300 * time.Millisecond}, {Rate: 2000, Duration: 300 * time.Millisecond}},
 		func(s Second) {
 			reports++
@@ -69,6 +76,10 @@ func TestSustainAccounting(t *testing.T) {
 			sum.Accepted += s.Accepted
 			sum.Rejected += s.Rejected
 			sum.Failed += s.Failed
+		}, func(id string) {
+			idsMu.Lock()
+			defer idsMu.Unlock()
+			ids[id]++
 		})
 	if err != nil {
 		t.Fatal(err)
@@ -83,5 +94,61 @@ func TestSustainAccounting(t *testing.T) {
 	}
 	if sum.Accepted == 0 || sum.Rejected == 0 || sum.Failed == 0 {
 		t.Fatalf("every answer kind was expected: %+v", sum)
+	}
+	// Each 200 names its own event, once.
+	if len(ids) != sum.Accepted {
+		t.Fatalf("%d distinct accepted ids reported, %d accepted", len(ids), sum.Accepted)
+	}
+	for id, n := range ids {
+		if n != 1 || !strings.HasPrefix(id, "ev_bench_s") {
+			t.Fatalf("accepted id %q reported %d times, want once, with the run's prefix", id, n)
+		}
+	}
+}
+
+// The sustained scenario's ledger tells lost and duplicated events apart by
+// id, across the generator runs of one target: a delivery that a duplicate
+// would hide from a count (accepted = delivered) is still a loss.
+func TestIDLedgerCountsPerEvent(t *testing.T) {
+	l := newIDLedger()
+	dir := t.TempDir()
+	write := func(name string, ids ...string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(strings.Join(ids, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// The same sequence number in two runs is two events.
+	over := write("over", "ev_bench_ab12cd_overload_1", "ev_bench_ab12cd_overload_2", "ev_bench_ab12cd_overload_z")
+	step := write("step", "ev_bench_ab12cd_step_1", "ev_bench_ab12cd_step_2")
+	l.addRun("ab12cd_overload_", over)
+	l.addRun("ab12cd_step_", step)
+	l.delivered("ev_bench_ab12cd_overload_1")
+	l.delivered("ev_bench_ab12cd_overload_2")
+	l.delivered("ev_bench_ab12cd_overload_2") // twice: a duplicate
+	l.delivered("ev_bench_ab12cd_overload_z")
+	l.delivered("ev_bench_ab12cd_step_1")
+	// step_2 never delivered: lost, though deliveries (6) outnumber
+	// accepted events (5).
+	l.delivered("ev_bench_ab12cd_step_9")     // delivered without a 200
+	l.delivered("ev_bench_ffffff_overload_1") // no run of this target's
+	if err := l.accepted(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(over); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the accepted ids' file is still there once read: %v", err)
+	}
+	got := l.Account(nil)
+	want := Accounting{Posted: 5, Accepted: 5, Replied: 4, Lost: 1, Duplicated: 1, Unexpected: 1}
+	if got != want {
+		t.Fatalf("Account = %+v\nwant      %+v", got, want)
+	}
+	if n := l.unknown.Load(); n != 1 {
+		t.Fatalf("unknown ids %d, want 1", n)
+	}
+	l.addRun("cd34ef_overload_", write("bad", "ev_bench_other_1"))
+	if err := l.accepted(); err == nil {
+		t.Fatal("accepted took an id of no run of the target's")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,11 +62,18 @@ type SustainedResult struct {
 	// of the core in microseconds over the overload's steady state.
 	CoreUSPerRequest float64 `json:"core_us_per_request"`
 	// The step: events accepted and delivered in all, and the largest
-	// backlog; Lost is accepted − delivered once drained.
+	// backlog.
 	StepAccepted, StepDelivered int
 	StepMaxBacklog              int64
-	Lost                        int
 	DrainSeconds                float64
+	// Per event id, over the overload and the step once drained (larkway's
+	// targets): Lost counts ids answered 200 and never delivered to the
+	// plugin, Duplicated the deliveries beyond an id's first, Unacked the
+	// ids delivered that the generator saw no 200 for (its request failed
+	// after the core stored the event: neither lost nor duplicated).
+	IDs                       int `json:"ids_delivered"`
+	Lost, Duplicated, Unacked int
+	UnknownIDs                int64 `json:"unknown_ids"` // deliveries whose id no generator run made
 	// BrokerUSPerEvent is the Pulsar broker's CPU per accepted event over
 	// the overload's steady state (Pulsar targets only).
 	BrokerUSPerEvent float64 `json:"broker_us_per_event,omitempty"`
@@ -77,17 +85,24 @@ type sustainTarget struct {
 	url        string
 	app        App
 	delivered  func() int64 // nil: nothing to deliver to
+	ids        *idLedger    // nil: deliveries not counted per id
 	backlog    func() int64
 	baseRSS    float64 // the bench process's RSS before the target started (MB)
 	brokerPID  int     // the Pulsar broker's JVM, sampled beside the core (0: none)
 }
 
-// baselineRSS is the bench process's RSS once its garbage is returned.
-func baselineRSS() float64 {
+// baselineRSS is the bench process's RSS once its garbage is returned, and
+// its memory as the Go runtime accounts it (memory.ProcessBytes).
+func baselineRSS() (float64, int64) {
 	runtime.GC()
 	debug.FreeOSMemory()
-	return rssMB()
+	return rssMB(), memory.ProcessBytes()
 }
+
+// coreMemoryLimit is the Go memory limit `larkway serve` sets for a budget
+// (the budget itself), over what the bench process held before the core:
+// the core in this process then has the budget to itself.
+func coreMemoryLimit(baseBytes int64) int64 { return baseBytes + memory.DefaultBudget }
 
 func (r *runner) sustained(ctx context.Context) error {
 	o := r.o
@@ -106,6 +121,7 @@ func (r *runner) sustained(ctx context.Context) error {
 	}
 	defer sdk.Close()
 	results := map[string]SustainedResult{}
+	var lost []error // the round goes on, and fails at its end
 	run := func(t sustainTarget, step bool) error {
 		res, err := r.sustainOne(ctx, t, step)
 		if err != nil {
@@ -115,8 +131,12 @@ func (r *runner) sustained(ctx context.Context) error {
 		r.logf("%s: steady accepted %.0f/s, rejected %.0f/s, delivered %.0f/s; RSS max %.0f MB (core's own %.0f MB); core %.1f µs/request",
 			t.key, res.Accepted, res.Rejected, res.Delivered, res.MaxRSSMB, res.CoreRSSMB, res.CoreUSPerRequest)
 		if step {
-			r.logf("%s step: accepted %d, delivered %d, lost %d, backlog max %d, drained %.1f s after the step",
-				t.key, res.StepAccepted, res.StepDelivered, res.Lost, res.StepMaxBacklog, res.DrainSeconds)
+			r.logf("%s step: accepted %d, delivered %d, backlog max %d, drained %.1f s after the step",
+				t.key, res.StepAccepted, res.StepDelivered, res.StepMaxBacklog, res.DrainSeconds)
+		}
+		if t.ids != nil {
+			r.logf("%s: %d event ids delivered; lost %d (answered 200, never delivered), duplicated %d, delivered without a 200 %d, unknown %d",
+				t.key, res.IDs, res.Lost, res.Duplicated, res.Unacked, res.UnknownIDs)
 		}
 		r.rep.add(r.run, "sustained."+t.key+".accepted", t.label+": accepted/s, steady state of 64-connection overload", "events/s", res.Accepted, res)
 		r.rep.add(r.run, "sustained."+t.key+".delivered", t.label+": delivered/s, same seconds", "events/s", res.Delivered, nil)
@@ -125,8 +145,12 @@ func (r *runner) sustained(ctx context.Context) error {
 			r.rep.add(r.run, "sustained."+t.key+".core_rss", t.label+": the core's peak RSS (the bench process's over its RSS before the core started)", "MB", res.CoreRSSMB, nil)
 		}
 		r.rep.add(r.run, "sustained."+t.key+".cpu", t.label+": core CPU per request answered, steady state", "µs", res.CoreUSPerRequest, nil)
-		if step {
-			r.rep.add(r.run, "sustained."+t.key+".lost", t.label+": step half → 3× → half of capacity: accepted minus delivered", "events", float64(res.Lost), nil)
+		if t.ids != nil {
+			r.rep.add(r.run, "sustained."+t.key+".lost", t.label+": event ids answered 200 and never delivered to the plugin (overload and step)", "events", float64(res.Lost), nil)
+			r.rep.add(r.run, "sustained."+t.key+".duplicated", t.label+": deliveries to the plugin beyond an event id's first (overload and step)", "events", float64(res.Duplicated), nil)
+			if res.Lost > 0 {
+				lost = append(lost, fmt.Errorf("%s: %d accepted events were never delivered to the plugin: LOST", t.key, res.Lost))
+			}
 		}
 		return nil
 	}
@@ -139,20 +163,20 @@ func (r *runner) sustained(ctx context.Context) error {
 	}
 	for _, b := range o.Buses {
 		app := r.appForRun("su")
-		d := &deliveries{}
+		d := &deliveries{ids: newIDLedger()}
 		var plain PlainProducerResult
 		if b == "pulsar" {
 			if plain, err = r.pulsarRefs(ctx, app); err != nil {
 				return err
 			}
 		}
-		base := baselineRSS()
+		base, baseBytes := baselineRSS()
 		core, err := r.startCore(ctx, b, app, r.noopGo(), "", d)
 		if err != nil {
 			return fmt.Errorf("starting a core on %s: %w", b, err)
 		}
 		t := sustainTarget{key: "ingest." + b, label: "larkway, " + b + " bus, no-op Go plugin", url: core.URL, app: app,
-			delivered: d.n.Load, baseRSS: base}
+			delivered: d.n.Load, ids: d.ids, baseRSS: base}
 		if b == "pulsar" {
 			t.brokerPID = brokerPID()
 		}
@@ -165,7 +189,7 @@ func (r *runner) sustained(ctx context.Context) error {
 		}
 		prevLimit := debug.SetMemoryLimit(-1)
 		if b == "memory" { // as serve sets it, over what the bench held before
-			debug.SetMemoryLimit(int64(base*(1<<20)) + memory.MemoryLimit(memory.DefaultMaxRetainedBytes))
+			debug.SetMemoryLimit(coreMemoryLimit(baseBytes))
 		}
 		err = run(t, true)
 		if err == nil && b == "pulsar" {
@@ -195,12 +219,15 @@ func (r *runner) sustained(ctx context.Context) error {
 				min(res.Accepted, res.Delivered)/sdkRes.Delivered, nil)
 		}
 	}
-	return nil
+	return errors.Join(lost...)
 }
 
 // sustainOne runs the overload (and the step) against t.
 func (r *runner) sustainOne(ctx context.Context, t sustainTarget, step bool) (SustainedResult, error) {
 	var res SustainedResult
+	if t.ids != nil {
+		defer t.ids.removeFiles()
+	}
 	over := []Phase{{Rate: 0, Duration: r.o.SustainDuration}}
 	rows, err := r.loadgen(ctx, t, "overload", over, r.o.SustainConns)
 	if err != nil {
@@ -271,10 +298,17 @@ func (r *runner) sustainOne(ctx context.Context, t sustainTarget, step bool) (Su
 		}
 		res.DrainSeconds = time.Since(stepEnd).Seconds()
 		res.StepDelivered = int(t.delivered() - d0)
-		res.Lost = res.StepAccepted - res.StepDelivered
 		if !ok {
 			r.logf("%s: the backlog did not drain", t.key)
 		}
+	}
+	if t.ids != nil {
+		if err := t.ids.accepted(); err != nil {
+			return res, err
+		}
+		a := t.ids.Account(nil)
+		res.IDs, res.Lost, res.Duplicated, res.Unacked = a.Replied, a.Lost, a.Duplicated, a.Unexpected
+		res.UnknownIDs = t.ids.unknown.Load()
 	}
 	for _, row := range res.Rows {
 		res.MaxRSSMB = max(res.MaxRSSMB, row.RSSMB)
@@ -324,9 +358,20 @@ func (r *runner) loadgen(ctx context.Context, t sustainTarget, phase string, pha
 	for _, p := range phases {
 		spec = append(spec, fmt.Sprintf("%s@%.0f", p.Duration, p.Rate))
 	}
-	cmd := exec.CommandContext(ctx, r.o.Loadgen, "loadgen", "--url", t.url, "--app-id", t.app.ID,
+	run := r.runTag() + phase + "_"
+	args := []string{"loadgen", "--url", t.url, "--app-id", t.app.ID,
 		"--token", t.app.VerificationToken, "--encrypt-key", t.app.EncryptKey, "--phases", strings.Join(spec, ","),
-		"--conns", strconv.Itoa(conns), "--run", r.runTag()+phase+"_")
+		"--conns", strconv.Itoa(conns), "--run", run}
+	if t.ids != nil {
+		f, err := os.CreateTemp("", "larkway-accepted-*")
+		if err != nil {
+			return nil, err
+		}
+		_ = f.Close()
+		args = append(args, "--accepted-ids", f.Name())
+		t.ids.addRun(run, f.Name())
+	}
+	cmd := exec.CommandContext(ctx, r.o.Loadgen, args...)
 	cmd.Env = append(os.Environ(), r.plugEnv...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -383,6 +428,7 @@ func (r *runner) loadgen(ctx context.Context, t sustainTarget, phase string, pha
 	if err := cmd.Wait(); err != nil {
 		return rows, fmt.Errorf("load generator: %w", err)
 	}
+
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("the load generator reported nothing")
 	}
@@ -442,16 +488,16 @@ func childrenCPU(self, skip int) time.Duration {
 // sustainFull measures a core at its bound (see sustained).
 func (r *runner) sustainFull(ctx context.Context, run func(sustainTarget, bool) error, results map[string]SustainedResult) error {
 	app := r.appForRun("fu")
-	base := baselineRSS()
+	base, baseBytes := baselineRSS()
+	// serve's limit, over what the bench process held before the core.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(coreMemoryLimit(baseBytes)))
 	core, err := NewCore(ctx, CoreOptions{Bus: "memory", App: app, LarkURL: "http://127.0.0.1:1",
 		AdmissionWait: time.Millisecond, Logger: r.o.Logger})
 	if err != nil {
 		return fmt.Errorf("starting a core at its bound: %w", err)
 	}
 	defer core.Close()
-	bound := int64(memory.DefaultMaxRetainedBytes)
-	// serve's limit, over what the bench process held before the core.
-	defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(base*(1<<20)) + memory.MemoryLimit(bound)))
+	bound := int64(memory.DefaultBudget)
 	topic := envelope.Topic(app.ID)
 	stalled, err := core.Bus.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "stalled"})
 	if err != nil {
@@ -475,22 +521,134 @@ func (r *runner) sustainFull(ctx context.Context, run func(sustainTarget, bool) 
 			return err
 		}
 	}
-	r.logf("ingest.full: %d events fill the %d MB bound (%.0f bytes each)", held, bound>>20, float64(bound)/float64(held))
+	r.logf("ingest.full: %d events fill the %d MB budget (%.0f bytes of it each)", held, bound>>20, float64(bound)/float64(held))
+	r.logUsage("ingest.full: filled", baseBytes)
 	if err := run(sustainTarget{key: "ingest.full", label: "larkway, memory bus at its default bound (plugin stalled)", url: core.URL, app: app, baseRSS: base}, false); err != nil {
 		return err
 	}
 	full := results["ingest.full"]
-	// Where the RSS beyond the bound is: live heap, or heap the runtime
-	// has not returned to the OS.
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	r.logf("ingest.full: heap live %d MB, in use %d MB, idle not returned %d MB, runtime total %d MB; memory limit %d MB",
-		ms.HeapAlloc>>20, ms.HeapInuse>>20, (ms.HeapIdle-ms.HeapReleased)>>20, (ms.Sys-ms.HeapReleased)>>20, debug.SetMemoryLimit(-1)>>20)
-	r.rep.add(r.run, "sustained.full.rss_vs_bound", "the core's peak RSS (the bench process's over its RSS before the core) ÷ bus.memory.max_retained_mb, at the bound (goal ≤ 1.2×)", "×",
+	r.logUsage("ingest.full: after the overload", baseBytes)
+	r.rep.add(r.run, "sustained.full.rss_vs_bound", "the core's peak RSS (the bench process's over its RSS before the core) ÷ bus.memory.budget_mb, at the bound (goal ≤ 1.2×)", "×",
 		full.CoreRSSMB/float64(bound>>20), nil)
 	if bare := results["ref.bare"]; bare.CoreUSPerRequest > 0 {
 		r.rep.add(r.run, "sustained.reject_cost", "core CPU per 503 at the bound ÷ bare's per 200, same round (goal ≤ 1.5×)", "×",
 			full.CoreUSPerRequest/bare.CoreUSPerRequest, nil)
+	}
+	return nil
+}
+
+// logUsage logs where the bench process's memory is, by runtime/metrics,
+// over its baseline baseBytes (memory.ProcessBytes before the core).
+func (r *runner) logUsage(what string, baseBytes int64) {
+	u := memory.ReadUsage()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.logf("%s: runtime memory %d MB (%d MB over the bench's own), limit %d MB; heap live at the last GC %d MB, in objects %d MB, free slots in spans holding objects %d MB, free pages kept %d MB; stacks %d MB, other runtime %d MB; RSS %.0f MB; the bus's footprint estimate %d MB",
+		what, u.Mapped>>20, (u.Mapped-baseBytes)>>20, u.Limit>>20, u.Live>>20, u.Objects>>20, u.Unused>>20, u.Free>>20,
+		ms.StackSys>>20, (u.Mapped-u.Objects-u.Unused-u.Free-int64(ms.StackSys))>>20, rssMB(), u.Footprint(0)>>20)
+}
+
+// idLedger counts one target's deliveries per event id, on the e2e
+// scenario's ledger. The ids are the load generator's, "ev_bench_" + its
+// run's prefix + a base-36 sequence number; the ledger's keys are the
+// run's index in the high bits and the sequence number in the low 40, so
+// that the hundreds of thousands of ids of a run do not weigh as strings
+// in the RSS measured beside them. While the load runs only deliveries are
+// recorded (~25 bytes per id); the accepted ids the generator runs wrote
+// are read once the target is drained (~80 bytes per id more).
+type idLedger struct {
+	*LedgerOf[uint64]
+	mu      sync.RWMutex
+	runs    map[string]uint64 // "ev_bench_" + run prefix → index
+	files   []string          // each run's --accepted-ids, not read yet
+	unknown atomic.Int64      // deliveries of ids no run made
+}
+
+func newIDLedger() *idLedger {
+	return &idLedger{LedgerOf: NewLedgerOf[uint64](), runs: map[string]uint64{}}
+}
+
+// addRun registers a generator run's prefix (its --run) and the file it
+// writes its accepted ids to.
+func (l *idLedger) addRun(run, acceptedIDs string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.runs["ev_bench_"+run] = uint64(len(l.runs))
+	l.files = append(l.files, acceptedIDs)
+}
+
+func (l *idLedger) key(id string) (uint64, bool) {
+	i := strings.LastIndexByte(id, '_')
+	if i < 0 {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(id[i+1:], 36, 40)
+	if err != nil {
+		return 0, false
+	}
+	l.mu.RLock()
+	run, ok := l.runs[id[:i+1]]
+	l.mu.RUnlock()
+	return run<<40 | seq, ok
+}
+
+// delivered records one delivery of the event id to the plugin.
+func (l *idLedger) delivered(id string) {
+	k, ok := l.key(id)
+	if !ok {
+		l.unknown.Add(1)
+		return
+	}
+	l.Reply(k, time.Time{})
+}
+
+// accepted records the ids the generator runs wrote as posted and
+// accepted, and removes their files.
+func (l *idLedger) accepted() error {
+	l.mu.Lock()
+	files := l.files
+	l.files = nil
+	l.mu.Unlock()
+	defer func() {
+		for _, f := range files {
+			_ = os.Remove(f)
+		}
+	}()
+	for _, path := range files {
+		if err := l.acceptedFrom(path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeFiles removes the files of runs not read (a failed target).
+func (l *idLedger) removeFiles() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, f := range l.files {
+		_ = os.Remove(f)
+	}
+	l.files = nil
+}
+
+func (l *idLedger) acceptedFrom(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("reading the accepted ids: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, ok := l.key(sc.Text())
+		if !ok {
+			return fmt.Errorf("reading the accepted ids: %q is not an id of this target's runs", sc.Text())
+		}
+		l.Posted(k, time.Time{})
+		l.Accepted(k)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading the accepted ids: %w", err)
 	}
 	return nil
 }

@@ -249,12 +249,16 @@ type EmbeddedRetention struct {
 
 // Memory configures the non-durable in-process bus.
 type Memory struct {
-	// MaxRetainedMB bounds the heap held by events that plugins have not
-	// handled yet (all it really takes: payload, bookkeeping, per-plugin
-	// entries); past it, webhooks get 503 and Lark retries later (default
-	// 256: about 150 000 typical events, 30 s of a 5 000 events/s peak).
-	// `larkway serve` sets the Go memory limit to it + 64 MB unless
-	// GOMEMLIMIT is set.
+	// BudgetMB is the core's whole memory: its container's limit less
+	// what the plugins (processes of their own) use. `larkway serve` makes it the Go memory limit
+	// (unless GOMEMLIMIT is set), and past four fifths of it, or once the
+	// events plugins have not handled yet hold three quarters of it,
+	// webhooks get 503 and Lark retries later (default 256: up to about
+	// 110 000 typical events, 20 s of a 5 000 events/s peak).
+	BudgetMB int `yaml:"budget_mb"`
+	// MaxRetainedMB is the key budget_mb replaced: it bounded the events
+	// held, not the process, which ran 1.4–1.7x over it. Set, it fails
+	// validation with an error naming budget_mb.
 	MaxRetainedMB int `yaml:"max_retained_mb"`
 }
 
@@ -527,8 +531,8 @@ func (c *Config) applyDefaults() {
 	if c.Metrics.Listen == "" {
 		c.Metrics.Listen = "127.0.0.1:8093"
 	}
-	if c.Bus.Memory.MaxRetainedMB == 0 {
-		c.Bus.Memory.MaxRetainedMB = 256
+	if c.Bus.Memory.BudgetMB == 0 {
+		c.Bus.Memory.BudgetMB = 256
 	}
 	if c.Bus.Kind == "" {
 		c.Bus.Kind = "memory"
@@ -731,8 +735,13 @@ func (c *Config) Validate() error {
 	if c.Bus.Embedded.MinFreeMB < 0 {
 		bad("bus.embedded.min_free_mb %d: want a positive size", c.Bus.Embedded.MinFreeMB)
 	}
-	if c.Bus.Memory.MaxRetainedMB < 0 {
-		bad("bus.memory.max_retained_mb %d: want a positive size", c.Bus.Memory.MaxRetainedMB)
+	if c.Bus.Memory.MaxRetainedMB != 0 {
+		bad("bus.memory.max_retained_mb was replaced by bus.memory.budget_mb, the core's whole memory (the Go memory limit: the container's memory limit less the plugins'): "+
+			"the old bound counted only the events held, and the process ran 1.4-1.7x over it (a max_retained_mb of %d is about a budget_mb of %d)",
+			c.Bus.Memory.MaxRetainedMB, c.Bus.Memory.MaxRetainedMB*3/2)
+	}
+	if c.Bus.Memory.BudgetMB < 0 {
+		bad("bus.memory.budget_mb %d: want a positive size", c.Bus.Memory.BudgetMB)
 	}
 	if c.Redis.Addr != "" {
 		if _, _, err := net.SplitHostPort(c.Redis.Addr); err != nil {

@@ -127,8 +127,8 @@ func TestAdmissionDefaults(t *testing.T) {
 			if c.Ingest.MaxInFlight != runtime.GOMAXPROCS(0) {
 				t.Errorf("ingest.max_in_flight = %d, want GOMAXPROCS %d", c.Ingest.MaxInFlight, runtime.GOMAXPROCS(0))
 			}
-			if c.Bus.Memory.MaxRetainedMB != 256 {
-				t.Errorf("bus.memory.max_retained_mb = %d, want 256", c.Bus.Memory.MaxRetainedMB)
+			if c.Bus.Memory.BudgetMB != 256 {
+				t.Errorf("bus.memory.budget_mb = %d, want 256", c.Bus.Memory.BudgetMB)
 			}
 		})
 	}
@@ -156,7 +156,8 @@ func TestParseErrors(t *testing.T) {
 		{"no apps", "listen: 127.0.0.1:1\n", "at least one app"},
 		{"missing token", "apps:\n  - id: cli_x\n    secret: s\n", "verification_token is required"},
 		{"bad bus kind", minimal + "bus:\n  kind: kafka\n", "bus.kind"},
-		{"negative memory bound", minimal + "bus:\n  memory:\n    max_retained_mb: -1\n", "bus.memory.max_retained_mb"},
+		{"negative memory budget", minimal + "bus:\n  memory:\n    budget_mb: -1\n", "bus.memory.budget_mb"},
+		{"replaced memory bound", minimal + "bus:\n  memory:\n    max_retained_mb: 256\n", "bus.memory.max_retained_mb was replaced by bus.memory.budget_mb"},
 		{"pulsar without url", minimal + "bus:\n  kind: pulsar\n", "bus.pulsar.url"},
 		{"embedded without dir", minimal + "bus:\n  kind: embedded\n", "bus.embedded.dir"},
 		{"negative retention age", minimal + "bus:\n  kind: embedded\n  embedded: {dir: d, retention: {age: -1h}}\n", "bus.embedded.retention.age"},

@@ -424,6 +424,9 @@ func TestDoneExecutesActions(t *testing.T) {
 	if req.Plugin != "fake" || len(req.Actions) != 1 || req.Attempts != 1 {
 		t.Fatalf("request %+v", req)
 	}
+	if req.EventID == "" || req.EventID != req.Event.GetEventId() {
+		t.Fatalf("request's EventID %q, want the event's id %q", req.EventID, req.Event.GetEventId())
+	}
 }
 
 // An event stored as its Lark body reaches the plugin normalized (the

@@ -64,7 +64,7 @@ func (s *Session) process(ctx context.Context, del *bus.Delivery) (res processed
 		var ev *pluginv1.Event
 		if ev, actions, err = s.answerCard(ctx, del, &head, result); err != nil {
 			out = OutcomeFailed
-		} else if err = s.execute(ctx, del, via, ev, result, actions); err != nil {
+		} else if err = s.execute(ctx, del, via, head.EventID, ev, result, actions); err != nil {
 			out = OutcomeActionRetry
 		}
 	}
@@ -208,7 +208,7 @@ func (s *Session) answerCard(ctx context.Context, del *bus.Delivery, head *envel
 // were all performed gets none; plugins must not wait for one). Actions run
 // on a context that shutdown does not cut short: the plugin has answered,
 // and its reply must not be lost.
-func (s *Session) execute(ctx context.Context, del *bus.Delivery, via *stream.Session, ev *pluginv1.Event, res *pluginv1.Result, actions []*pluginv1.Action) error {
+func (s *Session) execute(ctx context.Context, del *bus.Delivery, via *stream.Session, eventID string, ev *pluginv1.Event, res *pluginv1.Result, actions []*pluginv1.Action) error {
 	d := s.d
 	actx, cancel := context.WithoutCancel(ctx), context.CancelFunc(func() {})
 	if len(actions) > 0 { // no timer for a result with nothing to do
@@ -220,7 +220,7 @@ func (s *Session) execute(ctx context.Context, del *bus.Delivery, via *stream.Se
 			trace.WithAttributes(attribute.Int("larkway.actions", len(actions))))
 	}
 	refused, err := d.exec.Execute(actx, action.Request{Plugin: s.name, Allowed: s.plugin.Manifest().GetAllowedActions(),
-		Event: ev, Actions: actions, Attempts: del.Attempt, FinalAttempt: del.Attempt >= d.cfg.MaxAttempts})
+		EventID: eventID, Event: ev, Actions: actions, Attempts: del.Attempt, FinalAttempt: del.Attempt >= d.cfg.MaxAttempts})
 	if err != nil {
 		aspan.RecordError(err)
 	}

@@ -27,16 +27,24 @@
 //     of a message already delivered MaxDeliveries times publishes it to the
 //     dead-letter topic (key, payload and properties kept) and acknowledges it.
 //   - There is no prefetch: ReceiverQueueSize is ignored.
-//   - What is retained is bounded (WithMaxRetainedBytes): a publish that
-//     would exceed the bound fails with bus.ErrFull (a bus.ErrUnavailable),
-//     so ingest answers 503 and Lark retries later, instead of the process
-//     growing without limit while plugins fall behind. The bound counts the
-//     heap a queued message really holds (its copy of the payload, key and
-//     properties, its bookkeeping and each subscription's entry, rounded up
-//     to the allocator's size classes), not just its payload: counting the
-//     payload alone let the heap grow to twice the bound. Room (bus.Admitter)
-//     tells ingest whether a publish would be taken before it verifies and
-//     decrypts a request.
+//   - What the bus holds is bounded by the core's memory budget (WithBudget,
+//     bus.memory.budget_mb): a publish past it fails with bus.ErrFull (a
+//     bus.ErrUnavailable), so ingest answers 503 and Lark retries later,
+//     instead of the process growing without limit while plugins fall behind.
+//     The budget is the whole process's memory (the container's limit less
+//     the plugins'): `larkway serve` makes it the Go memory limit, and
+//     the bus refuses publishes while the process's estimated footprint after
+//     a collection (runtime/metrics: live heap, the fragmentation of the spans
+//     holding it, stacks and the runtime's own; sampled every few
+//     milliseconds, not per publish) is past four fifths of that limit, the
+//     rest being the collector's room for garbage. Counting what messages hold
+//     was not enough: the process ran 1.4–1.7x over it, as their allocations
+//     share spans with the requests' short-lived buffers and keep those spans
+//     in use. The messages are also counted (MessageHeap: the heap a message
+//     holds, rounded up to the allocator's size classes) and bounded by three
+//     quarters of the budget, which alone bounds them when the process has no
+//     memory limit. Room (bus.Admitter) tells ingest whether a publish would
+//     be taken before it verifies and decrypts a request.
 //
 // The bus starts no goroutines; all calls are safe for concurrent use.
 package memory
@@ -77,34 +85,47 @@ type Bus struct {
 
 	maxRetained   int64        // bytes; 0: unbounded
 	retainedBytes atomic.Int64 // bytes of messages some subscription still holds
+	gate          *gate        // nil: no bound on the process's memory
 
 	// room, when not nil, is closed once retainedBytes falls below
-	// maxRetained (see Room).
+	// maxRetained, or, with a gate, at the next release (see Room).
 	room atomic.Pointer[chan struct{}]
 }
 
 var _ bus.Admitter = (*Bus)(nil)
 
-// DefaultMaxRetainedBytes bounds retained messages unless WithMaxRetainedBytes
-// says otherwise: a peak worth holding, not a few seconds of one. A typical
+// DefaultBudget is the core's memory budget unless WithBudget says
+// otherwise: a peak worth holding, not a few seconds of one. A typical
 // 1.3 KB Lark event holds about 1.7 KB (MessageHeap) with one plugin
-// subscribed, so this is about 150 000 events: 30 s of a 5 000 events/s
-// peak beyond what the plugins handle.
-const DefaultMaxRetainedBytes = 256 << 20
-
-// MemoryLimit is the Go memory limit (debug.SetMemoryLimit) that keeps a
-// process whose memory bus holds up to bound bytes near bound: the bound
-// counts live heap, and without a limit the collector lets the heap grow to
-// twice the live one. The 64 MiB cover the rest of a core (its buffers,
-// the plugins' sessions, the nonce cache at moderate rates).
-func MemoryLimit(bound int64) int64 { return bound + 64<<20 }
+// subscribed, so the messages' three quarters of 256 MB are about 110 000
+// events, 20 s of a 5 000 events/s peak beyond what the plugins handle
+// (fewer when fragmentation brings the footprint to its share first).
+const DefaultBudget = 256 << 20
 
 // Option configures a Bus.
 type Option func(*Bus)
 
-// WithMaxRetainedBytes bounds the heap held by the messages retained for
-// subscriptions (see MessageHeap); n <= 0 means unbounded.
-func WithMaxRetainedBytes(n int64) Option { return func(b *Bus) { b.maxRetained = max(n, 0) } }
+// WithBudget makes n bytes the process's memory budget (see the package
+// doc): publishes are refused while the process's footprint is past four
+// fifths of its Go memory limit (which the caller sets to n:
+// debug.SetMemoryLimit), or while the messages held count three quarters
+// of n, whichever comes first. n <= 0 means unbounded.
+func WithBudget(n int64) Option {
+	return func(b *Bus) {
+		if n <= 0 {
+			b.maxRetained, b.gate = 0, nil
+			return
+		}
+		b.maxRetained, b.gate = n-n/4, &gate{read: ReadUsage}
+	}
+}
+
+// WithMaxRetainedBytes bounds only the heap held by the messages retained
+// for subscriptions (see MessageHeap), not the process's memory; n <= 0
+// means unbounded.
+func WithMaxRetainedBytes(n int64) Option {
+	return func(b *Bus) { b.maxRetained, b.gate = max(n, 0), nil }
+}
 
 // New returns an empty bus. It does no I/O and starts no goroutines.
 func New(logger *slog.Logger, opts ...Option) *Bus {
@@ -112,12 +133,12 @@ func New(logger *slog.Logger, opts ...Option) *Bus {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	b := &Bus{
-		logger:      logger.With("component", "bus.memory"),
-		seed:        maphash.MakeSeed(),
-		topics:      make(map[string]*topic),
-		consumers:   make(map[*consumer]struct{}),
-		maxRetained: DefaultMaxRetainedBytes,
+		logger:    logger.With("component", "bus.memory"),
+		seed:      maphash.MakeSeed(),
+		topics:    make(map[string]*topic),
+		consumers: make(map[*consumer]struct{}),
 	}
+	WithBudget(DefaultBudget)(b)
 	for _, o := range opts {
 		o(b)
 	}
@@ -187,8 +208,8 @@ func allocSize(n int) int {
 // drop releases one subscription's hold on m.
 func (b *Bus) drop(m *message) {
 	if m.refs.Add(-1) == 0 {
-		if b.retainedBytes.Add(-m.size) < b.maxRetained {
-			b.openRoom()
+		if b.retainedBytes.Add(-m.size) < b.maxRetained || b.gate != nil {
+			b.openRoom() // with a gate, waiters sample the process's memory again
 		}
 	}
 }
@@ -200,10 +221,21 @@ func (b *Bus) openRoom() {
 	}
 }
 
-// Room implements bus.Admitter: nil while the retained heap is under the
-// bound, else a channel closed once an acknowledgement brings it under.
+// full reports whether a publish would be refused: the messages held are at
+// their bound, or the process at its share of the memory limit.
+func (b *Bus) full() bool {
+	retained := b.retainedBytes.Load()
+	if b.maxRetained > 0 && retained >= b.maxRetained {
+		return true
+	}
+	return b.gate != nil && b.gate.over(time.Now(), retained)
+}
+
+// Room implements bus.Admitter: nil while a publish would be taken, else a
+// channel closed at the next acknowledgement that releases a message (the
+// caller then asks again: the process's memory is sampled anew).
 func (b *Bus) Room() <-chan struct{} {
-	if b.maxRetained <= 0 || b.retainedBytes.Load() < b.maxRetained {
+	if !b.full() {
 		return nil
 	}
 	p := b.room.Load()
@@ -217,7 +249,7 @@ func (b *Bus) Room() <-chan struct{} {
 	}
 	// A drop between the first check and the channel's publication saw no
 	// channel to close: check again now that it is published.
-	if b.retainedBytes.Load() < b.maxRetained {
+	if !b.full() {
 		b.openRoom()
 		return nil
 	}
@@ -272,10 +304,15 @@ func (b *Bus) Publish(ctx context.Context, topicName string, msg bus.Message) er
 	size := MessageHeap(msg, len(t.subs)) // len under b.mu: Subscribe takes it exclusively
 	// At the bound, not past it: the check Room makes, so a publish Room
 	// admitted is not refused (the bound is overshot by at most one message
-	// per concurrent publisher).
-	if b.maxRetained > 0 && b.retainedBytes.Load() >= b.maxRetained {
+	// per concurrent publisher), unless the gate sampled the process's
+	// memory in between and found it past its share.
+	if retained := b.retainedBytes.Load(); b.maxRetained > 0 && retained >= b.maxRetained {
 		return fmt.Errorf("publishing to %s: %d bytes retained for subscribers, the bound is %d: %w",
-			topicName, b.retainedBytes.Load(), b.maxRetained, bus.ErrFull)
+			topicName, retained, b.maxRetained, bus.ErrFull)
+	} else if b.gate != nil && b.gate.over(time.Now(), retained) {
+		foot, limit := b.gate.state()
+		return fmt.Errorf("publishing to %s: the process's footprint is about %d MB, past %d%% of its %d MB memory limit: %w",
+			topicName, foot>>20, 100-100/gcHeadroomDiv, limit>>20, bus.ErrFull)
 	}
 	m := &message{
 		msg: bus.Message{
