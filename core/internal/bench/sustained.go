@@ -202,6 +202,14 @@ func (r *runner) sustained(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		res := results[t.key]
+		if err := r.sustainShave(ctx, b, min(res.Accepted, res.Delivered)); err != nil {
+			if errors.Is(err, errLost) {
+				lost = append(lost, err)
+				continue
+			}
+			return err
+		}
 	}
 	// A core whose plugin has stalled, its memory bus filled to the default
 	// bound: what a refusal costs, and the RSS the bound holds (with the
@@ -651,4 +659,106 @@ func (l *idLedger) acceptedFrom(path string) error {
 		return fmt.Errorf("reading the accepted ids: %w", err)
 	}
 	return nil
+}
+
+// errLost marks a run that lost accepted events.
+var errLost = errors.New("LOST")
+
+// sustainShave is the peak the platform exists for: a plugin slower than
+// ingest (it handles a quarter of the pipeline's measured capacity, C), an
+// open-loop load at C/2, then 1.5·C, then C/2 again, each a third of
+// SustainDuration. Ingest takes the whole peak (nothing refused), the bus
+// holds the excess (its backlog grows by C/2 a second), the plugin goes on
+// at its full rate, and the last third drains the backlog. It reports the
+// backlog's peak, the rates during the peak, how long after the peak the
+// backlog was empty, and lost and duplicated event ids.
+func (r *runner) sustainShave(ctx context.Context, busKind string, capacity float64) error {
+	c := max(capacity/4, 200)
+	app := r.appForRun("sh")
+	d := &deliveries{ids: newIDLedger()}
+	plugin := []PluginSpec{{Name: "noop", Path: r.o.Plugins.GoNoop,
+		Env: append(slices.Clone(r.plugEnv), "LARKWAY_BENCH_NOOP_RATE="+strconv.FormatFloat(c, 'f', 0, 64))}}
+	core, err := r.startCore(ctx, busKind, app, plugin, "", d)
+	if err != nil {
+		return fmt.Errorf("starting a core with a slow plugin on %s: %w", busKind, err)
+	}
+	defer core.Close()
+	t := sustainTarget{key: "shave." + busKind, label: "larkway, " + busKind + " bus, a plugin handling " + strconv.FormatFloat(c, 'f', 0, 64) + " events/s",
+		url: core.URL, app: app, delivered: d.n.Load, ids: d.ids}
+	defer t.ids.removeFiles()
+	if bl, ok := core.Bus.(bus.Backlogger); ok {
+		topic, sub := envelope.Topic(app.ID), dispatch.Subscription("noop")
+		t.backlog = func() int64 {
+			n, _ := bl.Backlog(ctx, topic, sub)
+			return n
+		}
+	}
+	third := max(r.o.SustainDuration/3, time.Second)
+	phases := []Phase{{Rate: c / 2, Duration: third}, {Rate: c * 1.5, Duration: third}, {Rate: c / 2, Duration: third}}
+	rows, err := r.loadgen(ctx, t, "shave", phases, 4*r.o.SustainConns)
+	if err != nil {
+		return err
+	}
+	// Then until the backlog is empty, as long again at most.
+	peakEnd := 2 * int(third/time.Second)
+	drainedAt := -1
+	var maxBacklog int64
+	var peakAcc, peakRej, peakDel []float64
+	for i, row := range rows {
+		maxBacklog = max(maxBacklog, row.Backlog)
+		if i >= peakEnd-int(third/time.Second) && i < peakEnd && !row.Partial {
+			peakAcc = append(peakAcc, float64(row.Accepted))
+			peakRej = append(peakRej, float64(row.Rejected+row.Failed))
+			peakDel = append(peakDel, float64(row.Delivered))
+		}
+		if i >= peakEnd && drainedAt < 0 && row.Backlog == 0 {
+			drainedAt = i - peakEnd + 1
+		}
+	}
+	ok, err := r.drained(ctx, t)
+	if err != nil {
+		return err
+	}
+	if err := t.ids.accepted(); err != nil {
+		return err
+	}
+	a := t.ids.Account(nil)
+	drain := float64(drainedAt)
+	if drainedAt < 0 {
+		drain = float64(len(rows) - peakEnd) // not within the load: at least that
+	}
+	r.logf("%s: plugin at %.0f/s; peak accepted %.0f/s (refused %.0f/s), delivered %.0f/s; backlog max %d, empty %.0f s after the peak (drained: %v); %d ids delivered, %d lost, %d duplicated",
+		t.key, c, median(peakAcc), median(peakRej), median(peakDel), maxBacklog, drain, ok, a.Replied, a.Lost, a.Duplicated)
+	for _, f := range []struct {
+		key, label, unit string
+		v                float64
+	}{
+		{"capacity", "the plugin's rate (a quarter of the pipeline's)", "events/s", c},
+		{"peak_accepted", "accepted during the 1.5× peak (median second)", "events/s", median(peakAcc)},
+		{"peak_refused", "refused or failed during the peak (median second)", "events/s", median(peakRej)},
+		{"peak_delivered", "delivered during the peak (median second): the plugin at full speed", "events/s", median(peakDel)},
+		{"max_backlog", "largest bus backlog", "events", float64(maxBacklog)},
+		{"drain", "seconds after the peak until the backlog was empty (the last third, at C/2 offered, drains C/2 a second)", "s", drain},
+		{"lost", "event ids answered 200 and never delivered", "events", float64(a.Lost)},
+		{"duplicated", "deliveries beyond an event id's first", "events", float64(a.Duplicated)},
+	} {
+		var detail any
+		if f.key == "capacity" { // the per-second rows, once
+			detail = SustainedResult{Rows: rows, IDs: a.Replied, Lost: a.Lost, Duplicated: a.Duplicated, Unacked: a.Unexpected}
+		}
+		r.rep.add(r.run, "sustained."+t.key+"."+f.key, t.label+": "+f.label, f.unit, f.v, detail)
+	}
+	if a.Lost > 0 || !ok {
+		return fmt.Errorf("%s: %d accepted events were never delivered to the plugin (drained: %v): %w", t.key, a.Lost, ok, errLost)
+	}
+	return nil
+}
+
+// median of xs (0 for none); sorts xs.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	return xs[len(xs)/2]
 }
