@@ -29,17 +29,29 @@ func (m *message) Seq() uint64 { return m.seq }
 type subscription struct {
 	topic string
 	name  string
+	t     *topic
 
 	// Guarded by mu.
 	mu  sync.Mutex
 	ks  *keyshared.State[*consumer, *message]
 	out map[*entry]struct{} // handed out, not yet settled
+	// While spilling, the messages published for s from seq cursor on are
+	// on disk only (spilled of them), not in ks; see spill.go.
+	spilling  bool
+	cursor    uint64
+	spilled   int64
+	refilling bool // a refill is under way
+	rerun     bool // a refill was asked for while one ran
+	// uncounted: after a crash, pending records below it may have been
+	// handed out once without a count on disk (see recover).
+	uncounted uint64
 }
 
-func newSubscription(topic, name string, seed maphash.Seed) *subscription {
+func newSubscription(t *topic, name string, seed maphash.Seed) *subscription {
 	return &subscription{
-		topic: topic,
+		topic: t.name,
 		name:  name,
+		t:     t,
 		ks:    keyshared.New[*consumer, *message](seed),
 		out:   make(map[*entry]struct{}),
 	}
@@ -51,6 +63,9 @@ func (s *subscription) floor() uint64 {
 	var low uint64
 	if p := s.ks.Pending(); len(p) > 0 {
 		low = p[0].M.seq
+	}
+	if s.spilling && (low == 0 || s.cursor < low) {
+		low = s.cursor
 	}
 	for e := range s.out {
 		if low == 0 || e.M.seq < low {
@@ -77,7 +92,8 @@ var _ bus.Consumer = (*consumer)(nil)
 func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 	s := c.s
 	for {
-		tk, err := keyshared.Receive(ctx, &s.mu, s.ks, c, c.hand, c.b.now, (*consumer).take)
+		tk, err := keyshared.Receive(ctx, &s.mu, s.ks, c, c.hand, c.b.now, (*consumer).take,
+			func() { c.b.refillIfStarved(s) })
 		if err != nil {
 			return nil, err
 		}
@@ -97,6 +113,7 @@ func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
 func (c *consumer) take(i int) *token {
 	s := c.s
 	e := s.ks.Take(c, i)
+	c.b.refillIfLow(s)
 	s.out[e] = struct{}{}
 	tk := &token{E: e, State: keyshared.Handing}
 	c.hand.Add(tk)

@@ -32,6 +32,9 @@ const (
 	crashSub   = "plugin"
 )
 
+// crashWindow is the crash tests' Config.MemoryWindow.
+const crashWindow = 64
+
 // crashBackoff is short so that the parent receives the messages the
 // helper nacked without a long wait.
 func crashOpts() bus.SubscribeOptions {
@@ -49,7 +52,9 @@ func TestHelperProcess(t *testing.T) {
 	if os.Getenv(helperEnv) == "" {
 		t.Skip("the crash tests' helper process; runs only when they start it")
 	}
-	b, err := Open(Config{Dir: os.Getenv(helperDir)}, nil)
+	// A small memory window: the kills also land while the backlog spills
+	// to disk and is read back (spill.go).
+	b, err := Open(Config{Dir: os.Getenv(helperDir), MemoryWindow: crashWindow}, nil)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "Open: %v\n", err)
 		os.Exit(2)
@@ -159,7 +164,7 @@ func TestCrashUnderLoadLosesNoAcknowledgedPublish(t *testing.T) {
 		name := "r" + strconv.Itoa(round)
 		oks, acks := runHelper(t, dir, name, 100+rand.IntN(900))
 
-		b := openTest(t, Config{Dir: dir})
+		b := openTest(t, Config{Dir: dir, MemoryWindow: crashWindow})
 		c := subscribeT(t, b, crashOpts())
 		n := backlog(t, b, crashTopic, crashSub)
 		got := map[string]bool{}

@@ -111,6 +111,7 @@ const (
 	DefaultRetentionBytes    = 1 << 30
 	DefaultMinFreeBytes      = 256 << 20
 	DefaultRetentionInterval = time.Minute
+	DefaultMemoryWindow      = 10_000
 )
 
 // blockCacheBytes is Pebble's block cache: hand-outs read back messages
@@ -143,6 +144,12 @@ type Config struct {
 	MinFreeBytes int64
 	// RetentionInterval is how often retention runs.
 	RetentionInterval time.Duration
+	// MemoryWindow is how many of a subscription's pending messages are
+	// held in memory (about 200 bytes each; up to twice as many while its
+	// consumers catch up); the rest wait on disk only and are read back in
+	// order as the window empties, so memory stays flat however deep a
+	// backlog grows (spill.go).
+	MemoryWindow int
 	// FS replaces the operating system's file system (tests).
 	FS vfs.FS
 }
@@ -160,6 +167,9 @@ func (c Config) withDefaults() Config {
 	if c.RetentionInterval == 0 {
 		c.RetentionInterval = DefaultRetentionInterval
 	}
+	if c.MemoryWindow == 0 {
+		c.MemoryWindow = DefaultMemoryWindow
+	}
 	if c.FS == nil {
 		c.FS = vfs.Default
 	}
@@ -173,6 +183,8 @@ func (c Config) Validate() error {
 		return errors.New("embedded bus: Dir is required")
 	case c.RetentionAge < 0 || c.RetentionBytes < 0 || c.MinFreeBytes < 0 || c.RetentionInterval < 0:
 		return errors.New("embedded bus: retention and free-space limits must not be negative")
+	case c.MemoryWindow < 0:
+		return errors.New("embedded bus: MemoryWindow must not be negative")
 	}
 	return nil
 }
@@ -217,6 +229,10 @@ type Bus struct {
 
 	stop      chan struct{} // closed by Close: retention stops
 	bg        sync.WaitGroup
+	// refillMu guards noRefills, set by Close before it waits for bg: a
+	// refill starts (bg.Add) only before. A leaf lock.
+	refillMu  sync.Mutex
+	noRefills bool
 	closeDone chan struct{}
 }
 
@@ -324,6 +340,10 @@ type topic struct {
 	seq  uint64 // the last seq assigned
 	low  uint64 // the last seq retention deleted
 	subs map[string]*subscription
+	// inflight: seqs assigned whose publish has not yet reached the
+	// subscriptions (a refill reads no further than the lowest).
+	inflight map[uint64]struct{}
+	done     uint64 // the highest seq whose publish reached the subscriptions
 
 	histBytes atomic.Int64 // stored bytes of messages no subscription holds
 }
@@ -357,7 +377,7 @@ func (b *Bus) topicFor(name string) *topic {
 	defer b.tmu.Unlock()
 	t := b.topics[name]
 	if t == nil {
-		t = &topic{name: name, subs: make(map[string]*subscription)}
+		t = &topic{name: name, subs: make(map[string]*subscription), inflight: make(map[uint64]struct{})}
 		b.topics[name] = t
 	}
 	return t
@@ -577,6 +597,7 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 	t.seq++
 	seq := t.seq
 	subs := slices.Collect(maps.Values(t.subs))
+	t.inflight[seq] = struct{}{}
 	t.mu.Unlock()
 
 	rec := encodeMessage(msg, b.now())
@@ -590,7 +611,12 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 	if extra != nil {
 		extra(batch)
 	}
-	if err := b.write(batch, true); err != nil {
+	err := b.write(batch, true)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.inflight, seq)
+	defer func() { t.done = max(t.done, seq) }() // after keep decided (spill.go)
+	if err != nil {
 		// Nothing was handed out; the seq stays unused (a gap is harmless).
 		return err
 	}
@@ -600,8 +626,21 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 		t.histBytes.Add(m.size)
 		return nil
 	}
-	m.refs.Store(int32(len(subs)))
+	// Under t.mu, with the seq no longer in flight: a refill either has
+	// read it from disk or leaves it to this (spill.go). A subscription
+	// that spills it reads it back as its own message (which may count
+	// its bytes as history once more: retention by size then deletes
+	// history sooner, never a pending message).
+	kept := subs[:0]
 	for _, s := range subs {
+		s.mu.Lock()
+		if b.keep(s, seq) {
+			kept = append(kept, s)
+		}
+		s.mu.Unlock()
+	}
+	m.refs.Store(int32(len(kept)))
+	for _, s := range kept {
 		s.mu.Lock()
 		s.ks.Offer(&entry{M: m})
 		s.mu.Unlock()
@@ -634,7 +673,7 @@ func (b *Bus) Subscribe(ctx context.Context, opts bus.SubscribeOptions) (bus.Con
 			t.mu.Unlock()
 			return nil, fmt.Errorf("creating subscription %s on %s: %w", opts.Subscription, opts.Topic, err)
 		}
-		s = newSubscription(opts.Topic, opts.Subscription, b.seed)
+		s = newSubscription(t, opts.Subscription, b.seed)
 		t.subs[opts.Subscription] = s
 	}
 	t.mu.Unlock()
@@ -697,6 +736,9 @@ func (b *Bus) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	b.refillMu.Lock()
+	b.noRefills = true
+	b.refillMu.Unlock()
 	close(b.stop)
 	b.bg.Wait()
 
@@ -742,7 +784,7 @@ func (b *Bus) Backlog(_ context.Context, topicName, subscription string) (int64,
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return int64(s.ks.Backlog()), nil
+	return int64(s.ks.Backlog()) + s.spilled, nil
 }
 
 // Stored is one message read back by Replay.

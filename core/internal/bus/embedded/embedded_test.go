@@ -45,3 +45,9 @@ func closeBus(t *testing.T, b *Bus) {
 func TestConformance(t *testing.T) {
 	bustest.Run(t, func(t *testing.T) bus.Bus { return openTest(t, Config{}) })
 }
+
+// The same suite with a memory window of two messages: every backlog
+// spills to disk and is read back.
+func TestConformanceSpilling(t *testing.T) {
+	bustest.Run(t, func(t *testing.T) bus.Bus { return openTest(t, Config{MemoryWindow: 2}) })
+}

@@ -88,8 +88,19 @@ func (b *Bus) recover(clean bool) error {
 			}
 			s := t.subs[subName]
 			if s == nil {
-				s = newSubscription(topicName, subName, b.seed)
+				s = newSubscription(t, subName, b.seed)
 				t.subs[subName] = s
+			}
+			if !clean {
+				s.uncounted = seq + 1 // pending records are read in seq order
+			}
+			if s.spilling || len(s.ks.Pending()) >= b.cfg.MemoryWindow {
+				// Past the window: left on disk for a refill (spill.go).
+				if !s.spilling {
+					s.spilling, s.cursor = true, seq
+				}
+				s.spilled++
+				return nil
 			}
 			e := &entry{Deliveries: p.deliveries, ReadyAt: p.readyAt}
 			if !clean && e.Deliveries == 0 {
@@ -106,7 +117,7 @@ func (b *Bus) recover(clean bool) error {
 				return err
 			}
 			if t.subs[subName] == nil {
-				t.subs[subName] = newSubscription(topicName, subName, b.seed)
+				t.subs[subName] = newSubscription(t, subName, b.seed)
 			}
 			t.seq = max(t.seq, start)
 		case kindTopic:
@@ -159,13 +170,16 @@ func (b *Bus) recover(clean bool) error {
 			return fmt.Errorf("%w: subscription %s of %s holds message %d, which is not stored", errCorrupt, rs[0].s.name, t.name, seq)
 		}
 	}
-	n := 0
+	n, spilled := 0, int64(0)
 	for _, t := range b.topics {
+		t.done = t.seq // nothing is in flight
 		for _, s := range t.subs {
 			n += len(s.ks.Pending())
+			spilled += s.spilled
 		}
 	}
-	b.logger.Info("embedded bus recovered", "dir", b.cfg.Dir, "topics", len(b.topics), "pending", n)
+	b.logger.Info("embedded bus recovered", "dir", b.cfg.Dir, "topics", len(b.topics), "pending", n,
+		"pending_on_disk_only", spilled)
 	return nil
 }
 
@@ -181,8 +195,9 @@ func (b *Bus) scan(lower, upper []byte, fn func(k, v []byte) error) error {
 			err = fn(it.Key(), v)
 		}
 		if err != nil {
-			_ = it.Close()
-			return fmt.Errorf("reading record %q: %w", it.Key(), withDetails(err))
+			err = fmt.Errorf("reading record %q: %w", it.Key(), withDetails(err))
+			_ = it.Close() // after the key is formatted: Close recycles it
+			return err
 		}
 	}
 	if err := it.Error(); err != nil {

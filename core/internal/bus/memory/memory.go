@@ -444,7 +444,7 @@ func (b *Bus) retained() int {
 
 // Receive hands out the next message for c.
 func (c *consumer) Receive(ctx context.Context) (*bus.Delivery, error) {
-	return keyshared.Receive(ctx, &c.s.mu, c.s.ks, c, c.hand, time.Now, (*consumer).handOut)
+	return keyshared.Receive(ctx, &c.s.mu, c.s.ks, c, c.hand, time.Now, (*consumer).handOut, nil)
 }
 
 // handOut removes pending entry i and delivers it to c. Callers hold s.mu.

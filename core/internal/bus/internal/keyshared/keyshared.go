@@ -256,8 +256,10 @@ func (s *State[C, M]) Owners() iter.Seq2[string, Owner[C]] {
 // Receive waits until consumer c may take a pending entry and calls take
 // with it, under mu, returning what take returns. It fails with ctx's error
 // when ctx ends and with bus.ErrClosed once c's close has begun. mu guards s
-// and h; now is the clock delays are read against.
-func Receive[C comparable, M Message, T any](ctx context.Context, mu sync.Locker, s *State[C, M], c C, h *Handouts[M], now func() time.Time, take func(c C, i int) T) (T, error) {
+// and h; now is the clock delays are read against. idle, if not nil, is
+// called under mu each time c finds nothing to take, before it waits (a
+// bus holding more entries elsewhere can bring them in).
+func Receive[C comparable, M Message, T any](ctx context.Context, mu sync.Locker, s *State[C, M], c C, h *Handouts[M], now func() time.Time, take func(c C, i int) T, idle func()) (T, error) {
 	var zero T
 	for {
 		if err := ctx.Err(); err != nil {
@@ -275,6 +277,9 @@ func Receive[C comparable, M Message, T any](ctx context.Context, mu sync.Locker
 			return t, nil
 		}
 		changed := s.Watch()
+		if idle != nil {
+			idle()
+		}
 		mu.Unlock()
 		wait(ctx, h.Done(), changed, wake)
 	}
