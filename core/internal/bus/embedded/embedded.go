@@ -227,8 +227,8 @@ type Bus struct {
 	deferMu  sync.Mutex
 	deferred *pebble.Batch
 
-	stop      chan struct{} // closed by Close: retention stops
-	bg        sync.WaitGroup
+	stop chan struct{} // closed by Close: retention stops
+	bg   sync.WaitGroup
 	// refillMu guards noRefills, set by Close before it waits for bg: a
 	// refill starts (bg.Add) only before. A leaf lock.
 	refillMu  sync.Mutex
