@@ -302,8 +302,8 @@ journalMaxGroupWaitMSec=1
 diskUsageThreshold=0.99
 diskUsageWarnThreshold=0.99
 allowLoopback=true
-# A nack of one message in a batch redelivers that message alone (larkway
-# batches publishes by key; see bus.pulsar.disable_batching).
+# A nack of one message in a batch redelivers that message alone (when
+# larkway batches publishes by key: bus.pulsar.batching).
 acknowledgmentAtBatchIndexLevelEnabled=true
 listeningInterface=lo
 EOF

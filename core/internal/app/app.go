@@ -445,7 +445,7 @@ func openBus(cfg config.Bus, logger *slog.Logger) (bus.Bus, error) {
 			URL:              cfg.Pulsar.URL,
 			AdminURL:         cfg.Pulsar.AdminURL,
 			OperationTimeout: cfg.Pulsar.OperationTimeout.D(),
-			Batching:         !cfg.Pulsar.DisableBatching,
+			Batching:         cfg.Pulsar.Batching,
 		}, logger)
 	case "embedded":
 		return embedded.Open(embedded.Config{

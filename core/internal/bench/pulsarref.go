@@ -83,11 +83,12 @@ type PlainProducerResult struct {
 }
 
 // plainProducer publishes the sample messages to a fresh topic through the
-// bus package as larkway's core does (same Config but compression: key-based
-// batching, 1 ms delay, SendAsync awaited), from conns goroutines for d.
+// bus package as larkway's core does (same Config but compression: the
+// core's default of one entry per event, no batching; SendAsync awaited),
+// from conns goroutines for d.
 func (r *runner) plainProducer(ctx context.Context, sample []bus.Message, compression string, conns int, d time.Duration) (PlainProducerResult, error) {
 	res := PlainProducerResult{Compression: compression}
-	b, err := buspulsar.New(buspulsar.Config{URL: r.o.PulsarURL, OperationTimeout: 5 * time.Second, Batching: true,
+	b, err := buspulsar.New(buspulsar.Config{URL: r.o.PulsarURL, OperationTimeout: 5 * time.Second,
 		Compression: compression}, r.o.Logger)
 	if err != nil {
 		return res, err

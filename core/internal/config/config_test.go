@@ -159,6 +159,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative memory budget", minimal + "bus:\n  memory:\n    budget_mb: -1\n", "bus.memory.budget_mb"},
 		{"replaced memory bound", minimal + "bus:\n  memory:\n    max_retained_mb: 256\n", "bus.memory.max_retained_mb was replaced by bus.memory.budget_mb"},
 		{"pulsar without url", minimal + "bus:\n  kind: pulsar\n", "bus.pulsar.url"},
+		{"replaced pulsar batching switch", minimal + "bus:\n  pulsar:\n    disable_batching: false\n", "bus.pulsar.disable_batching was replaced by bus.pulsar.batching"},
 		{"embedded without dir", minimal + "bus:\n  kind: embedded\n", "bus.embedded.dir"},
 		{"negative retention age", minimal + "bus:\n  kind: embedded\n  embedded: {dir: d, retention: {age: -1h}}\n", "bus.embedded.retention.age"},
 		{"negative retention size", minimal + "bus:\n  kind: embedded\n  embedded: {dir: d, retention: {size_mb: -1}}\n", "bus.embedded.retention.size_mb"},

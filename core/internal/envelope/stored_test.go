@@ -1,8 +1,10 @@
 package envelope
 
 import (
+	"bytes"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/prototext"
@@ -86,6 +88,45 @@ func TestRawFormDecodesAsNormalized(t *testing.T) {
 			}
 		})
 	}
+}
+
+// DecodeWire decodes raw payloads with pooled storage and without copying
+// the body: concurrent decodes of different events stay apart, and the wire
+// bytes share no memory with the payload, which the bus may reuse once the
+// delivery is acknowledged.
+func TestDecodeWirePooledAndUnaliased(t *testing.T) {
+	names, payloads := rawPayloads(t)
+	want := make([][]byte, len(payloads))
+	for i, p := range payloads {
+		ev, err := Decode(p)
+		if err != nil {
+			t.Fatalf("%s: %v", names[i], err)
+		}
+		if want[i], err = proto.Marshal(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for round := range 50 {
+				i := (g + round) % len(payloads)
+				p := bytes.Clone(payloads[i])
+				_, wire, err := DecodeWire(p)
+				if err != nil {
+					t.Errorf("%s: %v", names[i], err)
+					return
+				}
+				clear(p)
+				got, wantEv := &pluginv1.Event{}, &pluginv1.Event{}
+				if err := proto.Unmarshal(wire, got); err != nil || proto.Unmarshal(want[i], wantEv) != nil || !proto.Equal(got, wantEv) {
+					t.Errorf("%s: wire after clearing the payload decodes to %v (%v)", names[i], got, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func TestRawFormRejects(t *testing.T) {

@@ -22,13 +22,13 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	pulsarclient "github.com/apache/pulsar-client-go/pulsar"
-	pulsarlog "github.com/apache/pulsar-client-go/pulsar/log"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/larkway/larkway/core/internal/bus"
@@ -56,8 +56,13 @@ type Config struct {
 	// caller's ctx allows. Default 30s.
 	SendTimeout time.Duration
 	// Batching lets concurrent publishes of one key share a broker entry
-	// (KeyBasedBatchBuilder, as Key_Shared requires): about 1.6x the ingest
-	// rate on the bench here. The broker should run with
+	// (KeyBasedBatchBuilder, as Key_Shared requires). It pays only when
+	// publishes of one key overlap: with many chats a batch holds one
+	// message, and the key-based builder's per-flush containers, the 1 ms
+	// delay and batch-index acknowledgments then cost more than they save
+	// (on the bench: ~8 µs more client CPU per event at 5 000/s, more broker
+	// CPU per larkway event, p50 publish latency ~0.7 ms later; see
+	// bench/README.md, "Pulsar."). The broker should run with
 	// acknowledgmentAtBatchIndexLevelEnabled=true (Pulsar 4.0's default is
 	// false): otherwise a Nack redelivers the whole entry, so messages acked
 	// beside the nacked one are delivered again (the dispatcher's dedup then
@@ -179,7 +184,7 @@ func New(cfg Config, logger *slog.Logger) (*Bus, error) {
 		URL:               cfg.URL,
 		ConnectionTimeout: cfg.ConnectionTimeout,
 		OperationTimeout:  cfg.OperationTimeout,
-		Logger:            pulsarlog.NewLoggerWithSlog(logger.With("component", "pulsar-client")),
+		Logger:            newClientLogger(logger.With("component", "pulsar-client")),
 		// Keep the client's metrics off the global registry.
 		MetricsRegisterer: prometheus.NewRegistry(),
 	})
@@ -316,22 +321,36 @@ func (b *Bus) Publish(ctx context.Context, topic string, msg bus.Message) error 
 	// Producer.Send flushes its batch at once, so concurrent Sends never share
 	// one; SendAsync lets them batch, and its callback runs on the broker's
 	// receipt, so waiting for it keeps Publish synchronous and durable.
-	sent := make(chan error, 1)
-	p.SendAsync(ctx, &pulsarclient.ProducerMessage{
-		Key:        msg.Key,
-		Payload:    msg.Payload,
-		Properties: msg.Properties,
-	}, func(_ pulsarclient.MessageID, _ *pulsarclient.ProducerMessage, err error) { sent <- err })
+	w := sendWaits.Get().(*sendWait)
+	w.msg = pulsarclient.ProducerMessage{Key: msg.Key, Payload: msg.Payload, Properties: msg.Properties}
+	p.SendAsync(ctx, &w.msg, w.done)
 	select {
-	case err = <-sent:
+	case err = <-w.sent:
+		// The callback has run and the client holds neither: reuse them.
+		w.msg = pulsarclient.ProducerMessage{}
+		sendWaits.Put(w)
 	case <-ctx.Done():
-		err = ctx.Err()
+		err = ctx.Err() // w is the client's until its callback runs
 	}
 	if err != nil {
 		return fmt.Errorf("publishing to %s: %w", topic, classify(err))
 	}
 	return nil
 }
+
+// sendWait is one Publish's message and receipt, pooled: a publish
+// otherwise allocates the message, a channel and a callback closure.
+type sendWait struct {
+	msg  pulsarclient.ProducerMessage
+	sent chan error
+	done func(pulsarclient.MessageID, *pulsarclient.ProducerMessage, error)
+}
+
+var sendWaits = sync.Pool{New: func() any {
+	w := &sendWait{sent: make(chan error, 1)}
+	w.done = func(_ pulsarclient.MessageID, _ *pulsarclient.ProducerMessage, err error) { w.sent <- err }
+	return w
+}}
 
 // producer returns the cached producer for the Pulsar topic name, creating it
 // on first use. Concurrent callers share one creation.
@@ -605,7 +624,7 @@ func (c *consumer) delivery(msg pulsarclient.Message) *bus.Delivery {
 	mid := msg.ID()
 	// MessageID.String omits the batch index, which tells apart the messages
 	// of one batch.
-	id := fmt.Sprintf("%d:%d:%d:%d", mid.LedgerID(), mid.EntryID(), mid.PartitionIdx(), mid.BatchIdx())
+	id := messageID(mid)
 	var settled atomic.Bool
 	ack := func() error {
 		if !settled.CompareAndSwap(false, true) {
@@ -633,6 +652,20 @@ func (c *consumer) delivery(msg pulsarclient.Message) *bus.Delivery {
 	}
 	m := bus.Message{Key: msg.Key(), Payload: msg.Payload(), Properties: msg.Properties()}
 	return bus.NewDelivery(m, id, c.topic, int(msg.RedeliveryCount())+1, msg.PublishTime(), ack, nack)
+}
+
+// messageID is "ledger:entry:partition:batch", formatted without fmt's
+// boxing (it runs once per delivery).
+func messageID(mid pulsarclient.MessageID) string {
+	b := make([]byte, 0, 48)
+	b = strconv.AppendInt(b, mid.LedgerID(), 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, mid.EntryID(), 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(mid.PartitionIdx()), 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(mid.BatchIdx()), 10)
+	return string(b)
 }
 
 func (c *consumer) isReleased() bool {

@@ -3,6 +3,7 @@ package pulsar
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	pulsarclient "github.com/apache/pulsar-client-go/pulsar"
 
 	"github.com/larkway/larkway/core/internal/bus"
 	"github.com/larkway/larkway/core/internal/bus/bustest"
@@ -30,9 +33,10 @@ func TestConformance(t *testing.T) {
 	bustest.Run(t, func(t *testing.T) bus.Bus { return newTestBus(t, Config{URL: url}) })
 }
 
-// TestConformanceBatching runs the suite with batching on, as the core
-// configures it by default: nacks, redelivery and dead letters must stay
-// per message (the broker runs with batch-index acknowledgment).
+// TestConformanceBatching runs the suite with batching on, as
+// bus.pulsar.batching: true configures the core: nacks, redelivery and dead
+// letters must stay per message (the broker runs with batch-index
+// acknowledgment).
 func TestConformanceBatching(t *testing.T) {
 	url := testenv.PulsarURL(t)
 	bustest.Run(t, func(t *testing.T) bus.Bus { return newTestBus(t, Config{URL: url, Batching: true}) })
@@ -293,5 +297,29 @@ func TestBacklog(t *testing.T) {
 	})
 	if n, err := b.Backlog(ctx, topic, "nobody"); err != nil || n != 0 {
 		t.Fatalf("unknown subscription: %d %v", n, err)
+	}
+}
+
+// A delivery's ID names the batch index too, which tells the messages of one
+// batch apart, and formats as fmt did before.
+func TestMessageID(t *testing.T) {
+	tests := []struct {
+		name             string
+		ledger, entry    int64
+		batch, partition int32
+		want             string
+	}{
+		{"single message", 12, 345, -1, -1, "12:345:-1:-1"},
+		{"in a batch", 12, 345, 3, -1, "12:345:-1:3"},
+		{"partitioned", 7, 0, 0, 2, "7:0:2:0"},
+		{"large ids", 1 << 40, 1<<31 + 5, 999, 0, fmt.Sprintf("%d:%d:0:999", int64(1)<<40, int64(1)<<31+5)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mid := pulsarclient.NewMessageID(tt.ledger, tt.entry, tt.batch, tt.partition)
+			if got := messageID(mid); got != tt.want {
+				t.Errorf("messageID = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
