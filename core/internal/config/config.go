@@ -251,10 +251,10 @@ type EmbeddedRetention struct {
 type Memory struct {
 	// BudgetMB is the core's whole memory: its container's limit less
 	// what the plugins (processes of their own) use. `larkway serve` makes it the Go memory limit
-	// (unless GOMEMLIMIT is set), and past four fifths of it, or once the
+	// (unless GOMEMLIMIT is set), and past two thirds of it, or once the
 	// events plugins have not handled yet hold three quarters of it,
-	// webhooks get 503 and Lark retries later (default 256: up to about
-	// 110 000 typical events, 20 s of a 5 000 events/s peak).
+	// webhooks get 503 and Lark retries later (default 256: about
+	// 100 000 typical events, 20 s of a 5 000 events/s peak).
 	BudgetMB int `yaml:"budget_mb"`
 	// MaxRetainedMB is the key budget_mb replaced: it bounded the events
 	// held, not the process, which ran 1.4–1.7x over it. Set, it fails

@@ -57,8 +57,8 @@ func (f *fakeUsage) read() Usage {
 	return f.u
 }
 
-// With a budget, the bus refuses while the process's footprint is past four
-// fifths of its memory limit however few bytes its messages count, Room
+// With a budget, the bus refuses while the process's footprint is past two
+// thirds of its memory limit however few bytes its messages count, Room
 // says so, and an acknowledgement wakes Room's waiters to look again.
 func TestBudgetGateFollowsTheProcess(t *testing.T) {
 	ctx := t.Context()
@@ -77,16 +77,16 @@ func TestBudgetGateFollowsTheProcess(t *testing.T) {
 	}
 	msg := bus.Message{Key: "k", Payload: make([]byte, 100)}
 
-	resample(Usage{Mapped: 70 * mb, Live: 70 * mb, Objects: 70 * mb, Limit: 100 * mb})
+	resample(Usage{Mapped: 60 * mb, Live: 60 * mb, Objects: 60 * mb, Limit: 100 * mb})
 	if ch := b.Room(); ch != nil {
-		t.Fatal("Room at 70 % of the limit = a channel, want nil")
+		t.Fatal("Room at 60 % of the limit = a channel, want nil")
 	}
 	if err := b.Publish(ctx, "t", msg); err != nil {
-		t.Fatalf("publish at 70 %% of the limit: %v", err)
+		t.Fatalf("publish at 60 %% of the limit: %v", err)
 	}
 
-	// 60 MB live in spans a third empty: 90 MB, past 80 MB.
-	resample(Usage{Mapped: 95 * mb, Live: 60 * mb, Objects: 60 * mb, Unused: 30 * mb, Limit: 100 * mb})
+	// 50 MB live in spans a third empty: 75 MB, past two thirds (67 MB).
+	resample(Usage{Mapped: 95 * mb, Live: 50 * mb, Objects: 50 * mb, Unused: 25 * mb, Limit: 100 * mb})
 	err = b.Publish(ctx, "t", msg)
 	if !errors.Is(err, bus.ErrFull) || !errors.Is(err, bus.ErrUnavailable) || !strings.Contains(err.Error(), "memory limit") {
 		t.Fatalf("publish past the footprint's share = %v, want ErrFull naming the memory limit", err)
@@ -138,11 +138,12 @@ func TestBudgetGateCountsMessagesSinceTheCollection(t *testing.T) {
 	if _, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: "t", Subscription: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	// 70 MB live at the collection; the limit's share is 80 MB.
-	fake.set(Usage{Mapped: 70 * mb, Live: 70 * mb, Objects: 70 * mb, Limit: 100 * mb, Cycles: 3})
+	// 50 MB live at the collection; the limit's share is two thirds.
+	fake.set(Usage{Mapped: 50 * mb, Live: 50 * mb, Objects: 50 * mb, Limit: 100 * mb, Cycles: 3})
 	msg := bus.Message{Key: "k", Payload: make([]byte, 64<<10)}
 	per := MessageHeap(msg, 1)
-	want := int((10*mb + per - 1) / per) // publishes that bring it to 80 MB
+	share := int64(100*mb) - int64(100*mb)/gcHeadroomDiv
+	want := int((share - 50*mb + per - 1) / per) // publishes that bring it to the share
 	for i := range want {
 		b.gate.next.Store(0)
 		if err := b.Publish(ctx, "t", msg); err != nil {

@@ -36,7 +36,7 @@
 //     the bus refuses publishes while the process's estimated footprint after
 //     a collection (runtime/metrics: live heap, the fragmentation of the spans
 //     holding it, stacks and the runtime's own; sampled every few
-//     milliseconds, not per publish) is past four fifths of that limit, the
+//     milliseconds, not per publish) is past two thirds of that limit, the
 //     rest being the collector's room for garbage. Counting what messages hold
 //     was not enough: the process ran 1.4–1.7x over it, as their allocations
 //     share spans with the requests' short-lived buffers and keep those spans
@@ -106,8 +106,8 @@ const DefaultBudget = 256 << 20
 type Option func(*Bus)
 
 // WithBudget makes n bytes the process's memory budget (see the package
-// doc): publishes are refused while the process's footprint is past four
-// fifths of its Go memory limit (which the caller sets to n:
+// doc): publishes are refused while the process's footprint is past two
+// thirds of its Go memory limit (which the caller sets to n:
 // debug.SetMemoryLimit), or while the messages held count three quarters
 // of n, whichever comes first. n <= 0 means unbounded.
 func WithBudget(n int64) Option {
