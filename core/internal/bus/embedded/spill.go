@@ -45,7 +45,7 @@ func (b *Bus) keep(s *subscription, seq uint64) bool {
 	}
 	if !s.spilling {
 		s.spilling, s.cursor = true, s.t.done+1
-		b.logger.Info("subscription spills to disk: its backlog passed the memory window",
+		b.logger.Debug("subscription spills to disk: its backlog passed the memory window",
 			"topic", s.topic, "subscription", s.name, "window", b.cfg.MemoryWindow)
 	}
 	// A refill may have waited for this publish (it reads no further than
@@ -147,7 +147,7 @@ func (b *Bus) refill(s *subscription) {
 				"subscription", s.name, "spilled", s.spilled)
 			s.spilled = 0
 		}
-		b.logger.Info("subscription back in memory", "topic", s.topic, "subscription", s.name)
+		b.logger.Debug("subscription back in memory", "topic", s.topic, "subscription", s.name)
 	}
 	if len(entries) > 0 {
 		s.ks.Notify()
