@@ -446,14 +446,14 @@ func (b *Bus) takeDeferred() *pebble.Batch {
 
 // flushDeferred commits the deferred writes, if any, on their own.
 func (b *Bus) flushDeferred(sync bool) error {
-	empty := b.db.NewBatch()
-	defer empty.Close()
 	b.deferMu.Lock()
 	none := b.deferred == nil
 	b.deferMu.Unlock()
 	if none {
 		return nil
 	}
+	empty := b.db.NewBatch()
+	defer empty.Close()
 	return b.write(empty, sync)
 }
 
@@ -628,21 +628,19 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 	}
 	// Under t.mu, with the seq no longer in flight: a refill either has
 	// read it from disk or leaves it to this (spill.go). A subscription
-	// that spills it reads it back as its own message (which may count
-	// its bytes as history once more: retention by size then deletes
-	// history sooner, never a pending message).
-	kept := subs[:0]
+	// that spills it reads it back as its own message and counts its
+	// bytes as history then; this one drops the spilling subscriptions'
+	// holds without counting (a hold dropped last may leave the bytes
+	// counted twice or not by this copy: retention by size is
+	// approximate then, and never deletes a pending message).
+	m.refs.Store(int32(len(subs)))
 	for _, s := range subs {
 		s.mu.Lock()
 		if b.keep(s, seq) {
-			kept = append(kept, s)
+			s.ks.Offer(&entry{M: m})
+		} else {
+			m.refs.Add(-1)
 		}
-		s.mu.Unlock()
-	}
-	m.refs.Store(int32(len(kept)))
-	for _, s := range kept {
-		s.mu.Lock()
-		s.ks.Offer(&entry{M: m})
 		s.mu.Unlock()
 	}
 	return nil
