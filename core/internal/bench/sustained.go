@@ -180,13 +180,7 @@ func (r *runner) sustained(ctx context.Context) error {
 		if b == "pulsar" {
 			t.brokerPID = brokerPID()
 		}
-		if bl, ok := core.Bus.(bus.Backlogger); ok {
-			topic, sub := envelope.Topic(app.ID), dispatch.Subscription("noop")
-			t.backlog = func() int64 {
-				n, _ := bl.Backlog(ctx, topic, sub)
-				return n
-			}
-		}
+		t.backlog = noopBacklog(ctx, core, app)
 		prevLimit := debug.SetMemoryLimit(-1)
 		if b == "memory" { // as serve sets it, over what the bench held before
 			debug.SetMemoryLimit(coreMemoryLimit(baseBytes))
@@ -252,11 +246,7 @@ func (r *runner) sustainOne(ctx context.Context, t sustainTarget, step bool) (Su
 		for _, row := range steady {
 			xs = append(xs, f(row))
 		}
-		slices.Sort(xs)
-		if len(xs) == 0 {
-			return 0
-		}
-		return xs[len(xs)/2]
+		return Median(xs)
 	}
 	res.Accepted = med(func(x SustainedRow) float64 { return float64(x.Accepted) })
 	res.Rejected = med(func(x SustainedRow) float64 { return float64(x.Rejected) })
@@ -686,13 +676,7 @@ func (r *runner) sustainShave(ctx context.Context, busKind string, capacity floa
 	t := sustainTarget{key: "shave." + busKind, label: "larkway, " + busKind + " bus, a plugin handling " + strconv.FormatFloat(c, 'f', 0, 64) + " events/s",
 		url: core.URL, app: app, delivered: d.n.Load, ids: d.ids}
 	defer t.ids.removeFiles()
-	if bl, ok := core.Bus.(bus.Backlogger); ok {
-		topic, sub := envelope.Topic(app.ID), dispatch.Subscription("noop")
-		t.backlog = func() int64 {
-			n, _ := bl.Backlog(ctx, topic, sub)
-			return n
-		}
-	}
+	t.backlog = noopBacklog(ctx, core, app)
 	third := max(r.o.SustainDuration/3, time.Second)
 	phases := []Phase{{Rate: c / 2, Duration: third}, {Rate: c * 1.5, Duration: third}, {Rate: c / 2, Duration: third}}
 	rows, err := r.loadgen(ctx, t, "shave", phases, 4*r.o.SustainConns)
@@ -728,15 +712,15 @@ func (r *runner) sustainShave(ctx context.Context, busKind string, capacity floa
 		drain = float64(len(rows) - peakEnd) // not within the load: at least that
 	}
 	r.logf("%s: plugin at %.0f/s; peak accepted %.0f/s (refused %.0f/s), delivered %.0f/s; backlog max %d, empty %.0f s after the peak (drained: %v); %d ids delivered, %d lost, %d duplicated",
-		t.key, c, median(peakAcc), median(peakRej), median(peakDel), maxBacklog, drain, ok, a.Replied, a.Lost, a.Duplicated)
+		t.key, c, Median(peakAcc), Median(peakRej), Median(peakDel), maxBacklog, drain, ok, a.Replied, a.Lost, a.Duplicated)
 	for _, f := range []struct {
 		key, label, unit string
 		v                float64
 	}{
 		{"capacity", "the plugin's rate (a quarter of the pipeline's)", "events/s", c},
-		{"peak_accepted", "accepted during the 1.5× peak (median second)", "events/s", median(peakAcc)},
-		{"peak_refused", "refused or failed during the peak (median second)", "events/s", median(peakRej)},
-		{"peak_delivered", "delivered during the peak (median second): the plugin at full speed", "events/s", median(peakDel)},
+		{"peak_accepted", "accepted during the 1.5× peak (median second)", "events/s", Median(peakAcc)},
+		{"peak_refused", "refused or failed during the peak (median second)", "events/s", Median(peakRej)},
+		{"peak_delivered", "delivered during the peak (median second): the plugin at full speed", "events/s", Median(peakDel)},
 		{"max_backlog", "largest bus backlog", "events", float64(maxBacklog)},
 		{"drain", "seconds after the peak until the backlog was empty (the last third, at C/2 offered, drains C/2 a second)", "s", drain},
 		{"lost", "event ids answered 200 and never delivered", "events", float64(a.Lost)},
@@ -754,11 +738,16 @@ func (r *runner) sustainShave(ctx context.Context, busKind string, capacity floa
 	return nil
 }
 
-// median of xs (0 for none); sorts xs.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
+// noopBacklog reads the backlog of core's "noop" plugin subscription, or
+// is nil when core's bus keeps none.
+func noopBacklog(ctx context.Context, core *Core, app App) func() int64 {
+	bl, ok := core.Bus.(bus.Backlogger)
+	if !ok {
+		return nil
 	}
-	slices.Sort(xs)
-	return xs[len(xs)/2]
+	topic, sub := envelope.Topic(app.ID), dispatch.Subscription("noop")
+	return func() int64 {
+		n, _ := bl.Backlog(ctx, topic, sub)
+		return n
+	}
 }
