@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,11 +142,8 @@ func (r *runner) plainProducer(ctx context.Context, sample []bus.Message, compre
 	if n.Load() > 0 {
 		res.ClientUS = float64((self1 - self0).Microseconds()) / float64(n.Load())
 	}
-	slices.Sort(lats)
-	if len(lats) > 0 {
-		res.P50MS = float64(lats[len(lats)/2].Microseconds()) / 1e3
-		res.P99MS = float64(lats[len(lats)*99/100].Microseconds()) / 1e3
-	}
+	lat := Summarize(lats)
+	res.P50MS, res.P99MS = lat.P50, lat.P99
 	return res, nil
 }
 
@@ -214,11 +210,10 @@ func (r *runner) pulsarAfter(ctx context.Context, t sustainTarget, res Sustained
 	if len(p99s) == 0 {
 		return fmt.Errorf("ack5000: no full second")
 	}
-	slices.Sort(p99s)
-	slices.Sort(acc)
-	r.logf("pulsar at 5000/s offered: accepted %.0f/s, ack p99 %.1f ms (median of the seconds' p99s)", acc[len(acc)/2], p99s[len(p99s)/2])
-	r.rep.add(r.run, "sustained.ingest.pulsar.ack_p99_5000", "ingest ack p99 at 5 000 events/s offered (median of the seconds; goal < 20 ms)", "ms", p99s[len(p99s)/2], rows)
-	r.rep.add(r.run, "sustained.ingest.pulsar.accepted_5000", "accepted/s at 5 000 events/s offered", "events/s", acc[len(acc)/2], nil)
+	p99, accepted := Median(p99s), Median(acc)
+	r.logf("pulsar at 5000/s offered: accepted %.0f/s, ack p99 %.1f ms (median of the seconds' p99s)", accepted, p99)
+	r.rep.add(r.run, "sustained.ingest.pulsar.ack_p99_5000", "ingest ack p99 at 5 000 events/s offered (median of the seconds; goal < 20 ms)", "ms", p99, rows)
+	r.rep.add(r.run, "sustained.ingest.pulsar.accepted_5000", "accepted/s at 5 000 events/s offered", "events/s", accepted, nil)
 	_, err = r.drained(ctx, t)
 	return err
 }
