@@ -54,20 +54,28 @@ func newTestBus(t *testing.T, cfg Config) *Bus {
 	return b
 }
 
+// subscribed returns a bus on cfg with a consumer of a new topic, both
+// closed when t ends, and a context bounded by the receive timeout.
+func subscribed(t *testing.T, cfg Config) (context.Context, *Bus, bus.Consumer, string) {
+	t.Helper()
+	b := newTestBus(t, cfg)
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(t.Context(), bustest.ReceiveTimeout)
+	t.Cleanup(cancel)
+	topic := testenv.Name(t, "topic")
+	c, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "sub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return ctx, b, c, topic
+}
+
 // Compressed batches arrive as published, properties and keys included.
 func TestCompressionRoundTrips(t *testing.T) {
 	for _, comp := range []string{"lz4", "zstd"} {
 		t.Run(comp, func(t *testing.T) {
-			b := newTestBus(t, Config{URL: testenv.PulsarURL(t), Batching: true, Compression: comp})
-			defer b.Close(context.Background())
-			ctx, cancel := context.WithTimeout(t.Context(), bustest.ReceiveTimeout)
-			defer cancel()
-			topic := testenv.Name(t, "topic")
-			c, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "sub"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close(context.Background())
+			ctx, b, c, topic := subscribed(t, Config{URL: testenv.PulsarURL(t), Batching: true, Compression: comp})
 			const n = 4
 			var wg sync.WaitGroup
 			for i := range n {
@@ -100,16 +108,7 @@ func TestCompressionRoundTrips(t *testing.T) {
 // message in it gets its own ID.
 func TestBatchingSharesEntries(t *testing.T) {
 	const n = 8
-	b := newTestBus(t, Config{URL: testenv.PulsarURL(t), Batching: true, BatchingMaxPublishDelay: 50 * time.Millisecond})
-	defer b.Close(context.Background())
-	ctx, cancel := context.WithTimeout(t.Context(), bustest.ReceiveTimeout)
-	defer cancel()
-	topic := testenv.Name(t, "topic")
-	c, err := b.Subscribe(ctx, bus.SubscribeOptions{Topic: topic, Subscription: "sub"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
+	ctx, b, c, topic := subscribed(t, Config{URL: testenv.PulsarURL(t), Batching: true, BatchingMaxPublishDelay: 50 * time.Millisecond})
 
 	var wg sync.WaitGroup
 	for i := range n {
