@@ -11,10 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -338,24 +339,14 @@ func printPluginTable(w io.Writer, l listAnswer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PLUGIN\tREPLICA\tVERSION\tSTATE\tIN FLIGHT\tRESTARTS\tDEAD LETTERS\tLAST ERROR")
 	for _, p := range l.Plugins {
-		ids := make([]string, 0, len(p.Replicas))
-		for id := range p.Replicas {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
+		for _, id := range slices.Sorted(maps.Keys(p.Replicas)) {
 			r := p.Replicas[id]
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", p.Name, id, r.Version, r.State, r.InFlight, r.Restarts, p.DeadLetters, oneLine(r.LastError))
 		}
 	}
 	_ = tw.Flush()
 	for _, p := range l.Plugins {
-		ids := make([]string, 0, len(p.Replicas))
-		for id := range p.Replicas {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
+		for _, id := range slices.Sorted(maps.Keys(p.Replicas)) {
 			if r := p.Replicas[id].Release; r != nil {
 				fmt.Fprintf(w, "%s on %s: %s %s (%s) on %g%% of chats", p.Name, id, r.Mode, r.Version, r.State, r.Percent)
 				if len(r.Chats) > 0 {
