@@ -136,7 +136,7 @@ func (c *consumer) deliver(tk *token) (*bus.Delivery, error) {
 	var msg bus.Message
 	var published time.Time
 	if err == nil {
-		msg, published, err = c.b.load(s.topic, e.M.seq)
+		msg, published, err = c.b.message(s.topic, e.M)
 	}
 
 	s.mu.Lock()
@@ -176,7 +176,7 @@ func (c *consumer) finish(tk *token, ack bool, readyAt time.Time) {
 	delete(s.out, tk.E)
 	s.ks.Release(tk.E)
 	if ack {
-		tk.E.M.drop()
+		tk.E.M.drop(c.b)
 	} else {
 		tk.E.ReadyAt = readyAt
 		s.ks.Insert(tk.E)
@@ -237,7 +237,7 @@ func (c *consumer) nack(tk *token) error {
 	// batch, so a crash leaves exactly one of the two. The dead-letter topic
 	// may be this very topic: publish takes its locks, not s.mu.
 	dlq := c.opts.DeadLetter()
-	msg, _, err := c.b.load(c.s.topic, e.M.seq)
+	msg, _, err := c.b.message(c.s.topic, e.M)
 	if err == nil {
 		err = c.b.publish(context.Background(), dlq, msg, func(batch *pebble.Batch) {
 			_ = batch.Delete(pendingKey(c.s.topic, c.s.name, e.M.seq), nil)

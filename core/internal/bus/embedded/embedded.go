@@ -220,7 +220,8 @@ type Bus struct {
 	spaceAt    atomic.Int64
 	spaceN     atomic.Int64
 	spaceBytes atomic.Int64
-	dirty      atomic.Bool // a write since the last periodic sync was not fsynced
+	dirty      atomic.Bool  // a write since the last periodic sync was not fsynced
+	heldBytes  atomic.Int64 // records held in memory (holdRecord)
 
 	// deferred holds writes that ride on the next commit (acks); nil when
 	// empty. Guarded by deferMu.
@@ -357,6 +358,9 @@ type message struct {
 	key  string
 	size int64
 	refs atomic.Int32 // subscriptions still holding it
+	// rec is the stored record while the bus holds it in memory too
+	// (holdRecord), so a hand-out need not read it back; nil otherwise.
+	rec atomic.Pointer[[]byte]
 }
 
 func newMessage(t *topic, seq uint64, key string, size int64) *message {
@@ -365,9 +369,34 @@ func newMessage(t *topic, seq uint64, key string, size int64) *message {
 
 // drop releases one subscription's hold on m: once none holds it, it is
 // history.
-func (m *message) drop() {
+func (m *message) drop(b *Bus) {
 	if m.refs.Add(-1) == 0 {
 		m.t.histBytes.Add(m.size)
+		b.releaseRecord(m)
+	}
+}
+
+// recordBytes bounds the records held in memory beside the store (all
+// subscriptions together): at 1–2 KB an event, a few thousand, which is
+// the backlog of a pipeline keeping up; deeper backlogs read the rest back.
+// Reading a record back was a tenth of the embedded bus's CPU per event
+// under sustained load (Pebble's Get: a memtable and level search).
+const recordBytes = 8 << 20
+
+// holdRecord keeps rec in memory with m while the bus holds under
+// recordBytes of them.
+func (b *Bus) holdRecord(m *message, rec []byte) {
+	if b.heldBytes.Add(int64(len(rec))) > recordBytes {
+		b.heldBytes.Add(-int64(len(rec)))
+		return
+	}
+	m.rec.Store(&rec)
+}
+
+// releaseRecord drops m's record from memory, if held.
+func (b *Bus) releaseRecord(m *message) {
+	if r := m.rec.Swap(nil); r != nil {
+		b.heldBytes.Add(-int64(len(*r)))
 	}
 }
 
@@ -483,6 +512,15 @@ func (b *Bus) syncLoop() {
 			}
 		}
 	}
+}
+
+// message returns m's message from the record held in memory, or else
+// from the store.
+func (b *Bus) message(topic string, m *message) (bus.Message, time.Time, error) {
+	if r := m.rec.Load(); r != nil {
+		return decodeMessage(*r)
+	}
+	return b.load(topic, m.seq)
 }
 
 // load reads message seq of topic.
@@ -634,6 +672,7 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 	// counted twice or not by this copy: retention by size is
 	// approximate then, and never deletes a pending message).
 	m.refs.Store(int32(len(subs)))
+	b.holdRecord(m, rec)
 	for _, s := range subs {
 		s.mu.Lock()
 		if b.keep(s, seq) {
@@ -642,6 +681,9 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 			m.refs.Add(-1)
 		}
 		s.mu.Unlock()
+	}
+	if m.refs.Load() == 0 { // every subscription spilled it
+		b.releaseRecord(m)
 	}
 	return nil
 }
