@@ -16,26 +16,10 @@ import (
 // (the bench's client count), with a consumer acking everything, and
 // reports the WAL fsyncs they took.
 func BenchmarkPublish(b *testing.B) {
-	bs, err := Open(Config{Dir: b.TempDir()}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	bs := openBench(b)
 	defer bs.Close(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := bs.Subscribe(ctx, bus.SubscribeOptions{Topic: "events", Subscription: "s"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var consumed sync.WaitGroup
-	consumed.Go(func() {
-		for {
-			d, err := c.Receive(ctx)
-			if err != nil {
-				return
-			}
-			_ = d.Ack()
-		}
-	})
+	consumed := consume(ctx, b, bs, 1, func(d *bus.Delivery) { _ = d.Ack() })
 	payload := make([]byte, 1500)
 	syncs, _ := bs.WALSyncs()
 	b.SetParallelism(16)
@@ -63,35 +47,19 @@ func BenchmarkPublish(b *testing.B) {
 // does) and ack. It reports the process's CPU per message, the figure the
 // bus adds to larkway's core, whatever the machine's wall clock does.
 func BenchmarkPipeline(b *testing.B) {
-	bs, err := Open(Config{Dir: b.TempDir()}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	bs := openBench(b)
 	defer bs.Close(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := bs.State("dedup")
-	var consumed sync.WaitGroup
 	var acked atomic.Int64
 	drained := make(chan struct{})
-	for range 4 {
-		c, err := bs.Subscribe(ctx, bus.SubscribeOptions{Topic: "events", Subscription: "s"})
-		if err != nil {
-			b.Fatal(err)
+	consumed := consume(ctx, b, bs, 4, func(d *bus.Delivery) {
+		_ = done.Put(d.ID, []byte{1}, time.Now().Add(time.Hour), false)
+		_ = d.Ack()
+		if acked.Add(1) == int64(b.N) {
+			close(drained)
 		}
-		consumed.Go(func() {
-			for {
-				d, err := c.Receive(ctx)
-				if err != nil {
-					return
-				}
-				_ = done.Put(d.ID, []byte{1}, time.Now().Add(time.Hour), false)
-				_ = d.Ack()
-				if acked.Add(1) == int64(b.N) {
-					close(drained)
-				}
-			}
-		})
-	}
+	})
 	payload := make([]byte, 1400)
 	var before syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
@@ -119,4 +87,34 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 	cancel()
 	consumed.Wait()
+}
+
+func openBench(b *testing.B) *Bus {
+	bs, err := Open(Config{Dir: b.TempDir()}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bs
+}
+
+// consume runs n consumers of subscription s on events, each calling settle
+// for every delivery, until ctx ends; wait for them on the WaitGroup.
+func consume(ctx context.Context, b *testing.B, bs *Bus, n int, settle func(*bus.Delivery)) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range n {
+		c, err := bs.Subscribe(ctx, bus.SubscribeOptions{Topic: "events", Subscription: "s"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			for {
+				d, err := c.Receive(ctx)
+				if err != nil {
+					return
+				}
+				settle(d)
+			}
+		})
+	}
+	return &wg
 }
