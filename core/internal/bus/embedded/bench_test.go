@@ -20,20 +20,10 @@ func BenchmarkPublish(b *testing.B) {
 	defer bs.Close(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	consumed := consume(ctx, b, bs, 1, func(d *bus.Delivery) { _ = d.Ack() })
-	payload := make([]byte, 1500)
 	syncs, _ := bs.WALSyncs()
 	b.SetParallelism(16)
 	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			i++
-			if err := bs.Publish(ctx, "events", bus.Message{Key: "oc_" + strconv.Itoa(i%50), Payload: payload}); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	publishAll(ctx, b, bs, 50, 1500, func() {})
 	b.StopTimer()
 	after, _ := bs.WALSyncs()
 	b.ReportMetric(float64(after-syncs)/float64(b.N), "fsyncs/op")
@@ -60,22 +50,12 @@ func BenchmarkPipeline(b *testing.B) {
 			close(drained)
 		}
 	})
-	payload := make([]byte, 1400)
 	var before syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
 	b.SetParallelism(32) // 64 publishers on 2 cores
 	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			i++
-			if err := bs.Publish(ctx, "events", bus.Message{Key: "oc_" + strconv.Itoa(i%100), Payload: payload}); err != nil {
-				b.Error(err)
-				cancel() // nothing waits for the rest
-				return
-			}
-		}
-	})
+	publishAll(ctx, b, bs, 100, 1400, cancel) // on a failure nothing waits for the rest
+
 	select {
 	case <-drained:
 	case <-ctx.Done():
@@ -117,4 +97,21 @@ func consume(ctx context.Context, b *testing.B, bs *Bus, n int, settle func(*bus
 		})
 	}
 	return &wg
+}
+
+// publishAll publishes b.N events of size bytes over keys keys from
+// b.RunParallel's goroutines; a failed publish fails b and calls failed.
+func publishAll(ctx context.Context, b *testing.B, bs *Bus, keys, size int, failed func()) {
+	payload := make([]byte, size)
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			if err := bs.Publish(ctx, "events", bus.Message{Key: "oc_" + strconv.Itoa(i%keys), Payload: payload}); err != nil {
+				b.Error(err)
+				failed()
+				return
+			}
+		}
+	})
 }
