@@ -127,10 +127,7 @@ func (c *consumer) deliver(tk *token) (*bus.Delivery, error) {
 	s, e := c.s, tk.E
 	var err error
 	if e.Deliveries > 1 {
-		batch := c.b.db.NewBatch()
-		_ = batch.Set(pendingKey(s.topic, s.name, e.M.seq), encodePending(pending{deliveries: e.Deliveries}), nil)
-		err = c.b.write(batch, false)
-		_ = batch.Close()
+		err = c.writePending(e, pending{deliveries: e.Deliveries})
 	}
 	written := err == nil
 	var msg bus.Message
@@ -158,6 +155,15 @@ func (c *consumer) deliver(tk *token) (*bus.Delivery, error) {
 	return bus.NewDelivery(msg, e.M.id, s.topic, e.Deliveries, published,
 		func() error { return c.ack(tk) },
 		func() error { return c.nack(tk) }), nil
+}
+
+// writePending writes e's pending record on c's subscription as p, without
+// an fsync of its own.
+func (c *consumer) writePending(e *entry, p pending) error {
+	batch := c.b.db.NewBatch()
+	defer batch.Close()
+	_ = batch.Set(pendingKey(c.s.topic, c.s.name, e.M.seq), encodePending(p), nil)
+	return c.b.write(batch, false)
 }
 
 // claim marks tk being settled by its first Ack or Nack. It reports whether
@@ -220,10 +226,7 @@ func (c *consumer) nack(tk *token) error {
 	e := tk.E
 	retryAt := c.b.now().Add(c.opts.BackoffFor(e.Deliveries))
 	if c.opts.MaxDeliveries <= 0 || e.Deliveries < c.opts.MaxDeliveries {
-		batch := c.b.db.NewBatch()
-		_ = batch.Set(pendingKey(c.s.topic, c.s.name, e.M.seq), encodePending(pending{deliveries: e.Deliveries, readyAt: retryAt}), nil)
-		err := c.b.write(batch, false)
-		_ = batch.Close()
+		err := c.writePending(e, pending{deliveries: e.Deliveries, readyAt: retryAt})
 		// Redelivered either way: on failure the store still has it
 		// pending, without the backoff.
 		c.settle(tk, false, retryAt)
