@@ -77,6 +77,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -384,11 +385,15 @@ func (m *message) drop(b *Bus) {
 const recordBytes = 8 << 20
 
 // holdRecord keeps rec in memory with m while the bus holds under
-// recordBytes of them.
-func (b *Bus) holdRecord(m *message, rec []byte) {
+// recordBytes of them; a record the caller does not own (Pebble reuses the
+// buffers it returns) is copied.
+func (b *Bus) holdRecord(m *message, rec []byte, owned bool) {
 	if b.heldBytes.Add(int64(len(rec))) > recordBytes {
 		b.heldBytes.Add(-int64(len(rec)))
 		return
+	}
+	if !owned {
+		rec = bytes.Clone(rec)
 	}
 	m.rec.Store(&rec)
 }
@@ -672,7 +677,7 @@ func (b *Bus) publish(ctx context.Context, topicName string, msg bus.Message, ex
 	// counted twice or not by this copy: retention by size is
 	// approximate then, and never deletes a pending message).
 	m.refs.Store(int32(len(subs)))
-	b.holdRecord(m, rec)
+	b.holdRecord(m, rec, true)
 	for _, s := range subs {
 		s.mu.Lock()
 		if b.keep(s, seq) {

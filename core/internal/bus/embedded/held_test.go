@@ -52,7 +52,8 @@ func TestHeldRecordsAreBoundedAndReleased(t *testing.T) {
 	}
 }
 
-// A message spilled to disk by every subscription is not held in memory.
+// A message spilled to disk by every subscription is not held in memory
+// while it waits there; read back, it is held until acknowledged.
 func TestSpilledRecordsAreNotHeld(t *testing.T) {
 	b := openTest(t, Config{MemoryWindow: 2})
 	defer closeBus(t, b)
@@ -77,5 +78,34 @@ func TestSpilledRecordsAreNotHeld(t *testing.T) {
 	}
 	if h := b.heldBytes.Load(); h != 0 {
 		t.Fatalf("%d bytes still held after the backlog drained", h)
+	}
+}
+
+// Messages recovered at Open are held as they were read, and handed out
+// from memory.
+func TestRecoveredRecordsAreHeld(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, Config{Dir: dir})
+	subscribeT(t, b, bus.SubscribeOptions{Topic: "events", Subscription: "s"})
+	publishN(t, b, "events", 0, 5)
+	closeBus(t, b)
+
+	b = openTest(t, Config{Dir: dir})
+	defer closeBus(t, b)
+	if b.heldBytes.Load() == 0 {
+		t.Fatal("the recovered messages are not held")
+	}
+	c := subscribeT(t, b, bus.SubscribeOptions{Topic: "events", Subscription: "s"})
+	for i := range 5 {
+		d := receiveT(t, c)
+		if got, want := string(d.Message.Payload), fmt.Sprintf("m%d", i); got != want {
+			t.Fatalf("message %d: got %q, want %q", i, got, want)
+		}
+		if err := d.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := b.heldBytes.Load(); h != 0 {
+		t.Fatalf("%d bytes still held after the recovered messages were acknowledged", h)
 	}
 }

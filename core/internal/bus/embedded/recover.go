@@ -157,6 +157,7 @@ func (b *Bus) recover(clean bool) error {
 		}
 		delete(refs[t], seq)
 		m.refs.Store(int32(len(rs)))
+		b.holdRecord(m, v, false) // the first hand-outs need not read it again
 		for _, r := range rs {
 			r.e.M = m
 		}

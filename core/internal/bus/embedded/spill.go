@@ -192,14 +192,14 @@ func (b *Bus) readPending(s *subscription, from, bound uint64, n int, uncounted 
 		if err != nil {
 			return fmt.Errorf("subscription %s holds message %d of %s: %w", s.name, seq, s.topic, withDetails(err))
 		}
+		defer closer.Close()
 		msg, _, err := decodeMessage(rec)
-		size := int64(len(rec))
-		_ = closer.Close()
 		if err != nil {
 			return fmt.Errorf("decoding message %d of %s: %w", seq, s.topic, err)
 		}
-		m := newMessage(s.t, seq, msg.Key, size)
+		m := newMessage(s.t, seq, msg.Key, int64(len(rec)))
 		m.refs.Store(1)
+		b.holdRecord(m, rec, false) // the hand-out need not read it again
 		e := &entry{M: m, Deliveries: p.deliveries, ReadyAt: p.readyAt}
 		if seq < uncounted && e.Deliveries == 0 {
 			e.Deliveries = 1 // as recover counts those it loads
@@ -208,6 +208,9 @@ func (b *Bus) readPending(s *subscription, from, bound uint64, n int, uncounted 
 		return nil
 	})
 	if err != nil && !isStopScan(err) {
+		for _, e := range entries {
+			b.releaseRecord(e.M)
+		}
 		return nil, 0, err
 	}
 	return entries, next, nil
