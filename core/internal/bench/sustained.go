@@ -603,15 +603,10 @@ func (l *idLedger) delivered(id string) {
 // accepted records the ids the generator runs wrote as posted and
 // accepted, and removes their files.
 func (l *idLedger) accepted() error {
-	l.mu.Lock()
-	files := l.files
-	l.files = nil
-	l.mu.Unlock()
-	defer func() {
-		for _, f := range files {
-			_ = os.Remove(f)
-		}
-	}()
+	l.mu.RLock()
+	files := slices.Clone(l.files)
+	l.mu.RUnlock()
+	defer l.removeFiles()
 	for _, path := range files {
 		if err := l.acceptedFrom(path); err != nil {
 			return err

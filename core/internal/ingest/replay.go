@@ -128,6 +128,8 @@ type DurableReplayCache struct {
 	// fresh: the store held no nonce at the start, so no earlier
 	// process's nonce can be found there.
 	fresh bool
+	// deferred is kv when it is a DeferredKV, nil otherwise.
+	deferred DeferredKV
 }
 
 // EmptyKV is a KV that can tell whether it holds any key.
@@ -141,6 +143,7 @@ type EmptyKV interface {
 func NewDurableReplayCache(kv KV) *DurableReplayCache {
 	c := &DurableReplayCache{kv: kv, now: time.Now, mem: NewMemoryReplayCache()}
 	c.start = c.now()
+	c.deferred, _ = kv.(DeferredKV)
 	if e, ok := kv.(EmptyKV); ok {
 		// On an error, read the disk as if it held some.
 		c.fresh, _ = e.Empty()
@@ -165,11 +168,13 @@ func (c *DurableReplayCache) Seen(ctx context.Context, key string, ttl time.Dura
 			return true, nil
 		}
 	}
-	put := func() error { return c.kv.Put(key, nil, now.Add(ttl), false) }
-	if d, ok := c.kv.(DeferredKV); ok {
-		put = func() error { return d.PutDeferred(key, nil, now.Add(ttl)) }
+	var err error
+	if c.deferred != nil {
+		err = c.deferred.PutDeferred(key, nil, now.Add(ttl))
+	} else {
+		err = c.kv.Put(key, nil, now.Add(ttl), false)
 	}
-	if err := put(); err != nil {
+	if err != nil {
 		// The nonce stays in memory: a resend of this very request is
 		// refused as a replay until ttl, as Redis's SET NX would have it
 		// had the write landed. Lark signs its retries anew.
