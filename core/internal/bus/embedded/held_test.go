@@ -67,15 +67,7 @@ func TestSpilledRecordsAreNotHeld(t *testing.T) {
 	if h := b.heldBytes.Load(); h != kept {
 		t.Fatalf("%d bytes held after the window spilled, want the window's %d", h, kept)
 	}
-	for i := range 10 {
-		d := receiveT(t, c)
-		if got, want := string(d.Message.Payload), fmt.Sprintf("m%d", i); got != want {
-			t.Fatalf("message %d: got %q, want %q", i, got, want)
-		}
-		if err := d.Ack(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ackInOrder(t, c, 10)
 	if h := b.heldBytes.Load(); h != 0 {
 		t.Fatalf("%d bytes still held after the backlog drained", h)
 	}
@@ -96,7 +88,16 @@ func TestRecoveredRecordsAreHeld(t *testing.T) {
 		t.Fatal("the recovered messages are not held")
 	}
 	c := subscribeT(t, b, bus.SubscribeOptions{Topic: "events", Subscription: "s"})
-	for i := range 5 {
+	ackInOrder(t, c, 5)
+	if h := b.heldBytes.Load(); h != 0 {
+		t.Fatalf("%d bytes still held after the recovered messages were acknowledged", h)
+	}
+}
+
+// ackInOrder receives and acks publishN's messages 0 to n-1 from c, in order.
+func ackInOrder(t *testing.T, c bus.Consumer, n int) {
+	t.Helper()
+	for i := range n {
 		d := receiveT(t, c)
 		if got, want := string(d.Message.Payload), fmt.Sprintf("m%d", i); got != want {
 			t.Fatalf("message %d: got %q, want %q", i, got, want)
@@ -104,8 +105,5 @@ func TestRecoveredRecordsAreHeld(t *testing.T) {
 		if err := d.Ack(); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if h := b.heldBytes.Load(); h != 0 {
-		t.Fatalf("%d bytes still held after the recovered messages were acknowledged", h)
 	}
 }
